@@ -1,0 +1,86 @@
+"""Inspection: layer summary (torchinfo), receptive-field table, confusion matrix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ReceptiveFieldRow:
+    layer: str
+    kernel: int
+    padding: int
+    stride: int
+    input_size: int
+    output_size: int
+    receptive_field: int
+    jump: int  # distance in input pixels between adjacent output pixels
+
+
+def _pair_first(value) -> int:
+    return int(value[0] if isinstance(value, tuple) else value)
+
+
+def receptive_field(model: nn.Module, input_size: int = 28) -> list[ReceptiveFieldRow]:
+    """One row per conv/pool layer, computed from the layers themselves, in forward order."""
+    rows = []
+    size, field, jump = input_size, 1, 1
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            continue
+        kernel = _pair_first(module.kernel_size)
+        stride = _pair_first(module.stride)
+        padding = _pair_first(module.padding)
+        dilation = _pair_first(getattr(module, "dilation", 1))
+        effective = dilation * (kernel - 1) + 1
+        output = (size + 2 * padding - effective) // stride + 1
+        field += (effective - 1) * jump
+        rows.append(ReceptiveFieldRow(f"{type(module).__name__}-{name}", kernel, padding, stride,
+                                      size, output, field, jump))
+        size, jump = output, jump * stride
+    return rows
+
+
+def format_receptive_field(rows: list[ReceptiveFieldRow]) -> str:
+    header = ["#", "Layer", "Kernel", "Padding", "Stride", "Input", "Output", "Receptive field"]
+    body = [[str(i), row.layer, f"{row.kernel}*{row.kernel}", str(row.padding) if row.padding else "NO",
+             str(row.stride), f"{row.input_size}*{row.input_size}", f"{row.output_size}*{row.output_size}",
+             f"{row.receptive_field}*{row.receptive_field}"] for i, row in enumerate(rows)]
+    widths = [max(len(line[c]) for line in [header, *body]) for c in range(len(header))]
+
+    def render(line: list[str]) -> str:
+        return "| " + " | ".join(cell.rjust(width) for cell, width in zip(line, widths)) + " |"
+
+    separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([render(header), separator, *map(render, body)])
+
+
+def model_summary(model: nn.Module, input_size: tuple[int, ...] = (1, 1, 28, 28)) -> str:
+    """torchinfo's layer table: type, output shape, parameters, totals and size estimates."""
+    from torchinfo import summary
+
+    stats = summary(model, input_size=input_size, col_names=("output_size", "num_params"),
+                    depth=3, verbose=0, device="cpu", mode="eval")
+    return str(stats)
+
+
+def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """counts[true, predicted]."""
+    flat = targets.long() * num_classes + predictions.long()
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(matrix: torch.Tensor) -> list[float]:
+    totals = matrix.sum(dim=1).clamp(min=1)
+    return (matrix.diagonal().double() / totals * 100).tolist()
+
+
+def format_confusion(matrix: torch.Tensor, classes: tuple[str, ...]) -> str:
+    width = max(6, max(len(c) for c in classes) + 1)
+    lines = ["true \\ predicted".ljust(width) + "".join(str(i).rjust(6) for i in range(len(classes)))]
+    for index, row in enumerate(matrix.tolist()):
+        lines.append(f"{index} {classes[index]}"[:width].ljust(width) + "".join(str(v).rjust(6) for v in row))
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""Batched augmentation on tensors: every sample gets its own random parameters.
+
+Both transforms are projective warps: a 3x3 matrix per sample maps an output pixel
+position to the input position it reads (pixel centres at i + 0.5, as torchvision's
+tensor `perspective` does), and one `grid_sample` call resamples the whole batch.
+`benchmarks/augment_speed.py` measures this against a per-image torchvision-style path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def warp(images: torch.Tensor, matrices: torch.Tensor, fill: float = 0.0, mode: str = "nearest") -> torch.Tensor:
+    """Resample float images [N, C, H, W] through per-sample matrices [N, 3, 3].
+
+    Output pixel (x, y) reads input position `matrices @ (x + .5, y + .5, 1)` (homogeneous);
+    positions outside the input take `fill`.
+    """
+    n, channels, height, width = images.shape
+    ys = torch.arange(height, dtype=torch.float32, device=images.device) + 0.5
+    xs = torch.arange(width, dtype=torch.float32, device=images.device) + 0.5
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    points = torch.stack([grid_x, grid_y, torch.ones_like(grid_x)], dim=-1).reshape(1, -1, 3)
+    mapped = points @ matrices.to(torch.float32).transpose(1, 2)  # [N, H*W, 3]
+    source = mapped[..., :2] / mapped[..., 2:3]
+    scale = torch.tensor([width / 2.0, height / 2.0], device=images.device)
+    grid = (source / scale - 1.0).reshape(n, height, width, 2)
+    if fill == 0.0:
+        return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    # Sample a ones channel alongside to know which output pixels fell outside the input.
+    with_mask = torch.cat([images, torch.ones_like(images[:, :1])], dim=1)
+    sampled = F.grid_sample(with_mask, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    inside = sampled[:, -1:]
+    return sampled[:, :-1] + fill * (1.0 - inside)
+
+
+def rotation_matrices(angles_degrees: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Matrices for a counter-clockwise rotation by each angle about the image centre."""
+    radians = angles_degrees.to(torch.float64) * (math.pi / 180.0)
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    cx, cy = width / 2.0, height / 2.0
+    matrices = torch.zeros(len(radians), 3, 3, dtype=torch.float64)
+    # input = R(angle) @ (output - centre) + centre, in x-right / y-down pixel coordinates
+    matrices[:, 0, 0], matrices[:, 0, 1] = cos, -sin
+    matrices[:, 1, 0], matrices[:, 1, 1] = sin, cos
+    matrices[:, 0, 2] = cx - cos * cx + sin * cy
+    matrices[:, 1, 2] = cy - sin * cx - cos * cy
+    matrices[:, 2, 2] = 1.0
+    return matrices
+
+
+def perspective_matrices(startpoints: torch.Tensor, endpoints: torch.Tensor) -> torch.Tensor:
+    """Homographies [N, 3, 3] taking endpoints [N, 4, 2] to startpoints [N, 4, 2].
+
+    Same convention as torchvision's `perspective(img, startpoints, endpoints)`: the image
+    content at the start corners moves to the end corners.
+    """
+    src = endpoints.to(torch.float64)
+    dst = startpoints.to(torch.float64)
+    n = len(src)
+    x, y = src[..., 0], src[..., 1]
+    u, v = dst[..., 0], dst[..., 1]
+    zeros, ones = torch.zeros_like(x), torch.ones_like(x)
+    rows_u = torch.stack([x, y, ones, zeros, zeros, zeros, -u * x, -u * y], dim=-1)
+    rows_v = torch.stack([zeros, zeros, zeros, x, y, ones, -v * x, -v * y], dim=-1)
+    system = torch.cat([rows_u, rows_v], dim=1)  # [N, 8, 8]
+    target = torch.cat([u, v], dim=1)  # [N, 8]
+    coefficients = torch.linalg.solve(system, target)
+    return torch.cat([coefficients, torch.ones(n, 1, dtype=torch.float64)], dim=1).reshape(n, 3, 3)
+
+
+def random_perspective_points(n: int, height: int, width: int, distortion: float,
+                              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Corner points as torchvision's `RandomPerspective.get_params` draws them, for n samples."""
+    half_h, half_w = height // 2, width // 2
+    dx, dy = int(distortion * half_w) + 1, int(distortion * half_h) + 1
+
+    def draw(low: int, high: int) -> torch.Tensor:
+        return torch.randint(low, high, (n,), generator=generator)
+
+    top_left = torch.stack([draw(0, dx), draw(0, dy)], dim=1)
+    top_right = torch.stack([draw(width - dx, width), draw(0, dy)], dim=1)
+    bottom_right = torch.stack([draw(width - dx, width), draw(height - dy, height)], dim=1)
+    bottom_left = torch.stack([draw(0, dx), draw(height - dy, height)], dim=1)
+    end = torch.stack([top_left, top_right, bottom_right, bottom_left], dim=1)
+    start = torch.tensor([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]]).expand(n, 4, 2)
+    return start, end
+
+
+def seed_augment(images: torch.Tensor, fill: float, generator: torch.Generator | None = None,
+                 distortion: float = 0.2, perspective_p: float = 0.5, degrees: float = 15.0) -> torch.Tensor:
+    """The seed's train pipeline on a float batch in [0, 1] (before normalization):
+    RandomPerspective(distortion 0.2, p 0.5, nearest), then RandomRotation(±15°, fill = mean, nearest).
+    """
+    n, _, height, width = images.shape
+    start, end = random_perspective_points(n, height, width, distortion, generator)
+    perspective = perspective_matrices(start, end)
+    applied = torch.rand(n, generator=generator) < perspective_p
+    perspective[~applied] = torch.eye(3, dtype=torch.float64)
+    images = warp(images, perspective, fill=0.0)  # torchvision's RandomPerspective fills with 0
+    angles = (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * degrees
+    return warp(images, rotation_matrices(angles, height, width), fill=fill)
+
+
+AUGMENTATIONS = ("none", "seed")

@@ -1,0 +1,163 @@
+"""The `mnist-ops` command. User mistakes end in one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from mnist_ops.errors import UserError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (plus exit code 2), not a usage dump."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist (default: mnist)")
+    parser.add_argument("--root", "--data-root", dest="root", default=None,
+                        help="data root (default: $MNIST_OPS_DATA, else ~/.cache/mnist-ops)")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="mnist-ops", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+
+    data = commands.add_parser("data", help="fetch data, show statistics")
+    data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=ArgumentParser)
+    _add_data_args(data_commands.add_parser("fetch", help="make the dataset files present and verified"))
+    _add_data_args(data_commands.add_parser("stats", help="pixel mean/std of the train split, class counts"))
+
+    summary = commands.add_parser("summary", help="layer table and receptive-field table of a model")
+    which = summary.add_mutually_exclusive_group()
+    which.add_argument("--model", help="a registered model name")
+    which.add_argument("--preset", help="a preset name (its model)")
+    summary.add_argument("--dropout", type=float, default=None)
+
+    commands.add_parser("list", help="list the registered models and presets")
+
+    train = commands.add_parser("train", help="train a preset, write a run directory")
+    train.add_argument("--preset", default=None, help="named recipe (default: seed-regularized)")
+    train.add_argument("--config", default=None, help="TOML file with config keys (flags override it)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int, dest="batch_size")
+    train.add_argument("--lr", type=float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--dropout", type=float)
+    train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    train.add_argument("--precision", choices=("fp32", "bf16"))
+    train.add_argument("--limit-train", type=int, dest="limit_train", help="use the first N training images")
+    train.add_argument("--out", default=None, help="run directory (default: runs/<preset>-seed<N>-<time>)")
+    train.add_argument("--data-root", default=None)
+    train.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
+
+    evaluate = commands.add_parser("evaluate", help="test accuracy, per-class accuracy, confusion matrix")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--data-root", default=None)
+    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    return parser
+
+
+def command_data(args) -> None:
+    from mnist_ops import data
+
+    if args.data_command == "fetch":
+        directory = data.fetch(args.dataset, args.root)
+        print(f"{args.dataset}: all files present and verified in {directory}")
+        return
+    train = data.load_split(args.dataset, "train", args.root)
+    test = data.load_split(args.dataset, "test", args.root)
+    mean, std = data.pixel_stats(train.images)
+    classes = data.dataset_info(args.dataset).classes
+    print(f"{args.dataset}: {len(train):,} train / {len(test):,} test images, {tuple(train.images.shape[1:])} pixels")
+    print(f"train pixel mean {mean:.4f}  std {std:.4f}")
+    print("class    train    test")
+    for index, (a, b) in enumerate(zip(data.class_counts(train.labels), data.class_counts(test.labels))):
+        print(f"{index} {classes[index]:<12} {a:>6} {b:>7}" if len(classes[index]) > 1 else f"{index:<6} {a:>7} {b:>7}")
+
+
+def command_summary(args) -> None:
+    from mnist_ops.analysis import format_receptive_field, model_summary, receptive_field
+    from mnist_ops.models import DEFAULT_DROPOUT, create_model
+    from mnist_ops.presets import DEFAULT_PRESET, get_preset
+
+    if args.model:
+        name, dropout = args.model, DEFAULT_DROPOUT
+    else:
+        preset = get_preset(args.preset or DEFAULT_PRESET)
+        name, dropout = preset.model, preset.dropout
+    model = create_model(name, dropout=args.dropout if args.dropout is not None else dropout)
+    print(f"model {name}")
+    print(model_summary(model))
+    print("Receptive field")
+    print(format_receptive_field(receptive_field(model)))
+
+
+def command_list(args) -> None:
+    from mnist_ops.models import count_parameters, create_model, list_models
+    from mnist_ops.presets import PRESETS
+
+    print("models:")
+    for name in list_models():
+        print(f"  {name:<24} {count_parameters(create_model(name)):>9,} parameters")
+    print("presets:")
+    for name, preset in sorted(PRESETS.items()):
+        print(f"  {name:<24} model {preset.model}, {preset.epochs} epochs, {preset.optimizer} lr {preset.lr}, "
+              f"{preset.schedule}, augment {preset.augment}")
+
+
+def command_train(args) -> None:
+    from mnist_ops.presets import build_config
+    from mnist_ops.train import fit
+
+    keys = ("epochs", "batch_size", "lr", "seed", "dropout", "device", "precision", "limit_train")
+    overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    config = build_config(args.preset, args.config, overrides)
+    out = args.out or Path("runs") / f"{config.preset}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    fit(config, out, data_root=args.data_root, progress=not args.no_progress)
+
+
+def command_evaluate(args) -> None:
+    from mnist_ops.analysis import confusion_matrix, format_confusion, per_class_accuracy
+    from mnist_ops.data import dataset_info, load_split
+    from mnist_ops.train import evaluate, load_checkpoint, model_from_checkpoint, normalize, resolve_device
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    dataset = checkpoint["config"].get("dataset", "mnist")
+    device = resolve_device(args.device)
+    model = model_from_checkpoint(checkpoint).to(device)
+    test = load_split(dataset, "test", args.data_root)
+    result = evaluate(model, normalize(test.images, checkpoint["mean"], checkpoint["std"]), test.labels, device)
+    matrix = confusion_matrix(test.labels, result.predictions)
+    classes = dataset_info(dataset).classes
+    print(f"checkpoint {args.checkpoint}: model {checkpoint['model_name']}, epoch {checkpoint['epoch']}")
+    print(f"test accuracy {result.accuracy:.2f}%  loss {result.loss:.4f}  "
+          f"({int(matrix.diagonal().sum())}/{len(test)} correct)")
+    print("per-class accuracy: " + "  ".join(f"{c}: {a:.2f}%" for c, a in zip(classes, per_class_accuracy(matrix))))
+    print("confusion matrix (rows: true, columns: predicted)")
+    print(format_confusion(matrix, classes))
+
+
+COMMANDS = {"data": command_data, "summary": command_summary, "list": command_list,
+            "train": command_train, "evaluate": command_evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except UserError as error:
+        print(f"mnist-ops: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mnist-ops: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Run configuration in layers: preset defaults, then a TOML file, then command-line flags.
+
+Unknown keys are rejected by name; every value is type- and range-checked; the resolved
+config is written into each run directory as `config.toml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from mnist_ops.errors import UserError
+
+
+@dataclass(frozen=True)
+class Config:
+    preset: str = "custom"
+    dataset: str = "mnist"
+    model: str = "seed-regularized"
+    dropout: float = 0.05
+    augment: str = "seed"  # "seed" (perspective + rotation) or "none"
+    optimizer: str = "sgd"  # "sgd" or "adam"
+    lr: float = 0.015
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # "constant" or "onecycle"
+    epochs: int = 15
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    label_smoothing: float = 0.0
+    target_accuracy: float = 99.4  # percent; checkpoint rule and "held the target" checks
+    seed: int = 1
+    device: str = "auto"  # auto | cpu | cuda | mps
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    limit_train: int = 0  # use only the first N training images (0 = all)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "Config":
+        return resolve(self, changes, source="override")
+
+
+CHOICES = {
+    "augment": ("none", "seed"),
+    "optimizer": ("sgd", "adam"),
+    "schedule": ("constant", "onecycle"),
+    "device": ("auto", "cpu", "cuda", "mps"),
+    "precision": ("fp32", "bf16"),
+}
+RANGES = {  # key: (lowest allowed, highest allowed or None), inclusive
+    "dropout": (0.0, 0.99),
+    "lr": (1e-8, 10.0),
+    "momentum": (0.0, 0.999),
+    "weight_decay": (0.0, 1.0),
+    "epochs": (1, None),
+    "batch_size": (1, None),
+    "eval_batch_size": (1, None),
+    "label_smoothing": (0.0, 0.5),
+    "target_accuracy": (0.0, 100.0),
+    "seed": (0, 2**63 - 1),
+    "limit_train": (0, None),
+}
+FIELD_TYPES = {field.name: type(field.default) for field in fields(Config)}
+
+
+def _check_value(key: str, value: Any, source: str) -> Any:
+    expected = FIELD_TYPES[key]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not expected:
+        raise UserError(f"{source}: '{key}' must be {expected.__name__}, got {value!r}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise UserError(f"{source}: '{key}' must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    if key in RANGES:
+        low, high = RANGES[key]
+        if value < low or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise UserError(f"{source}: '{key}' must be {bounds}, got {value!r}")
+    return value
+
+
+def resolve(base: Config, changes: dict[str, Any], source: str) -> Config:
+    """Apply changes on top of base, rejecting unknown keys and bad values by name."""
+    unknown = sorted(set(changes) - set(FIELD_TYPES))
+    if unknown:
+        raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(FIELD_TYPES)}")
+    checked = {key: _check_value(key, value, source) for key, value in changes.items()}
+    return dataclasses.replace(base, **checked)
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise UserError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"config file {path} is not valid TOML: {error}") from None
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_toml(values: dict[str, Any]) -> str:
+    """Flat key = value TOML, readable back by `read_toml`."""
+    return "".join(f"{key} = {_toml_value(value)}\n" for key, value in values.items())

@@ -1,0 +1,112 @@
+"""Models, registered by name (as timm does) and built by name with `create_model`.
+
+Every model is a plain `nn.Sequential` of layers in forward order, ending in logits
+[N, 10]; the receptive-field table is computed by walking those layers.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from mnist_ops.errors import UserError
+
+DEFAULT_DROPOUT = 0.05  # the value the reference repository's models use
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable:
+    def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model '{name}' registered twice")
+        _REGISTRY[name] = builder
+        return builder
+    return decorator
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, dropout: float = DEFAULT_DROPOUT) -> nn.Module:
+    if name not in _REGISTRY:
+        raise UserError(f"unknown model '{name}'; choose one of: {', '.join(list_models())}")
+    if not 0.0 <= dropout < 1.0:
+        raise UserError(f"dropout must be in [0, 1), got {dropout}")
+    return _REGISTRY[name](dropout=dropout)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def conv_block(in_channels: int, out_channels: int, kernel_size: int = 3, *, batch_norm: bool,
+               dropout: float, bias: bool = True, order: str = "bn-relu-drop", padding: int = 0) -> list[nn.Module]:
+    """Conv, then BatchNorm / ReLU / Dropout in the given order (absent ones left out)."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=bias)]
+    parts = {
+        "bn": [nn.BatchNorm2d(out_channels)] if batch_norm else [],
+        "relu": [nn.ReLU()],
+        "drop": [nn.Dropout(dropout)] if dropout > 0 else [],
+    }
+    for part in order.split("-"):
+        layers += parts[part]
+    return layers
+
+
+class Classifier(nn.Sequential):
+    """Layers in forward order; the output is flattened to logits [N, classes]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).flatten(1)
+
+
+# ----------------------------------------------------------------------- the seed's nets
+
+def _seed_net(batch_norm: bool, dropout: float) -> Classifier:
+    def block(cin: int, cout: int, k: int = 3) -> list[nn.Module]:
+        return conv_block(cin, cout, k, batch_norm=batch_norm, dropout=dropout)
+
+    return Classifier(
+        *block(1, 32), *block(32, 64), *block(64, 128),
+        nn.MaxPool2d(2, 2),
+        *block(128, 16, 1), *block(16, 32), *block(32, 64), *block(64, 128), *block(128, 256),
+        nn.Conv2d(256, 10, 3),
+    )
+
+
+@register_model("seed-baseline")
+def seed_baseline(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
+    """The seed's previous step: 9 convs, no BatchNorm, no Dropout (509,946 parameters)."""
+    return _seed_net(batch_norm=False, dropout=0.0)
+
+
+@register_model("seed-regularized")
+def seed_regularized(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
+    """The seed's network: Conv -> BatchNorm -> ReLU -> Dropout blocks (511,386 parameters)."""
+    return _seed_net(batch_norm=True, dropout=dropout)
+
+
+# ------------------------------------------------------------------- the 7,758 lean net
+
+def _lean_net(dropout: float, batch_norm: bool = True) -> Classifier:
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        return conv_block(cin, cout, batch_norm=batch_norm, dropout=dropout, bias=not batch_norm,
+                          order="bn-drop-relu")
+
+    return Classifier(
+        *block(1, 10), *block(10, 10), *block(10, 10), *block(10, 10),
+        nn.MaxPool2d(2, 2),
+        *block(10, 10), *block(10, 16), *block(16, 16),
+        nn.AvgPool2d(4),
+        nn.Conv2d(16, 10, 1, bias=False),
+    )
+
+
+@register_model("seed-lean")
+def seed_lean(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
+    """The reference repository's 7,758-parameter net: 7 bias-free convs + BN + Dropout + ReLU, GAP, 1x1."""
+    return _lean_net(dropout)

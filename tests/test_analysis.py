@@ -1,0 +1,36 @@
+import torch
+
+from mnist_ops.analysis import (confusion_matrix, format_receptive_field, model_summary, per_class_accuracy,
+                                receptive_field)
+from mnist_ops.models import create_model
+
+
+def test_seed_regularized_receptive_field_matches_the_seed_table():
+    rows = receptive_field(create_model("seed-regularized"))
+    assert [r.receptive_field for r in rows] == [3, 5, 7, 8, 8, 12, 16, 20, 24, 28]
+    assert [r.kernel for r in rows] == [3, 3, 3, 2, 1, 3, 3, 3, 3, 3]
+    assert [r.stride for r in rows] == [1, 1, 1, 2, 1, 1, 1, 1, 1, 1]
+    assert [r.input_size for r in rows] == [28, 26, 24, 22, 11, 11, 9, 7, 5, 3]
+    assert [r.output_size for r in rows] == [26, 24, 22, 11, 11, 9, 7, 5, 3, 1]
+    table = format_receptive_field(rows)
+    assert "28*28" in table and "MaxPool2d" in table
+
+
+def test_receptive_field_follows_padding_and_dilation():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, padding=1), torch.nn.Conv2d(1, 1, 3, dilation=2),
+                                torch.nn.MaxPool2d(2), torch.nn.Conv2d(1, 1, 3))
+    rows = receptive_field(model, 28)
+    assert [(r.output_size, r.receptive_field) for r in rows] == [(28, 3), (24, 7), (12, 8), (10, 12)]
+
+
+def test_model_summary_reports_totals():
+    text = model_summary(create_model("seed-regularized"))
+    assert "Total params: 511,386" in text and "BatchNorm2d" in text and "Params size (MB)" in text
+
+
+def test_confusion_matrix_and_per_class_accuracy():
+    targets = torch.tensor([0, 0, 1, 1, 2])
+    predictions = torch.tensor([0, 1, 1, 1, 0])
+    matrix = confusion_matrix(targets, predictions, num_classes=3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert per_class_accuracy(matrix) == [50.0, 100.0, 0.0]

@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from mnist_ops.errors import UserError
+from mnist_ops.models import count_parameters, create_model, list_models
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_shape_finite_and_gradients_reach_every_parameter(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    model.train()
+    logits = model(torch.randn(4, 1, 28, 28))
+    assert logits.shape == (4, 10)
+    assert torch.isfinite(logits).all()
+    torch.nn.functional.cross_entropy(logits, torch.arange(4)).backward()
+    for parameter_name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, parameter_name
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("seed-regularized", 511_386), ("seed-baseline", 509_946), ("seed-lean", 7_758),
+])
+def test_seed_parameter_counts(name, expected):
+    assert count_parameters(create_model(name)) == expected
+
+
+def test_seed_regularized_block_order_and_dropout_parameter():
+    model = create_model("seed-regularized", dropout=0.2)
+    kinds = [type(m).__name__ for m in model][:4]
+    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "Dropout"]
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.2}
+    baseline = create_model("seed-baseline")
+    assert not any(isinstance(m, (torch.nn.Dropout, torch.nn.BatchNorm2d)) for m in baseline.modules())
+
+
+def test_eval_mode_is_deterministic():
+    model = create_model("seed-lean", dropout=0.5).eval()
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(model(x), model(x))
+
+
+def test_unknown_model_and_bad_dropout():
+    with pytest.raises(UserError, match="unknown model 'nope'; choose one of: .*seed-lean"):
+        create_model("nope")
+    with pytest.raises(UserError, match="dropout"):
+        create_model("seed-lean", dropout=1.5)
