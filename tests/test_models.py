@@ -45,3 +45,12 @@ def test_unknown_model_and_bad_dropout():
         create_model("nope")
     with pytest.raises(UserError, match="dropout"):
         create_model("seed-lean", dropout=1.5)
+
+
+def test_study_rungs_differ_only_in_regularizers():
+    plain, bn, full = (create_model(n) for n in ("seed-lean-plain", "seed-lean-bn", "seed-lean"))
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.Dropout)) for m in plain.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in bn.modules())
+    assert not any(isinstance(m, torch.nn.Dropout) for m in bn.modules())
+    assert any(isinstance(m, torch.nn.Dropout) for m in full.modules())
+    assert count_parameters(bn) == count_parameters(full) == 7_758

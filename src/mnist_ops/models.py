@@ -110,3 +110,16 @@ def _lean_net(dropout: float, batch_norm: bool = True) -> Classifier:
 def seed_lean(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
     """The reference repository's 7,758-parameter net: 7 bias-free convs + BN + Dropout + ReLU, GAP, 1x1."""
     return _lean_net(dropout)
+
+
+# The same lean net without its regularizers: the rungs of the regularization study.
+@register_model("seed-lean-plain")
+def seed_lean_plain(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
+    """seed-lean without BatchNorm and Dropout (convs get biases instead of BN shifts)."""
+    return _lean_net(dropout=0.0, batch_norm=False)
+
+
+@register_model("seed-lean-bn")
+def seed_lean_bn(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
+    """seed-lean with BatchNorm but no Dropout."""
+    return _lean_net(dropout=0.0)
