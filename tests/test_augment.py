@@ -62,3 +62,14 @@ def test_seed_augment_keeps_digits_recognisable():
     overlap = (out * images).sum(dim=(1, 2, 3)) / images.sum(dim=(1, 2, 3))
     assert overlap.min() > 0.4 and overlap.mean() > 0.6
     assert out.shape == images.shape and out.dtype == images.dtype
+
+
+def test_light_augment_is_a_small_rotation_only():
+    from mnist_ops.augment import augment_batch
+
+    images = batch(8)
+    assert augment_batch("none", images, fill=0.1) is images
+    out = augment_batch("light", images, fill=0.1, generator=torch.Generator().manual_seed(0))
+    assert out.shape == images.shape
+    centre_kept = (out[:, :, 12:16, 12:16] == images[:, :, 12:16, 12:16]).float().mean()
+    assert centre_kept > 0.5  # within ±7° the centre barely moves

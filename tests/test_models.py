@@ -54,3 +54,12 @@ def test_study_rungs_differ_only_in_regularizers():
     assert not any(isinstance(m, torch.nn.Dropout) for m in bn.modules())
     assert any(isinstance(m, torch.nn.Dropout) for m in full.modules())
     assert count_parameters(bn) == count_parameters(full) == 7_758
+
+
+@pytest.mark.parametrize("name, limit", [("lean-8k", 8_000), ("lean-5k", 5_000)])
+def test_challenge_nets_stay_under_their_parameter_budget_with_full_receptive_field(name, limit):
+    from mnist_ops.analysis import receptive_field
+
+    model = create_model(name)
+    assert count_parameters(model) < limit
+    assert receptive_field(model)[-1].receptive_field >= 28

@@ -106,4 +106,17 @@ def seed_augment(images: torch.Tensor, fill: float, generator: torch.Generator |
     return warp(images, rotation_matrices(angles, height, width), fill=fill)
 
 
-AUGMENTATIONS = ("none", "seed")
+def light_augment(images: torch.Tensor, fill: float, generator: torch.Generator | None = None,
+                  degrees: float = 7.0) -> torch.Tensor:
+    """RandomRotation(±7°, fill = mean, nearest) alone: the usual recipe for small MNIST nets."""
+    n, _, height, width = images.shape
+    angles = (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * degrees
+    return warp(images, rotation_matrices(angles, height, width), fill=fill)
+
+
+AUGMENTATIONS = {"seed": seed_augment, "light": light_augment}  # "none" applies nothing
+
+
+def augment_batch(kind: str, images: torch.Tensor, fill: float, generator: torch.Generator | None = None):
+    """Apply the named augmentation ("none", "seed" or "light") to a float batch in [0, 1]."""
+    return images if kind == "none" else AUGMENTATIONS[kind](images, fill=fill, generator=generator)

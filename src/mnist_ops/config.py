@@ -26,7 +26,7 @@ class Config:
     dataset: str = "mnist"
     model: str = "seed-regularized"
     dropout: float = 0.05
-    augment: str = "seed"  # "seed" (perspective + rotation) or "none"
+    augment: str = "seed"  # "seed" (perspective + rotation), "light" (rotation ±7°) or "none"
     optimizer: str = "sgd"  # "sgd" or "adam"
     lr: float = 0.015
     momentum: float = 0.9
@@ -41,6 +41,7 @@ class Config:
     seed: int = 1
     device: str = "auto"  # auto | cpu | cuda | mps
     precision: str = "fp32"  # fp32 | bf16 (autocast)
+    channels_last: bool = False  # NHWC memory format for model and inputs
     limit_train: int = 0  # use only the first N training images (0 = all)
 
     def to_dict(self) -> dict[str, Any]:
@@ -51,7 +52,7 @@ class Config:
 
 
 CHOICES = {
-    "augment": ("none", "seed"),
+    "augment": ("none", "seed", "light"),
     "optimizer": ("sgd", "adam"),
     "schedule": ("constant", "onecycle"),
     "device": ("auto", "cpu", "cuda", "mps"),

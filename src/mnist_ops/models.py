@@ -123,3 +123,37 @@ def seed_lean_plain(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
 def seed_lean_bn(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
     """seed-lean with BatchNorm but no Dropout."""
     return _lean_net(dropout=0.0)
+
+
+# ------------------------------------------------------------- the < 8k challenge nets
+
+def _compact_net(widths: tuple[int, ...], dropout: float) -> Classifier:
+    """Three 3x3 convs, max-pool, a 1x1 squeeze, three 3x3 convs, global average pool, 1x1 to logits.
+
+    widths = (c1, c2, c3, squeeze, c4, c5, c6); every conv is bias-free and followed by BN, ReLU, Dropout.
+    28 -> 26 -> 24 -> 22 -> pool 11 -> 11 -> 9 -> 7 -> 5 -> GAP 1; receptive field 28.
+    """
+    c1, c2, c3, squeeze, c4, c5, c6 = widths
+
+    def block(cin: int, cout: int, k: int = 3) -> list[nn.Module]:
+        return conv_block(cin, cout, k, batch_norm=True, dropout=dropout, bias=False)
+
+    return Classifier(
+        *block(1, c1), *block(c1, c2), *block(c2, c3),
+        nn.MaxPool2d(2, 2),
+        *block(c3, squeeze, 1), *block(squeeze, c4), *block(c4, c5), *block(c5, c6),
+        nn.AvgPool2d(5),
+        nn.Conv2d(c6, 10, 1, bias=False),
+    )
+
+
+@register_model("lean-8k")
+def lean_8k(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
+    """7,588 parameters: the < 8,000 challenge net."""
+    return _compact_net((8, 10, 16, 8, 12, 16, 16), dropout)
+
+
+@register_model("lean-5k")
+def lean_5k(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
+    """The < 5,000 stretch net."""
+    return _compact_net((6, 8, 12, 6, 10, 12, 12), dropout)

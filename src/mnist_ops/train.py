@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_ops.analysis import format_receptive_field, model_summary, receptive_field
-from mnist_ops.augment import seed_augment
+from mnist_ops.augment import augment_batch
 from mnist_ops.config import Config, to_toml
 from mnist_ops.data import Split, load_split, pixel_stats
 from mnist_ops.errors import UserError
@@ -161,10 +161,19 @@ def _progress_bar(enabled: bool, total: int, description: str):
     return tqdm(total=total, desc=description, unit="img", unit_scale=False, leave=True, dynamic_ncols=True)
 
 
+def make_batch(train: Split, index: torch.Tensor, augment: str, mean: float, std: float,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather a batch of uint8 images, augment the whole batch at once, normalize."""
+    x = train.images[index].unsqueeze(1).float().div_(255.0)
+    x = augment_batch(augment, x, fill=mean, generator=generator)
+    return x.sub_(mean).div_(std), train.labels[index]
+
+
 def train_one_epoch(model, optimizer, scheduler, train: Split, config: Config, device: torch.device,
                     generator: torch.Generator, mean: float, std: float, bar=None) -> tuple[float, float]:
     """One pass over shuffled training data; returns (mean loss per sample, accuracy %)."""
     model.train()
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     order = torch.randperm(len(train), generator=generator)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -172,11 +181,8 @@ def train_one_epoch(model, optimizer, scheduler, train: Split, config: Config, d
     steps = math.ceil(len(train) / config.batch_size)
     for step in range(steps):
         index = order[step * config.batch_size:(step + 1) * config.batch_size]
-        x = train.images[index].unsqueeze(1).float().div_(255.0)
-        if config.augment == "seed":
-            x = seed_augment(x, fill=mean, generator=generator)
-        x = x.sub_(mean).div_(std).to(device)
-        y = train.labels[index].to(device)
+        x, y = make_batch(train, index, config.augment, mean, std, generator)
+        x, y = x.to(device, memory_format=memory_format), y.to(device)
         with autocast_context(device, config.precision):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
@@ -224,7 +230,9 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
 
     seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # shuffling and augmentation draws
-    model = create_model(config.model, dropout=config.dropout).to(device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = create_model(config.model, dropout=config.dropout).to(device, memory_format=memory_format)
+    test_inputs = test_inputs.contiguous(memory_format=memory_format)
     optimizer = make_optimizer(config, model)
     scheduler = make_scheduler(config, optimizer, math.ceil(len(train) / config.batch_size))
     parameters = count_parameters(model)

@@ -1,0 +1,171 @@
+"""`mnist-ops bench`: the per-sample pipeline users would otherwise write vs ours, in one process.
+
+(a) per-sample: a torch `Dataset` that turns one uint8 image at a time into a PIL image and
+    augments it the way torchvision's RandomPerspective / RandomRotation do on PIL images
+    (`Image.transform(PERSPECTIVE)`, `Image.rotate`), then ToTensor + Normalize, through a
+    `DataLoader`; the model runs eager fp32.
+(b) ours: uint8 tensors in memory, the whole batch augmented at once (`augment.py`), the
+    preset's precision and memory format.
+Same model, augmentation and batch size on both sides; img/s is the median over repeats.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from mnist_ops.augment import perspective_matrices, random_perspective_points
+from mnist_ops.config import Config
+from mnist_ops.data import Split, load_split, pixel_stats
+from mnist_ops.models import create_model
+from mnist_ops.train import autocast_context, make_batch
+
+
+class PerSampleDataset(Dataset):
+    """One image at a time, through PIL, as a torchvision-style transform pipeline would."""
+
+    def __init__(self, split: Split, mean: float, std: float, augment: str):
+        self.images, self.labels = split.images.numpy(), split.labels
+        self.mean, self.std, self.augment = mean, std, augment
+        self.fill = int(round(mean * 255))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        image = Image.fromarray(self.images[index], mode="L")
+        if self.augment == "seed" and torch.rand(1).item() < 0.5:  # RandomPerspective(0.2, p=0.5)
+            start, end = random_perspective_points(1, 28, 28, 0.2)
+            coefficients = perspective_matrices(start, end).flatten()[:8].tolist()
+            image = image.transform(image.size, Image.PERSPECTIVE, coefficients, Image.NEAREST, fillcolor=0)
+        if self.augment in ("seed", "light"):  # RandomRotation(±15° or ±7°, fill = mean)
+            degrees = 15.0 if self.augment == "seed" else 7.0
+            angle = float(torch.empty(1).uniform_(-degrees, degrees))
+            image = image.rotate(angle, Image.NEAREST, fillcolor=self.fill)
+        tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).unsqueeze(0)  # ToTensor
+        return (tensor - self.mean) / self.std, self.labels[index]  # Normalize
+
+
+def per_sample_loader(split: Split, mean: float, std: float, augment: str, batch_size: int,
+                      workers: int) -> DataLoader:
+    return DataLoader(PerSampleDataset(split, mean, std, augment), batch_size=batch_size, shuffle=True,
+                      num_workers=workers, persistent_workers=False, drop_last=True)
+
+
+def our_batches(split: Split, config: Config, mean: float, std: float, generator: torch.Generator) -> Iterator:
+    order = torch.randperm(len(split), generator=generator)
+    for step in range(len(split) // config.batch_size):
+        index = order[step * config.batch_size:(step + 1) * config.batch_size]
+        yield make_batch(split, index, config.augment, mean, std, generator)
+
+
+def make_step(model: torch.nn.Module, precision: str, channels_last: bool) -> Callable:
+    """One SGD step on (x, y) in the given mode."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    device = torch.device("cpu")
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with autocast_context(device, precision):
+            loss = F.cross_entropy(model(x.contiguous(memory_format=memory_format)).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def images_per_second(run: Callable[[], int], repeats: int) -> list[float]:
+    """Run `run` (which returns how many images it processed) `repeats` times, after one warm-up."""
+    run()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        count = run()
+        rates.append(count / (time.perf_counter() - start))
+    return rates
+
+
+def _take(iterator, count: int, consume: Callable = lambda x, y: None) -> int:
+    images = 0
+    for x, y in iterator:
+        consume(x, y)
+        images += len(y)
+        count -= 1
+        if count == 0:
+            break
+    return images
+
+
+def code_version() -> str:
+    try:
+        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10)
+        return result.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int = 2,
+              data_root=None, log: Callable[[str], None] = print) -> dict:
+    """Measure (a) and (b): data only, train step only, end to end. Returns the numbers."""
+    torch.manual_seed(config.seed)
+    train = load_split(config.dataset, "train", data_root)
+    mean, std = pixel_stats(train.images)
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = per_sample_loader(train, mean, std, config.augment, config.batch_size, workers)
+    x, y = make_batch(train, torch.arange(config.batch_size), "none", mean, std, generator)
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(config.seed)
+        return create_model(config.model, dropout=config.dropout)
+
+    step_a = make_step(model(), "fp32", channels_last=False)
+    step_b = make_step(model(), config.precision, config.channels_last)
+    measures = {
+        "data": (lambda: _take(iter(loader), batches),
+                 lambda: _take(our_batches(train, config, mean, std, generator), batches)),
+        "train step": (lambda: _train_steps(step_a, x, y, batches), lambda: _train_steps(step_b, x, y, batches)),
+        "end to end": (lambda: _take(iter(loader), batches, step_a),
+                       lambda: _take(our_batches(train, config, mean, std, generator), batches, step_b)),
+    }
+    results = {"preset": config.preset, "model": config.model, "batch_size": config.batch_size,
+               "augment": config.augment, "ours": f"{config.precision}, channels_last={config.channels_last}",
+               "per_sample": f"DataLoader num_workers={workers}, fp32 eager", "batches": batches,
+               "repeats": repeats, "threads": torch.get_num_threads(), "torch": torch.__version__,
+               "code_version": code_version(), "measures": {}}
+    log(f"bench {config.preset}: model {config.model}, batch {config.batch_size}, augment {config.augment}, "
+        f"{batches} batches x {repeats} repeats, {torch.get_num_threads()} threads, code {results['code_version']}")
+    log(f"(a) per-sample: {results['per_sample']}   (b) ours: {results['ours']}")
+    log(f"{'measure':<12} {'(a) img/s':>20} {'(b) img/s':>20} {'(b)/(a)':>8}")
+    for name, (run_a, run_b) in measures.items():
+        rates_a, rates_b = images_per_second(run_a, repeats), images_per_second(run_b, repeats)
+        ratio = statistics.median(rates_b) / statistics.median(rates_a)
+        results["measures"][name] = {"per_sample": rates_a, "ours": rates_b, "ratio": ratio}
+        log(f"{name:<12} {_spread(rates_a):>20} {_spread(rates_b):>20} {ratio:>7.2f}x")
+    log(f"end-to-end speedup: {results['measures']['end to end']['ratio']:.2f}x")
+    return results
+
+
+def _train_steps(step: Callable, x: torch.Tensor, y: torch.Tensor, count: int) -> int:
+    for _ in range(count):
+        step(x, y)
+    return count * len(y)
+
+
+def _spread(rates: list[float]) -> str:
+    deviation = statistics.stdev(rates) if len(rates) > 1 else 0.0
+    return f"{statistics.median(rates):.0f} ({statistics.mean(rates):.0f}±{deviation:.0f})"
+
+

@@ -1,0 +1,42 @@
+import re
+import statistics
+
+import pytest
+import torch
+
+from mnist_ops.bench import PerSampleDataset, run_bench
+from mnist_ops.data import Split
+from mnist_ops.presets import build_config
+
+
+def test_per_sample_dataset_without_augmentation_is_plain_normalization():
+    images = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
+    dataset = PerSampleDataset(Split(images, torch.arange(4)), mean=0.1307, std=0.3081, augment="none")
+    x, y = dataset[2]
+    assert x.shape == (1, 28, 28) and y == 2
+    assert torch.allclose(x, (images[2].float() / 255 - 0.1307) / 0.3081)
+
+
+def test_per_sample_rotation_keeps_shape_and_fills_with_the_mean():
+    images = torch.full((1, 28, 28), 255, dtype=torch.uint8)
+    dataset = PerSampleDataset(Split(images, torch.zeros(1, dtype=torch.long)), 0.1307, 0.3081, "seed")
+    torch.manual_seed(0)
+    values = torch.cat([dataset[0][0].flatten() for _ in range(20)])
+    fill = (round(0.1307 * 255) / 255 - 0.1307) / 0.3081
+    assert values.max() == pytest.approx((1 - 0.1307) / 0.3081)
+    assert (values - fill).abs().min() < 1e-6  # some corner pixels were rotated in from outside
+
+
+@pytest.mark.integration
+def test_bench_runs_and_its_numbers_are_consistent(mnist_root):
+    lines = []
+    config = build_config("lean-8k", None, {"batch_size": 32})
+    results = run_bench(config, batches=3, repeats=2, workers=0, data_root=mnist_root, log=lines.append)
+    assert set(results["measures"]) == {"data", "train step", "end to end"}
+    for measure in results["measures"].values():
+        assert len(measure["per_sample"]) == len(measure["ours"]) == 2
+        assert all(rate > 0 for rate in measure["per_sample"] + measure["ours"])
+        assert measure["ratio"] == pytest.approx(statistics.median(measure["ours"]) /
+                                                 statistics.median(measure["per_sample"]))
+    assert re.fullmatch(r"end-to-end speedup: \d+\.\d\dx", lines[-1])
+    assert lines[-1] == f"end-to-end speedup: {results['measures']['end to end']['ratio']:.2f}x"
