@@ -76,3 +76,71 @@ def test_train_then_evaluate_smoke(mnist_root, tmp_path, capsys):
     assert main(["train", "--preset", "seed-lean", "--epochs", "1", "--out", str(out),
                  "--data-root", str(mnist_root)]) == 2
     assert (out / "metrics.jsonl").read_bytes() == before
+
+
+# ------------------------------------------------------------------ study, lr-find, data preview
+
+def write_spec(path, preset="seed-lean", extra=""):
+    path.write_text(f'name = "cli"\nseeds = 1\n[[variant]]\nname = "only"\npreset = "{preset}"\n{extra}')
+    return str(path)
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["study"], ["name a built-in study"]),
+    (["study", "nope"], ["unknown built-in study 'nope'", "regularization"]),
+    (["study", "regularization", "--seeds", "0"], ["'seeds' must be"]),
+    (["study", "regularization", "--epochs", "0"], ["'epochs' must be >= 1"]),
+    (["study", "report"], ["needs the study directory"]),
+    (["study", "report", "/nonexistent/study"], ["not a study directory"]),
+    (["lr-find", "--preset", "seed-lean", "--start-lr", "1", "--end-lr", "0.1"], ["need 0 < --start-lr < --end-lr"]),
+    (["lr-find", "--preset", "nope"], ["unknown preset 'nope'"]),
+    (["data", "preview", "--preset", "seed-lean", "--count", "0"], ["--count must be >= 1"]),
+])
+def test_measurement_commands_reject_bad_input_in_one_line(args, fragments, capsys):
+    code = main(args)
+    assert_one_line_error(code, capsys.readouterr().err, *fragments)
+
+
+def test_study_spec_mistakes_are_one_line_and_create_nothing(tmp_path, capsys):
+    out = tmp_path / "study"
+    for spec, fragment in ((write_spec(tmp_path / "a.toml", preset="fast"), "unknown preset 'fast'"),
+                           (write_spec(tmp_path / "b.toml", extra='model = "nope"\n'), "unknown model 'nope'"),
+                           (write_spec(tmp_path / "c.toml", extra="batchsize = 3\n"), "unknown key(s) batchsize"),
+                           (write_spec(tmp_path / "d.toml", extra="lr = -1.0\n"), "'lr' must be in")):
+        code = main(["study", "--spec", spec, "--out", str(out)])
+        assert_one_line_error(code, capsys.readouterr().err, "variant 'only'", fragment)
+    assert not out.exists()
+    code = main(["study", "regularization", "--spec", write_spec(tmp_path / "e.toml")])
+    assert_one_line_error(code, capsys.readouterr().err, "not both")
+
+
+def test_study_flag_of_the_wrong_type():
+    code, _, stderr = run_cli("study", "regularization", "--seeds", "three")
+    assert_one_line_error(code, stderr, "invalid int value")
+
+
+@pytest.mark.integration
+def test_data_preview_writes_a_png(mnist_root, tmp_path, capsys):
+    out = tmp_path / "preview.png"
+    assert main(["data", "preview", "--preset", "seed-lean", "--count", "6", "--out", str(out),
+                 "--root", str(mnist_root)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "before (top) and after (bottom)" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_study_from_a_spec_then_report_only(mnist_root, tmp_path, capsys):
+    spec = write_spec(tmp_path / "cli.toml", extra='augment = "none"\n')
+    out = tmp_path / "study"
+    args = ["study", "--spec", spec, "--epochs", "1", "--limit-train", "500", "--out", str(out),
+            "--data-root", str(mnist_root), "--no-progress"]
+    assert main(args) == 0
+    assert "wrote" in capsys.readouterr().out
+    report = (out / "report.md").read_text()
+    assert f"Command: `mnist-ops study --spec {spec} --epochs 1 --limit-train 500" in report
+    assert "| only | seed-lean |" in report and "500 train images" in report
+    (out / "report.md").unlink()
+    metrics = (out / "only" / "seed1" / "metrics.jsonl").read_bytes()
+    assert main(["study", "report", str(out), "--data-root", str(mnist_root)]) == 0
+    assert (out / "report.md").read_text() == report  # regenerated from the finished runs alone
+    assert (out / "only" / "seed1" / "metrics.jsonl").read_bytes() == metrics

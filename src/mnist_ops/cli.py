@@ -23,6 +23,40 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
                         help="data root (default: $MNIST_OPS_DATA, else ~/.cache/mnist-ops)")
 
 
+def _add_measurement_parsers(commands, data_commands) -> None:
+    """`study`, `lr-find` and `data preview`."""
+    study = commands.add_parser("study", help="train a grid of variants x seeds, write a report",
+                                description="mnist-ops study --spec FILE.toml | study regularization | "
+                                            "study report DIR")
+    study.add_argument("name", nargs="?", help="a built-in study (regularization), or 'report'")
+    study.add_argument("directory", nargs="?", help="with 'report': the study directory")
+    study.add_argument("--spec", default=None, help="TOML file: [[variant]] tables (name, preset, config keys)")
+    study.add_argument("--seeds", type=int, help="number of seeds (1..N), replacing the spec's")
+    study.add_argument("--epochs", type=int, help="epochs for every variant")
+    study.add_argument("--limit-train", type=int, dest="limit_train", help="use the first N training images")
+    study.add_argument("--out", default=None, help="study directory (default: runs/study-<name>)")
+    study.add_argument("--report-only", action="store_true", help="regenerate the report, train nothing")
+    study.add_argument("--data-root", default=None)
+    study.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
+
+    lr_find = commands.add_parser("lr-find", help="LR range test: loss vs exponentially rising lr")
+    lr_find.add_argument("--preset", default=None, help="named recipe (default: seed-regularized)")
+    lr_find.add_argument("--start-lr", type=float, default=1e-5)
+    lr_find.add_argument("--end-lr", type=float, default=10.0)
+    lr_find.add_argument("--iterations", type=int, default=100, help="batches in the ramp (default 100)")
+    lr_find.add_argument("--batch-size", type=int, dest="batch_size")
+    lr_find.add_argument("--limit-train", type=int, dest="limit_train", help="use the first N training images")
+    lr_find.add_argument("--out", default=None, help="directory for lr_find.png (default: runs/lr-find-<preset>)")
+    lr_find.add_argument("--data-root", default=None)
+
+    preview = data_commands.add_parser("preview", help="PNG: training digits before and after augmentation")
+    preview.add_argument("--preset", default=None, help="named recipe (default: seed-regularized)")
+    preview.add_argument("--count", type=int, default=10, help="digits to show (default 10)")
+    preview.add_argument("--seed", type=int, default=0, help="which digits and augmentation draws (default 0)")
+    preview.add_argument("--out", default=None, help="PNG path (default: runs/preview-<preset>.png)")
+    _add_data_args(preview)
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="mnist-ops", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
@@ -59,12 +93,16 @@ def build_parser() -> ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--data-root", default=None)
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    _add_measurement_parsers(commands, data_commands)
     return parser
 
 
 def command_data(args) -> None:
     from mnist_ops import data
 
+    if args.data_command == "preview":
+        command_data_preview(args)
+        return
     if args.data_command == "fetch":
         directory = data.fetch(args.dataset, args.root)
         print(f"{args.dataset}: all files present and verified in {directory}")
@@ -142,8 +180,71 @@ def command_evaluate(args) -> None:
     print(format_confusion(matrix, classes))
 
 
+def command_data_preview(args) -> None:
+    from mnist_ops.presets import build_config
+    from mnist_ops.report import plot_augmentation_preview
+
+    config = build_config(args.preset, None, {"dataset": args.dataset})
+    out = args.out or Path("runs") / f"preview-{config.preset}.png"
+    plot_augmentation_preview(config, args.count, args.seed, out, data_root=args.root)
+    print(f"wrote {out}: {args.count} training digits before (top) and after (bottom) augment '{config.augment}'")
+
+
+def study_command_line(args) -> str:
+    """The invocation, rebuilt from the parsed arguments, for the report."""
+    words = ["mnist-ops", "study"] + [word for word in (args.name, args.directory) if word]
+    for flag, value in (("--spec", args.spec), ("--seeds", args.seeds), ("--epochs", args.epochs),
+                        ("--limit-train", args.limit_train), ("--out", args.out), ("--data-root", args.data_root)):
+        if value is not None:
+            words += [flag, str(value)]
+    return " ".join(words)
+
+
+def study_spec_from_args(args):
+    from mnist_ops.study import built_in_spec, read_spec
+
+    if args.spec and args.name:
+        raise UserError(f"give either a built-in study name or --spec FILE.toml, not both (got '{args.name}')")
+    if not args.spec and not args.name:
+        raise UserError("name a built-in study (regularization), pass --spec FILE.toml, or `study report DIR`")
+    if args.directory:
+        raise UserError(f"unexpected argument '{args.directory}'; pass the study directory with --out")
+    overrides = {key: getattr(args, key) for key in ("epochs", "limit_train") if getattr(args, key) is not None}
+    if args.spec:
+        return read_spec(args.spec, args.seeds, overrides)
+    return built_in_spec(args.name, args.seeds, overrides)
+
+
+def command_study(args) -> None:
+    from mnist_ops.study import run_study
+    from mnist_ops.study_report import write_report
+
+    if args.name == "report":
+        if not args.directory:
+            raise UserError("`study report` needs the study directory: mnist-ops study report DIR")
+        print(f"wrote {write_report(args.directory, data_root=args.data_root)}")
+        return
+    spec = study_spec_from_args(args)
+    out = Path(args.out or Path("runs") / f"study-{spec.name}")
+    if not args.report_only:
+        run_study(spec, out, data_root=args.data_root, command=study_command_line(args),
+                  progress=not args.no_progress)
+    print(f"wrote {write_report(out, data_root=args.data_root)}")
+
+
+def command_lr_find(args) -> None:
+    from mnist_ops.lr_find import lr_find
+    from mnist_ops.presets import build_config
+
+    overrides = {key: getattr(args, key) for key in ("batch_size", "limit_train") if getattr(args, key) is not None}
+    config = build_config(args.preset, None, overrides)
+    out = args.out or Path("runs") / f"lr-find-{config.preset}"
+    lr_find(config, args.start_lr, args.end_lr, args.iterations, out, data_root=args.data_root)
+
+
 COMMANDS = {"data": command_data, "summary": command_summary, "list": command_list,
-            "train": command_train, "evaluate": command_evaluate}
+            "train": command_train, "evaluate": command_evaluate,
+            "study": command_study, "lr-find": command_lr_find}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,3 +37,84 @@ def plot_curves(records: list[dict], path: str | os.PathLike, title: str = "") -
         figure.suptitle(title)
     save_figure(figure, path)
     return Path(path)
+
+
+def plot_confusion_matrix(matrix, classes, path: str | os.PathLike, title: str = "") -> Path:
+    """counts[true, predicted] as a heat map with every count written in its cell."""
+    from matplotlib.figure import Figure
+
+    counts = matrix.tolist()
+    figure = Figure(figsize=(6.5, 5.5))
+    axes = figure.subplots()
+    image = axes.imshow(matrix.numpy(), cmap="Blues")
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    largest = max(max(row) for row in counts) or 1
+    for true, row in enumerate(counts):
+        for predicted, count in enumerate(row):
+            color = "white" if count > largest / 2 else "black"
+            axes.text(predicted, true, str(count), ha="center", va="center", fontsize=7, color=color)
+    ticks = range(len(classes))
+    axes.set_xticks(ticks, classes)
+    axes.set_yticks(ticks, classes)
+    axes.set(xlabel="predicted", ylabel="true", title=title or "Confusion matrix (test set)")
+    save_figure(figure, path)
+    return Path(path)
+
+
+def plot_digit_gallery(images, captions: list[str], path: str | os.PathLike, title: str = "",
+                       columns: int = 8) -> Path:
+    """uint8 digits [N, H, W] in a grid, each with its caption above it."""
+    from matplotlib.figure import Figure
+
+    count = max(len(captions), 1)
+    rows = (count + columns - 1) // columns
+    figure = Figure(figsize=(columns * 1.2, rows * 1.35 + 0.4))
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for index, axes in enumerate(grid.flat):
+        axes.axis("off")
+        if index < len(captions):
+            axes.imshow(images[index].numpy(), cmap="gray_r", vmin=0, vmax=255)
+            axes.set_title(captions[index], fontsize=8)
+    if title:
+        figure.suptitle(title)
+    save_figure(figure, path)
+    return Path(path)
+
+
+AUGMENTATION_TITLES = {
+    "seed": "augment 'seed': perspective (p 0.5), then rotation ±15°",
+    "light": "augment 'light': rotation ±7°",
+    "none": "augment 'none': the preset trains on the digits unchanged",
+}
+
+
+def plot_augmentation_preview(config, count: int, seed: int, path: str | os.PathLike, data_root=None) -> Path:
+    """The same `count` random training digits before (top row) and after (bottom row) the
+    config's augmentation, drawn as the training loop draws it (fill = the dataset mean)."""
+    import torch
+    from matplotlib.figure import Figure
+
+    from mnist_ops.augment import augment_batch
+    from mnist_ops.data import load_split, pixel_stats
+    from mnist_ops.errors import UserError
+
+    if count < 1:
+        raise UserError(f"--count must be >= 1, got {count}")
+    train = load_split(config.dataset, "train", data_root)
+    mean, _ = pixel_stats(train.images)
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(train), generator=generator)[:count]
+    before = train.images[index].unsqueeze(1).float().div(255.0)
+    after = augment_batch(config.augment, before.clone(), fill=mean, generator=generator)
+    figure = Figure(figsize=(max(count, 2) * 1.1, 2.6))
+    grid = figure.subplots(2, len(index), squeeze=False)
+    for row, (images, label) in enumerate(((before, "before"), (after, "after"))):
+        for column, axes in enumerate(grid[row]):
+            axes.imshow(images[column, 0].numpy(), cmap="gray_r", vmin=0.0, vmax=1.0)
+            axes.set_xticks([])
+            axes.set_yticks([])
+        grid[row, 0].set_ylabel(label)
+    what = AUGMENTATION_TITLES.get(config.augment, f"augment '{config.augment}'")
+    figure.suptitle(f"{config.preset}: {what}", fontsize=9)
+    save_figure(figure, path)
+    return Path(path)

@@ -1,0 +1,144 @@
+"""LR range test: torch-lr-finder's exponential ramp over our own training batches.
+
+The batches are built as `fit()` builds them (gathered, augmented as a whole batch,
+normalized with the full train split's mean and std). The model and optimizer are restored
+to their initial state afterwards; the command writes a loss-vs-lr figure and a suggestion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from mnist_ops.config import Config
+from mnist_ops.data import Split
+from mnist_ops.errors import UserError
+from mnist_ops.idx import atomic_write_bytes
+
+SKIP_START, SKIP_END = 10, 5  # torch-lr-finder's defaults for plotting and suggesting
+
+
+class TrainBatches:
+    """Iterable of (inputs, labels): one shuffled, augmented, normalized epoch per iteration."""
+
+    def __init__(self, train: Split, config: Config, mean: float, std: float, generator: torch.Generator):
+        self.train, self.config, self.mean, self.std, self.generator = train, config, mean, std, generator
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.train) / self.config.batch_size)
+
+    def __iter__(self):
+        from mnist_ops.train import make_batch
+
+        order = torch.randperm(len(self.train), generator=self.generator)
+        for start in range(0, len(order), self.config.batch_size):
+            index = order[start:start + self.config.batch_size]
+            yield make_batch(self.train, index, self.config.augment, self.mean, self.std, self.generator)
+
+
+@dataclass(frozen=True)
+class RangeTest:
+    learning_rates: list[float]
+    losses: list[float]  # exponentially smoothed, as torch-lr-finder records them
+    suggested_lr: float
+    diverged: bool
+
+
+def suggest_lr(learning_rates: list[float], losses: list[float]) -> float:
+    """The lr at the steepest descent of the smoothed loss (torch-lr-finder's 'steepest' rule),
+    ignoring the first and last few points, where the curve is noisiest."""
+    if len(losses) < 2:
+        raise UserError("the range test stopped after fewer than 2 iterations; lower --start-lr")
+    skip_start, skip_end = SKIP_START, SKIP_END
+    if len(losses) < skip_start + skip_end + 2:
+        skip_start, skip_end = 0, 0
+    lrs = learning_rates[skip_start:len(learning_rates) - skip_end]
+    kept = losses[skip_start:len(losses) - skip_end]
+    return float(lrs[int(np.gradient(np.array(kept)).argmin())])
+
+
+def check_range(start_lr: float, end_lr: float, iterations: int) -> None:
+    if not 0 < start_lr < end_lr:
+        raise UserError(f"need 0 < --start-lr < --end-lr, got {start_lr:g} and {end_lr:g}")
+    if iterations < 2:
+        raise UserError(f"--iterations must be >= 2, got {iterations}")
+
+
+def range_test(config: Config, start_lr: float, end_lr: float, iterations: int, data_root=None,
+               log: Callable[[str], None] = print) -> RangeTest:
+    """Ramp the lr exponentially from start_lr to end_lr over `iterations` batches."""
+    from torch_lr_finder import LRFinder, TrainDataLoaderIter
+
+    from mnist_ops.data import load_split, pixel_stats
+    from mnist_ops.models import create_model
+    from mnist_ops.train import make_optimizer, resolve_device, seed_everything
+
+    check_range(start_lr, end_lr, iterations)
+    train = load_split(config.dataset, "train", data_root)
+    mean, std = pixel_stats(train.images)
+    if config.limit_train:
+        train = train.head(config.limit_train)
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    model = create_model(config.model, dropout=config.dropout).to(device)
+    optimizer = make_optimizer(config, model)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    batches = TrainBatches(train, config, mean, std, torch.Generator().manual_seed(config.seed))
+    finder = LRFinder(model, optimizer, criterion, device=device)
+    library_output = io.StringIO()  # it prints notebook hints ("see the graph with .plot()")
+    with contextlib.redirect_stdout(library_output):
+        finder.range_test(TrainDataLoaderIter(batches), start_lr=start_lr, end_lr=end_lr, num_iter=iterations,
+                          step_mode="exp")
+    finder.reset()  # model and optimizer back to their initial state
+    diverged = "diverged" in library_output.getvalue()
+    learning_rates, losses = finder.history["lr"], finder.history["loss"]
+    log(f"lr range test: {len(losses)} of {iterations} iterations, lr {start_lr:g} -> {learning_rates[-1]:.3g}"
+        + (" (stopped early: the loss diverged)" if diverged else ""))
+    return RangeTest(learning_rates, losses, suggest_lr(learning_rates, losses), diverged)
+
+
+def plot_range_test(result: RangeTest, path: str | os.PathLike, title: str, preset_lr: float | None = None) -> None:
+    from matplotlib.figure import Figure
+
+    from mnist_ops.report import save_figure
+
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.subplots()
+    axes.plot(result.learning_rates, result.losses, label="smoothed training loss")
+    suggested = result.learning_rates.index(result.suggested_lr)
+    axes.scatter([result.suggested_lr], [result.losses[suggested]], s=60, color="red", zorder=3,
+                 label=f"steepest descent: lr {result.suggested_lr:.3g}")
+    if preset_lr is not None:
+        axes.axvline(preset_lr, color="gray", linestyle="--", label=f"preset lr {preset_lr:g}")
+    axes.set_xscale("log")
+    axes.set(xlabel="learning rate", ylabel="loss", title=title)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=8)
+    save_figure(figure, path)
+
+
+def lr_find(config: Config, start_lr: float, end_lr: float, iterations: int, out_dir: str | os.PathLike,
+            data_root=None, log: Callable[[str], None] = print) -> RangeTest:
+    """Run the range test; write lr_find.png and lr_find.json into out_dir."""
+    check_range(start_lr, end_lr, iterations)
+    out = Path(out_dir)
+    result = range_test(config, start_lr, end_lr, iterations, data_root, log)
+    title = f"LR range test: {config.preset} ({config.model}, {config.optimizer}, batch {config.batch_size})"
+    plot_range_test(result, out / "lr_find.png", title, preset_lr=config.lr)
+    record = {"preset": config.preset, "start_lr": start_lr, "end_lr": end_lr, "iterations": iterations,
+              "suggested_lr": result.suggested_lr, "diverged": result.diverged,
+              "learning_rates": result.learning_rates, "losses": result.losses}
+    atomic_write_bytes(out / "lr_find.json", (json.dumps(record, indent=2) + "\n").encode())
+    log(f"suggested lr {result.suggested_lr:.3g} (steepest descent of the smoothed loss; the preset uses "
+        f"{config.lr:g}); wrote {out / 'lr_find.png'}")
+    return result

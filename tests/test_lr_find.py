@@ -1,0 +1,60 @@
+import json
+import math
+
+import pytest
+import torch
+
+from mnist_ops.data import Split
+from mnist_ops.errors import UserError
+from mnist_ops.lr_find import TrainBatches, lr_find, suggest_lr
+from mnist_ops.presets import build_config
+
+
+def test_suggestion_is_the_steepest_descent_after_skipping_the_ends():
+    learning_rates = [10 ** (-5 + i / 10) for i in range(40)]
+    losses = [2.0] * 40
+    for i in range(20, 40):
+        losses[i] = 2.0 - 0.01 * (i - 20)
+    losses[25:28] = [1.9, 1.4, 0.9]  # the steepest drop is around index 26
+    losses[2] = -50.0  # a glitch among the first 10 points is ignored
+    assert suggest_lr(learning_rates, losses) == learning_rates[26]
+
+
+def test_short_histories_use_every_point_and_too_short_is_a_user_error():
+    assert suggest_lr([0.1, 0.2, 0.3], [1.0, 0.5, 0.4]) in (0.1, 0.2)
+    with pytest.raises(UserError, match="fewer than 2 iterations"):
+        suggest_lr([0.1], [1.0])
+
+
+def test_batches_are_normalized_epochs_of_the_training_split():
+    train = Split(torch.randint(0, 256, (10, 28, 28), dtype=torch.uint8), torch.arange(10))
+    config = build_config("seed-lean", None, {"batch_size": 4, "augment": "none"})
+    batches = list(TrainBatches(train, config, mean=0.5, std=0.25, generator=torch.Generator().manual_seed(0)))
+    assert [len(labels) for _, labels in batches] == [4, 4, 2]
+    assert sorted(torch.cat([labels for _, labels in batches]).tolist()) == list(range(10))
+    inputs, labels = batches[0]
+    assert inputs.shape == (4, 1, 28, 28)
+    assert torch.allclose(inputs[:, 0], (train.images[labels].float() / 255 - 0.5) / 0.25)
+
+
+@pytest.mark.parametrize("start, end, iterations, message", [
+    (1.0, 0.1, 20, "need 0 < --start-lr < --end-lr"),
+    (0.0, 0.1, 20, "need 0 < --start-lr < --end-lr"),
+    (1e-4, 1.0, 1, "--iterations must be >= 2"),
+])
+def test_bad_ranges_are_user_errors(tmp_path, start, end, iterations, message):
+    with pytest.raises(UserError, match=message):
+        lr_find(build_config("seed-lean", None, {}), start, end, iterations, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.integration
+def test_range_test_writes_a_figure_and_a_suggestion_within_the_range(mnist_root, tmp_path):
+    config = build_config("seed-lean", None, {"limit_train": 2000, "batch_size": 64, "device": "cpu"})
+    result = lr_find(config, 1e-4, 1.0, 30, tmp_path, data_root=mnist_root, log=lambda message: None)
+    assert (tmp_path / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert math.isfinite(result.suggested_lr) and 1e-4 <= result.suggested_lr <= 1.0
+    record = json.loads((tmp_path / "lr_find.json").read_text())
+    assert record["suggested_lr"] == result.suggested_lr
+    assert record["learning_rates"][0] == pytest.approx(1e-4)
+    assert record["learning_rates"] == sorted(record["learning_rates"])  # an exponential ramp upwards

@@ -1,0 +1,124 @@
+import json
+
+import pytest
+
+from mnist_ops.errors import UserError
+from mnist_ops.study import (DONE_FILE, SPEC_FILE, built_in_spec, parse_spec, read_spec, run_study, spec_to_toml)
+
+
+def spec_values(**changes):
+    values = {
+        "name": "tiny",
+        "seeds": [1],
+        "defaults": {"epochs": 1, "limit_train": 1000, "batch_size": 64, "device": "cpu"},
+        "variant": [
+            {"name": "plain", "preset": "seed-lean", "model": "seed-lean-plain", "augment": "none"},
+            {"name": "bn", "preset": "seed-lean", "model": "seed-lean-bn", "augment": "none"},
+        ],
+    }
+    values.update(changes)
+    return values
+
+
+def quiet(message):
+    pass
+
+
+def test_spec_resolves_presets_defaults_and_variant_keys():
+    spec = parse_spec(spec_values(seeds=2, last_k=2), "tiny.toml")
+    assert spec.seeds == (1, 2) and spec.last_k == 2 and spec.target_accuracy == 99.4
+    plain, bn = spec.variants
+    assert (plain.name, plain.config.model, plain.config.augment) == ("plain", "seed-lean-plain", "none")
+    assert (bn.config.epochs, bn.config.limit_train, bn.config.momentum) == (1, 1000, 0.9)  # momentum: preset's
+
+
+def test_resolved_spec_round_trips_through_toml(tmp_path):
+    spec = parse_spec(spec_values(seeds=[3, 5]), "tiny.toml", overrides={"lr": 0.2})
+    (tmp_path / "spec.toml").write_text(spec_to_toml(spec))
+    assert read_spec(tmp_path / "spec.toml") == spec
+    assert {variant.config.lr for variant in spec.variants} == {0.2}
+
+
+def test_built_in_regularization_study():
+    spec = built_in_spec("regularization", seeds=3)
+    assert [v.name for v in spec.variants] == ["plain", "+batchnorm", "+batchnorm+dropout",
+                                               "+batchnorm+dropout+augmentation"]
+    assert [v.config.model for v in spec.variants] == ["seed-lean-plain", "seed-lean-bn", "seed-lean", "seed-lean"]
+    assert [v.config.augment for v in spec.variants] == ["none", "none", "none", "seed"]
+    assert {(v.config.schedule, v.config.lr, v.config.batch_size) for v in spec.variants} == {("onecycle", 0.05, 64)}
+    assert spec.seeds == (1, 2, 3)
+    with pytest.raises(UserError, match="unknown built-in study 'nope'"):
+        built_in_spec("nope")
+
+
+def variant_with(**keys):
+    return {"variant": [{"name": "only", "preset": "seed-lean", **keys}]}
+
+
+@pytest.mark.parametrize("changes, message", [
+    (variant_with(preset="fast"), "variant 'only': unknown preset 'fast'"),
+    (variant_with(model="resnet"), "variant 'only': unknown model 'resnet'"),
+    (variant_with(learning_rate=0.1), r"variant 'only': unknown key\(s\) learning_rate"),
+    (variant_with(epochs=0), "variant 'only': 'epochs' must be >= 1"),
+    ({"defaults": {"schedule": "cosine"}}, r"\[defaults\]: 'schedule' must be one of"),
+    ({"variant": [{"name": "a", "preset": "seed-lean"}, {"name": "a", "preset": "seed-lean"}]},
+     "variant name.* used twice: a"),
+    ({"variant": [{"name": "../up", "preset": "seed-lean"}]}, "a variant needs a 'name'"),
+    ({"variant": []}, r"at least one \[\[variant\]\]"),
+    ({"seeds": 0}, "'seeds' must be"),
+    ({"seeds": [1, 1]}, "lists a seed twice"),
+    ({"last_k": 0}, "'last_k' must be"),
+    ({"budget": 3}, r"unknown key\(s\) budget"),
+    (variant_with(seed=4), "list seeds in the top-level 'seeds'"),
+])
+def test_bad_specs_fail_before_any_run_directory(tmp_path, changes, message):
+    path = tmp_path / "spec.toml"
+    with pytest.raises(UserError, match=message):
+        spec = parse_spec(spec_values(**changes), str(path))
+        run_study(spec, tmp_path / "study", log=quiet)
+    assert not (tmp_path / "study").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_study(mnist_root, tmp_path_factory):
+    """A 2-variant x 1-seed study of 1 epoch on 1,000 images; the last test interrupts and resumes it."""
+    directory = tmp_path_factory.mktemp("studies") / "tiny"
+    run_study(parse_spec(spec_values(), "tiny.toml"), directory, data_root=mnist_root, command="test", log=quiet)
+    return directory
+
+
+@pytest.mark.integration
+def test_study_writes_spec_and_one_finished_run_per_variant_and_seed(tiny_study):
+    spec = read_spec(tiny_study / SPEC_FILE)
+    assert [variant.name for variant in spec.variants] == ["plain", "bn"]
+    for name in ("plain", "bn"):
+        done = json.loads((tiny_study / name / "seed1" / DONE_FILE).read_text())
+        assert done["seed"] == 1 and done["summary"]["epochs"] == 1
+        assert (tiny_study / name / "seed1" / "last.pt").is_file()
+
+
+@pytest.mark.integration
+def test_a_different_spec_in_the_same_directory_is_refused(tiny_study, mnist_root):
+    before = (tiny_study / SPEC_FILE).read_text()
+    other = parse_spec(spec_values(), "tiny.toml", overrides={"lr": 0.3})
+    with pytest.raises(UserError, match="was written by a different spec; pass another --out or delete it"):
+        run_study(other, tiny_study, data_root=mnist_root, log=quiet)
+    assert (tiny_study / SPEC_FILE).read_text() == before
+
+
+@pytest.mark.integration
+def test_restart_redoes_only_the_unfinished_run(tiny_study, mnist_root):
+    spec = read_spec(tiny_study / SPEC_FILE)
+    kept, interrupted = tiny_study / "plain" / "seed1", tiny_study / "bn" / "seed1"
+    kept_metrics = (kept / "metrics.jsonl").read_bytes()
+    kept_mtime = (kept / "metrics.jsonl").stat().st_mtime_ns
+    (interrupted / DONE_FILE).unlink()  # as if the process died after the last epoch
+    (interrupted / "leftover.tmp").write_text("partial")
+    messages = []
+    run_study(spec, tiny_study, data_root=mnist_root, log=messages.append)
+    assert (kept / "metrics.jsonl").read_bytes() == kept_metrics
+    assert (kept / "metrics.jsonl").stat().st_mtime_ns == kept_mtime
+    assert (interrupted / DONE_FILE).is_file() and not (interrupted / "leftover.tmp").exists()
+    assert any("plain seed 1: finished earlier, skipped" in m for m in messages)
+    assert any("bn seed 1: unfinished run found" in m for m in messages)
+    assert len(json.loads((tiny_study / "study.json").read_text())["invocations"]) == 2

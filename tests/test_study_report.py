@@ -1,0 +1,132 @@
+import json
+import math
+import statistics
+
+import pytest
+
+from mnist_ops.idx import atomic_write_bytes
+from mnist_ops.models import count_parameters, create_model
+from mnist_ops.study import parse_spec, spec_to_toml
+from mnist_ops.study_report import (epochs_to_reach, held_target, student_t_quantile, welch_interval,
+                                    write_report)
+from mnist_ops.train import save_checkpoint
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------- statistics
+
+@pytest.mark.parametrize("degrees, expected", [(1, 12.706), (2, 4.303), (3, 3.182), (8, 2.306), (30, 2.042),
+                                               (1e6, 1.960)])
+def test_student_t_quantile_matches_printed_tables(degrees, expected):
+    assert student_t_quantile(0.975, degrees) == pytest.approx(expected, abs=1e-3)
+
+
+def test_welch_interval_against_a_hand_computation():
+    first, second = [1.0, 2.0, 3.0, 4.0, 5.0], [3.0, 4.0, 5.0, 6.0, 7.0]
+    # variances 2.5 each: standard error sqrt(2.5/5 + 2.5/5) = 1, Welch df = 1 / (2 * 0.5**2 / 4) = 8
+    standard_error = math.sqrt(statistics.variance(first) / 5 + statistics.variance(second) / 5)
+    interval = welch_interval(first, second)
+    assert interval.degrees_of_freedom == pytest.approx(8.0)
+    assert interval.difference == pytest.approx(2.0)
+    assert (interval.low, interval.high) == pytest.approx((2.0 - 2.306 * standard_error, 2.0 + 2.306 * standard_error),
+                                                          abs=1e-3)
+    assert not interval.excludes_zero
+
+
+def test_identical_samples_contain_zero_and_separated_samples_exclude_it():
+    runs = [99.1, 99.3, 99.2]
+    same = welch_interval(runs, list(runs))
+    assert same.low < 0 < same.high and same.difference == pytest.approx(0.0)
+    apart = welch_interval([97.0, 97.1, 97.2], [99.3, 99.4, 99.5])
+    assert apart.excludes_zero and apart.low > 2.0
+
+
+def test_welch_interval_edge_cases():
+    assert welch_interval([99.0], [99.5, 99.6]) is None  # one seed has no spread
+    constant = welch_interval([99.0, 99.0], [99.5, 99.5])
+    assert (constant.low, constant.high) == pytest.approx((0.5, 0.5)) and constant.excludes_zero
+
+
+def test_epochs_to_reach_and_held_target():
+    records = [{"epoch": e, "test_accuracy": a} for e, a in enumerate([98.5, 99.1, 99.45, 99.38, 99.5, 99.41])]
+    assert epochs_to_reach(records, 99.0) == 2
+    assert epochs_to_reach(records, 99.4) == 3
+    assert epochs_to_reach(records, 99.9) is None
+    assert held_target(records, 99.4, last_k=2) is True
+    assert held_target(records, 99.4, last_k=3) is False
+
+
+# ---------------------------------------------------------------------------- the report
+
+# Test accuracy per epoch, one list per seed. 'bn' reaches 99.0% in epoch 2 in every seed, 99.4% in
+# 2 of 3 seeds, and holds 99.4% over the last 2 epochs in those 2.
+CURVES = {
+    "plain": [[97.0, 97.8, 98.0], [97.1, 98.0, 98.2], [97.3, 98.1, 98.4]],
+    "bn": [[98.9, 99.42, 99.45], [98.8, 99.45, 99.5], [98.7, 99.2, 99.3]],
+}
+TRAIN_GAP = {"plain": 1.5, "bn": 0.25}  # train accuracy = test accuracy + gap
+
+
+def write_fake_run(directory, config, seed, accuracies):
+    records = [{"epoch": epoch, "train_loss": 0.1, "train_accuracy": accuracy + TRAIN_GAP[directory.parent.name],
+                "test_loss": 0.12, "test_accuracy": accuracy, "lr": 0.05, "seconds": 2.0,
+                "train_images_per_second": 500.0} for epoch, accuracy in enumerate(accuracies)]
+    model = create_model(config.model, dropout=config.dropout)
+    summary = {"parameters": count_parameters(model), "best_test_accuracy": max(accuracies),
+               "epochs": len(accuracies), "seconds": 6.0}
+    atomic_write_bytes(directory / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
+    save_checkpoint(directory / "last.pt", {"model_name": config.model, "model": model.state_dict(),
+                                            "config": config.to_dict(), "epoch": len(accuracies) - 1,
+                                            "metrics": records[-1], "mean": 0.1307, "std": 0.3081})
+    atomic_write_bytes(directory / "done.json", json.dumps({"seed": seed, "summary": summary}).encode())
+
+
+@pytest.fixture(scope="module")
+def fake_study(tmp_path_factory):
+    """A finished study written by hand, so every number in the report is known."""
+    directory = tmp_path_factory.mktemp("fake") / "study"
+    spec = parse_spec({"name": "fake", "seeds": 3, "last_k": 2, "variant": [
+        {"name": "plain", "preset": "seed-lean", "model": "seed-lean-plain", "augment": "none", "epochs": 3},
+        {"name": "bn", "preset": "seed-lean", "model": "seed-lean-bn", "augment": "none", "epochs": 3},
+    ]}, "fake.toml")
+    atomic_write_bytes(directory / "spec.toml", spec_to_toml(spec).encode())
+    for variant in spec.variants:
+        for seed, accuracies in zip(spec.seeds, CURVES[variant.name]):
+            write_fake_run(directory / variant.name / f"seed{seed}", variant.config, seed, accuracies)
+    return directory
+
+
+def mean_std_min(values):
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (min {min(values):.2f})"
+
+
+def table_row(markdown, first_cell):
+    rows = [line for line in markdown.splitlines() if line.startswith(f"| {first_cell} |")]
+    assert rows, f"no table row for {first_cell}"
+    return rows
+
+
+@pytest.mark.integration
+def test_report_tables_figures_and_html(fake_study, mnist_root):
+    path = write_report(fake_study, data_root=mnist_root)
+    markdown = path.read_text()
+    last = {name: [curve[-1] for curve in curves] for name, curves in CURVES.items()}
+    accuracy_row, generalization_row = table_row(markdown, "plain")
+    assert "| seed-lean-plain | 7,676 |" in accuracy_row and mean_std_min(last["plain"]) in accuracy_row
+    assert "| never | never | 0/3 seeds |" in generalization_row and "| +1.50 |" in generalization_row
+    accuracy_row, generalization_row = table_row(markdown, "bn")
+    assert mean_std_min(last["bn"]) in accuracy_row
+    assert "| 2.0 | 2.0 (1 of 3 never) | 2/3 seeds |" in generalization_row
+    step = table_row(markdown, "bn vs plain")[0]
+    difference = statistics.mean(last["bn"]) - statistics.mean(last["plain"])
+    assert f"| {difference:+.2f} |" in step and step.endswith("| distinguishable from noise |")
+    observations = markdown.split("## Observations")[1].split("##")[0]
+    assert "plain overfits most" in observations and "+1.50 pp" in observations
+    assert f"{difference:+.2f} pp" in observations
+    for figure in ("test_accuracy.png", "gap.png", "confusion.png", "misclassified.png"):
+        assert (fake_study / figure).read_bytes()[:8] == PNG_MAGIC
+        assert f"]({figure})" in markdown
+    page = (fake_study / "index.html").read_text()
+    assert '<img src="test_accuracy.png"' in page and f"<td>{mean_std_min(last['bn'])}</td>" in page
+    assert "<td>distinguishable from noise</td>" in page
