@@ -1,0 +1,135 @@
+"""Measure the CPU speed levers on one model, in one process, so ratios are comparable.
+
+    python benchmarks/levers.py --model lean-8k [--steps 40] [--repeats 5] [--json out.json]
+
+Train-step img/s for: fp32 eager, bf16 autocast, channels_last, both, torch.compile (+bf16),
+batch size, thread count; evaluation img/s for: batch size, BatchNorm folded into the convs
+(torch.fx `fuse`), bf16. Each number is the median over repeats (mean ± std beside it) on
+the same pre-made batch, so only the lever differs. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.fx.experimental.optimization import fuse
+
+from mnist_ops.bench import code_version
+from mnist_ops.models import create_model
+from mnist_ops.train import autocast_context
+
+CPU = torch.device("cpu")
+
+
+def timed(run, repeats: int) -> list[float]:
+    run()  # warm-up (and compilation, for torch.compile)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def train_rate(model_name: str, batch: int, steps: int, repeats: int, precision="fp32",
+               channels_last=False, compile_model=False) -> list[float]:
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = create_model(model_name).to(memory_format=fmt).train()
+    forward = torch.compile(model) if compile_model else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,))
+
+    def run():
+        for _ in range(steps):
+            with autocast_context(CPU, precision):
+                loss = F.cross_entropy(forward(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    return [steps * batch / s for s in timed(run, repeats)]
+
+
+@torch.no_grad()
+def eval_rate(model_name: str, batch: int, repeats: int, total: int = 10_000, folded=False,
+              precision="fp32") -> list[float]:
+    torch.manual_seed(0)
+    model = create_model(model_name).eval()
+    if folded:
+        model = fuse(copy.deepcopy(model))
+    x = torch.randn(total, 1, 28, 28)
+
+    def run():
+        for start in range(0, total, batch):
+            with autocast_context(CPU, precision):
+                model(x[start:start + batch])
+
+    return [total / s for s in timed(run, repeats)]
+
+
+def row(name: str, rates: list[float], baseline: float) -> tuple[str, str]:
+    median = statistics.median(rates)
+    spread = statistics.stdev(rates) if len(rates) > 1 else 0.0
+    return name, f"| {name} | {median:,.0f} | {statistics.mean(rates):,.0f} ± {spread:,.0f} | {median / baseline:.2f}x |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lean-8k")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    b, n, r = args.batch, args.steps, args.repeats
+    train_cases = {
+        "fp32 eager": dict(),
+        "bf16 autocast": dict(precision="bf16"),
+        "channels_last fp32": dict(channels_last=True),
+        "channels_last + bf16": dict(channels_last=True, precision="bf16"),
+    }
+    if not args.skip_compile:
+        train_cases["torch.compile fp32"] = dict(compile_model=True)
+        train_cases["torch.compile + bf16"] = dict(compile_model=True, precision="bf16")
+    results: dict[str, list[float]] = {}
+    print(f"model {args.model}, batch {b}, {n} steps x {r} repeats, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, code {code_version()}")
+    for name, options in train_cases.items():
+        results[f"train: {name}"] = train_rate(args.model, b, n, r, **options)
+    for size in (64, 256, 512):
+        results[f"train: fp32 eager, batch {size}"] = train_rate(args.model, size, max(1, n * b // size), r)
+        results[f"train: bf16 autocast, batch {size}"] = train_rate(args.model, size, max(1, n * b // size), r,
+                                                                   precision="bf16")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    results["train: fp32 eager, 1 thread"] = train_rate(args.model, b, n, r)
+    torch.set_num_threads(threads)
+    for size in (1000, 10_000):
+        results[f"eval: fp32, batch {size}"] = eval_rate(args.model, size, r)
+    results["eval: fp32, batch 1000, BN folded"] = eval_rate(args.model, 1000, r, folded=True)
+    results["eval: bf16, batch 1000"] = eval_rate(args.model, 1000, r, precision="bf16")
+    results["eval: bf16, batch 1000, BN folded"] = eval_rate(args.model, 1000, r, folded=True, precision="bf16")
+
+    print("| lever | img/s (median) | mean ± std | vs fp32 eager |")
+    print("|---|---:|---:|---:|")
+    train_base = statistics.median(results["train: fp32 eager"])
+    eval_base = statistics.median(results["eval: fp32, batch 1000"])
+    for name, rates in results.items():
+        print(row(name, rates, train_base if name.startswith("train") else eval_base)[1])
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"args": vars(args), "code_version": code_version(), "torch": torch.__version__,
+                       "img_per_s": results}, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
