@@ -144,3 +144,8 @@ def test_study_from_a_spec_then_report_only(mnist_root, tmp_path, capsys):
     assert main(["study", "report", str(out), "--data-root", str(mnist_root)]) == 0
     assert (out / "report.md").read_text() == report  # regenerated from the finished runs alone
     assert (out / "only" / "seed1" / "metrics.jsonl").read_bytes() == metrics
+
+
+def test_bench_rejects_bad_counts_in_one_line():
+    code, _, stderr = run_cli("bench", "--batches", "1")
+    assert_one_line_error(code, stderr, "--batches must be >= 2")

@@ -93,6 +93,16 @@ def build_parser() -> ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--data-root", default=None)
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+
+    bench = commands.add_parser("bench", help="img/s: per-sample DataLoader pipeline vs ours, side by side")
+    bench.add_argument("--preset", default="lean-8k")
+    bench.add_argument("--batches", type=int, default=60, help="batches per measurement (default 60)")
+    bench.add_argument("--repeats", type=int, default=3, help="repeats per measurement (default 3)")
+    bench.add_argument("--workers", type=int, default=2, help="DataLoader workers for the per-sample side")
+    bench.add_argument("--batch-size", type=int, dest="batch_size")
+    bench.add_argument("--precision", choices=("fp32", "bf16"))
+    bench.add_argument("--data-root", default=None)
+    bench.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     _add_measurement_parsers(commands, data_commands)
     return parser
 
@@ -180,6 +190,22 @@ def command_evaluate(args) -> None:
     print(format_confusion(matrix, classes))
 
 
+def command_bench(args) -> None:
+    import json
+
+    from mnist_ops.bench import run_bench
+    from mnist_ops.idx import atomic_write_bytes
+    from mnist_ops.presets import build_config
+
+    if args.batches < 2 or args.repeats < 1 or args.workers < 0:
+        raise UserError("--batches must be >= 2, --repeats >= 1 and --workers >= 0")
+    keys = ("batch_size", "precision")
+    config = build_config(args.preset, None, {k: getattr(args, k) for k in keys if getattr(args, k) is not None})
+    results = run_bench(config, args.batches, args.repeats, args.workers, data_root=args.data_root)
+    if args.json:
+        atomic_write_bytes(args.json, (json.dumps(results, indent=2) + "\n").encode())
+
+
 def command_data_preview(args) -> None:
     from mnist_ops.presets import build_config
     from mnist_ops.report import plot_augmentation_preview
@@ -244,6 +270,7 @@ def command_lr_find(args) -> None:
 
 COMMANDS = {"data": command_data, "summary": command_summary, "list": command_list,
             "train": command_train, "evaluate": command_evaluate,
+            "bench": command_bench,
             "study": command_study, "lr-find": command_lr_find}
 
 
