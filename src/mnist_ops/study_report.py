@@ -20,6 +20,7 @@ from mnist_ops.idx import atomic_write_bytes
 from mnist_ops.study import DONE_FILE, SPEC_FILE, STUDY_FILE, Spec, read_spec, run_dir
 
 THRESHOLDS = (99.0, 99.4)  # "epochs to reach" columns
+CHANCE_CEILING = 20.0  # percent: a variant ending at or below this did not learn (guessing gives 10%)
 GALLERY_SIZE = 40
 
 
@@ -191,6 +192,7 @@ def _epoch_matrix(variant: VariantResult, value) -> tuple[np.ndarray, np.ndarray
 def plot_band(variants: list[VariantResult], value, path: Path, title: str, ylabel: str) -> None:
     """One line per variant (mean over seeds) with a min-max band over seeds."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     from mnist_ops.report import save_figure
 
@@ -201,6 +203,7 @@ def plot_band(variants: list[VariantResult], value, path: Path, title: str, ylab
         line, = axes.plot(epochs, values.mean(axis=0), "o-", markersize=3, label=variant.name)
         axes.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
     axes.set(xlabel="epoch", ylabel=ylabel, title=title)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     save_figure(figure, path)
@@ -261,7 +264,8 @@ class Image:
     caption: str
 
 
-Block = tuple[str, object]  # ("heading", str) | ("paragraph", str) | ("table", Table) | ("image", Image)
+# ("heading", str) | ("paragraph", str) | ("list", list[str]) | ("table", Table) | ("image", Image)
+Block = tuple[str, object]
 
 
 def effective_dropout(config: dict) -> str:
@@ -277,12 +281,14 @@ def effective_dropout(config: dict) -> str:
 
 def accuracy_table(variants: list[VariantResult], spec: Spec) -> Table:
     header = ["Variant", "Model", "Parameters", "Augment", "Dropout", "Best test % (mean ± std, min)",
-              "Last test % (mean ± std, min)", "Last train %", "Seeds"]
-    rows = [[variant.name, variant.config["model"], f"{variant.runs[0].summary['parameters']:,}",
-             variant.config["augment"], effective_dropout(variant.config),
-             mean_std_min([run.summary["best_test_accuracy"] for run in variant.runs]),
-             mean_std_min(variant.last_test()), mean_std_min(variant.last("train_accuracy")),
-             f"{len(variant.runs)} of {len(spec.seeds)}"] for variant in variants]
+              "Last test % (mean ± std, min)", "Last train % (mean ± std, min)", "Seeds"]
+    rows = []
+    for variant in variants:
+        best = [run.summary["best_test_accuracy"] for run in variant.runs]
+        rows.append([variant.name, variant.config["model"], f"{variant.runs[0].summary['parameters']:,}",
+                     variant.config["augment"], effective_dropout(variant.config), mean_std_min(best),
+                     mean_std_min(variant.last_test()), mean_std_min(variant.last("train_accuracy")),
+                     f"{len(variant.runs)} of {len(spec.seeds)}"])
     return Table(header, rows)
 
 
@@ -321,7 +327,10 @@ def observations(variants: list[VariantResult]) -> str:
     gaps = {variant.name: float(np.mean(variant.accuracy_gap())) for variant in variants}
     loss_gaps = {variant.name: float(np.mean(variant.loss_gap())) for variant in variants}
     most, least = max(gaps, key=gaps.get), min(gaps, key=gaps.get)
-    sentences = [f"{most} overfits most: at the end its train accuracy exceeds its test accuracy by "
+    sentences = [f"{variant.name} did not learn: its mean last test accuracy is "
+                 f"{percent(float(np.mean(variant.last_test())))}%, close to the 10% of guessing."
+                 for variant in variants if np.mean(variant.last_test()) <= CHANCE_CEILING]
+    sentences += [f"{most} overfits most: at the end its train accuracy exceeds its test accuracy by "
                  f"{signed(gaps[most])} pp (test − train loss {signed(loss_gaps[most], 4)})"]
     if least != most:
         sentences[-1] += f", against {signed(gaps[least])} pp for {least}"
@@ -337,34 +346,42 @@ def observations(variants: list[VariantResult]) -> str:
     return " ".join(sentences)
 
 
+def distinct(configs: list[dict], key: str) -> str:
+    """The key's value, or its values joined by ' / ' when the variants differ in it."""
+    values = sorted({config[key] for config in configs}, key=str)
+    return " / ".join(f"{value:g}" if isinstance(value, float) else
+                      f"{value:,}" if isinstance(value, int) else str(value) for value in values)
+
+
 def _context_lines(spec: Spec, variants: list[VariantResult], info: dict, test_images: int) -> list[str]:
+    """Command, data, recipe, seeds, machine and time: what the numbers depend on."""
     machine = info.get("machine", {})
     configs = [variant.config for variant in variants]
-    epochs = sorted({config["epochs"] for config in configs})
-    train_images = info.get("train_images", {})
-    sizes = sorted({train_images.get(variant.name, "?") for variant in variants}, key=str)
-    run_seconds = sum(run.summary["seconds"] for variant in variants for run in variant.runs)
-    wall_seconds = sum(entry["seconds"] for entry in info.get("invocations", []))
-    recipe = configs[0]
+    train_images = [{"train_images": info.get("train_images", {}).get(variant.name, "?")} for variant in variants]
+    runs = [run for variant in variants for run in variant.runs]
+    training_minutes = sum(run.summary["seconds"] for run in runs) / 60
+    invocations = info.get("invocations", [])
+    wall_minutes = sum(entry["seconds"] for entry in invocations) / 60
     return [
         f"Command: `{info.get('command', 'unknown (study.json missing)')}`",
-        f"Data: {recipe['dataset']}, {', '.join(f'{size:,}' if isinstance(size, int) else size for size in sizes)} "
-        f"train images, evaluated on the {test_images:,}-image test split",
-        f"Recipe: {recipe['optimizer']} lr {recipe['lr']:g} (momentum {recipe['momentum']:g}), "
-        f"{recipe['schedule']} schedule, batch {recipe['batch_size']}, {', '.join(map(str, epochs))} epochs",
+        f"Data: {distinct(configs, 'dataset')}, {distinct(train_images, 'train_images')} train images; "
+        f"tested on the {test_images:,}-image test split",
+        f"Recipe: {distinct(configs, 'optimizer')} lr {distinct(configs, 'lr')} "
+        f"(momentum {distinct(configs, 'momentum')}), {distinct(configs, 'schedule')} schedule, "
+        f"batch {distinct(configs, 'batch_size')}, {distinct(configs, 'epochs')} epochs",
         f"Seeds: {', '.join(map(str, spec.seeds))}",
-        f"Machine: {machine.get('cpu', '?')} ({machine.get('cores', '?')} cores), torch {machine.get('torch', '?')}, "
-        f"{machine.get('threads', '?')} threads",
-        f"Total time: {run_seconds / 60:.1f} min of training over {sum(len(v.runs) for v in variants)} runs "
-        f"({wall_seconds / 60:.1f} min wall clock over {len(info.get('invocations', []))} invocation(s))",
+        f"Machine: {machine.get('cpu', '?')} ({machine.get('cores', '?')} cores), "
+        f"torch {machine.get('torch', '?')}, {machine.get('threads', '?')} threads",
+        f"Total time: {training_minutes:.1f} min of training over {len(runs)} runs "
+        f"({wall_minutes:.1f} min wall clock over {len(invocations)} invocation(s))",
     ]
 
 
 def build_report(study_dir: str | os.PathLike, data_root=None) -> list[Block]:
     study_dir = Path(study_dir)
     spec, variants, info = load_study(study_dir)
-    plot_band(variants, _test_accuracy, study_dir / "test_accuracy.png", "Test accuracy (mean, min–max band over seeds)",
-              "test accuracy (%)")
+    plot_band(variants, _test_accuracy, study_dir / "test_accuracy.png",
+              "Test accuracy (mean, min–max band over seeds)", "test accuracy (%)")
     plot_band(variants, _accuracy_gap, study_dir / "gap.png", "Generalization gap (mean, min–max band over seeds)",
               "train − test accuracy (pp)")
     best = max(variants, key=lambda variant: np.mean(variant.last_test()))
