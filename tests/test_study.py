@@ -119,6 +119,6 @@ def test_restart_redoes_only_the_unfinished_run(tiny_study, mnist_root):
     assert (kept / "metrics.jsonl").read_bytes() == kept_metrics
     assert (kept / "metrics.jsonl").stat().st_mtime_ns == kept_mtime
     assert (interrupted / DONE_FILE).is_file() and not (interrupted / "leftover.tmp").exists()
-    assert any("plain seed 1: finished earlier, skipped" in m for m in messages)
-    assert any("bn seed 1: unfinished run found" in m for m in messages)
+    assert "study tiny: 2 runs, 1 finished earlier, 1 to train" in messages
+    assert any("[1/1] bn seed 1: unfinished run found" in m for m in messages)
     assert len(json.loads((tiny_study / "study.json").read_text())["invocations"]) == 2

@@ -238,6 +238,14 @@ def _record_invocation(study_dir: Path, command: str, train_sizes: dict[str, int
     atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
 
 
+def _remaining_time(started: float, done: int, total: int) -> str:
+    """' (about N min left)' from the mean time of the runs done so far in this invocation."""
+    if done == 0:
+        return ""
+    seconds = (time.perf_counter() - started) / done * (total - done)
+    return f" (about {seconds / 60:.1f} min left)"
+
+
 def run_study(spec: Spec, study_dir: str | os.PathLike, data_root: str | os.PathLike | None = None,
               command: str = "", log: Callable[[str], None] = print, progress: bool = False) -> Path:
     """Train every unfinished (variant, seed) run, one after another. Returns the study dir."""
@@ -248,16 +256,15 @@ def run_study(spec: Spec, study_dir: str | os.PathLike, data_root: str | os.Path
     train_sizes = _train_sizes(spec, data_root)
     claim_study_dir(spec, study_dir)
     runs = [(variant, seed) for variant in spec.variants for seed in spec.seeds]
-    for number, (variant, seed) in enumerate(runs, start=1):
+    pending = [(variant, seed) for variant, seed in runs if not is_finished(run_dir(study_dir, variant.name, seed))]
+    log(f"study {spec.name}: {len(runs)} runs, {len(runs) - len(pending)} finished earlier, {len(pending)} to train")
+    for number, (variant, seed) in enumerate(pending, start=1):
         directory = run_dir(study_dir, variant.name, seed)
-        label = f"[{number}/{len(runs)}] {variant.name} seed {seed}"
-        if is_finished(directory):
-            log(f"{label}: finished earlier, skipped")
-            continue
+        label = f"[{number}/{len(pending)}] {variant.name} seed {seed}"
         if directory.exists():
             log(f"{label}: unfinished run found, starting it again")
             shutil.rmtree(directory)
-        log(f"{label}: training")
+        log(f"{label}: training{_remaining_time(started, number - 1, len(pending))}")
         config = variant.config.replace(seed=seed)
         summary = fit(config, directory, data_root=data_root, log=log, progress=progress)
         done = {"variant": variant.name, "seed": seed, "summary": summary, "config": config.to_dict()}

@@ -322,28 +322,45 @@ def comparison_table(variants: list[VariantResult]) -> Table:
     return Table(header, rows)
 
 
-def observations(variants: list[VariantResult]) -> str:
-    """Sentences generated from the numbers; each cites a value shown in the tables."""
+def mean_last_test(variant: VariantResult) -> float:
+    return float(np.mean(variant.last_test()))
+
+
+def _overfitting_sentence(variants: list[VariantResult]) -> str:
     gaps = {variant.name: float(np.mean(variant.accuracy_gap())) for variant in variants}
     loss_gaps = {variant.name: float(np.mean(variant.loss_gap())) for variant in variants}
     most, least = max(gaps, key=gaps.get), min(gaps, key=gaps.get)
-    sentences = [f"{variant.name} did not learn: its mean last test accuracy is "
-                 f"{percent(float(np.mean(variant.last_test())))}%, close to the 10% of guessing."
-                 for variant in variants if np.mean(variant.last_test()) <= CHANCE_CEILING]
-    sentences += [f"{most} overfits most: at the end its train accuracy exceeds its test accuracy by "
-                 f"{signed(gaps[most])} pp (test − train loss {signed(loss_gaps[most], 4)})"]
+    sentence = (f"{most} overfits most: at the end its train accuracy exceeds its test accuracy by "
+                f"{signed(gaps[most])} pp (test − train loss {signed(loss_gaps[most], 4)})")
     if least != most:
-        sentences[-1] += f", against {signed(gaps[least])} pp for {least}"
-    sentences[-1] += "."
-    for before, after, interval in adjacent_intervals(variants):
-        difference = float(np.mean(after.last_test()) - np.mean(before.last_test()))
-        sentences.append(f"Going from {before.name} to {after.name} changed mean last test accuracy by "
-                         f"{signed(difference)} pp (95% interval {describe_interval(interval)}): "
-                         f"{verdict(interval)}.")
-    best = max(variants, key=lambda variant: np.mean(variant.last_test()))
-    sentences.append(f"{best.name} ends highest, with a mean last test accuracy of "
-                     f"{percent(float(np.mean(best.last_test())))}%.")
+        sentence += f", against {signed(gaps[least])} pp for {least}"
+    return sentence + "."
+
+
+def _step_sentence(before: VariantResult, after: VariantResult, interval: Interval | None) -> str:
+    difference = mean_last_test(after) - mean_last_test(before)
+    sentence = f"Going from {before.name} to {after.name} changed mean last test accuracy by {signed(difference)} pp"
+    if interval is None:
+        return sentence + "; with a single seed there is no spread to judge it against."
+    return sentence + f" (95% interval {describe_interval(interval)}): {verdict(interval)}."
+
+
+def observations(variants: list[VariantResult]) -> str:
+    """Sentences generated from the numbers; each cites a value shown in the tables."""
+    sentences = [f"{variant.name} did not learn: its mean last test accuracy is {percent(mean_last_test(variant))}%, "
+                 "where guessing gives 10%." for variant in variants if mean_last_test(variant) <= CHANCE_CEILING]
+    sentences.append(_overfitting_sentence(variants))
+    sentences += [_step_sentence(before, after, interval) for before, after, interval in adjacent_intervals(variants)]
+    best = max(variants, key=mean_last_test)
+    sentences.append(f"{best.name} ends highest, with a mean last test accuracy of {percent(mean_last_test(best))}%.")
     return " ".join(sentences)
+
+
+def interval_note(seeds: int) -> str:
+    if seeds < 2:
+        return "With 1 seed per variant there is no spread to build an interval from: run with --seeds 3 or more."
+    return (f"Intervals are Welch t intervals over {seeds} seeds per variant; with so few seeds they are wide, "
+            "and a step counts as distinguishable from noise only if its interval excludes 0.")
 
 
 def distinct(configs: list[dict], key: str) -> str:
@@ -384,7 +401,7 @@ def build_report(study_dir: str | os.PathLike, data_root=None) -> list[Block]:
               "Test accuracy (mean, min–max band over seeds)", "test accuracy (%)")
     plot_band(variants, _accuracy_gap, study_dir / "gap.png", "Generalization gap (mean, min–max band over seeds)",
               "train − test accuracy (pp)")
-    best = max(variants, key=lambda variant: np.mean(variant.last_test()))
+    best = max(variants, key=mean_last_test)
     best_run = max(best.runs, key=lambda run: run.last["test_accuracy"])
     analysis = analyse_best_run(best_run, best.name, study_dir, data_root)
     classes = [str(index) for index in range(len(analysis.per_class))]
@@ -401,9 +418,7 @@ def build_report(study_dir: str | os.PathLike, data_root=None) -> list[Block]:
         ("image", Image("gap.png", "Train − test accuracy per epoch")),
         ("heading", "Each step against the one before"),
         ("table", comparison_table(variants)),
-        ("paragraph", f"Intervals are Welch t intervals over {len(spec.seeds)} seeds per variant; with so few "
-                      "seeds they are wide, and a step counts as distinguishable from noise only if its "
-                      "interval excludes 0."),
+        ("paragraph", interval_note(len(spec.seeds))),
         ("heading", "Observations"),
         ("paragraph", observations(variants)),
         ("heading", f"Best variant: {best.name} (seed {analysis.seed}, last.pt)"),
