@@ -104,11 +104,12 @@ class VariantResult:
     config: dict
     runs: list[Run]
 
-    def last(self, key: str) -> list[float]:
+    def final(self, key: str) -> list[float]:
+        """The key's value in the last epoch of each run."""
         return [run.last[key] for run in self.runs]
 
     def last_test(self) -> list[float]:
-        return self.last("test_accuracy")
+        return self.final("test_accuracy")
 
     def accuracy_gap(self) -> list[float]:
         return [run.last["train_accuracy"] - run.last["test_accuracy"] for run in self.runs]
@@ -287,7 +288,7 @@ def accuracy_table(variants: list[VariantResult], spec: Spec) -> Table:
         best = [run.summary["best_test_accuracy"] for run in variant.runs]
         rows.append([variant.name, variant.config["model"], f"{variant.runs[0].summary['parameters']:,}",
                      variant.config["augment"], effective_dropout(variant.config), mean_std_min(best),
-                     mean_std_min(variant.last_test()), mean_std_min(variant.last("train_accuracy")),
+                     mean_std_min(variant.last_test()), mean_std_min(variant.final("train_accuracy")),
                      f"{len(variant.runs)} of {len(spec.seeds)}"])
     return Table(header, rows)
 
@@ -473,7 +474,8 @@ def render_html(blocks: list[Block]) -> str:
     style = ("body{font-family:sans-serif;max-width:72em;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em}"
              "img{max-width:100%}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>mnist-ops study</title>"
+    title = next((content for kind, content in blocks if kind == "heading"), "mnist-ops study")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head>\n<body>\n" + "\n".join(parts) + "\n</body></html>\n")
 
 
