@@ -115,8 +115,19 @@ def seed_lean(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
 # The same lean net without its regularizers: the rungs of the regularization study.
 @register_model("seed-lean-plain")
 def seed_lean_plain(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
-    """seed-lean without BatchNorm and Dropout (convs get biases instead of BN shifts)."""
-    return _lean_net(dropout=0.0, batch_norm=False)
+    """seed-lean without BatchNorm and Dropout (convs get biases instead of BN shifts).
+
+    He (kaiming-normal) init: with PyTorch's default init this 8-conv net without BatchNorm
+    stays at chance (11.7% after 156 SGD steps at lr 0.05 or 0.01; He init: 66.1%), and the
+    study would measure "BatchNorm makes it trainable" instead of what it regularizes.
+    """
+    model = _lean_net(dropout=0.0, batch_norm=False)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
 
 
 @register_model("seed-lean-bn")

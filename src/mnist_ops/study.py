@@ -33,9 +33,8 @@ VARIANT_NAME = re.compile(r"^[A-Za-z0-9+_-][A-Za-z0-9+._-]*$")  # study and vari
 # 7,758-parameter lean net. The seed-lean preset's recipe (constant lr 0.015, batch 128, 15
 # epochs) is slow for this net; onecycle at lr 0.05 with batch 64 gets it near 99.4% in a few
 # epochs (one epoch on 10k images at batch 32 already reaches 97.4%). Dropout stays at the preset's
-# 0.05. The `plain` rung keeps the same recipe on purpose: with PyTorch's default init this 7-conv
-# net without BatchNorm barely trains at it (measured: 11.35% after 2 epochs on 10k images), and
-# the report shows that as part of what BatchNorm buys.
+# 0.05. The `plain` rung keeps the same recipe; its model uses He init (see models.py), without
+# which this net without BatchNorm stays at chance at these learning rates.
 # Budget: 12 runs in <= 30 minutes on 2 idle CPU cores. One epoch over the 60k train images is
 # 60,000 / 3,500 img/s = 17 s with augmentation and 60,000 / 5,000 = 12 s without, plus 1.5 s of
 # testing; 6 epochs x (3 runs x 18.6 s + 9 runs x 13.5 s) = 18 minutes, plus a few seconds of

@@ -149,7 +149,7 @@ def make_scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_e
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-            pct_start=0.2, anneal_strategy="linear", div_factor=10.0, final_div_factor=100.0)
+            pct_start=0.2, anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
