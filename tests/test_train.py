@@ -92,3 +92,12 @@ def test_same_seed_gives_identical_metrics(mnist_root, tmp_path):
     assert len(learned("a")) == 2
     other = fit(config.replace(seed=6), tmp_path / "c", data_root=mnist_root, log=quiet, progress=False)
     assert learned("c") != learned("a") and other["epochs"] == 2
+
+
+@pytest.mark.integration
+def test_fast_mode_bf16_channels_last_trains(mnist_root, tmp_path):
+    config = build_config("lean-8k", None, {"epochs": 1, "limit_train": 3_000, "precision": "bf16",
+                                            "channels_last": True, "augment": "none", "batch_size": 32,
+                                            "lr": 0.05})
+    summary = fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False)
+    assert summary["last_test_accuracy"] >= 85.0

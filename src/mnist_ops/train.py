@@ -59,6 +59,10 @@ def autocast_context(device: torch.device, precision: str):
     return nullcontext()
 
 
+def memory_format(config: Config) -> torch.memory_format:
+    return torch.channels_last if config.channels_last else torch.contiguous_format
+
+
 def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """uint8 [N, H, W] -> float [N, 1, H, W], standardized with the dataset's mean and std."""
     return images.unsqueeze(1).float().div_(255.0).sub_(mean).div_(std)
@@ -173,7 +177,7 @@ def train_one_epoch(model, optimizer, scheduler, train: Split, config: Config, d
                     generator: torch.Generator, mean: float, std: float, bar=None) -> tuple[float, float]:
     """One pass over shuffled training data; returns (mean loss per sample, accuracy %)."""
     model.train()
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    layout = memory_format(config)
     order = torch.randperm(len(train), generator=generator)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -182,7 +186,7 @@ def train_one_epoch(model, optimizer, scheduler, train: Split, config: Config, d
     for step in range(steps):
         index = order[step * config.batch_size:(step + 1) * config.batch_size]
         x, y = make_batch(train, index, config.augment, mean, std, generator)
-        x, y = x.to(device, memory_format=memory_format), y.to(device)
+        x, y = x.to(device, memory_format=layout), y.to(device)
         with autocast_context(device, config.precision):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
@@ -230,9 +234,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
 
     seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # shuffling and augmentation draws
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = create_model(config.model, dropout=config.dropout).to(device, memory_format=memory_format)
-    test_inputs = test_inputs.contiguous(memory_format=memory_format)
+    model = create_model(config.model, dropout=config.dropout).to(device, memory_format=memory_format(config))
+    test_inputs = test_inputs.contiguous(memory_format=memory_format(config))
     optimizer = make_optimizer(config, model)
     scheduler = make_scheduler(config, optimizer, math.ceil(len(train) / config.batch_size))
     parameters = count_parameters(model)
