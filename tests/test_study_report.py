@@ -112,10 +112,13 @@ def test_report_tables_figures_and_html(fake_study, mnist_root):
     path = write_report(fake_study, data_root=mnist_root)
     markdown = path.read_text()
     last = {name: [curve[-1] for curve in curves] for name, curves in CURVES.items()}
-    accuracy_row, generalization_row = table_row(markdown, "plain")
+    accuracy_row, generalization_row, *per_epoch_rows = table_row(markdown, "plain")
+    assert len(per_epoch_rows) == len(CURVES["plain"])  # one row per seed in the per-epoch table
+    for row, curve in zip(per_epoch_rows, CURVES["plain"]):
+        assert row.endswith(" | ".join(f"{value:.2f}" for value in curve) + " |")
     assert "| seed-lean-plain | 7,676 |" in accuracy_row and mean_std_min(last["plain"]) in accuracy_row
     assert "| never | never | 0/3 seeds |" in generalization_row and "| +1.50 |" in generalization_row
-    accuracy_row, generalization_row = table_row(markdown, "bn")
+    accuracy_row, generalization_row = table_row(markdown, "bn")[:2]
     assert mean_std_min(last["bn"]) in accuracy_row
     assert "| 2.0 | 2.0 (1 of 3 never) | 2/3 seeds |" in generalization_row
     step = table_row(markdown, "bn vs plain")[0]
@@ -130,3 +133,15 @@ def test_report_tables_figures_and_html(fake_study, mnist_root):
     page = (fake_study / "index.html").read_text()
     assert '<img src="test_accuracy.png"' in page and f"<td>{mean_std_min(last['bn'])}</td>" in page
     assert "<td>distinguishable from noise</td>" in page
+
+
+def test_observations_say_so_when_no_variant_overfits():
+    from pathlib import Path
+
+    from mnist_ops.study_report import Run, VariantResult, observations
+
+    record = {"epoch": 0, "train_accuracy": 99.0, "test_accuracy": 99.5, "train_loss": 0.03, "test_loss": 0.02}
+    runs = [Run(seed, [record], {}, Path(".")) for seed in (1, 2)]
+    text = observations([VariantResult("only", {}, runs)])
+    assert "No variant overfits at the end" in text and "-0.50 pp" in text
+    assert "overfits most" not in text

@@ -73,7 +73,7 @@ def test_one_epoch_of_seed_lean_on_10k_images_reaches_95_percent(mnist_root, tmp
     assert {"config.toml", "metrics.jsonl", "curves.png", "summary.txt", "last.pt"} <= files
     assert "best.pt" not in files  # the seed's rule: nothing before epoch 3
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert checkpoint["metrics"]["test_accuracy"] == summary["last_test_accuracy"]
+    assert checkpoint["metrics"]["test_accuracy"] == pytest.approx(summary["last_test_accuracy"], abs=1e-4)
     assert (tmp_path / "run" / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -296,8 +296,9 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     plot_curves(records, out / "curves.png", title=f"{config.preset}: {config.model}, seed {config.seed}")
     summary = {
         "preset": config.preset, "model": config.model, "parameters": parameters, "device": str(device),
-        "epochs": config.epochs, "best_test_accuracy": best_accuracy, "best_epoch": best_epoch,
-        "last_test_accuracy": records[-1]["test_accuracy"], "last_train_accuracy": records[-1]["train_accuracy"],
+        "epochs": config.epochs, "best_test_accuracy": round(best_accuracy, 4), "best_epoch": best_epoch,
+        "last_test_accuracy": round(records[-1]["test_accuracy"], 4),
+        "last_train_accuracy": round(records[-1]["train_accuracy"], 4),
         "seconds": round(time.perf_counter() - started, 1), "run_dir": str(out),
     }
     text = (inspection + "\n\nResult\n" + "\n".join(f"{key}: {value}" for key, value in summary.items()) + "\n")
