@@ -145,3 +145,9 @@ def test_observations_say_so_when_no_variant_overfits():
     text = observations([VariantResult("only", {}, runs)])
     assert "No variant overfits at the end" in text and "-0.50 pp" in text
     assert "overfits most" not in text
+
+
+def test_signed_never_prints_negative_zero():
+    from mnist_ops.study_report import signed
+
+    assert [signed(-0.0001), signed(0.52), signed(-0.02), signed(-0.0003, 4)] == ["+0.00", "+0.52", "-0.02", "-0.0003"]

@@ -150,7 +150,8 @@ def percent(value: float) -> str:
 
 
 def signed(value: float, digits: int = 2) -> str:
-    return f"{value:+.{digits}f}"
+    """'+0.52', '-0.02'; a value that rounds to zero prints as '+0.00', never '-0.00'."""
+    return f"{value + 0.0 if round(value, digits) else 0.0:+.{digits}f}"
 
 
 def mean_std_min(values: list[float]) -> str:
