@@ -149,3 +149,10 @@ def test_study_from_a_spec_then_report_only(mnist_root, tmp_path, capsys):
 def test_bench_rejects_bad_counts_in_one_line():
     code, _, stderr = run_cli("bench", "--batches", "1")
     assert_one_line_error(code, stderr, "--batches must be >= 2")
+
+
+def test_a_refused_path_is_one_line_not_a_traceback(tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the data root should be")
+    code, _, stderr = run_cli("data", "fetch", "--dataset", "fashion-mnist", "--root", str(blocker / "root"))
+    assert_one_line_error(code, stderr, "not-a-directory")

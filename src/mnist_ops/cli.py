@@ -281,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"mnist-ops: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the environment refused a path: permissions, a file where a folder should be, a full disk
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"mnist-ops: error: {where}{error.strerror or error}; check the path, its permissions and free space",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("mnist-ops: interrupted", file=sys.stderr)
         return 130
