@@ -101,3 +101,10 @@ def test_fast_mode_bf16_channels_last_trains(mnist_root, tmp_path):
                                             "lr": 0.05})
     summary = fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False)
     assert summary["last_test_accuracy"] >= 85.0
+
+
+def test_missing_data_leaves_no_run_directory(tmp_path):
+    config = build_config("seed-lean", None, {"epochs": 1})
+    with pytest.raises(UserError, match="mnist-ops data fetch"):
+        fit(config, tmp_path / "run", data_root=tmp_path / "empty-root", log=quiet, progress=False)
+    assert not (tmp_path / "run").exists()

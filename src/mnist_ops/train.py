@@ -223,7 +223,6 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         log: Callable[[str], None] = print, progress: bool = True) -> dict:
     """Train `config` and write the run directory. Returns the run's summary dict."""
     started = time.perf_counter()
-    out = prepare_run_dir(out_dir)
     device = resolve_device(config.device)
     train = load_split(config.dataset, "train", data_root)
     test = load_split(config.dataset, "test", data_root)
@@ -239,6 +238,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     optimizer = make_optimizer(config, model)
     scheduler = make_scheduler(config, optimizer, math.ceil(len(train) / config.batch_size))
     parameters = count_parameters(model)
+    out = prepare_run_dir(out_dir)  # after the data loaded: a missing dataset leaves no empty run dir
 
     atomic_write_bytes(out / "config.toml", to_toml(config.to_dict()).encode())
     inspection = model_summary(model) + "\n\nReceptive field\n" + format_receptive_field(receptive_field(model))
