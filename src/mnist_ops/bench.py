@@ -26,7 +26,7 @@ from mnist_ops.augment import perspective_matrices, random_perspective_points
 from mnist_ops.config import Config
 from mnist_ops.data import Split, load_split, pixel_stats
 from mnist_ops.models import create_model
-from mnist_ops.train import autocast_context, make_batch
+from mnist_ops.train import autocast_context, iterate_batches, make_batch
 
 
 class PerSampleDataset(Dataset):
@@ -63,10 +63,7 @@ def per_sample_loader(split: Split, mean: float, std: float, augment: str, batch
 
 
 def our_batches(split: Split, config: Config, mean: float, std: float, generator: torch.Generator) -> Iterator:
-    order = torch.randperm(len(split), generator=generator)
-    for step in range(len(split) // config.batch_size):
-        index = order[step * config.batch_size:(step + 1) * config.batch_size]
-        yield make_batch(split, index, config.augment, mean, std, generator)
+    return iterate_batches(split, config, mean, std, generator, drop_last=True)  # as the DataLoader side
 
 
 def make_step(model: torch.nn.Module, precision: str, channels_last: bool) -> Callable:

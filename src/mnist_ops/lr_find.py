@@ -38,12 +38,9 @@ class TrainBatches:
         return math.ceil(len(self.train) / self.config.batch_size)
 
     def __iter__(self):
-        from mnist_ops.train import make_batch
+        from mnist_ops.train import iterate_batches
 
-        order = torch.randperm(len(self.train), generator=self.generator)
-        for start in range(0, len(order), self.config.batch_size):
-            index = order[start:start + self.config.batch_size]
-            yield make_batch(self.train, index, self.config.augment, self.mean, self.std, self.generator)
+        return iterate_batches(self.train, self.config, self.mean, self.std, self.generator)
 
 
 @dataclass(frozen=True)

@@ -173,19 +173,25 @@ def make_batch(train: Split, index: torch.Tensor, augment: str, mean: float, std
     return x.sub_(mean).div_(std), train.labels[index]
 
 
+def iterate_batches(train: Split, config: Config, mean: float, std: float, generator: torch.Generator,
+                    drop_last: bool = False):
+    """One shuffled epoch of (inputs, labels) batches, built by `make_batch`."""
+    order = torch.randperm(len(train), generator=generator)
+    end = len(order) - len(order) % config.batch_size if drop_last else len(order)
+    for start in range(0, end, config.batch_size):
+        yield make_batch(train, order[start:start + config.batch_size], config.augment, mean, std, generator)
+
+
 def train_one_epoch(model, optimizer, scheduler, train: Split, config: Config, device: torch.device,
                     generator: torch.Generator, mean: float, std: float, bar=None) -> tuple[float, float]:
     """One pass over shuffled training data; returns (mean loss per sample, accuracy %)."""
     model.train()
     layout = memory_format(config)
-    order = torch.randperm(len(train), generator=generator)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     steps = math.ceil(len(train) / config.batch_size)
-    for step in range(steps):
-        index = order[step * config.batch_size:(step + 1) * config.batch_size]
-        x, y = make_batch(train, index, config.augment, mean, std, generator)
+    for step, (x, y) in enumerate(iterate_batches(train, config, mean, std, generator)):
         x, y = x.to(device, memory_format=layout), y.to(device)
         with autocast_context(device, config.precision):
             logits = model(x)
