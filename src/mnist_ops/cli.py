@@ -58,7 +58,8 @@ def _add_measurement_parsers(commands, data_commands) -> None:
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="mnist-ops", description=__doc__)
+    parser = ArgumentParser(prog="mnist-ops", description="Train small CNNs on MNIST-format data and measure "
+                                                          "what each choice buys.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     data = commands.add_parser("data", help="fetch data, show statistics")
