@@ -17,10 +17,9 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 from torch.fx.experimental.optimization import fuse
 
-from mnist_ops.bench import code_version
+from mnist_ops.bench import code_version, make_step, train_steps
 from mnist_ops.models import create_model
 from mnist_ops.train import autocast_context
 
@@ -40,22 +39,10 @@ def timed(run, repeats: int) -> list[float]:
 def train_rate(model_name: str, batch: int, steps: int, repeats: int, precision="fp32",
                channels_last=False, compile_model=False) -> list[float]:
     torch.manual_seed(0)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = create_model(model_name).to(memory_format=fmt).train()
-    forward = torch.compile(model) if compile_model else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=fmt)
+    step = make_step(create_model(model_name), precision, channels_last, compile_model)
+    x = torch.randn(batch, 1, 28, 28)
     y = torch.randint(0, 10, (batch,))
-
-    def run():
-        for _ in range(steps):
-            with autocast_context(CPU, precision):
-                loss = F.cross_entropy(forward(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-    return [steps * batch / s for s in timed(run, repeats)]
+    return [steps * batch / s for s in timed(lambda: train_steps(step, x, y, steps), repeats)]
 
 
 @torch.no_grad()

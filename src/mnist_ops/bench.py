@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from mnist_ops.augment import perspective_matrices, random_perspective_points
 from mnist_ops.config import Config
-from mnist_ops.data import Split, load_split, pixel_stats
+from mnist_ops.data import Split
 from mnist_ops.models import create_model
-from mnist_ops.train import autocast_context, iterate_batches, make_batch
+from mnist_ops.train import autocast_context, iterate_batches, load_training_split, make_batch
 
 
 class PerSampleDataset(Dataset):
@@ -66,16 +66,17 @@ def our_batches(split: Split, config: Config, mean: float, std: float, generator
     return iterate_batches(split, config, mean, std, generator, drop_last=True)  # as the DataLoader side
 
 
-def make_step(model: torch.nn.Module, precision: str, channels_last: bool) -> Callable:
+def make_step(model: torch.nn.Module, precision: str, channels_last: bool, compile_model: bool = False) -> Callable:
     """One SGD step on (x, y) in the given mode."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format).train()
+    forward = torch.compile(model) if compile_model else model
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     device = torch.device("cpu")
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         with autocast_context(device, precision):
-            loss = F.cross_entropy(model(x.contiguous(memory_format=memory_format)).float(), y)
+            loss = F.cross_entropy(forward(x.contiguous(memory_format=memory_format)).float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -118,8 +119,7 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
               data_root=None, log: Callable[[str], None] = print) -> dict:
     """Measure (a) and (b): data only, train step only, end to end. Returns the numbers."""
     torch.manual_seed(config.seed)
-    train = load_split(config.dataset, "train", data_root)
-    mean, std = pixel_stats(train.images)
+    train, mean, std = load_training_split(config, data_root)
     generator = torch.Generator().manual_seed(config.seed)
     loader = per_sample_loader(train, mean, std, config.augment, config.batch_size, workers)
     x, y = make_batch(train, torch.arange(config.batch_size), "none", mean, std, generator)
@@ -133,7 +133,7 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
     measures = {
         "data": (lambda: _take(iter(loader), batches),
                  lambda: _take(our_batches(train, config, mean, std, generator), batches)),
-        "train step": (lambda: _train_steps(step_a, x, y, batches), lambda: _train_steps(step_b, x, y, batches)),
+        "train step": (lambda: train_steps(step_a, x, y, batches), lambda: train_steps(step_b, x, y, batches)),
         "end to end": (lambda: _take(iter(loader), batches, step_a),
                        lambda: _take(our_batches(train, config, mean, std, generator), batches, step_b)),
     }
@@ -155,7 +155,7 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
     return results
 
 
-def _train_steps(step: Callable, x: torch.Tensor, y: torch.Tensor, count: int) -> int:
+def train_steps(step: Callable, x: torch.Tensor, y: torch.Tensor, count: int) -> int:
     for _ in range(count):
         step(x, y)
     return count * len(y)

@@ -76,15 +76,11 @@ def range_test(config: Config, start_lr: float, end_lr: float, iterations: int, 
     """Ramp the lr exponentially from start_lr to end_lr over `iterations` batches."""
     from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
-    from mnist_ops.data import load_split, pixel_stats
     from mnist_ops.models import create_model
-    from mnist_ops.train import make_optimizer, resolve_device, seed_everything
+    from mnist_ops.train import load_training_split, make_optimizer, resolve_device, seed_everything
 
     check_range(start_lr, end_lr, iterations)
-    train = load_split(config.dataset, "train", data_root)
-    mean, std = pixel_stats(train.images)
-    if config.limit_train:
-        train = train.head(config.limit_train)
+    train, mean, std = load_training_split(config, data_root)
     seed_everything(config.seed)
     device = resolve_device(config.device)
     model = create_model(config.model, dropout=config.dropout).to(device)

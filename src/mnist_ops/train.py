@@ -63,6 +63,14 @@ def memory_format(config: Config) -> torch.memory_format:
     return torch.channels_last if config.channels_last else torch.contiguous_format
 
 
+def load_training_split(config: Config, data_root=None) -> tuple[Split, float, float]:
+    """The train split (first `limit_train` images, if set) and the pixel mean/std of the full split,
+    which the seed computes over all 60,000 images."""
+    train = load_split(config.dataset, "train", data_root)
+    mean, std = pixel_stats(train.images)
+    return (train.head(config.limit_train) if config.limit_train else train), mean, std
+
+
 def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """uint8 [N, H, W] -> float [N, 1, H, W], standardized with the dataset's mean and std."""
     return images.unsqueeze(1).float().div_(255.0).sub_(mean).div_(std)
@@ -230,11 +238,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     """Train `config` and write the run directory. Returns the run's summary dict."""
     started = time.perf_counter()
     device = resolve_device(config.device)
-    train = load_split(config.dataset, "train", data_root)
+    train, mean, std = load_training_split(config, data_root)
     test = load_split(config.dataset, "test", data_root)
-    mean, std = pixel_stats(train.images)  # the seed computes them over the full train split
-    if config.limit_train:
-        train = train.head(config.limit_train)
     test_inputs = normalize(test.images, mean, std)
 
     seed_everything(config.seed)
