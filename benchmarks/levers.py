@@ -1,27 +1,25 @@
 """Measure the CPU speed levers on one model, in one process, so ratios are comparable.
 
-    python benchmarks/levers.py --model lean-8k [--steps 40] [--repeats 5] [--json out.json]
+    python benchmarks/levers.py --model lean-8k --dropout 0 [--steps 40] [--repeats 5] [--json out.json]
 
 Train-step img/s for: fp32 eager, bf16 autocast, channels_last, both, torch.compile (+bf16),
-batch size, thread count; evaluation img/s for: batch size, BatchNorm folded into the convs
-(torch.fx `fuse`), bf16. Each number is the median over repeats (mean ± std beside it) on
+oneDNN's bf16 math for fp32 convolutions, batch size, thread count; evaluation img/s for: batch
+size, BatchNorm folded into the convs (`train.fold_batchnorm`, torch.fx `fuse`), bf16. Each number is the median over repeats (mean ± std beside it) on
 the same pre-made batch, so only the lever differs. Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import time
 
 import torch
-from torch.fx.experimental.optimization import fuse
 
 from mnist_ops.bench import code_version, make_step, train_steps
-from mnist_ops.models import create_model
-from mnist_ops.train import autocast_context
+from mnist_ops.models import DEFAULT_DROPOUT, create_model
+from mnist_ops.train import autocast_context, fold_batchnorm
 
 CPU = torch.device("cpu")
 
@@ -36,13 +34,18 @@ def timed(run, repeats: int) -> list[float]:
     return seconds
 
 
-def train_rate(model_name: str, batch: int, steps: int, repeats: int, precision="fp32",
-               channels_last=False, compile_model=False) -> list[float]:
+def train_rate(model_name: str, dropout: float, batch: int, steps: int, repeats: int, precision="fp32",
+               channels_last=False, compile_model=False, onednn_bf16_conv=False) -> list[float]:
     torch.manual_seed(0)
-    step = make_step(create_model(model_name), precision, channels_last, compile_model)
+    step = make_step(create_model(model_name, dropout=dropout), precision, channels_last, compile_model)
     x = torch.randn(batch, 1, 28, 28)
     y = torch.randint(0, 10, (batch,))
-    return [steps * batch / s for s in timed(lambda: train_steps(step, x, y, steps), repeats)]
+    before = torch.backends.mkldnn.conv.fp32_precision
+    torch.backends.mkldnn.conv.fp32_precision = "bf16" if onednn_bf16_conv else "ieee"
+    try:
+        return [steps * batch / s for s in timed(lambda: train_steps(step, x, y, steps), repeats)]
+    finally:
+        torch.backends.mkldnn.conv.fp32_precision = before
 
 
 @torch.no_grad()
@@ -51,7 +54,7 @@ def eval_rate(model_name: str, batch: int, repeats: int, total: int = 10_000, fo
     torch.manual_seed(0)
     model = create_model(model_name).eval()
     if folded:
-        model = fuse(copy.deepcopy(model))
+        model = fold_batchnorm(model)
     x = torch.randn(total, 1, 28, 28)
 
     def run():
@@ -71,34 +74,42 @@ def row(name: str, rates: list[float], baseline: float) -> tuple[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lean-8k")
+    parser.add_argument("--dropout", type=float, default=DEFAULT_DROPOUT,
+                        help="the preset's dropout (lean-8k: 0, seed-regularized: 0.05)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    b, n, r = args.batch, args.steps, args.repeats
+    b, n, r, d = args.batch, args.steps, args.repeats, args.dropout
     train_cases = {
         "fp32 eager": dict(),
         "bf16 autocast": dict(precision="bf16"),
         "channels_last fp32": dict(channels_last=True),
         "channels_last + bf16": dict(channels_last=True, precision="bf16"),
+        "fp32 with oneDNN bf16 conv math": dict(onednn_bf16_conv=True),
+        "channels_last + fp32 with oneDNN bf16 conv math": dict(channels_last=True, onednn_bf16_conv=True),
     }
     if not args.skip_compile:
         train_cases["torch.compile fp32"] = dict(compile_model=True)
         train_cases["torch.compile + bf16"] = dict(compile_model=True, precision="bf16")
     results: dict[str, list[float]] = {}
-    print(f"model {args.model}, batch {b}, {n} steps x {r} repeats, {torch.get_num_threads()} threads, "
+    print(f"model {args.model}, dropout {d}, batch {b}, {n} steps x {r} repeats, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, code {code_version()}")
     for name, options in train_cases.items():
-        results[f"train: {name}"] = train_rate(args.model, b, n, r, **options)
+        results[f"train: {name}"] = train_rate(args.model, d, b, n, r, **options)
     for size in (64, 256, 512):
-        results[f"train: fp32 eager, batch {size}"] = train_rate(args.model, size, max(1, n * b // size), r)
-        results[f"train: bf16 autocast, batch {size}"] = train_rate(args.model, size, max(1, n * b // size), r,
-                                                                   precision="bf16")
+        steps = max(1, n * b // size)
+        results[f"train: fp32 eager, batch {size}"] = train_rate(args.model, d, size, steps, r)
+        results[f"train: bf16 autocast, batch {size}"] = train_rate(args.model, d, size, steps, r, precision="bf16")
+        results[f"train: channels_last + bf16, batch {size}"] = train_rate(args.model, d, size, steps, r,
+                                                                          precision="bf16", channels_last=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    results["train: fp32 eager, 1 thread"] = train_rate(args.model, b, n, r)
+    results["train: fp32 eager, 1 thread"] = train_rate(args.model, d, b, n, r)
+    results["train: channels_last + bf16, 1 thread"] = train_rate(args.model, d, b, n, r, precision="bf16",
+                                                                  channels_last=True)
     torch.set_num_threads(threads)
     for size in (1000, 10_000):
         results[f"eval: fp32, batch {size}"] = eval_rate(args.model, size, r)

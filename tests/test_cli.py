@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mnist_ops.cli import main
+from mnist_ops.presets import build_config
 
 
 def run_cli(*args, env=None):
@@ -31,6 +32,7 @@ def assert_one_line_error(code, stderr, *fragments):
     (["evaluate", "--checkpoint", "/nonexistent/best.pt"], ["not found"]),
     (["data", "stats", "--dataset", "cifar"], ["unknown dataset 'cifar'"]),
     (["frobnicate"], ["invalid choice"]),
+    (["train", "--preset", "lean-8k-fast", "--dropout", "0.1"], ["needs dropout = 0", "--dropout 0"]),
 ])
 def test_user_mistakes_give_one_line_and_exit_2(args, fragments):
     code, _, stderr = run_cli(*args)
@@ -92,6 +94,8 @@ def write_spec(path, preset="seed-lean", extra=""):
     (["study", "regularization", "--epochs", "0"], ["'epochs' must be >= 1"]),
     (["study", "report"], ["needs the study directory"]),
     (["study", "report", "/nonexistent/study"], ["not a study directory"]),
+    (["study", "report", "/some/study", "--seeds", "5"], ["takes no --seeds", "drop it"]),
+    (["study", "report", "/some/study", "--spec", "x.toml", "--report-only"], ["takes no --spec, --report-only"]),
     (["lr-find", "--preset", "seed-lean", "--start-lr", "1", "--end-lr", "0.1"], ["need 0 < --start-lr < --end-lr"]),
     (["lr-find", "--preset", "nope"], ["unknown preset 'nope'"]),
     (["data", "preview", "--preset", "seed-lean", "--count", "0"], ["--count must be >= 1"]),
@@ -156,3 +160,19 @@ def test_a_refused_path_is_one_line_not_a_traceback(tmp_path):
     blocker.write_text("a file where the data root should be")
     code, _, stderr = run_cli("data", "fetch", "--dataset", "fashion-mnist", "--root", str(blocker / "root"))
     assert_one_line_error(code, stderr, "not-a-directory")
+
+
+def test_train_flags_override_the_preset_and_file(tmp_path):
+    from mnist_ops.cli import build_parser, train_config
+
+    config_file = tmp_path / "run.toml"
+    config_file.write_text('epochs = 3\nchannels_last = false\n')
+
+    def config(*flags):
+        return train_config(build_parser().parse_args(["train", "--preset", "lean-8k-fast", *flags]))
+
+    assert config().channels_last is True and config().precision == "bf16"
+    assert config("--config", str(config_file)).channels_last is False
+    assert config("--config", str(config_file), "--channels-last").channels_last is True
+    assert config("--no-channels-last", "--precision", "fp32", "--epochs", "2").to_dict() == {
+        **build_config("lean-8k-fast").to_dict(), "channels_last": False, "precision": "fp32", "epochs": 2}

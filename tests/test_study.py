@@ -122,3 +122,20 @@ def test_restart_redoes_only_the_unfinished_run(tiny_study, mnist_root):
     assert "study tiny: 2 runs, 1 finished earlier, 1 to train" in messages
     assert any("[1/1] bn seed 1: unfinished run found" in m for m in messages)
     assert len(json.loads((tiny_study / "study.json").read_text())["invocations"]) == 2
+
+
+@pytest.mark.integration
+def test_an_interrupted_invocation_still_records_its_wall_time(mnist_root, tmp_path):
+    spec = parse_spec(spec_values(), "tiny.toml")
+
+    def interrupt_second_run(message):
+        if message.startswith("[2/2]"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec, tmp_path / "study", data_root=mnist_root, command="test", log=interrupt_second_run)
+    invocations = json.loads((tmp_path / "study" / "study.json").read_text())["invocations"]
+    assert len(invocations) == 1
+    assert invocations[0]["completed"] is False and invocations[0]["seconds"] > 0
+    assert (tmp_path / "study" / "plain" / "seed1" / DONE_FILE).is_file()
+    assert not (tmp_path / "study" / "bn" / "seed1").exists()

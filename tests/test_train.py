@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from mnist_ops.errors import UserError
-from mnist_ops.models import create_model
+from mnist_ops.models import create_model, list_models
 from mnist_ops.presets import build_config
-from mnist_ops.train import (checkpoint_decision, fit, load_checkpoint, model_from_checkpoint, prepare_run_dir,
-                             save_checkpoint)
+from mnist_ops.train import (checkpoint_decision, evaluate, fit, fold_batchnorm, load_checkpoint, model_from_checkpoint,
+                             prepare_run_dir, save_checkpoint)
 
 SEED_LOG = [98.73, 99.34, 99.38, 99.53, 99.44, 99.42, 99.39, 99.48, 99.53, 99.47, 99.43, 99.41, 99.61, 99.64, 99.52]
 
@@ -108,3 +108,27 @@ def test_missing_data_leaves_no_run_directory(tmp_path):
     with pytest.raises(UserError, match="mnist-ops data fetch"):
         fit(config, tmp_path / "run", data_root=tmp_path / "empty-root", log=quiet, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_folded_batchnorm_computes_the_same_function(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    for module in model.modules():  # non-trivial statistics and affine parameters, as after training
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(module.bias, -0.2, 0.2)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    inputs = torch.randn(64, 1, 28, 28)
+    with torch.no_grad():
+        expected = model.eval()(inputs)
+        folded = fold_batchnorm(model)
+        assert torch.allclose(folded(inputs), expected, atol=1e-4, rtol=1e-4)
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in folded.modules())
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+    labels = torch.randint(0, 10, (64,))
+    result = evaluate(model, inputs, labels, torch.device("cpu"), batch_size=16)
+    assert torch.equal(result.predictions, expected.argmax(dim=1))
+    assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(expected, labels).item(), abs=1e-4)

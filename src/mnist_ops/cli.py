@@ -85,6 +85,8 @@ def build_parser() -> ArgumentParser:
     train.add_argument("--dropout", type=float)
     train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
     train.add_argument("--precision", choices=("fp32", "bf16"))
+    train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, dest="channels_last",
+                       help="NHWC memory format for model and inputs (default: the preset's)")
     train.add_argument("--limit-train", type=int, dest="limit_train", help="use the first N training images")
     train.add_argument("--out", default=None, help="run directory (default: runs/<preset>-seed<N>-<time>)")
     train.add_argument("--data-root", default=None)
@@ -102,6 +104,8 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--workers", type=int, default=2, help="DataLoader workers for the per-sample side")
     bench.add_argument("--batch-size", type=int, dest="batch_size")
     bench.add_argument("--precision", choices=("fp32", "bf16"))
+    bench.add_argument("--channels-last", action=argparse.BooleanOptionalAction, dest="channels_last",
+                       help="NHWC memory format for model and inputs (default: the preset's)")
     bench.add_argument("--data-root", default=None)
     bench.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     _add_measurement_parsers(commands, data_commands)
@@ -159,13 +163,19 @@ def command_list(args) -> None:
               f"{preset.schedule}, augment {preset.augment}")
 
 
-def command_train(args) -> None:
+def train_config(args):
+    """The `train` command's config: preset, then --config FILE, then flags."""
     from mnist_ops.presets import build_config
+
+    keys = ("epochs", "batch_size", "lr", "seed", "dropout", "device", "precision", "channels_last", "limit_train")
+    overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    return build_config(args.preset, args.config, overrides)
+
+
+def command_train(args) -> None:
     from mnist_ops.train import fit
 
-    keys = ("epochs", "batch_size", "lr", "seed", "dropout", "device", "precision", "limit_train")
-    overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
-    config = build_config(args.preset, args.config, overrides)
+    config = train_config(args)
     out = args.out or Path("runs") / f"{config.preset}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     fit(config, out, data_root=args.data_root, progress=not args.no_progress)
 
@@ -200,7 +210,7 @@ def command_bench(args) -> None:
 
     if args.batches < 2 or args.repeats < 1 or args.workers < 0:
         raise UserError("--batches must be >= 2, --repeats >= 1 and --workers >= 0")
-    keys = ("batch_size", "precision")
+    keys = ("batch_size", "precision", "channels_last")
     config = build_config(args.preset, None, {k: getattr(args, k) for k in keys if getattr(args, k) is not None})
     results = run_bench(config, args.batches, args.repeats, args.workers, data_root=args.data_root)
     if args.json:
@@ -249,6 +259,12 @@ def command_study(args) -> None:
     if args.name == "report":
         if not args.directory:
             raise UserError("`study report` needs the study directory: mnist-ops study report DIR")
+        ignored = [flag for flag, value in (("--spec", args.spec), ("--seeds", args.seeds), ("--epochs", args.epochs),
+                                            ("--limit-train", args.limit_train), ("--out", args.out))
+                   if value is not None] + (["--report-only"] if args.report_only else [])
+        if ignored:
+            raise UserError(f"`study report DIR` rebuilds the report from the finished runs and takes no "
+                            f"{', '.join(ignored)}; drop it, or train with `mnist-ops study --spec FILE`")
         print(f"wrote {write_report(args.directory, data_root=args.data_root)}")
         return
     spec = study_spec_from_args(args)

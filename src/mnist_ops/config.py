@@ -42,6 +42,7 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | mps
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     channels_last: bool = False  # NHWC memory format for model and inputs
+    replicas: int = 1  # model copies, one thread (core) each, splitting every batch (replicas.py)
     limit_train: int = 0  # use only the first N training images (0 = all)
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,6 +71,7 @@ RANGES = {  # key: (lowest allowed, highest allowed or None), inclusive
     "target_accuracy": (0.0, 100.0),
     "seed": (0, 2**63 - 1),
     "limit_train": (0, None),
+    "replicas": (1, 64),
 }
 FIELD_TYPES = {field.name: type(field.default) for field in fields(Config)}
 
@@ -97,6 +99,17 @@ def resolve(base: Config, changes: dict[str, Any], source: str) -> Config:
         raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(FIELD_TYPES)}")
     checked = {key: _check_value(key, value, source) for key, value in changes.items()}
     return dataclasses.replace(base, **checked)
+
+
+def check_combination(config: Config) -> Config:
+    """Rules between keys, checked once all layers (preset, file, flags) are applied."""
+    if config.replicas > 1 and config.dropout > 0:
+        raise UserError(f"replicas = {config.replicas} needs dropout = 0 (dropout masks drawn in several threads "
+                        "would make runs unrepeatable); set --dropout 0 or replicas = 1")
+    if config.replicas > config.batch_size:
+        raise UserError(f"replicas = {config.replicas} is more than batch_size = {config.batch_size}; "
+                        "lower replicas or raise --batch-size")
+    return config
 
 
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from mnist_ops.errors import UserError
 from mnist_ops.idx import atomic_write_bytes
 
 SPEC_FILE = "spec.toml"
-STUDY_FILE = "study.json"  # command, machine, train size, per-invocation wall time
+STUDY_FILE = "study.json"  # command, machine, train size, per-invocation wall time (interrupted ones too)
 DONE_FILE = "done.json"  # written after fit() returned: the run is finished
 SPEC_KEYS = ("name", "seeds", "defaults", "target_accuracy", "last_k", "variant")
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9+_-][A-Za-z0-9+._-]*$")  # study and variant names: directory names
@@ -228,12 +228,13 @@ def _train_sizes(spec: Spec, data_root) -> dict[str, int]:
     return train_images
 
 
-def _record_invocation(study_dir: Path, command: str, train_sizes: dict[str, int], seconds: float) -> None:
+def _record_invocation(study_dir: Path, command: str, train_sizes: dict[str, int], seconds: float,
+                       completed: bool) -> None:
     path = study_dir / STUDY_FILE
     record = json.loads(path.read_text()) if path.is_file() else {"invocations": []}
     record.update(command=command, machine=machine_description(), train_images=train_sizes)
     record["invocations"].append({"command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                  "seconds": round(seconds, 1)})
+                                  "seconds": round(seconds, 1), "completed": completed})
     atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
 
 
@@ -257,16 +258,20 @@ def run_study(spec: Spec, study_dir: str | os.PathLike, data_root: str | os.Path
     runs = [(variant, seed) for variant in spec.variants for seed in spec.seeds]
     pending = [(variant, seed) for variant, seed in runs if not is_finished(run_dir(study_dir, variant.name, seed))]
     log(f"study {spec.name}: {len(runs)} runs, {len(runs) - len(pending)} finished earlier, {len(pending)} to train")
-    for number, (variant, seed) in enumerate(pending, start=1):
-        directory = run_dir(study_dir, variant.name, seed)
-        label = f"[{number}/{len(pending)}] {variant.name} seed {seed}"
-        if directory.exists():
-            log(f"{label}: unfinished run found, starting it again")
-            shutil.rmtree(directory)
-        log(f"{label}: training{_remaining_time(started, number - 1, len(pending))}")
-        config = variant.config.replace(seed=seed)
-        summary = fit(config, directory, data_root=data_root, log=log, progress=progress)
-        done = {"variant": variant.name, "seed": seed, "summary": summary, "config": config.to_dict()}
-        atomic_write_bytes(directory / DONE_FILE, (json.dumps(done, indent=2) + "\n").encode())
-    _record_invocation(study_dir, command, train_sizes, time.perf_counter() - started)
+    completed = False
+    try:
+        for number, (variant, seed) in enumerate(pending, start=1):
+            directory = run_dir(study_dir, variant.name, seed)
+            label = f"[{number}/{len(pending)}] {variant.name} seed {seed}"
+            if directory.exists():
+                log(f"{label}: unfinished run found, starting it again")
+                shutil.rmtree(directory)
+            log(f"{label}: training{_remaining_time(started, number - 1, len(pending))}")
+            config = variant.config.replace(seed=seed)
+            summary = fit(config, directory, data_root=data_root, log=log, progress=progress)
+            done = {"variant": variant.name, "seed": seed, "summary": summary, "config": config.to_dict()}
+            atomic_write_bytes(directory / DONE_FILE, (json.dumps(done, indent=2) + "\n").encode())
+        completed = True
+    finally:  # an interrupted invocation's wall time counts too
+        _record_invocation(study_dir, command, train_sizes, time.perf_counter() - started, completed)
     return study_dir

@@ -24,11 +24,12 @@ from torch import nn
 
 from mnist_ops.analysis import format_receptive_field, model_summary, receptive_field
 from mnist_ops.augment import augment_batch
-from mnist_ops.config import Config, to_toml
+from mnist_ops.config import Config, check_combination, to_toml
 from mnist_ops.data import Split, load_split, pixel_stats
 from mnist_ops.errors import UserError
 from mnist_ops.idx import atomic_write_bytes
 from mnist_ops.models import count_parameters, create_model
+from mnist_ops.replicas import ThreadReplicas
 
 CHECKPOINT_MIN_EPOCH = 3  # the seed's rule: no checkpoint before epoch 3 (0-based)
 
@@ -85,11 +86,22 @@ class Evaluation:
     predictions: torch.Tensor  # int64 [N]
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy with each BatchNorm folded into the conv before it (torch.fx `fuse`).
+    Same function up to float rounding, one pass over memory less per layer: evaluation of
+    lean-8k runs 2.2x faster in fp32 (docs/speed.md). The model itself is left untouched."""
+    if not any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules()):
+        return model.eval()
+    from torch.fx.experimental.optimization import fuse
+
+    return fuse(model.eval(), inplace=False)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, device: torch.device,
              batch_size: int = 1000, precision: str = "fp32", progress=None) -> Evaluation:
-    """Deterministic: eval mode, no augmentation, fixed order."""
-    model.eval()
+    """Deterministic: eval mode (BatchNorm folded), no augmentation, fixed order."""
+    model = fold_batchnorm(model)
     loss_sum = torch.zeros((), dtype=torch.float64)
     predictions = []
     for start in range(0, len(labels), batch_size):
@@ -191,7 +203,8 @@ def iterate_batches(train: Split, config: Config, mean: float, std: float, gener
 
 
 def train_one_epoch(model, optimizer, scheduler, train: Split, config: Config, device: torch.device,
-                    generator: torch.Generator, mean: float, std: float, bar=None) -> tuple[float, float]:
+                    generator: torch.Generator, mean: float, std: float, bar=None,
+                    replicas: ThreadReplicas | None = None) -> tuple[float, float]:
     """One pass over shuffled training data; returns (mean loss per sample, accuracy %)."""
     model.train()
     layout = memory_format(config)
@@ -201,13 +214,18 @@ def train_one_epoch(model, optimizer, scheduler, train: Split, config: Config, d
     steps = math.ceil(len(train) / config.batch_size)
     for step, (x, y) in enumerate(iterate_batches(train, config, mean, std, generator)):
         x, y = x.to(device, memory_format=layout), y.to(device)
-        with autocast_context(device, config.precision):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if replicas is None:
+            with autocast_context(device, config.precision):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        else:  # each copy of the model takes a share of the batch on its own core
+            logits, loss = replicas.forward_backward(x, y)
         optimizer.step()
         scheduler.step()
+        if replicas is not None:
+            replicas.synchronize()
         loss_sum += loss.detach().double() * len(y)
         correct += (logits.argmax(dim=1) == y).sum()
         seen += len(y)
@@ -237,7 +255,10 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         log: Callable[[str], None] = print, progress: bool = True) -> dict:
     """Train `config` and write the run directory. Returns the run's summary dict."""
     started = time.perf_counter()
+    check_combination(config)
     device = resolve_device(config.device)
+    if config.replicas > 1 and device.type != "cpu":
+        raise UserError(f"replicas = {config.replicas} splits batches over CPU cores; use it with --device cpu")
     train, mean, std = load_training_split(config, data_root)
     test = load_split(config.dataset, "test", data_root)
     test_inputs = normalize(test.images, mean, std)
@@ -257,14 +278,21 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         f"device {device}, {config.precision}, {len(train):,} train / {len(test):,} test images, "
         f"mean {mean:.4f} std {std:.4f}")
 
+    replicas = ThreadReplicas(model, config.replicas, config.precision, config.label_smoothing) \
+        if config.replicas > 1 else None
+    threads = torch.get_num_threads()
     records: list[dict] = []
     best_accuracy, best_epoch = -1.0, -1
     for epoch in range(config.epochs):
         epoch_start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         bar = _progress_bar(progress, len(train), f"Train epoch {epoch}")
-        train_loss, train_accuracy = train_one_epoch(model, optimizer, scheduler, train, config, device,
-                                                     generator, mean, std, bar)
+        torch.set_num_threads(1 if replicas else threads)  # with replicas: one core per copy
+        try:
+            train_loss, train_accuracy = train_one_epoch(model, optimizer, scheduler, train, config, device,
+                                                         generator, mean, std, bar, replicas)
+        finally:
+            torch.set_num_threads(threads)
         train_seconds = time.perf_counter() - epoch_start
         if bar is not None:
             bar.close()
@@ -302,6 +330,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             f"test loss {result.loss:.4f} acc {result.accuracy:.2f}% | lr {lr:.4g} | "
             f"{seconds:.1f}s ({record['train_images_per_second']:.0f} img/s) | {reason}")
 
+    if replicas is not None:
+        replicas.close()
     from mnist_ops.report import plot_curves
 
     plot_curves(records, out / "curves.png", title=f"{config.preset}: {config.model}, seed {config.seed}")

@@ -1,0 +1,73 @@
+"""Data parallelism inside one process: one model copy per CPU core, each in its own thread.
+
+Small convolutions do not spread well over intra-op threads: for lean-8k (bf16, channels_last,
+batch 256) one thread trains 6,400 img/s and two threads 8,700, while two copies of the model,
+one thread each, each on half the batch, train 11,500 img/s (`python benchmarks/levers.py
+--model lean-8k --dropout 0`; docs/speed.md). So with `replicas = N` every batch is split into
+N shares; copy k runs forward and backward on share k in its own thread (PyTorch ops release
+the GIL); the gradients are summed into the first copy, whose optimizer steps; then every copy
+takes the first copy's weights, and the BatchNorm running statistics are averaged.
+
+What changes against one copy: each BatchNorm normalizes over its share of the batch, not the
+whole batch ("ghost batch norm"), so a recipe must be validated with its replica count.
+Runs stay repeatable: each copy computes on one thread, and the sums go in a fixed order.
+Dropout is refused: its masks are drawn from the one global generator, in whatever order the
+threads reach it, so runs would not repeat.
+"""
+
+from __future__ import annotations
+
+import copy
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ThreadReplicas:
+    def __init__(self, model: nn.Module, count: int, precision: str, label_smoothing: float = 0.0):
+        from mnist_ops.train import autocast_context
+
+        self.models = [model] + [copy.deepcopy(model) for _ in range(count - 1)]
+        self.pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="replica")
+        self.label_smoothing = label_smoothing
+        self.active = count  # copies that had a share of the last batch
+        self._autocast = lambda: autocast_context(torch.device("cpu"), precision)
+
+    def _forward_backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, share: float):
+        for parameter in model.parameters():
+            parameter.grad = None
+        model.train()
+        with self._autocast():  # autocast state is per thread: enter it here
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        (loss * share).backward()  # share-weighted: the sum over copies is the batch's mean loss
+        return logits.detach(), loss.detach() * share
+
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Leaves the batch's gradient in the first copy; returns (logits, mean loss) for the batch."""
+        shares = [(xs, ys) for xs, ys in zip(x.tensor_split(len(self.models)), y.tensor_split(len(self.models)))
+                  if len(ys)]
+        futures = [self.pool.submit(self._forward_backward, model, xs, ys, len(ys) / len(y))
+                   for model, (xs, ys) in zip(self.models, shares)]
+        results = [future.result() for future in futures]
+        self.active = len(results)
+        first = [parameter.grad for parameter in self.models[0].parameters()]
+        for model in self.models[1:self.active]:
+            torch._foreach_add_(first, [parameter.grad for parameter in model.parameters()])
+        return torch.cat([logits for logits, _ in results]), sum(loss for _, loss in results)
+
+    @torch.no_grad()
+    def synchronize(self) -> None:
+        """After the optimizer stepped the first copy: copy its weights, average running statistics."""
+        first = self.models[0]
+        for name, buffer in first.named_buffers():
+            if buffer.is_floating_point():
+                others = [dict(model.named_buffers())[name] for model in self.models[1:self.active]]
+                buffer.copy_(torch.stack([buffer, *others]).mean(dim=0))
+        for model in self.models[1:]:
+            model.load_state_dict(first.state_dict())
+
+    def close(self) -> None:
+        self.pool.shutdown()

@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mnist_ops.errors import UserError
+from mnist_ops.models import create_model
+from mnist_ops.presets import build_config
+from mnist_ops.replicas import ThreadReplicas
+from mnist_ops.train import fit
+
+
+def quiet(message):
+    pass
+
+
+def test_replicas_give_the_full_batch_gradient_for_a_net_without_batchnorm():
+    torch.manual_seed(0)
+    model = create_model("seed-lean-plain", dropout=0.0)
+    reference = create_model("seed-lean-plain", dropout=0.0)
+    reference.load_state_dict(model.state_dict())
+    x, y = torch.randn(37, 1, 28, 28), torch.randint(0, 10, (37,))  # uneven shares: 13, 12, 12
+    F.cross_entropy(reference(x), y).backward()
+    replicas = ThreadReplicas(model, 3, "fp32")
+    logits, loss = replicas.forward_backward(x, y)
+    replicas.close()
+    assert logits.shape == (37, 10)
+    assert loss.item() == pytest.approx(F.cross_entropy(reference(x), y).item(), rel=1e-5)
+    for got, expected in zip(model.parameters(), reference.parameters()):
+        assert torch.allclose(got.grad, expected.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_with_batchnorm_each_share_is_normalized_alone_and_statistics_are_averaged():
+    torch.manual_seed(0)
+    model = create_model("lean-8k", dropout=0.0)
+    copies = [create_model("lean-8k", dropout=0.0) for _ in range(2)]
+    for other in copies:
+        other.load_state_dict(model.state_dict())
+    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    for other, (xs, ys) in zip(copies, zip(x.tensor_split(2), y.tensor_split(2))):
+        (F.cross_entropy(other(xs), ys) / 2).backward()  # "ghost" BatchNorm over each half
+    replicas = ThreadReplicas(model, 2, "fp32")
+    replicas.forward_backward(x, y)
+    summed = [a.grad + b.grad for a, b in zip(*(other.parameters() for other in copies))]
+    for got, expected in zip(model.parameters(), summed):
+        assert torch.allclose(got.grad, expected, atol=1e-6, rtol=1e-4)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.sub_(0.1 * parameter.grad)
+    replicas.synchronize()
+    replicas.close()
+    second = replicas.models[1]
+    for (name, got), expected in zip(second.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(got, expected), name
+    mean_a, mean_b = copies[0].state_dict()["1.running_mean"], copies[1].state_dict()["1.running_mean"]
+    assert torch.allclose(model.state_dict()["1.running_mean"], (mean_a + mean_b) / 2)
+
+
+@pytest.mark.integration
+def test_training_with_replicas_repeats_and_learns(mnist_root, tmp_path):
+    config = build_config("lean-8k-fast", None, {"epochs": 2, "limit_train": 3_000, "batch_size": 64,
+                                                 "lr": 0.1, "seed": 3})
+    assert config.replicas == 2
+    threads = torch.get_num_threads()
+    for name in ("a", "b"):
+        fit(config, tmp_path / name, data_root=mnist_root, log=quiet, progress=False)
+
+    def learned(name):
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k not in {"seconds", "train_images_per_second"}}
+                for line in lines]
+
+    assert learned("a") == learned("b")
+    assert learned("a")[-1]["test_accuracy"] >= 90.0
+    assert torch.get_num_threads() == threads  # one thread per copy while training, then restored
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"replicas": 2, "dropout": 0.05}, "replicas = 2 needs dropout = 0"),
+    ({"replicas": 4, "batch_size": 2}, "more than batch_size = 2"),
+])
+def test_replica_combinations_that_cannot_work_are_refused(overrides, message):
+    with pytest.raises(UserError, match=message):
+        build_config("lean-8k", None, overrides)
