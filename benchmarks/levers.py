@@ -3,7 +3,8 @@
     python benchmarks/levers.py --model lean-8k --dropout 0 [--steps 40] [--repeats 5] [--json out.json]
 
 Train-step img/s for: fp32 eager, bf16 autocast, channels_last, both, torch.compile (+bf16),
-oneDNN's bf16 math for fp32 convolutions, batch size, thread count; evaluation img/s for: batch
+oneDNN's bf16 math for fp32 convolutions, batch size, thread count, two model copies in two
+threads (`replicas.py`; needs dropout 0 in training); evaluation img/s for: batch
 size, BatchNorm folded into the convs (`train.fold_batchnorm`, torch.fx `fuse`), bf16. Each number is the median over repeats (mean ± std beside it) on
 the same pre-made batch, so only the lever differs. Prints a markdown table.
 """
@@ -19,6 +20,7 @@ import torch
 
 from mnist_ops.bench import code_version, make_step, train_steps
 from mnist_ops.models import DEFAULT_DROPOUT, create_model
+from mnist_ops.replicas import one_thread_per_replica
 from mnist_ops.train import autocast_context, fold_batchnorm
 
 CPU = torch.device("cpu")
@@ -35,15 +37,16 @@ def timed(run, repeats: int) -> list[float]:
 
 
 def train_rate(model_name: str, dropout: float, batch: int, steps: int, repeats: int, precision="fp32",
-               channels_last=False, compile_model=False, onednn_bf16_conv=False) -> list[float]:
+               channels_last=False, compile_model=False, onednn_bf16_conv=False, replicas=1) -> list[float]:
     torch.manual_seed(0)
-    step = make_step(create_model(model_name, dropout=dropout), precision, channels_last, compile_model)
+    step = make_step(create_model(model_name, dropout=dropout), precision, channels_last, compile_model, replicas)
     x = torch.randn(batch, 1, 28, 28)
     y = torch.randint(0, 10, (batch,))
     before = torch.backends.mkldnn.conv.fp32_precision
     torch.backends.mkldnn.conv.fp32_precision = "bf16" if onednn_bf16_conv else "ieee"
     try:
-        return [steps * batch / s for s in timed(lambda: train_steps(step, x, y, steps), repeats)]
+        with one_thread_per_replica(replicas):
+            return [steps * batch / s for s in timed(lambda: train_steps(step, x, y, steps), repeats)]
     finally:
         torch.backends.mkldnn.conv.fp32_precision = before
 
@@ -111,6 +114,9 @@ def main() -> None:
     results["train: channels_last + bf16, 1 thread"] = train_rate(args.model, d, b, n, r, precision="bf16",
                                                                   channels_last=True)
     torch.set_num_threads(threads)
+    for size in (b, 2 * b):  # two model copies, one thread each, each on half the batch (replicas.py)
+        results[f"train: channels_last + bf16, batch {size}, 2 replicas x 1 thread"] = train_rate(
+            args.model, d, size, max(1, n * b // size), r, precision="bf16", channels_last=True, replicas=2)
     for size in (1000, 10_000):
         results[f"eval: fp32, batch {size}"] = eval_rate(args.model, size, r)
     results["eval: fp32, batch 1000, BN folded"] = eval_rate(args.model, 1000, r, folded=True)

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Runs on an otherwise idle machine, one after another.
+# Every speed number in docs/speed.md. Run it on an otherwise idle machine: the steps run one
+# after another, since two training processes on 2 cores slow each other down many times over.
+#   VENV=.venv bash benchmarks/speedrun.sh 2>&1 | tee docs/benchmarks/speedrun.log
 set -u
 cd "$(dirname "$0")/.."
 export MNIST_OPS_DATA=${MNIST_OPS_DATA:-$HOME/.cache/mnist-ops}
 B=${VENV:-.venv}/bin
-echo "== bench lean-8k"; $B/mnist-ops bench --preset lean-8k --json docs/benchmarks/bench-lean-8k.json
-echo "== time to accuracy lean-8k"; $B/python benchmarks/time_to_accuracy.py --preset lean-8k
-echo "== levers lean-8k"; $B/python benchmarks/levers.py --model lean-8k --steps 40 --repeats 5 --json docs/benchmarks/levers-lean-8k.json
-echo "== levers seed-regularized"; $B/python benchmarks/levers.py --model seed-regularized --steps 8 --repeats 3 --json docs/benchmarks/levers-seed-regularized.json
-echo "== bench seed-regularized bf16"; $B/mnist-ops bench --preset seed-regularized --precision bf16 --batches 20 --json docs/benchmarks/bench-seed-regularized.json
+J=docs/benchmarks
+echo "== $(date -u '+%Y-%m-%d %H:%M') code $(git rev-parse --short HEAD), $(nproc) cores"
+echo "== bench lean-8k"; $B/mnist-ops bench --preset lean-8k --json $J/bench-lean-8k.json
+echo "== bench lean-8k-fast"; $B/mnist-ops bench --preset lean-8k-fast --json $J/bench-lean-8k-fast.json
+echo "== time to 99.4%: lean-8k-fast, 5 seeds"; $B/python benchmarks/time_to_accuracy.py --preset lean-8k-fast --seeds 1 2 3 4 5
+echo "== time to 99.4%: lean-8k-fast recipe, per-sample pipeline"; $B/python benchmarks/time_to_accuracy.py --preset lean-8k-fast --pipeline per-sample
+echo "== time to 99.4%: lean-8k (the 15-epoch challenge recipe)"; $B/python benchmarks/time_to_accuracy.py --preset lean-8k
+echo "== levers lean-8k"; $B/python benchmarks/levers.py --model lean-8k --dropout 0 --steps 40 --repeats 5 --json $J/levers-lean-8k.json
+echo "== levers seed-regularized"; $B/python benchmarks/levers.py --model seed-regularized --dropout 0.05 --steps 8 --repeats 3 --json $J/levers-seed-regularized.json
+echo "== bench seed-regularized bf16 channels_last"; $B/mnist-ops bench --preset seed-regularized --precision bf16 --channels-last --batches 20 --json $J/bench-seed-regularized.json

@@ -28,10 +28,14 @@ def test_per_sample_rotation_keeps_shape_and_fills_with_the_mean():
 
 
 @pytest.mark.integration
-def test_bench_runs_and_its_numbers_are_consistent(mnist_root):
+@pytest.mark.parametrize("preset", ["lean-8k", "lean-8k-fast"])  # the second runs (b) on two model copies
+def test_bench_runs_and_its_numbers_are_consistent(mnist_root, preset):
     lines = []
-    config = build_config("lean-8k", None, {"batch_size": 32})
+    config = build_config(preset, None, {"batch_size": 32})
+    threads = torch.get_num_threads()
     results = run_bench(config, batches=3, repeats=2, workers=0, data_root=mnist_root, log=lines.append)
+    assert torch.get_num_threads() == threads
+    assert results["ours"].endswith(f"replicas={config.replicas}")
     assert set(results["measures"]) == {"data", "train step", "end to end"}
     for measure in results["measures"].values():
         assert len(measure["per_sample"]) == len(measure["ours"]) == 2

@@ -5,7 +5,7 @@
     (`Image.transform(PERSPECTIVE)`, `Image.rotate`), then ToTensor + Normalize, through a
     `DataLoader`; the model runs eager fp32.
 (b) ours: uint8 tensors in memory, the whole batch augmented at once (`augment.py`), the
-    preset's precision and memory format.
+    preset's precision, memory format and model copies (`replicas.py`).
 Same model, augmentation and batch size on both sides; img/s is the median over repeats.
 """
 
@@ -26,6 +26,7 @@ from mnist_ops.augment import perspective_matrices, random_perspective_points
 from mnist_ops.config import Config
 from mnist_ops.data import Split
 from mnist_ops.models import create_model
+from mnist_ops.replicas import ThreadReplicas, one_thread_per_replica
 from mnist_ops.train import autocast_context, iterate_batches, load_training_split, make_batch
 
 
@@ -66,13 +67,23 @@ def our_batches(split: Split, config: Config, mean: float, std: float, generator
     return iterate_batches(split, config, mean, std, generator, drop_last=True)  # as the DataLoader side
 
 
-def make_step(model: torch.nn.Module, precision: str, channels_last: bool, compile_model: bool = False) -> Callable:
-    """One SGD step on (x, y) in the given mode."""
+def make_step(model: torch.nn.Module, precision: str, channels_last: bool, compile_model: bool = False,
+              replicas: int = 1) -> Callable:
+    """One SGD step on (x, y) in the given mode (with `replicas` > 1: run it under one_thread_per_replica)."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format).train()
     forward = torch.compile(model) if compile_model else model
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     device = torch.device("cpu")
+    if replicas > 1:
+        copies = ThreadReplicas(model, replicas, precision)
+
+        def replicated_step(x: torch.Tensor, y: torch.Tensor) -> None:
+            copies.forward_backward(x.contiguous(memory_format=memory_format), y)
+            optimizer.step()
+            copies.synchronize()
+
+        return replicated_step
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         with autocast_context(device, precision):
@@ -129,16 +140,24 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
         return create_model(config.model, dropout=config.dropout)
 
     step_a = make_step(model(), "fp32", channels_last=False)
-    step_b = make_step(model(), config.precision, config.channels_last)
+    step_b = make_step(model(), config.precision, config.channels_last, replicas=config.replicas)
+
+    def train_b() -> int:
+        with one_thread_per_replica(config.replicas):
+            return train_steps(step_b, x, y, batches)
+
+    def end_to_end_b() -> int:
+        with one_thread_per_replica(config.replicas):  # as in fit(): the batches are made on one thread too
+            return _take(our_batches(train, config, mean, std, generator), batches, step_b)
+
     measures = {
         "data": (lambda: _take(iter(loader), batches),
                  lambda: _take(our_batches(train, config, mean, std, generator), batches)),
-        "train step": (lambda: train_steps(step_a, x, y, batches), lambda: train_steps(step_b, x, y, batches)),
-        "end to end": (lambda: _take(iter(loader), batches, step_a),
-                       lambda: _take(our_batches(train, config, mean, std, generator), batches, step_b)),
+        "train step": (lambda: train_steps(step_a, x, y, batches), train_b),
+        "end to end": (lambda: _take(iter(loader), batches, step_a), end_to_end_b),
     }
     results = {"preset": config.preset, "model": config.model, "batch_size": config.batch_size,
-               "augment": config.augment, "ours": f"{config.precision}, channels_last={config.channels_last}",
+               "augment": config.augment, "ours": f"{config.precision}, channels_last={config.channels_last}, replicas={config.replicas}",
                "per_sample": f"DataLoader num_workers={workers}, fp32 eager", "batches": batches,
                "repeats": repeats, "threads": torch.get_num_threads(), "torch": torch.__version__,
                "code_version": code_version(), "measures": {}}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -71,3 +72,17 @@ class ThreadReplicas:
 
     def close(self) -> None:
         self.pool.shutdown()
+
+
+@contextmanager
+def one_thread_per_replica(count: int):
+    """With several copies, each computes on one core: intra-op threads = 1 inside, restored after."""
+    if count <= 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -29,7 +29,7 @@ from mnist_ops.data import Split, load_split, pixel_stats
 from mnist_ops.errors import UserError
 from mnist_ops.idx import atomic_write_bytes
 from mnist_ops.models import count_parameters, create_model
-from mnist_ops.replicas import ThreadReplicas
+from mnist_ops.replicas import ThreadReplicas, one_thread_per_replica
 
 CHECKPOINT_MIN_EPOCH = 3  # the seed's rule: no checkpoint before epoch 3 (0-based)
 
@@ -280,19 +280,15 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
 
     replicas = ThreadReplicas(model, config.replicas, config.precision, config.label_smoothing) \
         if config.replicas > 1 else None
-    threads = torch.get_num_threads()
     records: list[dict] = []
     best_accuracy, best_epoch = -1.0, -1
     for epoch in range(config.epochs):
         epoch_start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         bar = _progress_bar(progress, len(train), f"Train epoch {epoch}")
-        torch.set_num_threads(1 if replicas else threads)  # with replicas: one core per copy
-        try:
+        with one_thread_per_replica(config.replicas):
             train_loss, train_accuracy = train_one_epoch(model, optimizer, scheduler, train, config, device,
                                                          generator, mean, std, bar, replicas)
-        finally:
-            torch.set_num_threads(threads)
         train_seconds = time.perf_counter() - epoch_start
         if bar is not None:
             bar.close()
