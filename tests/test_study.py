@@ -70,6 +70,7 @@ def variant_with(**keys):
     ({"last_k": 0}, "'last_k' must be"),
     ({"budget": 3}, r"unknown key\(s\) budget"),
     (variant_with(seed=4), "list seeds in the top-level 'seeds'"),
+    (variant_with(replicas=2), "variant 'only': replicas = 2 needs dropout = 0"),  # seed-lean has dropout
 ])
 def test_bad_specs_fail_before_any_run_directory(tmp_path, changes, message):
     path = tmp_path / "spec.toml"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mnist_ops.config import Config, read_toml, resolve, to_toml
+from mnist_ops.config import Config, check_combination, read_toml, resolve, to_toml
 from mnist_ops.errors import UserError
 from mnist_ops.idx import atomic_write_bytes
 
@@ -120,6 +120,10 @@ def _parse_variant(table: Any, defaults: dict, overrides: dict, source: str) -> 
     config = resolve(config, defaults, source=f"{source}: [defaults]")
     config = resolve(config, keys, source=where)
     config = resolve(config, overrides, source="command line")
+    try:
+        check_combination(config)
+    except UserError as error:
+        raise UserError(f"{where}: {error}") from None
     if config.model not in list_models():
         raise UserError(f"{where}: unknown model '{config.model}'; choose one of: {', '.join(list_models())}")
     return Variant(name, config)
