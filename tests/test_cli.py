@@ -176,3 +176,17 @@ def test_train_flags_override_the_preset_and_file(tmp_path):
     assert config("--config", str(config_file), "--channels-last").channels_last is True
     assert config("--no-channels-last", "--precision", "fp32", "--epochs", "2").to_dict() == {
         **build_config("lean-8k-fast").to_dict(), "channels_last": False, "precision": "fp32", "epochs": 2}
+
+
+def test_list_names_every_model_and_preset_with_its_recipe(capsys):
+    from mnist_ops.models import count_parameters, create_model, list_models
+    from mnist_ops.presets import PRESETS
+
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in list_models():
+        assert any(line.split()[:2] == [name, f"{count_parameters(create_model(name)):,}"] for line in lines), name
+    preset_lines = lines[lines.index("presets:") + 1:]
+    assert sorted(line.split()[0] for line in preset_lines) == sorted(PRESETS)
+    fast = next(line for line in preset_lines if line.split()[0] == "lean-8k-fast")
+    assert "batch 256" in fast and "bf16, channels_last, 2 replicas" in fast

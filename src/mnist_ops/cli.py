@@ -159,8 +159,10 @@ def command_list(args) -> None:
         print(f"  {name:<24} {count_parameters(create_model(name)):>9,} parameters")
     print("presets:")
     for name, preset in sorted(PRESETS.items()):
-        print(f"  {name:<24} model {preset.model}, {preset.epochs} epochs, {preset.optimizer} lr {preset.lr}, "
-              f"{preset.schedule}, augment {preset.augment}")
+        speed = [preset.precision] + ["channels_last"] * preset.channels_last + \
+            [f"{preset.replicas} replicas"] * (preset.replicas > 1)
+        print(f"  {name:<24} model {preset.model}, {preset.epochs} epochs, batch {preset.batch_size}, "
+              f"{preset.optimizer} lr {preset.lr}, {preset.schedule}, augment {preset.augment}, {', '.join(speed)}")
 
 
 def train_config(args):
