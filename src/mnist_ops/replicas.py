@@ -1,9 +1,9 @@
 """Data parallelism inside one process: one model copy per CPU core, each in its own thread.
 
 Small convolutions do not spread well over intra-op threads: for lean-8k (bf16, channels_last,
-batch 256) one thread trains 6,400 img/s and two threads 8,700, while two copies of the model,
-one thread each, each on half the batch, train 11,500 img/s (`python benchmarks/levers.py
---model lean-8k --dropout 0`; docs/speed.md). So with `replicas = N` every batch is split into
+batch 128) one thread trains 7,076 img/s and two threads 8,987, while two copies of the model,
+one thread each, each on half the batch, train 10,819 img/s; at batch 256, 12,625 against 9,034
+on two threads (`python benchmarks/levers.py --model lean-8k --dropout 0`; docs/speed.md). So with `replicas = N` every batch is split into
 N shares; copy k runs forward and backward on share k in its own thread (PyTorch ops release
 the GIL); the gradients are summed into the first copy, whose optimizer steps; then every copy
 takes the first copy's weights, and the BatchNorm running statistics are averaged.
