@@ -3,7 +3,7 @@
     python benchmarks/levers.py --model lean-8k --dropout 0 [--steps 40] [--repeats 5] [--json out.json]
 
 Train-step img/s for: fp32 eager, bf16 autocast, channels_last, both, torch.compile (+bf16),
-oneDNN's bf16 math for fp32 convolutions, batch size, thread count, two model copies in two
+FastDropout (models.py), oneDNN's bf16 math for fp32 convolutions, batch size, thread count, two model copies in two
 threads (`replicas.py`; needs dropout 0 in training); evaluation img/s for: batch
 size, BatchNorm folded into the convs (`train.fold_batchnorm`, torch.fx `fuse`), bf16. Each number is the median over repeats (mean ± std beside it) on
 the same pre-made batch, so only the lever differs. Prints a markdown table.
@@ -19,7 +19,7 @@ import time
 import torch
 
 from mnist_ops.bench import code_version, make_step, train_steps
-from mnist_ops.models import DEFAULT_DROPOUT, create_model
+from mnist_ops.models import DEFAULT_DROPOUT, create_model, use_fast_dropout
 from mnist_ops.replicas import one_thread_per_replica
 from mnist_ops.train import autocast_context, fold_batchnorm
 
@@ -37,9 +37,13 @@ def timed(run, repeats: int) -> list[float]:
 
 
 def train_rate(model_name: str, dropout: float, batch: int, steps: int, repeats: int, precision="fp32",
-               channels_last=False, compile_model=False, onednn_bf16_conv=False, replicas=1) -> list[float]:
+               channels_last=False, compile_model=False, onednn_bf16_conv=False, replicas=1,
+               fast_dropout=False) -> list[float]:
     torch.manual_seed(0)
-    step = make_step(create_model(model_name, dropout=dropout), precision, channels_last, compile_model, replicas)
+    model = create_model(model_name, dropout=dropout)
+    if fast_dropout:
+        use_fast_dropout(model)
+    step = make_step(model, precision, channels_last, compile_model, replicas)
     x = torch.randn(batch, 1, 28, 28)
     y = torch.randint(0, 10, (batch,))
     before = torch.backends.mkldnn.conv.fp32_precision
@@ -91,6 +95,8 @@ def main() -> None:
         "bf16 autocast": dict(precision="bf16"),
         "channels_last fp32": dict(channels_last=True),
         "channels_last + bf16": dict(channels_last=True, precision="bf16"),
+        "fast dropout fp32": dict(fast_dropout=True),
+        "channels_last + bf16 + fast dropout": dict(channels_last=True, precision="bf16", fast_dropout=True),
         "fp32 with oneDNN bf16 conv math": dict(onednn_bf16_conv=True),
         "channels_last + fp32 with oneDNN bf16 conv math": dict(channels_last=True, onednn_bf16_conv=True),
     }

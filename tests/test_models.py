@@ -63,3 +63,48 @@ def test_challenge_nets_stay_under_their_parameter_budget_with_full_receptive_fi
     model = create_model(name)
     assert count_parameters(model) < limit
     assert receptive_field(model)[-1].receptive_field >= 28
+
+
+def test_fast_dropout_drops_at_rate_p_and_stays_unbiased():
+    from mnist_ops.models import FastDropout
+
+    layer = FastDropout(0.05).train()
+    torch.manual_seed(0)
+    x = torch.rand(1000, 1000) + 0.5
+    y = layer(x)
+    dropped = y == 0
+    assert dropped.double().mean().item() == pytest.approx(0.05, abs=0.002)  # 1e6 draws: sd 0.0002
+    assert torch.allclose(y[~dropped], x[~dropped] * layer.scale)
+    assert layer.scale == pytest.approx(1 / (1 - layer.threshold / 65536))
+    assert y.mean().item() == pytest.approx(x.mean().item(), rel=0.01)
+    assert torch.equal(layer.eval()(x), x)  # evaluation: the identity
+
+
+def test_fast_dropout_masks_follow_torch_manual_seed_and_the_memory_format():
+    from mnist_ops.models import FastDropout
+
+    layer = FastDropout(0.3).train()
+    x = torch.ones(4, 3, 5, 5)
+
+    def mask(seed, tensor):
+        torch.manual_seed(seed)
+        return layer(tensor) == 0
+
+    assert torch.equal(mask(1, x), mask(1, x)) and not torch.equal(mask(1, x), mask(2, x))
+    channels_last = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    torch.manual_seed(1)
+    out = layer(channels_last)
+    out.sum().backward()
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(channels_last.grad, out.detach())  # d(x * mask)/dx = mask, with x = 1
+
+
+def test_use_fast_dropout_replaces_every_dropout_layer():
+    from mnist_ops.models import FastDropout, use_fast_dropout
+
+    model = create_model("seed-regularized", dropout=0.05)
+    count = sum(isinstance(m, torch.nn.Dropout) for m in model.modules())
+    assert count > 0 and use_fast_dropout(model) == count
+    assert not any(isinstance(m, torch.nn.Dropout) for m in model.modules())
+    assert all(m.p == 0.05 for m in model.modules() if isinstance(m, FastDropout))
+    assert model.train()(torch.randn(4, 1, 28, 28)).shape == (4, 10)

@@ -132,3 +132,12 @@ def test_folded_batchnorm_computes_the_same_function(name):
     result = evaluate(model, inputs, labels, torch.device("cpu"), batch_size=16)
     assert torch.equal(result.predictions, expected.argmax(dim=1))
     assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(expected, labels).item(), abs=1e-4)
+
+
+@pytest.mark.integration
+def test_fast_dropout_training_repeats_and_learns(mnist_root, tmp_path):
+    config = build_config("seed-lean", None, {"epochs": 1, "limit_train": 3_000, "batch_size": 32, "lr": 0.05,
+                                              "fast_dropout": True, "augment": "none"})
+    summaries = [fit(config, tmp_path / name, data_root=mnist_root, log=quiet, progress=False) for name in "ab"]
+    assert summaries[0]["last_test_accuracy"] == summaries[1]["last_test_accuracy"] >= 85.0
+    assert "FastDropout" in (tmp_path / "a" / "summary.txt").read_text()

@@ -5,7 +5,7 @@
     (`Image.transform(PERSPECTIVE)`, `Image.rotate`), then ToTensor + Normalize, through a
     `DataLoader`; the model runs eager fp32.
 (b) ours: uint8 tensors in memory, the whole batch augmented at once (`augment.py`), the
-    preset's precision, memory format and model copies (`replicas.py`).
+    preset's precision, memory format, model copies (`replicas.py`) and dropout layer.
 Same model, augmentation and batch size on both sides; img/s is the median over repeats.
 """
 
@@ -27,7 +27,7 @@ from mnist_ops.config import Config
 from mnist_ops.data import Split
 from mnist_ops.models import create_model
 from mnist_ops.replicas import ThreadReplicas, one_thread_per_replica
-from mnist_ops.train import autocast_context, iterate_batches, load_training_split, make_batch
+from mnist_ops.train import autocast_context, build_model, iterate_batches, load_training_split, make_batch
 
 
 class PerSampleDataset(Dataset):
@@ -135,12 +135,10 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
     loader = per_sample_loader(train, mean, std, config.augment, config.batch_size, workers)
     x, y = make_batch(train, torch.arange(config.batch_size), "none", mean, std, generator)
 
-    def model() -> torch.nn.Module:
-        torch.manual_seed(config.seed)
-        return create_model(config.model, dropout=config.dropout)
-
-    step_a = make_step(model(), "fp32", channels_last=False)
-    step_b = make_step(model(), config.precision, config.channels_last, replicas=config.replicas)
+    torch.manual_seed(config.seed)
+    step_a = make_step(create_model(config.model, dropout=config.dropout), "fp32", channels_last=False)
+    torch.manual_seed(config.seed)
+    step_b = make_step(build_model(config), config.precision, config.channels_last, replicas=config.replicas)
 
     def train_b() -> int:
         with one_thread_per_replica(config.replicas):
@@ -156,8 +154,10 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
         "train step": (lambda: train_steps(step_a, x, y, batches), train_b),
         "end to end": (lambda: _take(iter(loader), batches, step_a), end_to_end_b),
     }
+    ours = (f"{config.precision}, channels_last={config.channels_last}, replicas={config.replicas}, "
+            f"fast_dropout={config.fast_dropout}")
     results = {"preset": config.preset, "model": config.model, "batch_size": config.batch_size,
-               "augment": config.augment, "ours": f"{config.precision}, channels_last={config.channels_last}, replicas={config.replicas}",
+               "augment": config.augment, "ours": ours,
                "per_sample": f"DataLoader num_workers={workers}, fp32 eager", "batches": batches,
                "repeats": repeats, "threads": torch.get_num_threads(), "torch": torch.__version__,
                "code_version": code_version(), "measures": {}}

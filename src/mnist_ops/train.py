@@ -28,7 +28,7 @@ from mnist_ops.config import Config, check_combination, to_toml
 from mnist_ops.data import Split, load_split, pixel_stats
 from mnist_ops.errors import UserError
 from mnist_ops.idx import atomic_write_bytes
-from mnist_ops.models import count_parameters, create_model
+from mnist_ops.models import count_parameters, create_model, use_fast_dropout
 from mnist_ops.replicas import ThreadReplicas, one_thread_per_replica
 
 CHECKPOINT_MIN_EPOCH = 3  # the seed's rule: no checkpoint before epoch 3 (0-based)
@@ -58,6 +58,14 @@ def autocast_context(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def build_model(config: Config) -> nn.Module:
+    """The config's model with its dropout, and FastDropout layers if `fast_dropout` is set."""
+    model = create_model(config.model, dropout=config.dropout)
+    if config.fast_dropout:
+        use_fast_dropout(model)
+    return model
 
 
 def memory_format(config: Config) -> torch.memory_format:
@@ -265,7 +273,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
 
     seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # shuffling and augmentation draws
-    model = create_model(config.model, dropout=config.dropout).to(device, memory_format=memory_format(config))
+    model = build_model(config).to(device, memory_format=memory_format(config))
     test_inputs = test_inputs.contiguous(memory_format=memory_format(config))
     optimizer = make_optimizer(config, model)
     scheduler = make_scheduler(config, optimizer, math.ceil(len(train) / config.batch_size))
