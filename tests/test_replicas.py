@@ -79,7 +79,43 @@ def test_training_with_replicas_repeats_and_learns(mnist_root, tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     ({"replicas": 2, "dropout": 0.05}, "replicas = 2 needs dropout = 0"),
     ({"replicas": 4, "batch_size": 2}, "more than batch_size = 2"),
+    ({"replicas": 2, "device": "cuda"}, "splits batches over CPU cores"),
 ])
 def test_replica_combinations_that_cannot_work_are_refused(overrides, message):
     with pytest.raises(UserError, match=message):
         build_config("lean-8k", None, overrides)
+
+
+def test_a_batch_smaller_than_the_replica_count_uses_only_the_copies_with_a_share():
+    torch.manual_seed(0)
+    model = create_model("lean-8k", dropout=0.0)
+    replicas = ThreadReplicas(model, 3, "fp32")
+    assert replicas.pool.submit(torch.get_num_threads).result() == 1  # one intra-op thread per copy
+    idle_mean = replicas.models[2].state_dict()["1.running_mean"].clone()
+    logits, loss = replicas.forward_backward(torch.randn(2, 1, 28, 28), torch.tensor([3, 7]))
+    assert replicas.active == 2 and logits.shape == (2, 10) and torch.isfinite(loss)
+    used = [copy.state_dict()["1.running_mean"].clone() for copy in replicas.models[:2]]
+    replicas.synchronize()
+    replicas.close()
+    assert torch.allclose(model.state_dict()["1.running_mean"], (used[0] + used[1]) / 2)
+    assert not torch.allclose(idle_mean, (used[0] + used[1]) / 2)  # the idle copy's stale value was left out
+    assert torch.equal(replicas.models[2].state_dict()["1.running_mean"], model.state_dict()["1.running_mean"])
+
+
+@pytest.mark.integration
+def test_runs_with_replicas_repeat_across_thread_counts(mnist_root, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def metrics(threads: str) -> list[dict]:
+        out = tmp_path / f"threads{threads}"
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MNIST_OPS_DATA": str(mnist_root)}
+        subprocess.run([sys.executable, "-m", "mnist_ops", "train", "--preset", "lean-8k-fast", "--epochs", "1",
+                        "--limit-train", "3000", "--no-progress", "--out", str(out)],
+                       check=True, env=env, capture_output=True, timeout=600)
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k not in {"seconds", "train_images_per_second"}}
+                for line in lines]
+
+    assert metrics("1") == metrics("2")

@@ -4,6 +4,7 @@ import pytest
 
 from mnist_ops.errors import UserError
 from mnist_ops.study import (DONE_FILE, SPEC_FILE, built_in_spec, parse_spec, read_spec, run_study, spec_to_toml)
+from mnist_ops.study_report import write_report
 
 
 def spec_values(**changes):
@@ -140,3 +141,6 @@ def test_an_interrupted_invocation_still_records_its_wall_time(mnist_root, tmp_p
     assert invocations[0]["completed"] is False and invocations[0]["seconds"] > 0
     assert (tmp_path / "study" / "plain" / "seed1" / DONE_FILE).is_file()
     assert not (tmp_path / "study" / "bn" / "seed1").exists()
+    run_study(spec, tmp_path / "study", data_root=mnist_root, command="test", log=quiet)  # resume, finish
+    report = write_report(tmp_path / "study", data_root=mnist_root).read_text()
+    assert "wall clock over 2 invocation(s), 1 of them interrupted)" in report

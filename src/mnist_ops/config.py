@@ -106,10 +106,13 @@ def check_combination(config: Config) -> Config:
     """Rules between keys, checked once all layers (preset, file, flags) are applied."""
     if config.replicas > 1 and config.dropout > 0:
         raise UserError(f"replicas = {config.replicas} needs dropout = 0 (dropout masks drawn in several threads "
-                        "would make runs unrepeatable); set --dropout 0 or replicas = 1")
+                        "would make runs unrepeatable); set dropout = 0 (flag --dropout 0) or replicas = 1")
     if config.replicas > config.batch_size:
         raise UserError(f"replicas = {config.replicas} is more than batch_size = {config.batch_size}; "
-                        "lower replicas or raise --batch-size")
+                        "lower replicas or raise batch_size")
+    if config.replicas > 1 and config.device in ("cuda", "mps"):
+        raise UserError(f"replicas = {config.replicas} splits batches over CPU cores; use device cpu or auto, "
+                        "or replicas = 1")
     return config
 
 

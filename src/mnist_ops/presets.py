@@ -39,7 +39,7 @@ PRESETS: dict[str, Config] = {
         epochs=15, batch_size=128, target_accuracy=99.4,
     ),
     # lean-8k raced to 99.4%: the same model and augmentation; bf16 autocast + channels_last, two
-    # model copies (one per core, 128 images each: replicas.py), batch 256 at lr 0.3, 7 epochs.
+    # model copies (one thread each, 128 images each: replicas.py), batch 256 at lr 0.3, 7 epochs.
     # Against the same recipe in fp32 on one copy, seeds 1-5: last epoch 99.47 ± 0.01% vs
     # 99.48 ± 0.05% (docs/lean-8k-fast). Seeds 1-5 cross 99.4% after 6 or 7 epochs, in 40-50 s
     # (benchmarks/time_to_accuracy.py, docs/speed.md), but do not hold it for 3 epochs: lean-8k is

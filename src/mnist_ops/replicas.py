@@ -1,10 +1,11 @@
-"""Data parallelism inside one process: one model copy per CPU core, each in its own thread.
+"""Data parallelism inside one process: N copies of the model, each in its own thread, on one
+intra-op thread each (use as many copies as cores).
 
 Small convolutions do not spread well over intra-op threads: for lean-8k (bf16, channels_last,
 batch 128) one thread trains 7,076 img/s and two threads 8,987, while two copies of the model,
 one thread each, each on half the batch, train 10,819 img/s; at batch 256, 12,625 against 9,034
-on two threads (`python benchmarks/levers.py --model lean-8k --dropout 0`; docs/speed.md). So with `replicas = N` every batch is split into
-N shares; copy k runs forward and backward on share k in its own thread (PyTorch ops release
+on two threads (`python benchmarks/levers.py --model lean-8k --dropout 0`; docs/speed.md).
+So with `replicas = N` every batch is split into N shares; copy k runs forward and backward on share k in its own thread (PyTorch ops release
 the GIL); the gradients are summed into the first copy, whose optimizer steps; then every copy
 takes the first copy's weights, and the BatchNorm running statistics are averaged.
 
@@ -18,6 +19,7 @@ threads reach it, so runs would not repeat.
 from __future__ import annotations
 
 import copy
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -31,7 +33,10 @@ class ThreadReplicas:
         from mnist_ops.train import autocast_context
 
         self.models = [model] + [copy.deepcopy(model) for _ in range(count - 1)]
-        self.pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="replica")
+        # each worker thread sets its own intra-op thread count to 1 (OpenMP's count is per thread)
+        self.pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="replica",
+                                       initializer=torch.set_num_threads, initargs=(1,))
+        weakref.finalize(self, self.pool.shutdown, wait=False)  # also closed if fit() stops on an error
         self.label_smoothing = label_smoothing
         self.active = count  # copies that had a share of the last batch
         self._autocast = lambda: autocast_context(torch.device("cpu"), precision)
@@ -63,10 +68,10 @@ class ThreadReplicas:
     def synchronize(self) -> None:
         """After the optimizer stepped the first copy: copy its weights, average running statistics."""
         first = self.models[0]
+        active_buffers = [dict(model.named_buffers()) for model in self.models[1:self.active]]
         for name, buffer in first.named_buffers():
             if buffer.is_floating_point():
-                others = [dict(model.named_buffers())[name] for model in self.models[1:self.active]]
-                buffer.copy_(torch.stack([buffer, *others]).mean(dim=0))
+                buffer.copy_(torch.stack([buffer, *(buffers[name] for buffers in active_buffers)]).mean(dim=0))
         for model in self.models[1:]:
             model.load_state_dict(first.state_dict())
 

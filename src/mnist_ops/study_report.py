@@ -383,6 +383,11 @@ def distinct(configs: list[dict], key: str) -> str:
                       f"{value:,}" if isinstance(value, int) else str(value) for value in values)
 
 
+def _interrupted(invocations: list[dict]) -> str:
+    count = sum(entry.get("completed") is False for entry in invocations)
+    return f", {count} of them interrupted" if count else ""
+
+
 def _context_lines(spec: Spec, variants: list[VariantResult], info: dict, test_images: int) -> list[str]:
     """Command, data, recipe, seeds, machine and time: what the numbers depend on."""
     machine = info.get("machine", {})
@@ -403,7 +408,8 @@ def _context_lines(spec: Spec, variants: list[VariantResult], info: dict, test_i
         f"Machine: {machine.get('cpu', '?')} ({machine.get('cores', '?')} cores), "
         f"torch {machine.get('torch', '?')}, {machine.get('threads', '?')} threads",
         f"Total time: {training_minutes:.1f} min of training over {len(runs)} runs "
-        f"({wall_minutes:.1f} min wall clock over {len(invocations)} invocation(s))",
+        f"({wall_minutes:.1f} min wall clock over {len(invocations)} invocation(s)"
+        f"{_interrupted(invocations)})",
     ]
 
 
