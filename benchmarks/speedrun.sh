@@ -16,3 +16,4 @@ echo "== time to 99.4%: lean-8k (the 15-epoch challenge recipe)"; $B/python benc
 echo "== levers lean-8k"; $B/python benchmarks/levers.py --model lean-8k --dropout 0 --steps 40 --repeats 5 --json $J/levers-lean-8k.json
 echo "== levers seed-regularized"; $B/python benchmarks/levers.py --model seed-regularized --dropout 0.05 --steps 8 --repeats 3 --json $J/levers-seed-regularized.json
 echo "== bench seed-regularized bf16 channels_last"; $B/mnist-ops bench --preset seed-regularized --precision bf16 --channels-last --batches 20 --json $J/bench-seed-regularized.json
+echo "== bench seed-regularized bf16 channels_last fast dropout"; $B/mnist-ops bench --preset seed-regularized --precision bf16 --channels-last --fast-dropout --batches 20 --json $J/bench-seed-regularized-fast-dropout.json
