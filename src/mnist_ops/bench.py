@@ -140,22 +140,20 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
     torch.manual_seed(config.seed)
     step_b = make_step(build_model(config), config.precision, config.channels_last, replicas=config.replicas)
 
-    def data_b() -> int:
-        with one_thread_per_replica(config.replicas):  # as in fit(): with replicas, batches are made on one thread
-            return _take(our_batches(train, config, mean, std, generator), batches)
-
-    def train_b() -> int:
-        with one_thread_per_replica(config.replicas):
-            return train_steps(step_b, x, y, batches)
-
-    def end_to_end_b() -> int:
-        with one_thread_per_replica(config.replicas):
-            return _take(our_batches(train, config, mean, std, generator), batches, step_b)
+    def as_in_fit(run: Callable[[], int]) -> Callable[[], int]:
+        """(b) runs as fit() does: with replicas, one thread per copy and for making batches."""
+        def measured() -> int:
+            with one_thread_per_replica(config.replicas):
+                return run()
+        return measured
 
     measures = {
-        "data": (lambda: _take(iter(loader), batches), data_b),
-        "train step": (lambda: train_steps(step_a, x, y, batches), train_b),
-        "end to end": (lambda: _take(iter(loader), batches, step_a), end_to_end_b),
+        "data": (lambda: _take(iter(loader), batches),
+                 as_in_fit(lambda: _take(our_batches(train, config, mean, std, generator), batches))),
+        "train step": (lambda: train_steps(step_a, x, y, batches),
+                       as_in_fit(lambda: train_steps(step_b, x, y, batches))),
+        "end to end": (lambda: _take(iter(loader), batches, step_a),
+                       as_in_fit(lambda: _take(our_batches(train, config, mean, std, generator), batches, step_b))),
     }
     ours = (f"{config.precision}, channels_last={config.channels_last}, replicas={config.replicas}, "
             f"fast_dropout={config.fast_dropout}" + (", 1 thread per copy" if config.replicas > 1 else ""))

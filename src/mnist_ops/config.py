@@ -43,7 +43,7 @@ class Config:
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     channels_last: bool = False  # NHWC memory format for model and inputs
     replicas: int = 1  # model copies, one thread (core) each, splitting every batch (replicas.py)
-    fast_dropout: bool = False  # dropout masks from random bytes: 2.4x faster layer (models.FastDropout)
+    fast_dropout: bool = False  # dropout masks from random bytes: 2.35x faster layer (models.FastDropout)
     limit_train: int = 0  # use only the first N training images (0 = all)
 
     def to_dict(self) -> dict[str, Any]:

@@ -76,14 +76,13 @@ def range_test(config: Config, start_lr: float, end_lr: float, iterations: int, 
     """Ramp the lr exponentially from start_lr to end_lr over `iterations` batches."""
     from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
-    from mnist_ops.models import create_model
-    from mnist_ops.train import load_training_split, make_optimizer, resolve_device, seed_everything
+    from mnist_ops.train import build_model, load_training_split, make_optimizer, resolve_device, seed_everything
 
     check_range(start_lr, end_lr, iterations)
     train, mean, std = load_training_split(config, data_root)
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    model = create_model(config.model, dropout=config.dropout).to(device)
+    model = build_model(config).to(device)
     optimizer = make_optimizer(config, model)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     batches = TrainBatches(train, config, mean, std, torch.Generator().manual_seed(config.seed))
