@@ -19,9 +19,10 @@ import time
 import torch
 
 from mnist_ops.bench import code_version, make_step, train_steps
-from mnist_ops.models import DEFAULT_DROPOUT, create_model, use_fast_dropout
+from mnist_ops.config import Config
+from mnist_ops.engine import autocast_context, build_model, fold_batchnorm
+from mnist_ops.models import DEFAULT_DROPOUT, create_model
 from mnist_ops.replicas import one_thread_per_replica
-from mnist_ops.train import autocast_context, fold_batchnorm
 
 CPU = torch.device("cpu")
 
@@ -40,10 +41,9 @@ def train_rate(model_name: str, dropout: float, batch: int, steps: int, repeats:
                channels_last=False, compile_model=False, onednn_bf16_conv=False, replicas=1,
                fast_dropout=False) -> list[float]:
     torch.manual_seed(0)
-    model = create_model(model_name, dropout=dropout)
-    if fast_dropout:
-        use_fast_dropout(model)
-    step = make_step(model, precision, channels_last, compile_model, replicas)
+    config = Config(model=model_name, dropout=dropout, lr=0.01, precision=precision, channels_last=channels_last,
+                    replicas=replicas, fast_dropout=fast_dropout)
+    step = make_step(build_model(config), config, compile_model)
     x = torch.randn(batch, 1, 28, 28)
     y = torch.randint(0, 10, (batch,))
     before = torch.backends.mkldnn.conv.fp32_precision

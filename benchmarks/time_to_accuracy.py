@@ -32,31 +32,26 @@ EPOCH_LINE = re.compile(r"epoch\s+(\d+):.*\| test loss [\d.]+ acc ([\d.]+)%")
 def per_sample_training(train_flags: list[str]) -> None:
     """The child process of --pipeline per-sample: prints epoch lines in `mnist-ops train`'s format."""
     import torch
-    import torch.nn.functional as F
+    import torch.nn.functional as F  # the evaluation below, written as a typical repository does
 
+    from mnist_ops.batches import load_fit_data, normalize
     from mnist_ops.bench import per_sample_loader
     from mnist_ops.cli import build_parser, train_config
-    from mnist_ops.data import load_split
-    from mnist_ops.models import create_model
-    from mnist_ops.train import load_training_split, make_optimizer, make_scheduler, normalize, seed_everything
+    from mnist_ops.engine import TrainStep, build_model, make_optimizer, make_scheduler, seed_everything
 
     config = train_config(build_parser().parse_args(["train", *train_flags]))
-    train, mean, std = load_training_split(config)
-    test = load_split(config.dataset, "test")
+    config = config.replace(precision="fp32", channels_last=False, replicas=1, fast_dropout=False)  # eager fp32
+    data = load_fit_data(config)
+    train, test, mean, std = data.train, data.evaluation, data.mean, data.std
     test_inputs = normalize(test.images, mean, std)
     seed_everything(config.seed)
-    model = create_model(config.model, dropout=config.dropout)
+    model = build_model(config)
     loader = per_sample_loader(train, mean, std, config.augment, config.batch_size, workers=2)
     optimizer = make_optimizer(config, model)
-    scheduler = make_scheduler(config, optimizer, len(loader))
+    step = TrainStep(model, optimizer, config, make_scheduler(config, optimizer, len(loader)))
     for epoch in range(config.epochs):
-        model.train()
         for x, y in loader:
-            loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            step(x, y)
         model.eval()
         loss_sum, correct = 0.0, 0
         with torch.no_grad():

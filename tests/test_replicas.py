@@ -11,6 +11,11 @@ from mnist_ops.replicas import ThreadReplicas
 from mnist_ops.train import fit
 
 
+def plain_loss(model, x, y):
+    logits = model(x)
+    return logits, F.cross_entropy(logits, y)
+
+
 def quiet(message):
     pass
 
@@ -22,7 +27,7 @@ def test_replicas_give_the_full_batch_gradient_for_a_net_without_batchnorm():
     reference.load_state_dict(model.state_dict())
     x, y = torch.randn(37, 1, 28, 28), torch.randint(0, 10, (37,))  # uneven shares: 13, 12, 12
     F.cross_entropy(reference(x), y).backward()
-    replicas = ThreadReplicas(model, 3, "fp32")
+    replicas = ThreadReplicas(model, 3, plain_loss)
     logits, loss = replicas.forward_backward(x, y)
     replicas.close()
     assert logits.shape == (37, 10)
@@ -40,7 +45,7 @@ def test_with_batchnorm_each_share_is_normalized_alone_and_statistics_are_averag
     x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
     for other, (xs, ys) in zip(copies, zip(x.tensor_split(2), y.tensor_split(2))):
         (F.cross_entropy(other(xs), ys) / 2).backward()  # "ghost" BatchNorm over each half
-    replicas = ThreadReplicas(model, 2, "fp32")
+    replicas = ThreadReplicas(model, 2, plain_loss)
     replicas.forward_backward(x, y)
     summed = [a.grad + b.grad for a, b in zip(*(other.parameters() for other in copies))]
     for got, expected in zip(model.parameters(), summed):
@@ -89,7 +94,7 @@ def test_replica_combinations_that_cannot_work_are_refused(overrides, message):
 def test_a_batch_smaller_than_the_replica_count_uses_only_the_copies_with_a_share():
     torch.manual_seed(0)
     model = create_model("lean-8k", dropout=0.0)
-    replicas = ThreadReplicas(model, 3, "fp32")
+    replicas = ThreadReplicas(model, 3, plain_loss)
     assert replicas.pool.submit(torch.get_num_threads).result() == 1  # one intra-op thread per copy
     idle_mean = replicas.models[2].state_dict()["1.running_mean"].clone()
     logits, loss = replicas.forward_backward(torch.randn(2, 1, 28, 28), torch.tensor([3, 7]))

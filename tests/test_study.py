@@ -109,20 +109,22 @@ def test_a_different_spec_in_the_same_directory_is_refused(tiny_study, mnist_roo
 
 
 @pytest.mark.integration
-def test_restart_redoes_only_the_unfinished_run(tiny_study, mnist_root):
+def test_restart_resumes_only_the_unfinished_run(tiny_study, mnist_root):
     spec = read_spec(tiny_study / SPEC_FILE)
     kept, interrupted = tiny_study / "plain" / "seed1", tiny_study / "bn" / "seed1"
     kept_metrics = (kept / "metrics.jsonl").read_bytes()
     kept_mtime = (kept / "metrics.jsonl").stat().st_mtime_ns
+    interrupted_metrics = (interrupted / "metrics.jsonl").read_bytes()
     (interrupted / DONE_FILE).unlink()  # as if the process died after the last epoch
-    (interrupted / "leftover.tmp").write_text("partial")
+    (interrupted / ".last.pt.k1ll3d.tmp").write_text("partial")  # a write cut short by SIGKILL
     messages = []
     run_study(spec, tiny_study, data_root=mnist_root, log=messages.append)
     assert (kept / "metrics.jsonl").read_bytes() == kept_metrics
     assert (kept / "metrics.jsonl").stat().st_mtime_ns == kept_mtime
-    assert (interrupted / DONE_FILE).is_file() and not (interrupted / "leftover.tmp").exists()
+    assert (interrupted / DONE_FILE).is_file() and not (interrupted / ".last.pt.k1ll3d.tmp").exists()
+    assert (interrupted / "metrics.jsonl").read_bytes() == interrupted_metrics  # resumed, nothing retrained
     assert "study tiny: 2 runs, 1 finished earlier, 1 to train" in messages
-    assert any("[1/1] bn seed 1: unfinished run found" in m for m in messages)
+    assert any("[1/1] bn seed 1: unfinished run found, resuming it from its last.pt" in m for m in messages)
     assert len(json.loads((tiny_study / "study.json").read_text())["invocations"]) == 2
 
 

@@ -4,12 +4,12 @@ import statistics
 
 import pytest
 
-from mnist_ops.idx import atomic_write_bytes
+from mnist_ops.fileio import atomic_write_bytes
 from mnist_ops.models import count_parameters, create_model
 from mnist_ops.study import parse_spec, spec_to_toml
 from mnist_ops.study_report import (epochs_to_reach, held_target, student_t_quantile, welch_interval,
                                     write_report)
-from mnist_ops.train import save_checkpoint
+from mnist_ops.engine import save_checkpoint
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -19,15 +19,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from mnist_ops.augment import perspective_matrices, random_perspective_points
 from mnist_ops.config import Config
 from mnist_ops.data import Split
-from mnist_ops.models import create_model
-from mnist_ops.replicas import ThreadReplicas, one_thread_per_replica
-from mnist_ops.train import autocast_context, build_model, iterate_batches, load_training_split, make_batch
+from mnist_ops.batches import iterate_batches, load_training_split, make_batch
+from mnist_ops.engine import TrainStep, build_model, make_optimizer, memory_format
+from mnist_ops.replicas import one_thread_per_replica
 
 
 class PerSampleDataset(Dataset):
@@ -67,32 +66,14 @@ def our_batches(split: Split, config: Config, mean: float, std: float, generator
     return iterate_batches(split, config, mean, std, generator, drop_last=True)  # as the DataLoader side
 
 
-def make_step(model: torch.nn.Module, precision: str, channels_last: bool, compile_model: bool = False,
-              replicas: int = 1) -> Callable:
-    """One SGD step on (x, y) in the given mode (with `replicas` > 1: run it under one_thread_per_replica)."""
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format).train()
+def make_step(model: torch.nn.Module, config: Config, compile_model: bool = False) -> Callable:
+    """The engine's train step for `model` under `config`'s recipe (lr, schedule aside: the lr stays at
+    config.lr); with `replicas` > 1, run it under one_thread_per_replica. `compile_model` runs the
+    single-copy forward through torch.compile."""
+    model = model.to(memory_format=memory_format(config)).train()
     forward = torch.compile(model) if compile_model else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    device = torch.device("cpu")
-    if replicas > 1:
-        copies = ThreadReplicas(model, replicas, precision)
-
-        def replicated_step(x: torch.Tensor, y: torch.Tensor) -> None:
-            copies.forward_backward(x.contiguous(memory_format=memory_format), y)
-            optimizer.step()
-            copies.synchronize()
-
-        return replicated_step
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        with autocast_context(device, precision):
-            loss = F.cross_entropy(forward(x.contiguous(memory_format=memory_format)).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
+    step = TrainStep(forward, make_optimizer(config, model), config)
+    return lambda x, y: step(x, y)
 
 
 def images_per_second(run: Callable[[], int], repeats: int) -> list[float]:
@@ -135,10 +116,11 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
     loader = per_sample_loader(train, mean, std, config.augment, config.batch_size, workers)
     x, y = make_batch(train, torch.arange(config.batch_size), "none", mean, std, generator)
 
+    plain = config.replace(precision="fp32", channels_last=False, replicas=1, fast_dropout=False)
     torch.manual_seed(config.seed)
-    step_a = make_step(create_model(config.model, dropout=config.dropout), "fp32", channels_last=False)
+    step_a = make_step(build_model(plain), plain)
     torch.manual_seed(config.seed)
-    step_b = make_step(build_model(config), config.precision, config.channels_last, replicas=config.replicas)
+    step_b = make_step(build_model(config), config)
 
     def as_in_fit(run: Callable[[], int]) -> Callable[[], int]:
         """(b) runs as fit() does: with replicas, one thread per copy and for making batches."""

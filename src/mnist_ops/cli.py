@@ -17,6 +17,39 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+def add_config_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...] | None = None) -> None:
+    """One flag per config key (`batch_size` -> `--batch-size`), generated from Config's fields:
+    type, choices and help text come from config.py; a flag left out keeps the preset's value."""
+    from dataclasses import fields
+
+    from mnist_ops.config import CHOICES, Config
+
+    for field in fields(Config):
+        if field.name == "preset" or (keys is not None and field.name not in keys):
+            continue
+        flag, help_text = "--" + field.name.replace("_", "-"), field.metadata["help"]
+        help_text += f" (default: the preset's; {field.default!r} if no preset sets it)"
+        if field.type in ("bool", bool):
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(field.type, field.type)
+            parser.add_argument(flag, dest=field.name, type=kind, choices=CHOICES.get(field.name), help=help_text)
+
+
+def config_overrides(args, keys: tuple[str, ...] | None = None) -> dict:
+    """The config keys given as flags (None means not given)."""
+    from dataclasses import fields
+
+    from mnist_ops.config import Config
+
+    return {field.name: getattr(args, field.name) for field in fields(Config)
+            if field.name != "preset" and (keys is None or field.name in keys)
+            and getattr(args, field.name, None) is not None}
+
+
+BENCH_KEYS = ("batch_size", "precision", "channels_last", "fast_dropout")
+
+
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist (default: mnist)")
     parser.add_argument("--root", "--data-root", dest="root", default=None,
@@ -75,27 +108,19 @@ def build_parser() -> ArgumentParser:
 
     commands.add_parser("list", help="list the registered models and presets")
 
-    train = commands.add_parser("train", help="train a preset, write a run directory")
-    train.add_argument("--preset", default=None, help="named recipe (default: seed-regularized)")
+    train = commands.add_parser("train", help="train a preset, write a run directory (or resume one)")
+    train.add_argument("--preset", default=None, help="named recipe (default: seed-regularized; see `mnist-ops list`)")
     train.add_argument("--config", default=None, help="TOML file with config keys (flags override it)")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int, dest="batch_size")
-    train.add_argument("--lr", type=float)
-    train.add_argument("--seed", type=int)
-    train.add_argument("--dropout", type=float)
-    train.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
-    train.add_argument("--precision", choices=("fp32", "bf16"))
-    train.add_argument("--channels-last", action=argparse.BooleanOptionalAction, dest="channels_last",
-                       help="NHWC memory format for model and inputs (default: the preset's)")
-    train.add_argument("--fast-dropout", action=argparse.BooleanOptionalAction, dest="fast_dropout",
-                       help="dropout masks from random bytes, 2.35x faster layer (default: the preset's)")
-    train.add_argument("--limit-train", type=int, dest="limit_train", help="use the first N training images")
+    train.add_argument("--resume", default=None, metavar="RUN_DIR",
+                       help="continue a killed or interrupted run from its last.pt, with its config.toml")
+    add_config_flags(train)
     train.add_argument("--out", default=None, help="run directory (default: runs/<preset>-seed<N>-<time>)")
     train.add_argument("--data-root", default=None)
     train.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
 
     evaluate = commands.add_parser("evaluate", help="test accuracy, per-class accuracy, confusion matrix")
-    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--checkpoint", required=True,
+                          help="a run directory (its best.pt, else last.pt) or a checkpoint file")
     evaluate.add_argument("--data-root", default=None)
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
 
@@ -104,12 +129,7 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--batches", type=int, default=60, help="batches per measurement (default 60)")
     bench.add_argument("--repeats", type=int, default=3, help="repeats per measurement (default 3)")
     bench.add_argument("--workers", type=int, default=2, help="DataLoader workers for the per-sample side")
-    bench.add_argument("--batch-size", type=int, dest="batch_size")
-    bench.add_argument("--precision", choices=("fp32", "bf16"))
-    bench.add_argument("--channels-last", action=argparse.BooleanOptionalAction, dest="channels_last",
-                       help="NHWC memory format for model and inputs (default: the preset's)")
-    bench.add_argument("--fast-dropout", action=argparse.BooleanOptionalAction, dest="fast_dropout",
-                       help="dropout masks from random bytes, 2.35x faster layer (default: the preset's)")
+    add_config_flags(bench, BENCH_KEYS)
     bench.add_argument("--data-root", default=None)
     bench.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     _add_measurement_parsers(commands, data_commands)
@@ -170,29 +190,41 @@ def command_list(args) -> None:
 
 
 def train_config(args):
-    """The `train` command's config: preset, then --config FILE, then flags."""
+    """The `train` command's config: preset, then --config FILE, then flags. With --resume, the
+    run's own config.toml is the file, and a flag that changes it is refused by `fit`."""
     from mnist_ops.presets import build_config
 
-    keys = ("epochs", "batch_size", "lr", "seed", "dropout", "device", "precision", "channels_last", "fast_dropout",
-            "limit_train")
-    overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
-    return build_config(args.preset, args.config, overrides)
+    if args.resume:
+        if args.preset or args.config:
+            raise UserError("--resume takes the run's own config.toml; drop --preset/--config")
+        config_file = Path(args.resume) / "config.toml"
+        if not config_file.is_file():
+            raise UserError(f"{args.resume} holds no config.toml: not a run directory written by mnist-ops train")
+        return build_config(None, str(config_file), config_overrides(args))
+    return build_config(args.preset, args.config, config_overrides(args))
 
 
 def command_train(args) -> None:
     from mnist_ops.train import fit
 
     config = train_config(args)
-    out = args.out or Path("runs") / f"{config.preset}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    fit(config, out, data_root=args.data_root, progress=not args.no_progress)
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        raise UserError("--resume continues the run in its own directory; drop --out")
+    out = args.resume or args.out or Path("runs") / f"{config.preset}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        fit(config, out, data_root=args.data_root, progress=not args.no_progress, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        print(f"mnist-ops: interrupted; continue with `mnist-ops train --resume {out}`", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def command_evaluate(args) -> None:
     from mnist_ops.analysis import confusion_matrix, format_confusion, per_class_accuracy
     from mnist_ops.data import dataset_info, load_split
-    from mnist_ops.train import evaluate, load_checkpoint, model_from_checkpoint, normalize, resolve_device
+    from mnist_ops.batches import normalize
+    from mnist_ops.engine import evaluate, find_checkpoint, load_checkpoint, model_from_checkpoint, resolve_device
 
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = load_checkpoint(find_checkpoint(args.checkpoint))
     dataset = checkpoint["config"].get("dataset", "mnist")
     device = resolve_device(args.device)
     model = model_from_checkpoint(checkpoint).to(device)
@@ -212,13 +244,12 @@ def command_bench(args) -> None:
     import json
 
     from mnist_ops.bench import run_bench
-    from mnist_ops.idx import atomic_write_bytes
+    from mnist_ops.fileio import atomic_write_bytes
     from mnist_ops.presets import build_config
 
     if args.batches < 2 or args.repeats < 1 or args.workers < 0:
         raise UserError("--batches must be >= 2, --repeats >= 1 and --workers >= 0")
-    keys = ("batch_size", "precision", "channels_last", "fast_dropout")
-    config = build_config(args.preset, None, {k: getattr(args, k) for k in keys if getattr(args, k) is not None})
+    config = build_config(args.preset, None, config_overrides(args, BENCH_KEYS))
     results = run_bench(config, args.batches, args.repeats, args.workers, data_root=args.data_root)
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(results, indent=2) + "\n").encode())
@@ -298,13 +329,20 @@ COMMANDS = {"data": command_data, "summary": command_summary, "list": command_li
             "study": command_study, "lr-find": command_lr_find}
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a pre-empted job, `kill`) stops as Ctrl-C does: files stay whole
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         COMMANDS[args.command](args)
-    except UserError as error:
+    except UserError as error:  # TrainingDiverged (exit 3) is one too
         print(f"mnist-ops: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     except OSError as error:  # the environment refused a path: permissions, a file where a folder should be, a full disk
         where = f"{error.filename}: " if error.filename else ""
         print(f"mnist-ops: error: {where}{error.strerror or error}; check the path, its permissions and free space",

@@ -20,31 +20,38 @@ except ModuleNotFoundError:  # Python 3.10
 from mnist_ops.errors import UserError
 
 
+def _key(default: Any, help: str) -> Any:
+    """A config key: its default and the help text its generated command-line flag shows."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class Config:
-    preset: str = "custom"
-    dataset: str = "mnist"
-    model: str = "seed-regularized"
-    dropout: float = 0.05
-    augment: str = "seed"  # "seed" (perspective + rotation), "light" (rotation ±7°) or "none"
-    optimizer: str = "sgd"  # "sgd" or "adam"
-    lr: float = 0.015
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # "constant" or "onecycle"
-    epochs: int = 15
-    batch_size: int = 128
-    eval_batch_size: int = 1000
-    label_smoothing: float = 0.0
-    target_accuracy: float = 99.4  # percent; checkpoint rule and "held the target" checks
-    seed: int = 1
-    device: str = "auto"  # auto | cpu | cuda | mps
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
-    channels_last: bool = False  # NHWC memory format for model and inputs
-    replicas: int = 1  # model copies, one thread (core) each, splitting every batch (replicas.py)
-    fast_dropout: bool = False  # dropout masks from random bytes: 2.35x faster layer (models.FastDropout)
-    limit_train: int = 0  # use only the first N training images (0 = all)
+    preset: str = _key("custom", "the named recipe these values started from")
+    dataset: str = _key("mnist", "mnist or fashion-mnist")
+    model: str = _key("seed-regularized", "a registered model name (mnist-ops list)")
+    dropout: float = _key(0.05, "dropout probability after each ReLU, for models that have dropout")
+    augment: str = _key("seed", "seed (perspective + rotation ±15°), light (rotation ±7°) or none")
+    optimizer: str = _key("sgd", "sgd or adam")
+    lr: float = _key(0.015, "learning rate (the peak lr with schedule onecycle)")
+    momentum: float = _key(0.9, "SGD momentum")
+    nesterov: bool = _key(False, "Nesterov momentum (SGD)")
+    weight_decay: float = _key(0.0, "L2 weight decay")
+    schedule: str = _key("constant", "constant, or onecycle (warm-up to lr over the first fifth of the steps, cosine down)")
+    epochs: int = _key(15, "passes over the training images")
+    batch_size: int = _key(128, "training images per step")
+    eval_batch_size: int = _key(1000, "images per evaluation batch")
+    label_smoothing: float = _key(0.0, "cross-entropy label smoothing")
+    target_accuracy: float = _key(99.4, "percent; best.pt is saved from epoch 3 on at a new best >= this")
+    seed: int = _key(1, "seeds torch, numpy, Python and the shuffling/augmentation generator")
+    device: str = _key("auto", "auto, cpu, cuda or mps (config.toml records the one used)")
+    precision: str = _key("fp32", "fp32, or bf16 autocast")
+    channels_last: bool = _key(False, "NHWC memory format for model and inputs")
+    replicas: int = _key(1, "model copies, one thread (core) each, splitting every batch (needs dropout 0)")
+    fast_dropout: bool = _key(False, "dropout masks from random bytes: a 2.35x faster layer (models.FastDropout)")
+    limit_train: int = _key(0, "train on the first N training images only (0 = all)")
+    validation: int = _key(0, "hold out N training images (stratified, fixed) and evaluate on them, "
+                              "never on the test set (0 = evaluate on the test set)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -72,6 +79,7 @@ RANGES = {  # key: (lowest allowed, highest allowed or None), inclusive
     "target_accuracy": (0.0, 100.0),
     "seed": (0, 2**63 - 1),
     "limit_train": (0, None),
+    "validation": (0, None),
     "replicas": (1, 64),
 }
 FIELD_TYPES = {field.name: type(field.default) for field in fields(Config)}

@@ -21,7 +21,8 @@ from typing import Callable
 import torch
 
 from mnist_ops.errors import UserError
-from mnist_ops.idx import atomic_write_bytes, parse_idx
+from mnist_ops.fileio import atomic_write_bytes
+from mnist_ops.idx import parse_idx
 
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -210,6 +211,9 @@ class Split:
 
     def head(self, count: int) -> "Split":
         return Split(self.images[:count], self.labels[:count])
+
+    def subset(self, index: torch.Tensor) -> "Split":
+        return Split(self.images[index], self.labels[index])
 
 
 def _read_verified(directory: Path, info: DatasetInfo, file_name: str) -> torch.Tensor:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mnist_ops.errors import UserError
+from mnist_ops.fileio import atomic_write_bytes
 
 UNSIGNED_BYTE = 0x08
 
@@ -68,20 +68,6 @@ def encode_idx(tensor: torch.Tensor) -> bytes:
     header = bytes([0, 0, UNSIGNED_BYTE, tensor.dim()])
     header += b"".join(int(size).to_bytes(4, "big") for size in tensor.shape)
     return header + tensor.contiguous().numpy().tobytes()
-
-
-def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> None:
-    """Write to a temp file in the same directory, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(content)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def write_idx(path: str | os.PathLike, tensor: torch.Tensor) -> None:

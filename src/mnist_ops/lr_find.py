@@ -23,7 +23,7 @@ from torch import nn
 from mnist_ops.config import Config
 from mnist_ops.data import Split
 from mnist_ops.errors import UserError
-from mnist_ops.idx import atomic_write_bytes
+from mnist_ops.fileio import atomic_write_bytes
 
 SKIP_START, SKIP_END = 10, 5  # torch-lr-finder's defaults for plotting and suggesting
 
@@ -38,7 +38,7 @@ class TrainBatches:
         return math.ceil(len(self.train) / self.config.batch_size)
 
     def __iter__(self):
-        from mnist_ops.train import iterate_batches
+        from mnist_ops.batches import iterate_batches
 
         return iterate_batches(self.train, self.config, self.mean, self.std, self.generator)
 
@@ -76,7 +76,8 @@ def range_test(config: Config, start_lr: float, end_lr: float, iterations: int, 
     """Ramp the lr exponentially from start_lr to end_lr over `iterations` batches."""
     from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
-    from mnist_ops.train import build_model, load_training_split, make_optimizer, resolve_device, seed_everything
+    from mnist_ops.batches import load_training_split
+    from mnist_ops.engine import build_model, make_optimizer, resolve_device, seed_everything
 
     check_range(start_lr, end_lr, iterations)
     train, mean, std = load_training_split(config, data_root)

@@ -22,32 +22,29 @@ import copy
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
 class ThreadReplicas:
-    def __init__(self, model: nn.Module, count: int, precision: str, label_smoothing: float = 0.0):
-        from mnist_ops.train import autocast_context
-
+    def __init__(self, model: nn.Module, count: int,
+                 forward_loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]):
+        """`forward_loss(model, x, y)` -> (logits, mean loss): the engine's, run in each copy's thread."""
         self.models = [model] + [copy.deepcopy(model) for _ in range(count - 1)]
         # each worker thread sets its own intra-op thread count to 1 (OpenMP's count is per thread)
         self.pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="replica",
                                        initializer=torch.set_num_threads, initargs=(1,))
         weakref.finalize(self, self.pool.shutdown, wait=False)  # also closed if fit() stops on an error
-        self.label_smoothing = label_smoothing
+        self.forward_loss = forward_loss
         self.active = count  # copies that had a share of the last batch
-        self._autocast = lambda: autocast_context(torch.device("cpu"), precision)
 
     def _forward_backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, share: float):
         for parameter in model.parameters():
             parameter.grad = None
         model.train()
-        with self._autocast():  # autocast state is per thread: enter it here
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        logits, loss = self.forward_loss(model, x, y)
         (loss * share).backward()  # share-weighted: the sum over copies is the batch's mean loss
         return logits.detach(), loss.detach() * share
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mnist_ops.idx import atomic_write_bytes
+from mnist_ops.fileio import atomic_write_bytes
 
 
 def save_figure(figure, path: str | os.PathLike) -> None:
@@ -18,19 +18,24 @@ def save_figure(figure, path: str | os.PathLike) -> None:
 
 
 def plot_curves(records: list[dict], path: str | os.PathLike, title: str = "") -> Path:
-    """Train vs test loss and accuracy per epoch, as the seed's train_test plot."""
+    """Train vs test (or validation) loss and accuracy per epoch, as the seed's train_test plot.
+    Epochs are numbered from 0, as in metrics.jsonl and the console."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
+    name = "val" if "val_loss" in records[0] else "test"
+    label = {"val": "validation", "test": "test"}[name]
     epochs = [record["epoch"] for record in records]
     figure = Figure(figsize=(11, 4))
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     loss_axes.plot(epochs, [r["train_loss"] for r in records], "o-", label="train")
-    loss_axes.plot(epochs, [r["test_loss"] for r in records], "o-", label="test")
+    loss_axes.plot(epochs, [r[f"{name}_loss"] for r in records], "o-", label=label)
     loss_axes.set(xlabel="epoch", ylabel="loss (per sample)", title="Loss")
     accuracy_axes.plot(epochs, [r["train_accuracy"] for r in records], "o-", label="train")
-    accuracy_axes.plot(epochs, [r["test_accuracy"] for r in records], "o-", label="test")
+    accuracy_axes.plot(epochs, [r[f"{name}_accuracy"] for r in records], "o-", label=label)
     accuracy_axes.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for axes in (loss_axes, accuracy_axes):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
         axes.legend()
     if title:

@@ -3,7 +3,7 @@
 A spec names variants (each a preset plus overrides of config keys) and seeds. The whole
 spec is validated before anything runs. Each run goes into `<study>/<variant>/seed<N>/`
 and is finished once `done.json` sits beside its metrics; a restart skips finished runs
-and redoes unfinished ones from scratch. The resolved spec is kept as `spec.toml`, and a
+and resumes unfinished ones from their last.pt (`fit(resume=True)`). The resolved spec is kept as `spec.toml`, and a
 study directory written by a different spec is refused rather than mixed.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from mnist_ops.config import Config, check_combination, read_toml, resolve, to_toml
 from mnist_ops.errors import UserError
-from mnist_ops.idx import atomic_write_bytes
+from mnist_ops.fileio import atomic_write_bytes
 
 SPEC_FILE = "spec.toml"
 STUDY_FILE = "study.json"  # command, machine, train size, per-invocation wall time (interrupted ones too)
@@ -267,12 +267,15 @@ def run_study(spec: Spec, study_dir: str | os.PathLike, data_root: str | os.Path
         for number, (variant, seed) in enumerate(pending, start=1):
             directory = run_dir(study_dir, variant.name, seed)
             label = f"[{number}/{len(pending)}] {variant.name} seed {seed}"
-            if directory.exists():
-                log(f"{label}: unfinished run found, starting it again")
+            resume = (directory / "last.pt").is_file()
+            if resume:
+                log(f"{label}: unfinished run found, resuming it from its last.pt")
+            elif directory.exists():  # killed before its first epoch ended: nothing to keep
+                log(f"{label}: unfinished run found with no finished epoch, starting it again")
                 shutil.rmtree(directory)
             log(f"{label}: training{_remaining_time(started, number - 1, len(pending))}")
             config = variant.config.replace(seed=seed)
-            summary = fit(config, directory, data_root=data_root, log=log, progress=progress)
+            summary = fit(config, directory, data_root=data_root, log=log, progress=progress, resume=resume)
             done = {"variant": variant.name, "seed": seed, "summary": summary, "config": config.to_dict()}
             atomic_write_bytes(directory / DONE_FILE, (json.dumps(done, indent=2) + "\n").encode())
         completed = True

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_ops.errors import UserError
-from mnist_ops.idx import atomic_write_bytes
+from mnist_ops.fileio import atomic_write_bytes
 from mnist_ops.study import DONE_FILE, SPEC_FILE, STUDY_FILE, Spec, read_spec, run_dir
 
 THRESHOLDS = (99.0, 99.4)  # "epochs to reach" columns
@@ -233,7 +233,8 @@ def analyse_best_run(run: Run, variant: str, study_dir: Path, data_root) -> Best
     from mnist_ops.analysis import confusion_matrix, per_class_accuracy
     from mnist_ops.data import dataset_info, load_split
     from mnist_ops.report import plot_confusion_matrix, plot_digit_gallery
-    from mnist_ops.train import evaluate, load_checkpoint, model_from_checkpoint, normalize, resolve_device
+    from mnist_ops.batches import normalize
+    from mnist_ops.engine import evaluate, load_checkpoint, model_from_checkpoint, resolve_device
 
     checkpoint = load_checkpoint(run.directory / "last.pt")
     dataset = checkpoint["config"].get("dataset", "mnist")

@@ -1,0 +1,96 @@
+"""Training data as tensors: the splits a run trains and evaluates on, and its batches.
+
+Images stay uint8 in memory; a batch is gathered by index, augmented as a whole batch
+(`augment.py`) and normalized with the training images' pixel mean and std.
+
+With `validation = N` the run holds out N training images (stratified by class, the same
+images whatever the run's seed) and evaluates on them: the test set is not even loaded.
+That is what tuning uses, so that no recipe is picked on test accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mnist_ops.augment import augment_batch
+from mnist_ops.config import Config
+from mnist_ops.data import Split, load_split, pixel_stats
+from mnist_ops.errors import UserError
+
+HOLDOUT_SEED = 20240601  # fixes which images are held out; independent of the run's seed
+
+
+def stratified_holdout(labels: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, held-out indices), both sorted; each class gives its share of `count`
+    (largest remainder rounding), drawn with a fixed generator."""
+    if not 0 < count < len(labels):
+        raise UserError(f"validation = {count} must be between 1 and {len(labels) - 1} (the training images)")
+    generator = torch.Generator().manual_seed(HOLDOUT_SEED)
+    classes, sizes = labels.unique(return_counts=True)
+    exact = sizes.double() * count / len(labels)
+    shares = exact.floor().long()
+    for index in torch.argsort(exact - shares, descending=True, stable=True)[:count - int(shares.sum())]:
+        shares[index] += 1
+    held = []
+    for label, share in zip(classes.tolist(), shares.tolist()):
+        members = (labels == label).nonzero().flatten()
+        held.append(members[torch.randperm(len(members), generator=generator)[:share]])
+    held_out = torch.cat(held).sort().values
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[held_out] = False
+    return keep.nonzero().flatten(), held_out
+
+
+@dataclass
+class FitData:
+    train: Split
+    evaluation: Split | None  # test or validation images; None when not asked for
+    evaluation_name: str  # "test" or "val": the prefix of the metrics keys
+    mean: float  # pixel statistics of the training images (before limit_train, as the seed computes them)
+    std: float
+
+
+def load_fit_data(config: Config, data_root=None, with_evaluation: bool = True) -> FitData:
+    full = load_split(config.dataset, "train", data_root)
+    evaluation, name = None, "test"
+    if config.validation:
+        train_index, held_out = stratified_holdout(full.labels, config.validation)
+        train, name = full.subset(train_index), "val"
+        if with_evaluation:
+            evaluation = full.subset(held_out)
+    else:
+        train = full
+        if with_evaluation:
+            evaluation = load_split(config.dataset, "test", data_root)
+    mean, std = pixel_stats(train.images)
+    return FitData(train.head(config.limit_train) if config.limit_train else train, evaluation, name, mean, std)
+
+
+def load_training_split(config: Config, data_root=None) -> tuple[Split, float, float]:
+    """The images a run trains on and their pixel mean/std (for bench and lr-find)."""
+    data = load_fit_data(config, data_root, with_evaluation=False)
+    return data.train, data.mean, data.std
+
+
+def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 [N, H, W] -> float [N, 1, H, W], standardized with the dataset's mean and std."""
+    return images.unsqueeze(1).float().div_(255.0).sub_(mean).div_(std)
+
+
+def make_batch(train: Split, index: torch.Tensor, augment: str, mean: float, std: float,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather a batch of uint8 images, augment the whole batch at once, normalize."""
+    x = train.images[index].unsqueeze(1).float().div_(255.0)
+    x = augment_batch(augment, x, fill=mean, generator=generator)
+    return x.sub_(mean).div_(std), train.labels[index]
+
+
+def iterate_batches(train: Split, config: Config, mean: float, std: float, generator: torch.Generator,
+                    drop_last: bool = False):
+    """One shuffled epoch of (inputs, labels) batches, built by `make_batch`."""
+    order = torch.randperm(len(train), generator=generator)
+    end = len(order) - len(order) % config.batch_size if drop_last else len(order)
+    for start in range(0, end, config.batch_size):
+        yield make_batch(train, order[start:start + config.batch_size], config.augment, mean, std, generator)

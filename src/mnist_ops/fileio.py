@@ -1,0 +1,104 @@
+"""Files that are never half-written, and run directories that one process owns at a time.
+
+`atomic_write_bytes` writes a temp file beside the target, fsyncs it, renames it over the target
+and fsyncs the directory: after a crash, a kill or a power cut the target holds either the old
+bytes or the new ones. The file gets the permissions of an ordinary new file (0666 minus the
+umask), not the temp file's 0600. A failed write (a full disk: ENOSPC) removes its temp file and
+raises, leaving the previous file intact. A SIGKILL can still leave a temp file behind; its name
+starts with `.<target>.` and ends in `.tmp`, and `remove_stale_temporaries` clears them when a
+run resumes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+
+from mnist_ops.errors import UserError
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> None:
+    """Write `content` to `path` all at once or not at all, durably, with the user's umask."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(handle, "wb") as temp:
+            temp.write(content)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.chmod(temp_name, 0o666 & ~_umask())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete temp files that a killed writer left in `directory`; returns what was removed."""
+    removed = []
+    for candidate in Path(directory).glob(f".*{TEMP_SUFFIX}"):
+        if candidate.is_file():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+class DirectoryLock:
+    """An exclusive lock on `directory/.lock` (flock), held while a process writes there.
+
+    The kernel drops it when the process ends, however it ends, so a killed run never leaves a
+    stale lock. A second process asking for it gets a UserError at once instead of waiting."""
+
+    def __init__(self, directory: str | os.PathLike, what: str = "run directory"):
+        self.path = Path(directory) / ".lock"
+        self.what = what
+        self._handle = None
+
+    def acquire(self, wait: bool = False) -> "DirectoryLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise UserError(f"{self.what} {self.path.parent} is in use by {owner}; wait for it to finish "
+                            "or pass another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"mnist-ops process {os.getpid()}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the file drops the flock
+            self._handle = None
+
+    def __enter__(self) -> "DirectoryLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
