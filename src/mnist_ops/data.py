@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from mnist_ops.errors import UserError
-from mnist_ops.fileio import atomic_write_bytes
+from mnist_ops.fileio import DirectoryLock, atomic_write_bytes
 from mnist_ops.idx import parse_idx
 
 SPLIT_FILES = {
@@ -150,6 +150,11 @@ def fetch(name: str = "mnist", root: str | os.PathLike | None = None,
     """
     info = dataset_info(name)
     target = Path(root or default_root()) / name
+    with DirectoryLock(target, "data directory").acquire(wait=True):  # a second fetch waits, then verifies
+        return _fetch_locked(name, info, target, log, use_network)
+
+
+def _fetch_locked(name: str, info: DatasetInfo, target: Path, log: Callable[[str], None], use_network: bool) -> Path:
     failures: list[str] = []
     missing = list(info.md5)
 
@@ -170,7 +175,7 @@ def fetch(name: str = "mnist", root: str | os.PathLike | None = None,
                 failures.append(f"{label}: {error}")
                 still_missing.extend(missing[position:])
                 break
-            if label != "data root":
+            if label != "data root" or not (target / file_name).is_file():  # a .gz in the root: keep it raw too
                 atomic_write_bytes(target / file_name, content)
             log(f"[{name}] {file_name}: ok (MD5 verified, from {label})")
         missing = still_missing

@@ -98,7 +98,7 @@ class DirectoryLock:
             self._handle = None
 
     def __enter__(self) -> "DirectoryLock":
-        return self.acquire()
+        return self if self._handle is not None else self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()

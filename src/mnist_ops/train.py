@@ -34,6 +34,7 @@ from mnist_ops.replicas import one_thread_per_replica
 
 ACCURACY_DIGITS = 4  # 100 * correct / N, rounded: exact for N = 10,000 (2 decimals) and 60,000
 LOSS_DIGITS = 6
+RESUME_KEYS = {"optimizer", "scheduler", "random_states", "history", "best_accuracy", "best_epoch"}
 TIMING_KEYS = ("seconds", "train_images_per_second")  # the only fields that differ between repeated runs
 
 
@@ -127,10 +128,14 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
 
         if resume:
             remove_stale_temporaries(out)  # a kill during a write can leave one
-            if not (out / "last.pt").is_file():
-                raise UserError(f"{out} holds no last.pt to resume from (killed before its first epoch ended); "
-                                f"start it again without --resume")
+        if resume and not (out / "last.pt").is_file():  # stopped before its first epoch ended: nothing to keep
+            log(f"{out} holds no finished epoch yet: starting it from the beginning")
+        elif resume:
             checkpoint = load_checkpoint(out / "last.pt")
+            missing = sorted(RESUME_KEYS - set(checkpoint))
+            if missing:
+                raise UserError(f"{out / 'last.pt'} holds no resume state ({', '.join(missing)}): written by an "
+                                "older mnist-ops; start a new run with another --out")
             _refuse_changed_config(checkpoint, config, out)
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])

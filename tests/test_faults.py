@@ -1,0 +1,195 @@
+"""Faults tried on the real command: kills at random moments and during checkpoint writes, a
+diverging loss, a full disk, two processes on one run directory or one data directory.
+`python benchmarks/kill_soak.py` runs the kill cycle at length; docs/reliability.md has the tally."""
+
+import gzip
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_ops.engine import load_checkpoint
+from mnist_ops.train import TIMING_KEYS
+
+# 4 short epochs, evaluated on a 1,000-image validation split: a run takes a few seconds
+RUN = ["--preset", "lean-8k", "--epochs", "4", "--limit-train", "1500", "--validation", "1000", "--no-progress"]
+WRITES = (".last.pt.", ".best.pt.", ".metrics.jsonl.")  # temp-file prefixes of the per-epoch writes
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mnist_ops", *args]
+
+
+def environment(mnist_root) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MNIST_OPS_DATA": str(mnist_root)}
+
+
+def learned(run: Path) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+
+def kill_and_resume(out: Path, kills: int, seed: int, env: dict, run_args=RUN) -> dict:
+    """Start the run, SIGKILL it `kills` times (alternately at a random moment and as soon as a
+    checkpoint/metrics temp file appears), resuming with --resume after each kill, until it ends.
+    After every kill, best.pt and last.pt (where present) must load. Returns a tally."""
+    rng = random.Random(seed)
+    tally = {"kills": 0, "during_a_write": 0, "before_first_epoch": 0, "resumes": 0}
+    args = command("train", *run_args, "--out", str(out))
+    while True:
+        process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if tally["kills"] < kills:
+            on_write = tally["kills"] % 2 == 0
+            deadline = time.monotonic() + (20.0 if on_write else rng.uniform(0.5, 7.0))
+            writing = False
+            while process.poll() is None and time.monotonic() < deadline:
+                if on_write and any(p.name.startswith(WRITES) for p in out.glob(".*.tmp")):
+                    writing = True
+                    break
+                time.sleep(0.0005 if on_write else 0.01)
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=30)
+                tally["kills"] += 1
+                tally["during_a_write"] += writing
+                tally["before_first_epoch"] += not (out / "last.pt").exists()
+                for name in ("best.pt", "last.pt"):
+                    if (out / name).exists():
+                        load_checkpoint(out / name)  # raises if a kill left it unreadable
+                args = command("train", "--resume", str(out), "--no-progress")
+                tally["resumes"] += 1
+                continue
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr.decode()
+        return tally
+
+
+@pytest.mark.integration
+def test_a_run_killed_ten_times_ends_as_the_uninterrupted_run(mnist_root, tmp_path):
+    env = environment(mnist_root)
+    subprocess.run(command("train", *RUN, "--out", str(tmp_path / "straight")), env=env, check=True,
+                   capture_output=True, timeout=300)
+    tally = kill_and_resume(tmp_path / "killed", kills=10, seed=1, env=env)
+    assert tally["kills"] == 10
+    assert learned(tmp_path / "killed") == learned(tmp_path / "straight")
+    assert len(learned(tmp_path / "straight")) == 4
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    killed = load_checkpoint(tmp_path / "killed" / "last.pt")["model"]
+    assert all(torch.equal(straight[key], killed[key]) for key in straight)
+    assert not list((tmp_path / "killed").glob(".*.tmp"))  # nothing a killed write left behind survives
+    assert {"config.toml", "curves.png", "summary.txt"} <= {p.name for p in (tmp_path / "killed").iterdir()}
+
+
+@pytest.mark.integration
+def test_resuming_a_finished_run_says_so_and_a_changed_config_is_refused_by_key(mnist_root, tmp_path):
+    env, out = environment(mnist_root), tmp_path / "run"
+    run_args = ["--preset", "lean-8k", "--epochs", "1", "--limit-train", "500", "--validation", "500",
+                "--no-progress"]
+    subprocess.run(command("train", *run_args, "--out", str(out)), env=env, check=True, capture_output=True,
+                   timeout=300)
+    before = (out / "metrics.jsonl").read_bytes()
+    finished = subprocess.run(command("train", "--resume", str(out), "--no-progress"), env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0 and "is finished (1 of 1 epochs): nothing left to train" in finished.stdout
+    assert (out / "metrics.jsonl").read_bytes() == before
+    changed = subprocess.run(command("train", "--resume", str(out), "--lr", "0.2", "--batch-size", "64"), env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert changed.returncode == 2 and changed.stderr.count("\n") == 1
+    assert "lr (0.1 in the run, 0.2 now)" in changed.stderr and "batch_size (128 in the run, 64 now)" in changed.stderr
+    again = subprocess.run(command("train", *run_args, "--out", str(out)), env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 2 and f"--resume {out}" in again.stderr
+
+
+@pytest.mark.integration
+def test_a_diverging_loss_stops_at_once_with_exit_code_3(mnist_root, tmp_path):
+    """The issue's case: seed-baseline at lr 10 trained on with `loss nan` and exited 0."""
+    result = subprocess.run(command("train", "--preset", "seed-baseline", "--lr", "10", "--epochs", "1",
+                                    "--limit-train", "2000", "--no-progress", "--out", str(tmp_path / "run")),
+                            env=environment(mnist_root), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 3 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "loss became nan at epoch 0, step" in result.stderr and "try a lower lr (e.g. --lr 1)" in result.stderr
+    assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+@pytest.mark.integration
+def test_after_divergence_last_pt_holds_the_last_finite_epoch(mnist_root, tmp_path):
+    # a no-BatchNorm net whose one-cycle lr ramps to 4: finite through epoch 0, NaN in epoch 1
+    out = tmp_path / "run"
+    result = subprocess.run(command("train", "--preset", "seed-lean", "--model", "seed-lean-plain", "--dropout", "0",
+                                    "--schedule", "onecycle", "--lr", "4", "--epochs", "6", "--limit-train", "1000",
+                                    "--validation", "500", "--no-progress", "--out", str(out)),
+                            env=environment(mnist_root), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 3 and "at epoch 1, step" in result.stderr and "last.pt holds epoch 0" in result.stderr
+    checkpoint = load_checkpoint(out / "last.pt")
+    assert checkpoint["epoch"] == 0 and len(learned(out)) == 1
+    assert all(torch.isfinite(value).all() for value in checkpoint["model"].values() if value.is_floating_point())
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 160 KB tmpfs: room for one lean-8k last.pt (about 100 KB) but not for a second beside it."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'not root'}); "
+                    "tests/test_fileio.py fails the write instead")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+@pytest.mark.integration
+def test_a_full_disk_ends_with_one_line_and_keeps_the_last_good_checkpoint(mnist_root, small_disk):
+    out = small_disk / "run"
+    result = subprocess.run(command("train", *RUN, "--out", str(out)), env=environment(mnist_root),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "No space left on device" in result.stderr
+    checkpoint = load_checkpoint(out / "last.pt")
+    assert checkpoint["epoch"] == len(learned(out)) - 1 >= 0  # last.pt and metrics.jsonl agree
+    assert not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.integration
+def test_two_trainings_into_one_directory_one_runs_the_other_refuses(mnist_root, tmp_path):
+    env, out = environment(mnist_root), tmp_path / "run"
+    first = subprocess.Popen(command("train", *RUN, "--out", str(out)), env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().startswith(f"run {out}:")  # it holds the directory now
+        second = subprocess.run(command("train", *RUN, "--out", str(out)), env=env, capture_output=True, text=True,
+                                timeout=300)
+        assert second.returncode == 2 and f"is in use by mnist-ops process {first.pid}" in second.stderr
+    finally:
+        first.communicate(timeout=300)
+    assert first.returncode == 0 and len(learned(out)) == 4
+
+
+@pytest.mark.integration
+def test_two_fetches_into_one_root_both_succeed_with_verified_files(mnist_root, tmp_path):
+    target = tmp_path / "root" / "mnist"
+    target.mkdir(parents=True)
+    for source in (mnist_root / "mnist").iterdir():  # the files as a user might drop them in: gzipped
+        if not source.name.startswith("."):
+            with open(source, "rb") as raw, gzip.open(target / f"{source.name}.gz", "wb", compresslevel=1) as packed:
+                shutil.copyfileobj(raw, packed)
+    fetches = [subprocess.Popen(command("data", "fetch", "--root", str(tmp_path / "root")), env=os.environ,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for fetch in fetches:
+        out, err = fetch.communicate(timeout=300)
+        assert fetch.returncode == 0, err
+        assert "all files present and verified" in out
+    for source in (mnist_root / "mnist").iterdir():
+        if not source.name.startswith("."):
+            assert (target / source.name).read_bytes() == source.read_bytes()
+    assert not list(target.glob(".*.tmp"))

@@ -1,0 +1,107 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from mnist_ops.errors import UserError
+from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, remove_stale_temporaries
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_get_the_permissions_of_an_ordinary_new_file(tmp_path, umask, mode):
+    before = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "file.bin", b"data")
+        (tmp_path / "plain.bin").write_bytes(b"data")  # what open() would give, for comparison
+    finally:
+        os.umask(before)
+    assert (tmp_path / "file.bin").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "file.bin").stat().st_mode & 0o777 == (tmp_path / "plain.bin").stat().st_mode & 0o777
+
+
+def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    atomic_write_bytes(tmp_path / "last.pt", b"previous")
+
+    def full_disk(descriptor):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_bytes(tmp_path / "last.pt", b"new" * 1000)
+    assert (tmp_path / "last.pt").read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A real 256 KB tmpfs (needs root); skipped where mounting is not allowed."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'not root'}); "
+                    "test_a_failed_write_keeps_the_previous_file covers the failing write")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_full_disk_keeps_the_previous_file_intact(tiny_filesystem):
+    atomic_write_bytes(tiny_filesystem / "last.pt", b"a" * 100_000)
+    with pytest.raises(OSError) as error:
+        atomic_write_bytes(tiny_filesystem / "last.pt", b"b" * 200_000)  # old + new do not fit in 256 KB
+    assert error.value.errno == 28  # ENOSPC
+    assert (tiny_filesystem / "last.pt").read_bytes() == b"a" * 100_000
+    assert [p.name for p in tiny_filesystem.iterdir()] == ["last.pt"]
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from mnist_ops.fileio import atomic_write_bytes
+    target, size = sys.argv[1], int(sys.argv[2])
+    print("ready", flush=True)
+    while True:
+        for byte in b"AB":
+            atomic_write_bytes(target, bytes([byte]) * size)
+""")
+
+
+def test_sigkill_during_writes_never_leaves_a_half_written_file(tmp_path):
+    """Kill a process that does nothing but rewrite a 4 MB file, at 12 moments: the file is always
+    one whole version, and the temporaries a kill leaves behind are cleared."""
+    target, size = tmp_path / "last.pt", 4_000_000
+    for kill in range(12):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target), str(size)], stdout=subprocess.PIPE)
+        assert writer.stdout.readline() == b"ready\n"
+        time.sleep(0.05 + 0.037 * kill)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=10)
+        if target.exists():
+            content = target.read_bytes()
+            assert content in (b"A" * size, b"B" * size), f"kill {kill}: a mixed or short file"
+        remove_stale_temporaries(tmp_path)
+        assert [p.name for p in tmp_path.iterdir()] in (["last.pt"], [])
+    assert target.exists()
+
+
+def test_a_second_process_cannot_take_a_locked_run_directory(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from mnist_ops.fileio import DirectoryLock
+        lock = DirectoryLock({str(tmp_path)!r}).acquire()
+        print("locked", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        with pytest.raises(UserError, match=f"is in use by mnist-ops process {holder.pid}"):
+            DirectoryLock(tmp_path).acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+    with DirectoryLock(tmp_path):  # the kernel released the killed holder's lock
+        pass
