@@ -190,3 +190,56 @@ def test_list_names_every_model_and_preset_with_its_recipe(capsys):
     assert sorted(line.split()[0] for line in preset_lines) == sorted(PRESETS)
     fast = next(line for line in preset_lines if line.split()[0] == "lean-8k-fast")
     assert "batch 256" in fast and "bf16, channels_last, 2 replicas" in fast
+
+
+def _other_value(key: str, value):
+    """A valid value for `key` that differs from `value`, as it would be typed on the command line."""
+    from mnist_ops.config import CHOICES
+
+    if key in CHOICES:
+        return next(choice for choice in CHOICES[key] if choice != value)
+    if isinstance(value, bool):
+        return not value
+    if key == "model":
+        return "lean-5k" if value != "lean-5k" else "lean-8k"
+    if key == "dataset":
+        return "fashion-mnist"
+    if isinstance(value, int):
+        return value + 1
+    return round(value / 2, 6) if value else 0.1
+
+
+def _config_keys():
+    from dataclasses import fields
+
+    from mnist_ops.config import Config
+
+    return [field.name for field in fields(Config) if field.name != "preset"]
+
+
+@pytest.mark.parametrize("key", _config_keys())
+def test_every_config_key_has_a_train_flag_that_reaches_the_config(key):
+    from mnist_ops.cli import build_parser, train_config
+
+    base = build_config("lean-8k")
+    value = _other_value(key, getattr(base, key))
+    flag = "--" + key.replace("_", "-")
+    words = ([flag] if value is True else [f"--no-{key.replace('_', '-')}"] if value is False else [flag, str(value)])
+    extra = ["--dropout", "0"] if key == "replicas" else []
+    config = train_config(build_parser().parse_args(["train", "--preset", "lean-8k", *words, *extra]))
+    assert getattr(config, key) == value
+
+
+def test_train_help_shows_each_key_with_its_help_text_and_default(capsys):
+    from dataclasses import fields
+
+    from mnist_ops.config import Config
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for field in fields(Config):
+        if field.name != "preset":
+            assert "--" + field.name.replace("_", "-") in text
+            assert " ".join(field.metadata["help"].split()) in text, field.name
+    assert "(default: the preset's; 0.015 in seed-regularized)" in text

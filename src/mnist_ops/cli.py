@@ -23,12 +23,14 @@ def add_config_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...] | No
     from dataclasses import fields
 
     from mnist_ops.config import CHOICES, Config
+    from mnist_ops.presets import DEFAULT_PRESET, PRESETS
 
+    default_preset = PRESETS[DEFAULT_PRESET]
     for field in fields(Config):
         if field.name == "preset" or (keys is not None and field.name not in keys):
             continue
         flag, help_text = "--" + field.name.replace("_", "-"), field.metadata["help"]
-        help_text += f" (default: the preset's; {field.default!r} if no preset sets it)"
+        help_text += f" (default: the preset's; {getattr(default_preset, field.name)!r} in {DEFAULT_PRESET})"
         if field.type in ("bool", bool):
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, help=help_text)
         else:
