@@ -37,16 +37,18 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MNIST_OPS_DATA": str(default_root())}
-    totals = {"cycles": 0, "kills": 0, "during_a_write": 0, "before_first_epoch": 0, "equal_to_uninterrupted": 0,
+    totals = {"cycles": 0, "kills": 0, "during_a_write": 0, "after_an_epoch": 0, "equal_to_uninterrupted": 0,
               "temp_files_left": 0}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
         straight = Path(workdir) / "straight"
+        begun = time.monotonic()
         subprocess.run(command("train", *RUN, "--out", str(straight)), env=env, check=True, capture_output=True)
+        run_seconds = time.monotonic() - begun
         reference = load_checkpoint(straight / "last.pt")["model"]
         for cycle in range(args.cycles):
             out = Path(workdir) / f"killed{cycle}"
-            tally = kill_and_resume(out, args.kills, args.seed + cycle, env)
+            tally = kill_and_resume(out, args.kills, args.seed + cycle, env, run_seconds)
             weights = load_checkpoint(out / "last.pt")["model"]
             equal = learned(out) == learned(straight) and all(torch.equal(reference[k], weights[k]) for k in weights)
             left = len(list(out.glob(".*.tmp")))
@@ -55,7 +57,7 @@ def main() -> None:
             totals["cycles"] += 1
             totals["equal_to_uninterrupted"] += equal
             totals["temp_files_left"] += left
-            for key in ("kills", "during_a_write", "before_first_epoch"):
+            for key in ("kills", "during_a_write", "after_an_epoch"):
                 totals[key] += tally[key]
     totals["seconds"] = round(time.perf_counter() - started, 1)
     totals["run"] = " ".join(RUN)

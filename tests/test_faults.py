@@ -37,48 +37,67 @@ def learned(run: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
-def kill_and_resume(out: Path, kills: int, seed: int, env: dict, run_args=RUN) -> dict:
-    """Start the run, SIGKILL it `kills` times (alternately at a random moment and as soon as a
-    checkpoint/metrics temp file appears), resuming with --resume after each kill, until it ends.
-    After every kill, best.pt and last.pt (where present) must load. Returns a tally."""
+def finished_epochs(out: Path) -> int:
+    try:
+        return len((out / "metrics.jsonl").read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def kill_and_resume(out: Path, kills: int, seed: int, env: dict, run_seconds: float, epochs: int = 4,
+                    run_args=RUN) -> dict:
+    """Start the run and SIGKILL it `kills` times, resuming with --resume after each kill, until it ends.
+
+    Odd kills come at a random moment of the run (0.3 s to `run_seconds` after the process starts:
+    in start-up, training, evaluation or a write). Even kills pick a random epoch not yet finished and
+    come the moment a checkpoint or metrics temp file appears while that epoch is being saved: in the
+    middle of a write. After every kill, best.pt and last.pt (where present) must load."""
     rng = random.Random(seed)
-    tally = {"kills": 0, "during_a_write": 0, "before_first_epoch": 0, "resumes": 0}
+    tally = {"kills": 0, "during_a_write": 0, "after_an_epoch": 0, "resumes": 0}
     args = command("train", *run_args, "--out", str(out))
     while True:
         process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if tally["kills"] < kills:
             on_write = tally["kills"] % 2 == 0
-            deadline = time.monotonic() + (20.0 if on_write else rng.uniform(0.5, 7.0))
+            target = rng.randint(min(finished_epochs(out), epochs - 1), epochs - 1)  # the epoch whose save is cut short
+            deadline = time.monotonic() + (300.0 if on_write else rng.uniform(0.3, run_seconds))
             writing = False
             while process.poll() is None and time.monotonic() < deadline:
-                if on_write and any(p.name.startswith(WRITES) for p in out.glob(".*.tmp")):
+                if on_write and out.is_dir() and finished_epochs(out) >= target and any(
+                        entry.name.startswith(WRITES) and entry.name.endswith(".tmp") for entry in os.scandir(out)):
                     writing = True
                     break
-                time.sleep(0.0005 if on_write else 0.01)
+                time.sleep(0.0002 if on_write else 0.01)
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 process.wait(timeout=30)
                 tally["kills"] += 1
                 tally["during_a_write"] += writing
-                tally["before_first_epoch"] += not (out / "last.pt").exists()
+                tally["after_an_epoch"] += (out / "last.pt").exists()
                 for name in ("best.pt", "last.pt"):
                     if (out / name).exists():
                         load_checkpoint(out / name)  # raises if a kill left it unreadable
-                args = command("train", "--resume", str(out), "--no-progress")
-                tally["resumes"] += 1
+                resumable = (out / "config.toml").exists()  # else it was killed while starting: start again
+                args = command("train", "--resume", str(out), "--no-progress") if resumable else args
+                tally["resumes"] += resumable
                 continue
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr.decode()
-        return tally
+        if tally["kills"] >= kills or finished_epochs(out) < epochs:
+            return tally
+        # the run ended before the kill quota: train it again from scratch, so every kill is tried
+        shutil.rmtree(out)
+        args = command("train", *run_args, "--out", str(out))
 
 
 @pytest.mark.integration
 def test_a_run_killed_ten_times_ends_as_the_uninterrupted_run(mnist_root, tmp_path):
     env = environment(mnist_root)
+    started = time.monotonic()
     subprocess.run(command("train", *RUN, "--out", str(tmp_path / "straight")), env=env, check=True,
                    capture_output=True, timeout=300)
-    tally = kill_and_resume(tmp_path / "killed", kills=10, seed=1, env=env)
-    assert tally["kills"] == 10
+    tally = kill_and_resume(tmp_path / "killed", kills=10, seed=1, env=env, run_seconds=time.monotonic() - started)
+    assert tally["kills"] == 10 and tally["after_an_epoch"] >= 3  # kills landed all along the run
     assert learned(tmp_path / "killed") == learned(tmp_path / "straight")
     assert len(learned(tmp_path / "straight")) == 4
     straight = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]

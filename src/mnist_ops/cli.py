@@ -201,7 +201,8 @@ def train_config(args):
             raise UserError("--resume takes the run's own config.toml; drop --preset/--config")
         config_file = Path(args.resume) / "config.toml"
         if not config_file.is_file():
-            raise UserError(f"{args.resume} holds no config.toml: not a run directory written by mnist-ops train")
+            raise UserError(f"{args.resume} holds no config.toml: no run started there (or it was stopped while "
+                            f"starting); start it with `mnist-ops train --out {args.resume}` and your flags")
         return build_config(None, str(config_file), config_overrides(args))
     return build_config(args.preset, args.config, config_overrides(args))
 
