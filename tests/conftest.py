@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 
 from mnist_ops.data import DATASETS, default_root
@@ -49,3 +51,21 @@ def student_net(tmp_path):
     path.parent.mkdir()
     path.write_text(STUDENT_NET)
     return path
+
+
+@pytest.fixture
+def installed_package(tmp_path, monkeypatch):
+    """A package `mnist_zoo` 1.0, installed as pip would leave it: a dist-info with an entry point."""
+    site = tmp_path / "site"
+    (site / "mnist_zoo").mkdir(parents=True)
+    (site / "mnist_zoo" / "__init__.py").write_text(
+        "from torch import nn\n"
+        "def tiny(num_classes=10):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))\n")
+    info = site / "mnist_zoo-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mnist-zoo\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[mnist_ops.models]\nzoo-tiny = mnist_zoo:tiny\n")
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    sys.modules.pop("mnist_zoo", None)

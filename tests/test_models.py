@@ -231,24 +231,6 @@ def test_check_output_refuses_wrong_shapes_and_probabilities(tmp_path, body, mes
     assert model.training  # the check leaves the mode as it was
 
 
-@pytest.fixture
-def installed_package(tmp_path, monkeypatch):
-    """A package `mnist_zoo` 1.0, installed as pip would leave it: a dist-info with an entry point."""
-    site = tmp_path / "site"
-    (site / "mnist_zoo").mkdir(parents=True)
-    (site / "mnist_zoo" / "__init__.py").write_text(
-        "from torch import nn\n"
-        "def tiny(num_classes=10):\n"
-        "    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))\n")
-    info = site / "mnist_zoo-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mnist-zoo\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[mnist_ops.models]\nzoo-tiny = mnist_zoo:tiny\n")
-    monkeypatch.syspath_prepend(str(site))
-    yield site
-    sys.modules.pop("mnist_zoo", None)
-
-
 def test_entry_point_models_are_listed_without_import_and_built_by_name(installed_package):
     from mnist_ops.models import build_record, entry_point_models
 

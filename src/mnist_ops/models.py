@@ -197,6 +197,8 @@ def resolve_model(reference: str) -> tuple[Callable[..., nn.Module], ModelSource
 
 def _takes(builder: Callable) -> Callable[[str], bool]:
     """Whether the builder takes a keyword argument of that name."""
+    if inspect.isclass(builder) and builder.__init__ is nn.Module.__init__:  # no __init__ of its own:
+        return lambda key: False  # nn.Module's (*args, **kwargs) takes nothing useful
     try:
         parameters = inspect.signature(builder).parameters.values()
     except (TypeError, ValueError):  # no signature to read: pass everything, as timm does

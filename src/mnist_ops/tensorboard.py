@@ -8,6 +8,7 @@ runs sit in `<study>/<variant>/seed<N>/`, so TensorBoard overlays every variant 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -70,7 +71,9 @@ def open(run_dir: str | os.PathLike, model: nn.Module, example_input: torch.Tens
     training = model.training
     try:
         model.eval()
-        writer.add_graph(model, example_input)
+        with warnings.catch_warnings():  # add_graph traces with torch.jit.trace, deprecated in torch 2.13
+            warnings.simplefilter("ignore", DeprecationWarning)
+            writer.add_graph(model, example_input)
     except Exception as error:  # a model torch.jit.trace cannot follow still gets its scalars and figures
         log(f"tensorboard: no model graph ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
     finally:
