@@ -231,7 +231,7 @@ def test_bad_model_files_are_one_line_from_train_and_summary(mnist_root, tmp_pat
     for command in (["summary"], ["train", "--data-root", str(mnist_root), "--out", str(tmp_path / "run")]):
         code, _, stderr = run_cli(*command, "--model", "nets.py:Net", cwd=tmp_path)
         assert_one_line_error(code, stderr, *fragments)
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 def test_list_shows_entry_point_models_without_importing_them(installed_package, capsys):

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from mnist_ops.errors import UserError
 from mnist_ops.presets import build_config
