@@ -8,10 +8,10 @@ from mnist_ops.cli import main
 from mnist_ops.presets import build_config
 
 
-def run_cli(*args, env=None):
+def run_cli(*args, env=None, cwd=None):
     """Run the real command in a subprocess: exit code, stdout, stderr."""
     result = subprocess.run([sys.executable, "-m", "mnist_ops", *args], capture_output=True, text=True,
-                            env=env, timeout=600)
+                            env=env, cwd=cwd, timeout=600)
     return result.returncode, result.stdout, result.stderr
 
 
@@ -243,3 +243,74 @@ def test_train_help_shows_each_key_with_its_help_text_and_default(capsys):
             assert "--" + field.name.replace("_", "-") in text
             assert " ".join(field.metadata["help"].split()) in text, field.name
     assert "(default: the preset's; 0.015 in seed-regularized)" in text
+
+
+@pytest.mark.integration
+def test_a_students_model_file_trains_evaluates_and_its_checkpoint_refuses_a_changed_file(
+        mnist_root, student_net, tmp_path, capsys):
+    reference = f"{student_net}:Net"
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "seed-baseline", "--model", reference, "--epochs", "1", "--limit-train", "10000",
+                 "--out", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"model {reference} takes no dropout, num_classes: left out dropout = 0.0, num_classes = 10" in out
+    assert main(["evaluate", "--checkpoint", str(run / "last.pt")]) == 0
+    out = capsys.readouterr().out
+    accuracy = float(out.split("test accuracy ")[1].split("%")[0])
+    assert accuracy >= 85.0, out  # one epoch on 10,000 images through its log_softmax head: 88.75% measured
+    assert main(["summary", "--model", reference]) == 0
+    assert "Total params: 56,714" in capsys.readouterr().out
+
+    assert main(["train", "--model", reference, "--dropout", "0.2", "--out", str(tmp_path / "x")]) == 2
+    assert "cannot take dropout = 0.2" in capsys.readouterr().err
+    student_net.write_text(student_net.read_text().replace("64", "65"))
+    assert main(["evaluate", "--checkpoint", str(run / "last.pt")]) == 2
+    assert "nets.py changed since this checkpoint was written" in capsys.readouterr().err
+    student_net.rename(tmp_path / "elsewhere.py")
+    code, _, stderr = run_cli("evaluate", "--checkpoint", str(run / "last.pt"))
+    assert_one_line_error(code, stderr, f"model '{reference}' was built from {student_net}, which is gone")
+
+
+@pytest.mark.parametrize("contents, fragments", [
+    (None, ["model 'nets.py:Net': file", "not found"]),
+    ("raise ImportError('no torch here')\n", ["model 'nets.py:Net': importing", "raised ImportError: no torch here"]),
+    ("import torch\nclass Net(torch.nn.Module):\n    def forward(self, x):\n        return x.flatten(1)\n",
+     ["model 'nets.py:Net' returns [2, 784]", "[N, 10]"]),
+])
+@pytest.mark.integration
+def test_bad_model_files_are_one_line_from_train_and_summary(mnist_root, tmp_path, contents, fragments):
+    if contents is not None:
+        (tmp_path / "nets.py").write_text(contents)
+    for command in (["summary"], ["train", "--data-root", str(mnist_root), "--out", str(tmp_path / "run")]):
+        code, _, stderr = run_cli(*command, "--model", "nets.py:Net", cwd=tmp_path)
+        assert_one_line_error(code, stderr, *fragments)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_list_shows_entry_point_models_without_importing_them(installed_package, capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "zoo-tiny                 from mnist-zoo 1.0 (mnist_zoo:tiny)" in out
+    assert "mnist_zoo" not in sys.modules
+
+
+@pytest.mark.integration
+def test_an_entry_point_model_trains_by_name(mnist_root, installed_package, tmp_path, capsys):
+    assert main(["train", "--preset", "lean-8k", "--model", "zoo-tiny", "--epochs", "1", "--limit-train", "2000",
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert checkpoint["model_source"]["distribution"] == "mnist-zoo 1.0"
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "last.pt")]) == 0
+
+
+def test_data_preview_and_stats_of_an_emnist_directory(tmp_path, capsys):
+    from mnist_ops.idx import write_idx
+
+    for split, count in (("train", 12), ("test", 4)):
+        write_idx(tmp_path / f"emnist-digits-{split}-images-idx3-ubyte.gz",
+                  torch.randint(0, 256, (count, 28, 28), dtype=torch.uint8))
+        write_idx(tmp_path / f"emnist-digits-{split}-labels-idx1-ubyte.gz", torch.arange(count).remainder(10).byte())
+    assert main(["data", "stats", "--dataset", str(tmp_path), "--root", str(tmp_path / "root")]) == 0
+    assert "12 train / 4 test images" in capsys.readouterr().out
+    assert main(["data", "preview", "--dataset", str(tmp_path), "--count", "4", "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -96,3 +96,130 @@ def test_real_mnist_statistics(mnist_root):
     assert round(mean, 4) == 0.1307 and round(std, 4) == 0.3081
     assert sum(data.class_counts(train.labels)) == 60_000
     assert data.class_counts(test.labels)[1] == 1135
+
+
+# ---------------------------------------------------------------------------- your own data
+
+def write_dataset(directory, names, train_labels, test_labels, size=(28, 28), test_size=None, seed=0):
+    """Four IDX files named `names` (train images, train labels, test images, test labels); returns the
+    upright images as written."""
+    from mnist_ops.idx import write_idx
+
+    generator = torch.Generator().manual_seed(seed)
+    train = torch.randint(0, 256, (len(train_labels), *size), dtype=torch.uint8, generator=generator)
+    test = torch.randint(0, 256, (len(test_labels), *(test_size or size)), dtype=torch.uint8, generator=generator)
+    for name, tensor in zip(names, (train, torch.tensor(train_labels, dtype=torch.uint8),
+                                    test, torch.tensor(test_labels, dtype=torch.uint8))):
+        write_idx(directory / name, tensor)
+    return train, test
+
+
+MNIST_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+               "t10k-labels-idx1-ubyte")
+EMNIST_NAMES = tuple(f"emnist-digits-{split}-{kind}-idx{1 if kind == 'labels' else 3}-ubyte.gz"
+                     for split in ("train", "test") for kind in ("images", "labels"))
+
+
+def test_a_directory_of_idx_files_is_a_dataset_with_classes_from_its_labels(tmp_path):
+    train, test = write_dataset(tmp_path, MNIST_NAMES, [0, 1, 2, 1, 0], [2, 0], size=(20, 24))
+    info = data.dataset_info(str(tmp_path))
+    assert info.classes == ("0", "1", "2") and info.directory == tmp_path.resolve() and not info.transposed
+    split = data.load_split(str(tmp_path), "train")
+    assert torch.equal(split.images, train) and split.labels.tolist() == [0, 1, 2, 1, 0]
+    assert torch.equal(data.load_split(str(tmp_path), "test").images, test)
+
+
+def test_dataset_toml_names_classes_and_checks_md5s(tmp_path):
+    write_dataset(tmp_path, MNIST_NAMES, [0, 1, 0], [1, 1])
+    digest = data.md5_of((tmp_path / MNIST_NAMES[0]).read_bytes())
+    (tmp_path / "dataset.toml").write_text(f'classes = ["cat", "dog", "fish", "owl"]\n'
+                                           f'[md5]\n"{MNIST_NAMES[0]}" = "{digest}"\n')
+    assert data.dataset_info(str(tmp_path)).classes == ("cat", "dog", "fish", "owl")
+    assert len(data.load_split(str(tmp_path), "train")) == 3
+    (tmp_path / "dataset.toml").write_text(f'[md5]\n"{MNIST_NAMES[0]}" = "{"0" * 32}"\n')
+    with pytest.raises(UserError, match="train-images-idx3-ubyte fails its MD5 check"):
+        data.load_split(str(tmp_path), "train")
+
+
+def test_emnist_images_are_stored_transposed_and_load_upright(tmp_path):
+    upright = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    upright[0, 2:26, 13:15] = 255  # a vertical stroke: a "1" standing upright
+    from mnist_ops.idx import write_idx
+
+    write_idx(tmp_path / EMNIST_NAMES[0], upright.transpose(1, 2).contiguous())  # as EMNIST stores it
+    write_idx(tmp_path / EMNIST_NAMES[1], torch.tensor([1], dtype=torch.uint8))
+    write_idx(tmp_path / EMNIST_NAMES[2], upright.transpose(1, 2).contiguous())
+    write_idx(tmp_path / EMNIST_NAMES[3], torch.tensor([1], dtype=torch.uint8))
+    assert data.dataset_info(str(tmp_path)).transposed
+    assert torch.equal(data.load_split(str(tmp_path), "train").images, upright)
+    (tmp_path / "dataset.toml").write_text("transposed = false\n")
+    assert torch.equal(data.load_split(str(tmp_path), "test").images, upright.transpose(1, 2))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("label outside classes", r"train label 5 is outside the 3 classes in dataset.toml"),
+    ("test label unseen", r"test label 4 is outside the train labels \(0..2\)"),
+    ("count mismatch", r"train split has 4 images .* but 3 labels"),
+    ("size mismatch", r"train images are 28x28 but test images 32x32"),
+    ("missing file", r"no test labels file \(an IDX file named like t10k-labels-idx1-ubyte"),
+    ("two files", r"several train images files"),
+])
+def test_bad_directories_are_one_line_errors(tmp_path, case, message):
+    from mnist_ops.idx import write_idx
+
+    train_labels, test_labels = [0, 1, 2, 5] if case == "label outside classes" else [0, 1, 2, 1], [1, 0]
+    if case == "test label unseen":
+        test_labels = [4, 0]
+    write_dataset(tmp_path, MNIST_NAMES, train_labels, test_labels,
+                  test_size=(32, 32) if case == "size mismatch" else None)
+    if case == "label outside classes":
+        (tmp_path / "dataset.toml").write_text('classes = ["a", "b", "c"]\n')
+    if case == "count mismatch":
+        write_idx(tmp_path / MNIST_NAMES[1], torch.tensor([0, 1, 2], dtype=torch.uint8))
+    if case == "missing file":
+        (tmp_path / MNIST_NAMES[3]).unlink()
+    if case == "two files":
+        (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress((tmp_path / MNIST_NAMES[0]).read_bytes()))
+    with pytest.raises(UserError, match=message) as error:
+        data.load_split(str(tmp_path), "train")
+    assert "\n" not in str(error.value)
+
+
+def test_registry_has_kmnist_and_emnist_digits_with_published_gz_md5s():
+    kmnist, emnist = data.DATASETS["kmnist"], data.DATASETS["emnist-digits"]
+    assert kmnist.split_files("train") == ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+    assert kmnist.md5["t10k-labels-idx1-ubyte.gz"] == "7320c461ea6c1c855c0b718fb2a4b134"
+    assert kmnist.classes[:3] == ("o", "ki", "su") and not kmnist.transposed
+    assert emnist.split_files("test") == ("emnist-digits-test-images-idx3-ubyte.gz",
+                                          "emnist-digits-test-labels-idx1-ubyte.gz")
+    assert emnist.transposed and emnist.mirrors == ()
+
+
+def test_fetch_keeps_gz_files_whose_published_md5_is_of_the_gz(monkeypatch, tmp_path):
+    """A registry entry with MD5s of .gz files (KMNIST, EMNIST): verified and stored compressed, loaded upright."""
+    system = tmp_path / "system" / "emnist-tiny"
+    system.mkdir(parents=True)
+    upright, _ = write_dataset(system, EMNIST_NAMES, [3, 1], [0])
+    for name in EMNIST_NAMES:  # write_idx's gzip has mtime 0; the stored bytes are what the MD5 covers
+        assert (system / name).read_bytes()[:2] == b"\x1f\x8b"
+    md5 = {name: data.md5_of((system / name).read_bytes()) for name in EMNIST_NAMES}
+    monkeypatch.setitem(data.DATASETS, "emnist-tiny", data.DatasetInfo(
+        "emnist-tiny", md5, (), tuple("0123456789"), transposed=True))
+    monkeypatch.setattr(data, "SYSTEM_DATASET_DIR", tmp_path / "system")
+    root = tmp_path / "root"
+    data.fetch("emnist-tiny", root, log=lambda m: None, use_network=False)
+    assert (root / "emnist-tiny" / EMNIST_NAMES[0]).read_bytes() == (system / EMNIST_NAMES[0]).read_bytes()
+    split = data.load_split("emnist-tiny", "train", root)
+    assert torch.equal(split.images, upright.transpose(1, 2)) and split.labels.tolist() == [3, 1]
+
+
+def test_train_pixel_stats_are_cached_by_file(tmp_path):
+    import os
+
+    write_dataset(tmp_path / "own", MNIST_NAMES, [0, 1], [1])
+    images = data.load_split(str(tmp_path / "own"), "train").images
+    first = data.train_pixel_stats(str(tmp_path / "own"), images, tmp_path / "root")
+    assert first == data.pixel_stats(images) and (tmp_path / "root" / "stats.json").is_file()
+    assert data.train_pixel_stats(str(tmp_path / "own"), images * 0, tmp_path / "root") == first  # from the cache
+    os.utime(tmp_path / "own" / MNIST_NAMES[0], ns=(1, 1))  # the file changed: computed again
+    assert data.train_pixel_stats(str(tmp_path / "own"), images * 0, tmp_path / "root") == (0.0, 0.0)

@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 
@@ -27,8 +29,8 @@ def test_seed_parameter_counts(name, expected):
 
 def test_seed_regularized_block_order_and_dropout_parameter():
     model = create_model("seed-regularized", dropout=0.2)
-    kinds = [type(m).__name__ for m in model][:4]
-    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "Dropout"]
+    assert [(name, type(m).__name__) for name, m in model.conv1.named_children()] == [
+        ("conv", "Conv2d"), ("bn", "BatchNorm2d"), ("relu", "ReLU"), ("drop", "Dropout")]
     assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.2}
     baseline = create_model("seed-baseline")
     assert not any(isinstance(m, (torch.nn.Dropout, torch.nn.BatchNorm2d)) for m in baseline.modules())
@@ -108,3 +110,149 @@ def test_use_fast_dropout_replaces_every_dropout_layer():
     assert not any(isinstance(m, torch.nn.Dropout) for m in model.modules())
     assert all(m.p == 0.05 for m in model.modules() if isinstance(m, FastDropout))
     assert model.train()(torch.randn(4, 1, 28, 28)).shape == (4, 10)
+
+
+# ------------------------------------------------------------------- stable, named state-dict keys
+
+def _takes_dropout(name):
+    import inspect
+
+    from mnist_ops.models import _REGISTRY
+
+    return "dropout" in inspect.signature(_REGISTRY[name]).parameters
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_state_dict_keys_do_not_depend_on_dropout(name):
+    if not _takes_dropout(name):
+        with pytest.raises(UserError, match=f"model '{name}' cannot take dropout = 0.1"):
+            create_model(name, dropout=0.1)
+        messages = []
+        model = create_model(name, defaults={"dropout": 0.05}, log=messages.append)  # a preset's value
+        assert messages == [f"model {name} takes no dropout: left out dropout = 0.05"]
+        assert list(create_model(name, dropout=0.0).state_dict()) == list(model.state_dict())
+        return
+    torch.manual_seed(0)
+    at_zero = create_model(name, dropout=0.0)
+    keys = list(at_zero.state_dict())
+    assert all(key.split(".")[0] in ("head",) or key.startswith("conv") for key in keys)  # named, no indices
+    for dropout in (0.1, 0.5):
+        assert list(create_model(name, dropout=dropout).state_dict()) == keys
+    with_dropout = create_model(name, dropout=0.1)
+    with_dropout.load_state_dict(at_zero.state_dict())  # strict: every key present, none extra
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(with_dropout.eval()(x), at_zero.eval()(x))
+    assert {m.p for m in at_zero.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}
+
+
+# ------------------------------------------------------------------- your own model
+
+def test_a_students_file_builds_with_preset_values_left_out_and_explicit_ones_refused(student_net):
+    from mnist_ops.models import build_record
+
+    reference = f"{student_net}:Net"
+    messages = []
+    model = create_model(reference, defaults={"dropout": 0.05, "num_classes": 10}, log=messages.append)
+    assert type(model).__name__ == "Net" and model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert messages == [f"model {reference} takes no dropout, num_classes: left out dropout = 0.05, num_classes = 10"]
+    with pytest.raises(UserError, match=f"model '{reference}' cannot take dropout = 0.2"):
+        create_model(reference, dropout=0.2)
+    record = build_record(create_model(reference, dropout=0.0))  # no dropout layers: dropout 0 is honoured
+    assert record["kind"] == "file" and record["file"] == str(student_net) and record["kwargs"] == {}
+    built = create_model(f"{student_net}:build", width=4, defaults={"num_classes": 3})
+    assert built[0].out_channels == 4 and built(torch.randn(2, 1, 28, 28)).shape == (2, 3)
+    assert build_record(built)["kwargs"] == {"width": 4, "num_classes": 3}
+
+
+def test_a_log_softmax_head_gives_the_same_loss_and_gradients_as_logits():
+    torch.manual_seed(0)
+    logits = torch.randn(16, 10, requires_grad=True)
+    labels = torch.randint(0, 10, (16,))
+    for smoothing in (0.0, 0.1):
+        direct = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing)
+        (grad_direct,) = torch.autograd.grad(direct, logits)
+        via_log_probs = torch.nn.functional.cross_entropy(torch.log_softmax(logits, 1), labels,
+                                                          label_smoothing=smoothing)
+        (grad_log_probs,) = torch.autograd.grad(via_log_probs, logits)
+        assert torch.allclose(direct, via_log_probs, atol=1e-6)
+        assert torch.allclose(grad_direct, grad_log_probs, atol=1e-6)
+
+
+def test_a_module_reference_imports_from_the_working_directory(student_net, monkeypatch):
+    (student_net.parent / "coursework").mkdir()
+    (student_net.parent / "coursework" / "__init__.py").write_text("")
+    (student_net.parent / "coursework" / "nets.py").write_text(student_net.read_text())
+    monkeypatch.chdir(student_net.parent)
+    model = create_model("coursework.nets:build", width=5)
+    assert model[0].out_channels == 5
+
+
+@pytest.mark.parametrize("write, reference, message", [
+    (None, "missing.py:Net", r"model 'missing.py:Net': file .*missing.py not found"),
+    ("x = 1\n", "nets.py:Net", r"model 'nets.py:Net': .*nets.py has no attribute 'Net'"),
+    ("class Net: pass\n", "nets.py:Net", r"model 'nets.py:Net' is a class but not a torch.nn.Module subclass"),
+    ("Net = 3\n", "nets.py:Net", r"model 'nets.py:Net' is a int, not an nn.Module class or a function"),
+    ("def Net():\n    return 'a net'\n", "nets.py:Net", r"model 'nets.py:Net' returned a str, not a torch.nn.Module"),
+    ("import torch\nNet = torch.nn.Linear(2, 2)\n", "nets.py:Net", r"model 'nets.py:Net' is a model instance"),
+    ("raise RuntimeError('oops')\n", "nets.py:Net", r"model 'nets.py:Net': importing .*nets.py raised RuntimeError: oops"),
+    ("import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n        raise ValueError('bad')\n",
+     "nets.py:Net", r"model 'nets.py:Net': building it raised ValueError: bad"),
+    (None, "no_such_package.nets:Net", r"model 'no_such_package.nets:Net': no module named 'no_such_package'"),
+    (None, "nosuchmodel", r"unknown model 'nosuchmodel'; choose one of: .*seed-lean.*path/to/nets.py:Net"),
+])
+def test_bad_model_references_are_one_line_errors_naming_the_reference(tmp_path, monkeypatch, write, reference,
+                                                                       message):
+    monkeypatch.chdir(tmp_path)
+    if write is not None:
+        (tmp_path / "nets.py").write_text(write)
+    with pytest.raises(UserError, match=message) as error:
+        create_model(reference)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_attribute_lists_what_the_file_defines(student_net):
+    with pytest.raises(UserError, match="has no attribute 'Nett'; it defines Net, build"):
+        create_model(f"{student_net}:Nett")
+
+
+@pytest.mark.parametrize("body, message", [
+    ("nn.Sequential(nn.Flatten(), nn.Linear(784, 12))", r"returns \[2, 12\] .*must return \[N, 10\]"),
+    ("nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Softmax(dim=1))", "returns probabilities"),
+    ("nn.Sequential(nn.Flatten(), nn.Linear(100, 10))", r"fails on a batch of shape \[2, 1, 28, 28\]: RuntimeError"),
+])
+def test_check_output_refuses_wrong_shapes_and_probabilities(tmp_path, body, message):
+    from mnist_ops.models import check_output
+
+    (tmp_path / "nets.py").write_text(f"from torch import nn\ndef build():\n    return {body}\n")
+    reference = f"{tmp_path / 'nets.py'}:build"
+    model = create_model(reference)
+    with pytest.raises(UserError, match=message):
+        check_output(model, reference, 10)
+    assert model.training  # the check leaves the mode as it was
+
+
+def test_entry_point_models_are_listed_without_import_and_built_by_name(installed_package):
+    from mnist_ops.models import build_record, entry_point_models
+
+    entries = entry_point_models()
+    assert entries["zoo-tiny"].value == "mnist_zoo:tiny"
+    assert "mnist_zoo" not in sys.modules  # listing imports nothing
+    model = create_model("zoo-tiny", defaults={"dropout": 0.05, "num_classes": 10})
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    record = build_record(model)
+    assert record["kind"] == "entry point" and record["distribution"] == "mnist-zoo 1.0"
+    assert record["file"] == str(installed_package / "mnist_zoo" / "__init__.py")
+
+
+def test_rebuild_refuses_a_model_file_that_moved_or_changed(student_net):
+    from mnist_ops.models import build_record, rebuild_model
+
+    record = build_record(create_model(f"{student_net}:build", width=6))
+    rebuilt = rebuild_model(record)
+    assert rebuilt[0].out_channels == 6 and build_record(rebuilt) == record
+    student_net.write_text(student_net.read_text() + "\n# an edit\n")
+    with pytest.raises(UserError, match=r"nets.py changed since this checkpoint was written"):
+        rebuild_model(record)
+    student_net.rename(student_net.with_name("moved.py"))
+    with pytest.raises(UserError, match=r"nets.py, which is gone \(moved or deleted\)"):
+        rebuild_model(record)

@@ -58,8 +58,8 @@ def test_with_batchnorm_each_share_is_normalized_alone_and_statistics_are_averag
     second = replicas.models[1]
     for (name, got), expected in zip(second.state_dict().items(), model.state_dict().values()):
         assert torch.equal(got, expected), name
-    mean_a, mean_b = copies[0].state_dict()["1.running_mean"], copies[1].state_dict()["1.running_mean"]
-    assert torch.allclose(model.state_dict()["1.running_mean"], (mean_a + mean_b) / 2)
+    mean_a, mean_b = copies[0].state_dict()["conv1.bn.running_mean"], copies[1].state_dict()["conv1.bn.running_mean"]
+    assert torch.allclose(model.state_dict()["conv1.bn.running_mean"], (mean_a + mean_b) / 2)
 
 
 @pytest.mark.integration
@@ -96,15 +96,15 @@ def test_a_batch_smaller_than_the_replica_count_uses_only_the_copies_with_a_shar
     model = create_model("lean-8k", dropout=0.0)
     replicas = ThreadReplicas(model, 3, plain_loss)
     assert replicas.pool.submit(torch.get_num_threads).result() == 1  # one intra-op thread per copy
-    idle_mean = replicas.models[2].state_dict()["1.running_mean"].clone()
+    idle_mean = replicas.models[2].state_dict()["conv1.bn.running_mean"].clone()
     logits, loss = replicas.forward_backward(torch.randn(2, 1, 28, 28), torch.tensor([3, 7]))
     assert replicas.active == 2 and logits.shape == (2, 10) and torch.isfinite(loss)
-    used = [copy.state_dict()["1.running_mean"].clone() for copy in replicas.models[:2]]
+    used = [copy.state_dict()["conv1.bn.running_mean"].clone() for copy in replicas.models[:2]]
     replicas.synchronize()
     replicas.close()
-    assert torch.allclose(model.state_dict()["1.running_mean"], (used[0] + used[1]) / 2)
+    assert torch.allclose(model.state_dict()["conv1.bn.running_mean"], (used[0] + used[1]) / 2)
     assert not torch.allclose(idle_mean, (used[0] + used[1]) / 2)  # the idle copy's stale value was left out
-    assert torch.equal(replicas.models[2].state_dict()["1.running_mean"], model.state_dict()["1.running_mean"])
+    assert torch.equal(replicas.models[2].state_dict()["conv1.bn.running_mean"], model.state_dict()["conv1.bn.running_mean"])
 
 
 @pytest.mark.integration

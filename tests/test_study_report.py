@@ -5,7 +5,8 @@ import statistics
 import pytest
 
 from mnist_ops.fileio import atomic_write_bytes
-from mnist_ops.models import count_parameters, create_model
+from mnist_ops.engine import build_model
+from mnist_ops.models import count_parameters
 from mnist_ops.study import parse_spec, spec_to_toml
 from mnist_ops.study_report import (epochs_to_reach, held_target, student_t_quantile, welch_interval,
                                     write_report)
@@ -72,7 +73,7 @@ def write_fake_run(directory, config, seed, accuracies):
     records = [{"epoch": epoch, "train_loss": 0.1, "train_accuracy": accuracy + TRAIN_GAP[directory.parent.name],
                 "test_loss": 0.12, "test_accuracy": accuracy, "lr": 0.05, "seconds": 2.0,
                 "train_images_per_second": 500.0} for epoch, accuracy in enumerate(accuracies)]
-    model = create_model(config.model, dropout=config.dropout)
+    model = build_model(config)
     summary = {"parameters": count_parameters(model), "best_test_accuracy": max(accuracies),
                "epochs": len(accuracies), "seconds": 6.0}
     atomic_write_bytes(directory / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())

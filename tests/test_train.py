@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from mnist_ops.errors import UserError
 from mnist_ops.presets import build_config
@@ -66,3 +67,44 @@ def test_fast_dropout_training_repeats_and_learns(mnist_root, tmp_path):
     summaries = [fit(config, tmp_path / name, data_root=mnist_root, log=quiet, progress=False) for name in "ab"]
     assert summaries[0]["last_test_accuracy"] == summaries[1]["last_test_accuracy"] >= 85.0
     assert "FastDropout" in (tmp_path / "a" / "summary.txt").read_text()
+
+
+def write_shapes_dataset(directory, train_count=900, test_count=300, seed=0):
+    """Three classes of 28x28 strokes at random places: horizontal, vertical, diagonal; written as IDX."""
+    from mnist_ops.idx import write_idx
+
+    generator = torch.Generator().manual_seed(seed)
+    for name, count in (("train", train_count), ("t10k", test_count)):
+        labels = torch.randint(0, 3, (count,), generator=generator)
+        images = torch.randint(0, 40, (count, 28, 28), generator=generator).to(torch.uint8)
+        for index, label in enumerate(labels.tolist()):
+            row, column = torch.randint(4, 20, (2,), generator=generator).tolist()
+            if label == 0:
+                images[index, row:row + 2, column - 4:column + 8] = 255
+            elif label == 1:
+                images[index, row - 4:row + 8, column:column + 2] = 255
+            else:
+                for step in range(10):
+                    images[index, row - 4 + step, column - 4 + step] = 255
+        write_idx(directory / f"{name}-images-idx3-ubyte.gz", images)
+        write_idx(directory / f"{name}-labels-idx1-ubyte", labels.to(torch.uint8))
+
+
+@pytest.mark.integration
+def test_training_on_a_directory_of_idx_files_takes_its_classes(tmp_path, capsys, monkeypatch):
+    from mnist_ops.cli import main
+
+    write_shapes_dataset(tmp_path / "shapes")
+    (tmp_path / "shapes" / "dataset.toml").write_text('classes = ["horizontal", "vertical", "diagonal"]\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--preset", "lean-8k", "--dataset", "shapes", "--epochs", "2", "--data-root",
+                 str(tmp_path / "root"), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert checkpoint["config"]["dataset"] == str(tmp_path / "shapes")  # recorded by its absolute path
+    assert checkpoint["model_source"]["kwargs"] == {"dropout": 0.0, "num_classes": 3}
+    capsys.readouterr()
+    monkeypatch.chdir("/")
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "last.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "horizontal: " in out and "diagonal: " in out
+    assert float(out.split("test accuracy ")[1].split("%")[0]) >= 90.0, out

@@ -16,7 +16,7 @@ import torch
 
 from mnist_ops.augment import augment_batch
 from mnist_ops.config import Config
-from mnist_ops.data import Split, load_split, pixel_stats
+from mnist_ops.data import Split, load_split, pixel_stats, train_pixel_stats
 from mnist_ops.errors import UserError
 
 HOLDOUT_SEED = 20240601  # fixes which images are held out; independent of the run's seed
@@ -64,7 +64,9 @@ def load_fit_data(config: Config, data_root=None, with_evaluation: bool = True) 
         train = full
         if with_evaluation:
             evaluation = load_split(config.dataset, "test", data_root)
-    mean, std = pixel_stats(train.images)
+    # the full train split's statistics are cached by file (data.train_pixel_stats); a holdout's are computed
+    mean, std = pixel_stats(train.images) if config.validation else train_pixel_stats(config.dataset, full.images,
+                                                                                         data_root)
     return FitData(train.head(config.limit_train) if config.limit_train else train, evaluation, name, mean, std)
 
 

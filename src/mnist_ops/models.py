@@ -1,12 +1,37 @@
-"""Models, registered by name (as timm does) and built by name with `create_model`.
+"""Models, built by reference with `create_model(reference, **kwargs)` (timm's create_model is the model).
 
-Every model is a plain `nn.Sequential` of layers in forward order, ending in logits
-[N, 10]; the receptive-field table is computed by walking those layers.
+A reference is one of:
+- a name registered here with `@register_model` (`mnist-ops list` shows them),
+- a name an installed package registers under the entry point group `mnist_ops.models`,
+- `path/to/nets.py:Net` or `package.module:build`: a class or a function returning an `nn.Module`.
+Only the code a reference names is imported, and only when the model is built.
+
+Keyword arguments reach the builder as in timm: one it cannot take is an error naming it. `defaults`
+(a preset's values, the data's class count) are passed where the builder takes them and left out,
+with a log line, where it does not: a student's `Net()` takes no `dropout`.
+
+The built-in nets are `nn.Sequential`s of named blocks in forward order (`conv1.conv`, `conv1.bn`,
+`conv1.relu`, `conv1.drop`, ..., `head`), ending in logits [N, classes]. A net with dropout keeps its
+`nn.Dropout` layers at p = 0, so its state-dict keys are the same whatever the dropout; the
+receptive-field table walks the layers.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import os
+import re
+import sys
+import weakref
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -14,8 +39,11 @@ from torch import nn
 from mnist_ops.errors import UserError
 
 DEFAULT_DROPOUT = 0.05  # the value the reference repository's models use
+ENTRY_POINT_GROUP = "mnist_ops.models"
+MODEL_KEYS = ("dropout",)  # config keys handed to the model builder (plus the data's num_classes)
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_BUILT: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()  # model -> its build record
 
 
 def register_model(name: str) -> Callable:
@@ -28,20 +56,264 @@ def register_model(name: str) -> Callable:
 
 
 def list_models() -> list[str]:
+    """The built-in models' names."""
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, dropout: float = DEFAULT_DROPOUT) -> nn.Module:
-    if name not in _REGISTRY:
-        raise UserError(f"unknown model '{name}'; choose one of: {', '.join(list_models())}")
-    if not 0.0 <= dropout < 1.0:
-        raise UserError(f"dropout must be in [0, 1), got {dropout}")
-    return _REGISTRY[name](dropout=dropout)
+def entry_point_models() -> dict[str, importlib.metadata.EntryPoint]:
+    """Models that installed packages register under `mnist_ops.models` (name -> entry point, not loaded)."""
+    return {entry.name: entry for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
+
+# ----------------------------------------------------------------------- references
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model came from; a checkpoint keeps it (plus the kwargs) to rebuild the model."""
+    reference: str  # as the user wrote it
+    kind: str  # "registered", "entry point", "file" or "module"
+    target: str  # what to resolve again: the name, or "/absolute/path.py:Attr", or "module:attr"
+    file: str | None = None  # the file that defines it (not for registered models)
+    sha256: str | None = None  # of that file
+    distribution: str | None = None  # an entry point's package, "name version"
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+@contextmanager
+def _on_sys_path(directory: str):
+    """`directory` first on sys.path while the user's code imports (its sibling modules resolve)."""
+    sys.path.insert(0, directory)
+    try:
+        yield
+    finally:
+        if directory in sys.path:
+            sys.path.remove(directory)
+
+
+def _import_file(path: Path, reference: str):
+    if not path.is_file():
+        raise UserError(f"model '{reference}': file {path} not found; check the path before the ':'")
+    digest = _sha256(path)
+    name = f"mnist_ops_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest[:12]}"
+    if name in sys.modules:  # the same file, unchanged, imported earlier in this process
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"model '{reference}': {path} is not a Python module; name a .py file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        with _on_sys_path(str(path.parent)):
+            spec.loader.exec_module(module)
+    except (Exception, SystemExit) as error:
+        del sys.modules[name]
+        raise UserError(f"model '{reference}': importing {path} raised {_first_line(error)}") from None
+    return module
+
+
+def _import_module(name: str, reference: str):
+    try:
+        with _on_sys_path(os.getcwd()):  # as `python -m` and uvicorn do: modules in the working directory
+            return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name and name.startswith(error.name):
+            raise UserError(f"model '{reference}': no module named '{error.name}' (for a file, write "
+                            f"path/to/file.py:{reference.rpartition(':')[2]})") from None
+        raise UserError(f"model '{reference}': importing {name} raised {_first_line(error)}") from None
+    except (Exception, SystemExit) as error:
+        raise UserError(f"model '{reference}': importing {name} raised {_first_line(error)}") from None
+
+
+def _attribute(module, attribute: str, where: str, reference: str):
+    value = module
+    for part in attribute.split("."):
+        if not hasattr(value, part):
+            defined = sorted(key for key, item in vars(module).items()
+                             if not key.startswith("_") and callable(item)
+                             and getattr(item, "__module__", None) == module.__name__)
+            raise UserError(f"model '{reference}': {where} has no attribute '{attribute}'"
+                            + (f"; it defines {', '.join(defined)}" if defined else ""))
+        value = getattr(value, part)
+    return value
+
+
+def resolve_model(reference: str) -> tuple[Callable[..., nn.Module], ModelSource]:
+    """The builder a reference names, and where it came from. Imports only the code it names."""
+    if not isinstance(reference, str) or not reference:
+        raise UserError(f"model reference must be a non-empty string, got {reference!r}")
+    if ":" not in reference:
+        if reference in _REGISTRY:
+            return _REGISTRY[reference], ModelSource(reference, "registered", reference)
+        entry_points = entry_point_models()
+        if reference not in entry_points:
+            known = list_models() + sorted(entry_points)
+            raise UserError(f"unknown model '{reference}'; choose one of: {', '.join(known)}, "
+                            "or name your own: path/to/nets.py:Net or package.module:build")
+        entry = entry_points[reference]
+        try:
+            builder = entry.load()
+        except (Exception, SystemExit) as error:
+            raise UserError(f"model '{reference}': loading entry point {entry.value} raised "
+                            f"{_first_line(error)}") from None
+        module = sys.modules.get(entry.module)
+        file = getattr(module, "__file__", None)
+        package = f"{entry.dist.name} {entry.dist.version}" if entry.dist else None
+        return builder, ModelSource(reference, "entry point", reference, file,
+                                    _sha256(file) if file else None, package)
+    location, _, attribute = reference.rpartition(":")
+    if not location or not attribute:
+        raise UserError(f"model '{reference}': write path/to/nets.py:Net or package.module:build")
+    if location.endswith(".py") or "/" in location or os.sep in location:
+        path = Path(location).expanduser().resolve()
+        module = _import_file(path, reference)
+        builder = _attribute(module, attribute, str(path), reference)
+        source = ModelSource(reference, "file", f"{path}:{attribute}", str(path), _sha256(path))
+    else:
+        module = _import_module(location, reference)
+        builder = _attribute(module, attribute, f"module {location}", reference)
+        file = getattr(module, "__file__", None)
+        source = ModelSource(reference, "module", reference, file, _sha256(file) if file else None)
+    if isinstance(builder, nn.Module):
+        raise UserError(f"model '{reference}' is a model instance; name its class or a function that builds it")
+    if inspect.isclass(builder) and not issubclass(builder, nn.Module):
+        raise UserError(f"model '{reference}' is a class but not a torch.nn.Module subclass")
+    if not callable(builder):
+        raise UserError(f"model '{reference}' is a {type(builder).__name__}, not an nn.Module class "
+                        "or a function returning one")
+    return builder, source
+
+
+def _takes(builder: Callable) -> Callable[[str], bool]:
+    """Whether the builder takes a keyword argument of that name."""
+    if inspect.isclass(builder) and builder.__init__ is nn.Module.__init__:  # no __init__ of its own:
+        return lambda key: False  # nn.Module's (*args, **kwargs) takes nothing useful
+    try:
+        parameters = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: pass everything, as timm does
+        return lambda key: True
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return lambda key: True
+    names = {parameter.name for parameter in parameters
+             if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)}
+    return names.__contains__
+
+
+def create_model(reference: str, *, defaults: dict[str, Any] | None = None,
+                 log: Callable[[str], None] | None = None, **kwargs: Any) -> nn.Module:
+    """Build the model a reference names with `kwargs`, plus those `defaults` its builder takes.
+
+    A keyword in `kwargs` the builder cannot take is an error naming it, except `dropout = 0`
+    for a model without active dropout layers (a model without dropout is a dropout-0 model).
+    """
+    builder, source = resolve_model(reference)
+    takes = _takes(builder)
+    cannot = {key: value for key, value in kwargs.items() if not takes(key)}
+    zero_dropout = "dropout" in cannot and cannot["dropout"] == 0
+    if zero_dropout:
+        del cannot["dropout"]
+    if cannot:
+        key, value = next(iter(cannot.items()))
+        raise UserError(f"model '{reference}' cannot take {key} = {value!r}: its builder has no '{key}' "
+                        f"parameter; remove {key} from your flags or config, or use a model that has one")
+    passed = {key: value for key, value in kwargs.items() if takes(key)}
+    left_out = []
+    for key, value in (defaults or {}).items():
+        if key in kwargs:
+            continue
+        if takes(key):
+            passed[key] = value
+        else:
+            left_out.append(f"{key} = {value!r}")
+    if left_out and log is not None:
+        log(f"model {reference} takes no {', '.join(item.split(' = ')[0] for item in left_out)}: "
+            f"left out {', '.join(left_out)}")
+    dropout = passed.get("dropout")
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise UserError(f"dropout must be in [0, 1), got {dropout}")
+    try:
+        model = builder(**passed)
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(f"model '{reference}': building it raised {_first_line(error)}") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model '{reference}' returned a {type(model).__name__}, not a torch.nn.Module")
+    if zero_dropout and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
+        raise UserError(f"model '{reference}' has dropout layers of its own and no 'dropout' parameter: "
+                        "it cannot honour dropout = 0; remove dropout from your flags or config")
+    _BUILT[model] = {**asdict(source), "kwargs": passed}
+    return model
+
+
+def model_kwargs(config) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(explicit, defaults): the config's model keys whose value differs from its preset's are the
+    user's own (an error if the model cannot take them); the others are the preset's defaults."""
+    from mnist_ops.config import Config
+    from mnist_ops.presets import PRESETS
+
+    preset = PRESETS.get(config.preset, Config())
+    explicit = {key: getattr(config, key) for key in MODEL_KEYS if getattr(config, key) != getattr(preset, key)}
+    defaults = {key: getattr(config, key) for key in MODEL_KEYS if key not in explicit}
+    return explicit, defaults
+
+
+def build_record(model: nn.Module) -> dict:
+    """How `create_model` built this model: its source and the kwargs it passed (for checkpoints)."""
+    return dict(_BUILT[model])
+
+
+def rebuild_model(record: dict) -> nn.Module:
+    """The model a checkpoint's build record describes, refusing a source file that moved or changed."""
+    reference = record["reference"]
+    if record["kind"] == "file":
+        if not Path(record["file"]).is_file():
+            raise UserError(f"model '{reference}' was built from {record['file']}, which is gone (moved or "
+                            "deleted); put the file back there to use this checkpoint")
+        if _sha256(record["file"]) != record["sha256"]:
+            raise UserError(f"model '{reference}': {record['file']} changed since this checkpoint was written "
+                            "(its sha256 differs); restore the version you trained with")
+    model = create_model(record["target"], **record["kwargs"])
+    now = _BUILT[model]
+    if record["kind"] in ("module", "entry point") and (now["file"], now["sha256"]) != (record["file"], record["sha256"]):
+        raise UserError(f"model '{reference}' now comes from {now['file']}, which differs from {record['file']} "
+                        "that this checkpoint was trained with (moved or changed); install or restore that version")
+    _BUILT[model] = dict(record)
+    return model
+
+
+def check_output(model: nn.Module, reference: str, num_classes: int, image_size: tuple[int, int] = (28, 28)) -> None:
+    """One eval-mode forward on a [2, 1, H, W] batch: the model must return scores [2, num_classes]."""
+    x = torch.randn((2, 1, *image_size), generator=torch.Generator().manual_seed(0))
+    training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except Exception as error:
+        raise UserError(f"model '{reference}' fails on a batch of shape {list(x.shape)}: {_first_line(error)}") from None
+    finally:
+        model.train(training)
+    shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        raise UserError(f"model '{reference}' returns {shape} for a batch of shape {list(x.shape)}; it must return "
+                        f"[N, {num_classes}]: one score per class for the data's {num_classes} classes")
+    if (out >= 0).all() and torch.allclose(out.float().sum(dim=1), torch.ones(2), atol=1e-4):
+        raise UserError(f"model '{reference}' returns probabilities (softmax: rows sum to 1); return logits or "
+                        "log_softmax, since the loss is cross-entropy on scores")
+
+
+# ----------------------------------------------------------------------- dropout
 
 class FastDropout(nn.Module):
     """Dropout whose mask comes from random bytes of a numpy PCG64 generator, seeded by one draw
@@ -90,22 +362,24 @@ def use_fast_dropout(model: nn.Module) -> int:
     return replaced
 
 
+# ----------------------------------------------------------------------- layers
+
 def conv_block(in_channels: int, out_channels: int, kernel_size: int = 3, *, batch_norm: bool,
-               dropout: float, bias: bool = True, order: str = "bn-relu-drop", padding: int = 0) -> list[nn.Module]:
-    """Conv, then BatchNorm / ReLU / Dropout in the given order (absent ones left out)."""
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=bias)]
-    parts = {
-        "bn": [nn.BatchNorm2d(out_channels)] if batch_norm else [],
-        "relu": [nn.ReLU()],
-        "drop": [nn.Dropout(dropout)] if dropout > 0 else [],
-    }
-    for part in order.split("-"):
-        layers += parts[part]
-    return layers
+               dropout: float | None, bias: bool = True, order: str = "bn-relu-drop", padding: int = 0) -> nn.Sequential:
+    """Conv, then BatchNorm / ReLU / Dropout in the given order, named conv, bn, relu, drop.
+    `dropout=None` leaves Dropout out (a net without dropout); p = 0 keeps the layer, so keys never shift."""
+    parts = {"bn": nn.BatchNorm2d(out_channels) if batch_norm else None, "relu": nn.ReLU(),
+             "drop": nn.Dropout(dropout) if dropout is not None else None}
+    layers = [("conv", nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=bias))]
+    layers += [(part, parts[part]) for part in order.split("-") if parts[part] is not None]
+    return nn.Sequential(OrderedDict(layers))
 
 
 class Classifier(nn.Sequential):
-    """Layers in forward order; the output is flattened to logits [N, classes]."""
+    """Named blocks in forward order; the output is flattened to logits [N, classes]."""
+
+    def __init__(self, **blocks: nn.Module):
+        super().__init__(OrderedDict(blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x).flatten(1)
@@ -113,62 +387,63 @@ class Classifier(nn.Sequential):
 
 # ----------------------------------------------------------------------- the seed's nets
 
-def _seed_net(batch_norm: bool, dropout: float) -> Classifier:
-    def block(cin: int, cout: int, k: int = 3) -> list[nn.Module]:
+def _seed_net(batch_norm: bool, dropout: float | None, num_classes: int) -> Classifier:
+    def block(cin: int, cout: int, k: int = 3) -> nn.Sequential:
         return conv_block(cin, cout, k, batch_norm=batch_norm, dropout=dropout)
 
     return Classifier(
-        *block(1, 32), *block(32, 64), *block(64, 128),
-        nn.MaxPool2d(2, 2),
-        *block(128, 16, 1), *block(16, 32), *block(32, 64), *block(64, 128), *block(128, 256),
-        nn.Conv2d(256, 10, 3),
+        conv1=block(1, 32), conv2=block(32, 64), conv3=block(64, 128),
+        pool1=nn.MaxPool2d(2, 2),
+        conv4=block(128, 16, 1), conv5=block(16, 32), conv6=block(32, 64), conv7=block(64, 128),
+        conv8=block(128, 256),
+        head=nn.Conv2d(256, num_classes, 3),
     )
 
 
 @register_model("seed-baseline")
-def seed_baseline(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
+def seed_baseline(num_classes: int = 10) -> nn.Module:
     """The seed's previous step: 9 convs, no BatchNorm, no Dropout (509,946 parameters)."""
-    return _seed_net(batch_norm=False, dropout=0.0)
+    return _seed_net(batch_norm=False, dropout=None, num_classes=num_classes)
 
 
 @register_model("seed-regularized")
-def seed_regularized(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
+def seed_regularized(dropout: float = DEFAULT_DROPOUT, num_classes: int = 10) -> nn.Module:
     """The seed's network: Conv -> BatchNorm -> ReLU -> Dropout blocks (511,386 parameters)."""
-    return _seed_net(batch_norm=True, dropout=dropout)
+    return _seed_net(batch_norm=True, dropout=dropout, num_classes=num_classes)
 
 
 # ------------------------------------------------------------------- the 7,758 lean net
 
-def _lean_net(dropout: float, batch_norm: bool = True) -> Classifier:
-    def block(cin: int, cout: int) -> list[nn.Module]:
+def _lean_net(dropout: float | None, num_classes: int, batch_norm: bool = True) -> Classifier:
+    def block(cin: int, cout: int) -> nn.Sequential:
         return conv_block(cin, cout, batch_norm=batch_norm, dropout=dropout, bias=not batch_norm,
                           order="bn-drop-relu")
 
     return Classifier(
-        *block(1, 10), *block(10, 10), *block(10, 10), *block(10, 10),
-        nn.MaxPool2d(2, 2),
-        *block(10, 10), *block(10, 16), *block(16, 16),
-        nn.AvgPool2d(4),
-        nn.Conv2d(16, 10, 1, bias=False),
+        conv1=block(1, 10), conv2=block(10, 10), conv3=block(10, 10), conv4=block(10, 10),
+        pool1=nn.MaxPool2d(2, 2),
+        conv5=block(10, 10), conv6=block(10, 16), conv7=block(16, 16),
+        gap=nn.AvgPool2d(4),
+        head=nn.Conv2d(16, num_classes, 1, bias=False),
     )
 
 
 @register_model("seed-lean")
-def seed_lean(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
+def seed_lean(dropout: float = DEFAULT_DROPOUT, num_classes: int = 10) -> nn.Module:
     """The reference repository's 7,758-parameter net: 7 bias-free convs + BN + Dropout + ReLU, GAP, 1x1."""
-    return _lean_net(dropout)
+    return _lean_net(dropout, num_classes)
 
 
 # The same lean net without its regularizers: the rungs of the regularization study.
 @register_model("seed-lean-plain")
-def seed_lean_plain(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
+def seed_lean_plain(num_classes: int = 10) -> nn.Module:
     """seed-lean without BatchNorm and Dropout (convs get biases instead of BN shifts).
 
     He (kaiming-normal) init: with PyTorch's default init this 8-conv net without BatchNorm
     stays at chance (11.7% after 156 SGD steps at lr 0.05 or 0.01; He init: 66.1%), and the
     study would measure "BatchNorm makes it trainable" instead of what it regularizes.
     """
-    model = _lean_net(dropout=0.0, batch_norm=False)
+    model = _lean_net(dropout=None, num_classes=num_classes, batch_norm=False)
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
@@ -178,14 +453,14 @@ def seed_lean_plain(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
 
 
 @register_model("seed-lean-bn")
-def seed_lean_bn(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
+def seed_lean_bn(num_classes: int = 10) -> nn.Module:
     """seed-lean with BatchNorm but no Dropout."""
-    return _lean_net(dropout=0.0)
+    return _lean_net(dropout=None, num_classes=num_classes)
 
 
 # ------------------------------------------------------------- the < 8k challenge nets
 
-def _compact_net(widths: tuple[int, ...], dropout: float) -> Classifier:
+def _compact_net(widths: tuple[int, ...], dropout: float, num_classes: int) -> Classifier:
     """Three 3x3 convs, max-pool, a 1x1 squeeze, three 3x3 convs, global average pool, 1x1 to logits.
 
     widths = (c1, c2, c3, squeeze, c4, c5, c6); every conv is bias-free and followed by BN, ReLU, Dropout.
@@ -193,25 +468,25 @@ def _compact_net(widths: tuple[int, ...], dropout: float) -> Classifier:
     """
     c1, c2, c3, squeeze, c4, c5, c6 = widths
 
-    def block(cin: int, cout: int, k: int = 3) -> list[nn.Module]:
+    def block(cin: int, cout: int, k: int = 3) -> nn.Sequential:
         return conv_block(cin, cout, k, batch_norm=True, dropout=dropout, bias=False)
 
     return Classifier(
-        *block(1, c1), *block(c1, c2), *block(c2, c3),
-        nn.MaxPool2d(2, 2),
-        *block(c3, squeeze, 1), *block(squeeze, c4), *block(c4, c5), *block(c5, c6),
-        nn.AvgPool2d(5),
-        nn.Conv2d(c6, 10, 1, bias=False),
+        conv1=block(1, c1), conv2=block(c1, c2), conv3=block(c2, c3),
+        pool1=nn.MaxPool2d(2, 2),
+        conv4=block(c3, squeeze, 1), conv5=block(squeeze, c4), conv6=block(c4, c5), conv7=block(c5, c6),
+        gap=nn.AvgPool2d(5),
+        head=nn.Conv2d(c6, num_classes, 1, bias=False),
     )
 
 
 @register_model("lean-8k")
-def lean_8k(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
+def lean_8k(dropout: float = DEFAULT_DROPOUT, num_classes: int = 10) -> nn.Module:
     """7,588 parameters: the < 8,000 challenge net."""
-    return _compact_net((8, 10, 16, 8, 12, 16, 16), dropout)
+    return _compact_net((8, 10, 16, 8, 12, 16, 16), dropout, num_classes)
 
 
 @register_model("lean-5k")
-def lean_5k(dropout: float = DEFAULT_DROPOUT) -> nn.Module:
+def lean_5k(dropout: float = DEFAULT_DROPOUT, num_classes: int = 10) -> nn.Module:
     """The < 5,000 stretch net."""
-    return _compact_net((6, 8, 12, 6, 10, 12, 12), dropout)
+    return _compact_net((6, 8, 12, 6, 10, 12, 12), dropout, num_classes)

@@ -99,7 +99,7 @@ def _parse_number(values: dict, key: str, default: Any, kind: type, low: float, 
 
 
 def _parse_variant(table: Any, defaults: dict, overrides: dict, source: str) -> Variant:
-    from mnist_ops.models import list_models
+    from mnist_ops.models import resolve_model
     from mnist_ops.presets import get_preset
 
     if not isinstance(table, dict):
@@ -124,8 +124,10 @@ def _parse_variant(table: Any, defaults: dict, overrides: dict, source: str) -> 
         check_combination(config)
     except UserError as error:
         raise UserError(f"{where}: {error}") from None
-    if config.model not in list_models():
-        raise UserError(f"{where}: unknown model '{config.model}'; choose one of: {', '.join(list_models())}")
+    try:
+        resolve_model(config.model)  # imports a model file or module the variant names, before any run
+    except UserError as error:
+        raise UserError(f"{where}: {error}") from None
     return Variant(name, config)
 
 

@@ -242,8 +242,8 @@ def analyse_best_run(run: Run, variant: str, study_dir: Path, data_root) -> Best
     device = resolve_device("cpu")
     model = model_from_checkpoint(checkpoint).to(device)
     result = evaluate(model, normalize(test.images, checkpoint["mean"], checkpoint["std"]), test.labels, device)
-    matrix = confusion_matrix(test.labels, result.predictions)
     classes = dataset_info(dataset).classes
+    matrix = confusion_matrix(test.labels, result.predictions, len(classes))
     title = f"{variant}, seed {run.seed}: test accuracy {percent(result.accuracy)}%"
     plot_confusion_matrix(matrix, classes, study_dir / "confusion.png", title=title)
     wrong = (result.predictions != test.labels).nonzero().flatten()[:GALLERY_SIZE]
@@ -277,8 +277,8 @@ def effective_dropout(config: dict) -> str:
 
     from mnist_ops.models import create_model
 
-    model = create_model(config["model"], dropout=config["dropout"])
-    rates = sorted({module.p for module in model.modules() if isinstance(module, nn.Dropout)})
+    model = create_model(config["model"], defaults={"dropout": config["dropout"]})
+    rates = sorted({module.p for module in model.modules() if isinstance(module, nn.Dropout) and module.p > 0})
     return ", ".join(f"{rate:g}" for rate in rates) or "none"
 
 

@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from mnist_ops import tensorboard
 from mnist_ops.analysis import format_receptive_field, model_summary, receptive_field
 from mnist_ops.batches import FitData, iterate_batches, load_fit_data, normalize
 from mnist_ops.config import Config, check_combination, to_toml
@@ -29,12 +30,14 @@ from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_
                               restore_random_states, save_checkpoint, seed_everything)
 from mnist_ops.errors import TrainingDiverged, UserError
 from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, remove_stale_temporaries
-from mnist_ops.models import count_parameters
+from mnist_ops.data import dataset_info
+from mnist_ops.models import build_record, count_parameters
 from mnist_ops.replicas import one_thread_per_replica
 
 ACCURACY_DIGITS = 4  # 100 * correct / N, rounded: exact for N = 10,000 (2 decimals) and 60,000
 LOSS_DIGITS = 6
 RESUME_KEYS = {"optimizer", "scheduler", "random_states", "history", "best_accuracy", "best_epoch"}
+RESULT_NEUTRAL_KEYS = {"tensorboard"}  # may change on resume: they change no number the run computes
 TIMING_KEYS = ("seconds", "train_images_per_second")  # the only fields that differ between repeated runs
 
 
@@ -85,7 +88,7 @@ def run_environment(device: torch.device) -> dict:
 def _refuse_changed_config(checkpoint: dict, config: Config, out: Path) -> None:
     saved = checkpoint["config"]
     changed = [f"{key} ({saved.get(key)!r} in the run, {value!r} now)" for key, value in config.to_dict().items()
-               if saved.get(key) != value]
+               if saved.get(key) != value and key not in RESULT_NEUTRAL_KEYS]
     if changed:
         raise UserError(f"cannot resume {out} with a different config: {'; '.join(changed)}; drop those flags, "
                         "or start a new run with another --out")
@@ -117,12 +120,15 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     try:
         seed_everything(config.seed)
         generator = torch.Generator().manual_seed(config.seed)  # shuffling and augmentation draws
-        model = build_model(config).to(device, memory_format=memory_format(config))
+        image_size = tuple(data.train.images.shape[1:])
+        model = build_model(config, len(dataset_info(config.dataset).classes), image_size, log)
+        model = model.to(device, memory_format=memory_format(config))
         optimizer = make_optimizer(config, model)
         scheduler = make_scheduler(config, optimizer, math.ceil(len(data.train) / config.batch_size))
         # torchinfo draws its example input from torch's generator: keep it here, before training (and
         # before a resume restores the random states), so runs repeat those recorded before resume existed
-        inspection = model_summary(model) + "\n\nReceptive field\n" + format_receptive_field(receptive_field(model))
+        inspection = (model_summary(model, (1, 1, *image_size)) + "\n\nReceptive field\n"
+                      + format_receptive_field(receptive_field(model, image_size[0])))
         history: list[dict] = []
         best_accuracy, best_epoch = -1.0, -1
 
@@ -159,6 +165,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             f"mean {data.mean:.4f} std {data.std:.4f}")
 
         step = TrainStep(model, optimizer, config, scheduler, device)
+        board = tensorboard.open(out, model, evaluation_inputs[:2], log) if config.tensorboard else None
         for epoch in range(len(history), config.epochs):
             epoch_start = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
@@ -203,7 +210,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             if record[f"{name}_accuracy"] > best_accuracy:
                 best_accuracy, best_epoch = record[f"{name}_accuracy"], epoch
             checkpoint = {
-                "model_name": config.model, "model": model.state_dict(), "config": config.to_dict(),
+                "model_name": config.model, "model_source": build_record(model), "model": model.state_dict(),
+                "config": config.to_dict(),
                 "epoch": epoch, "metrics": record, "mean": data.mean, "std": data.std,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "history": history, "best_accuracy": best_accuracy, "best_epoch": best_epoch,
@@ -213,6 +221,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 save_checkpoint(out / "best.pt", checkpoint)
             save_checkpoint(out / "last.pt", checkpoint)  # the commit point of the epoch
             write_jsonl(out / "metrics.jsonl", history)
+            if board is not None:
+                board.epoch(record, data.evaluation.images, data.evaluation.labels, result.predictions)
             log(f"epoch {epoch:2d}: train loss {train_loss:.4f} acc {train_accuracy:.2f}% | "
                 f"{name} loss {result.loss:.4f} acc {result.accuracy:.2f}% | lr {lr:.4g} | "
                 f"{seconds:.1f}s ({record['train_images_per_second']:.0f} img/s) | {reason}")
@@ -220,6 +230,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 on_epoch(epoch, record)
 
         write_jsonl(out / "metrics.jsonl", history)  # also after a resume that found the run finished
+        if board is not None:
+            board.close()
         summary = finish_run(out, config, inspection, history, best_accuracy, best_epoch, parameters, device,
                              time.perf_counter() - started, name)
         log(f"best {name} accuracy {best_accuracy:.2f}% (epoch {best_epoch}), "
