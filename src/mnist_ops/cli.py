@@ -138,7 +138,31 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--data-root", default=None)
     bench.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     _add_measurement_parsers(commands, data_commands)
+    _add_use_parsers(commands)
     return parser
+
+
+def _add_use_parsers(commands) -> None:
+    """`predict`, `export` and `serve`: use a trained model."""
+    def add_model_args(parser):
+        which = parser.add_mutually_exclusive_group(required=True)
+        which.add_argument("--checkpoint", help="a checkpoint (RUN/best.pt or RUN/last.pt), run by PyTorch")
+        which.add_argument("--model", help="a model.onnx written by `mnist-ops export`, run by onnxruntime")
+
+    predict = commands.add_parser("predict", help="the digit in each image file (PNG/JPEG/BMP/GIF, a folder, IDX)",
+                                  description="Prints each image's digit, its probability and the top 3.")
+    add_model_args(predict)
+    predict.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="image files, folders of them, IDX files")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    export = commands.add_parser("export", help="write the model as ONNX (BatchNorm folded, dynamic batch)")
+    export.add_argument("--checkpoint", required=True, help="RUN/best.pt or RUN/last.pt")
+    export.add_argument("--out", default="model.onnx", help="the .onnx file to write (default: model.onnx)")
+
+    serve = commands.add_parser("serve", help="a draw-a-digit page and a JSON /predict endpoint (FastAPI)")
+    add_model_args(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
 
 
 def command_data(args) -> None:
@@ -334,10 +358,48 @@ def command_lr_find(args) -> None:
     lr_find(config, args.start_lr, args.end_lr, args.iterations, out, data_root=args.data_root)
 
 
+def command_predict(args) -> int:
+    import json
+
+    from mnist_ops.predict import load_predictor, read_images
+
+    predictor = load_predictor(args.checkpoint, args.model)
+    failed = 0
+    for name, result in predictor.predict_many(read_images(args.inputs)):
+        if isinstance(result, UserError):
+            print(f"mnist-ops: error: {result}", file=sys.stderr)
+            failed += 1
+        elif args.json:
+            print(json.dumps({"file": name, **result.to_dict()}))
+        else:
+            top = ", ".join(f"{predictor.labels[digit]} {p:.1%}" for digit, p in result.top(3))
+            print(f"{name}: {predictor.labels[result.digit]} ({result.probability:.1%})  top 3: {top}")
+    return 2 if failed else 0  # the good images are printed; each bad one got its own line on stderr
+
+
+def command_export(args) -> None:
+    from mnist_ops.export import export_onnx
+
+    metadata = export_onnx(args.checkpoint, args.out)
+    print(f"wrote {args.out}: model {metadata['model_name']}, epoch {metadata['epoch']}, dynamic batch; "
+          f"run it with `mnist-ops predict --model {args.out} FILE` or `mnist-ops serve --model {args.out}`")
+
+
+def command_serve(args) -> None:
+    from mnist_ops.errors import require_extra
+
+    require_extra("serve", "fastapi", "uvicorn", "python_multipart")
+    from mnist_ops.predict import load_predictor
+    from mnist_ops.serve.app import run
+
+    run(load_predictor(args.checkpoint, args.model), args.host, args.port)
+
+
 COMMANDS = {"data": command_data, "summary": command_summary, "list": command_list,
             "train": command_train, "evaluate": command_evaluate,
             "bench": command_bench,
-            "study": command_study, "lr-find": command_lr_find}
+            "study": command_study, "lr-find": command_lr_find,
+            "predict": command_predict, "export": command_export, "serve": command_serve}
 
 
 def _interrupt(signum, frame) -> None:
@@ -350,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except UserError as error:  # TrainingDiverged (exit 3) is one too
         print(f"mnist-ops: error: {error}", file=sys.stderr)
         return error.exit_code
@@ -362,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mnist-ops: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

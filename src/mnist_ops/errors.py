@@ -1,4 +1,5 @@
-"""The error types the command line turns into one line on stderr.
+"""The error types the command line turns into one line on stderr, and the check for optional
+dependencies (extras).
 
 Library code raises `UserError` with a message that names the problem and the fix (exit code
 2). `TrainingDiverged` means the loss stopped being finite (exit code 3): the user's recipe, not
@@ -16,3 +17,16 @@ class TrainingDiverged(UserError):
     """The training loss became NaN or infinite; the run stopped with last.pt at its last finite state."""
 
     exit_code = 3
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """Raise a UserError naming the pip install that fixes it when an optional dependency is missing."""
+    import importlib.util
+
+    for module in modules:
+        try:
+            missing = importlib.util.find_spec(module) is None
+        except (ImportError, ValueError):  # a parent package is missing, or the module is blocked in sys.modules
+            missing = True
+        if missing:
+            raise UserError(f"this command needs the {module} package: pip install 'mnist-ops[{extra}]'")

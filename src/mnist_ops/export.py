@@ -1,0 +1,52 @@
+"""Export a checkpoint to ONNX for onnxruntime (`mnist-ops export`).
+
+The graph is the eval-mode model with BatchNorm folded into the convs, traced by
+`torch.onnx.export(..., dynamo=True)` with a dynamic batch dimension. What a user of the
+file needs besides the graph travels in its metadata: mean, std, model name, labels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from mnist_ops.errors import UserError, require_extra
+
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+
+
+def export_onnx(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> dict:
+    """Write `out` (model.onnx) from a checkpoint; returns the metadata written into it."""
+    require_extra("export", "onnx", "onnxscript")
+    import onnx
+    import torch
+
+    from mnist_ops.data import dataset_info
+    from mnist_ops.idx import atomic_write_bytes
+    from mnist_ops.train import fold_batchnorm, load_checkpoint, model_from_checkpoint
+
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise UserError(f"--out {out}: name the file *.onnx")
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = fold_batchnorm(model_from_checkpoint(checkpoint))
+    dataset = checkpoint["config"].get("dataset", "mnist")
+    # a batch of 2: an example batch of 1 would freeze the batch dimension
+    example = torch.zeros(2, 1, 28, 28)
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+    metadata = {
+        "mean": repr(float(checkpoint["mean"])), "std": repr(float(checkpoint["std"])),
+        "model_name": checkpoint["model_name"], "dataset": dataset,
+        "labels": json.dumps(list(dataset_info(dataset).classes)),
+        "epoch": str(checkpoint["epoch"]),
+        "test_accuracy": str(checkpoint["metrics"].get("test_accuracy", "")),
+        "producer": "mnist-ops export",
+    }
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, metadata)
+    onnx.checker.check_model(proto)
+    atomic_write_bytes(out, proto.SerializeToString())
+    return metadata

@@ -1,0 +1,228 @@
+"""Predict digits in image files with a trained model, through one interface and two backends.
+
+`TorchPredictor` runs a checkpoint (`best.pt`/`last.pt`), `OnnxPredictor` runs a model written
+by `mnist-ops export` through onnxruntime. Both take pictures through `preprocess.preprocess`
+and return `Prediction`s; `mnist-ops predict` and `mnist-ops serve` use them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from PIL import Image
+
+from mnist_ops.errors import UserError, require_extra
+from mnist_ops.preprocess import normalize_pixels, open_image, preprocess
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+@dataclass
+class Prediction:
+    digit: int
+    probability: float
+    probabilities: np.ndarray  # float [classes]
+    pixels: np.ndarray  # uint8 [28, 28]: the image the model saw
+
+    def top(self, k: int = 3) -> list[tuple[int, float]]:
+        order = np.argsort(-self.probabilities, kind="stable")[:k]
+        return [(int(index), float(self.probabilities[index])) for index in order]
+
+    def to_dict(self) -> dict:
+        return {"digit": self.digit, "probability": round(self.probability, 6),
+                "top3": [[digit, round(p, 6)] for digit, p in self.top(3)],
+                "probabilities": [round(float(p), 6) for p in self.probabilities]}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+class Predictor:
+    """A trained digit classifier. Subclasses set `backend`, `model_name`, `mean`, `std`, `labels`
+    and implement `logits` on normalized float32 inputs [N, 1, 28, 28]."""
+
+    backend: str
+    model_name: str
+    mean: float
+    std: float
+    labels: list[str]
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def probabilities(self, pixels: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """uint8 [N, 28, 28] MNIST-style images -> float [N, classes], in batches."""
+        parts = [softmax(self.logits(normalize_pixels(pixels[start:start + batch_size], self.mean, self.std)))
+                 for start in range(0, len(pixels), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), dtype=np.float32)
+
+    def predict(self, image: Image.Image, name: str = "image") -> Prediction:
+        """One picture of a digit, any size or colour; NoDigitError for a blank one."""
+        prepared = preprocess(image, self.mean, self.std, name)
+        probabilities = softmax(self.logits(prepared.inputs[None]))[0]
+        digit = int(probabilities.argmax())
+        return Prediction(digit, float(probabilities[digit]), probabilities, prepared.pixels)
+
+    def predict_many(self, images: Iterable[tuple[str, Image.Image | UserError]],
+                     batch_size: int = 256) -> Iterator[tuple[str, Prediction | UserError]]:
+        """(name, image) pairs -> (name, Prediction), or (name, UserError) for an image that cannot be used.
+        Images are preprocessed one by one and run through the model in batches."""
+        batch: list[tuple[str, np.ndarray | UserError]] = []
+
+        def flush():
+            good = [pixels for _, pixels in batch if not isinstance(pixels, UserError)]
+            probabilities = iter(self.probabilities(np.stack(good)) if good else [])
+            for name, pixels in batch:
+                if isinstance(pixels, UserError):
+                    yield name, pixels
+                else:
+                    p = next(probabilities)
+                    yield name, Prediction(int(p.argmax()), float(p.max()), p, pixels)
+            batch.clear()
+
+        for name, image in images:
+            if isinstance(image, UserError):
+                batch.append((name, image))
+            else:
+                try:
+                    batch.append((name, preprocess(image, self.mean, self.std, name).pixels))
+                except UserError as error:
+                    batch.append((name, error))
+            if len(batch) == batch_size:
+                yield from flush()
+        yield from flush()
+
+
+def _check_digits(dataset: str, source) -> None:
+    if dataset != "mnist":
+        raise UserError(f"{source} was trained on {dataset}; predict and serve prepare images as handwritten "
+                        "digits (MNIST) only")
+
+
+def intra_op_threads() -> int | None:
+    """Honour OMP_NUM_THREADS for onnxruntime as torch does; None lets onnxruntime choose."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+class TorchPredictor(Predictor):
+    """A checkpoint run by PyTorch: eval mode, BatchNorm folded, no autograd."""
+
+    backend = "torch"
+
+    def __init__(self, checkpoint_path: str | os.PathLike):
+        import torch
+
+        from mnist_ops.data import dataset_info
+        from mnist_ops.train import fold_batchnorm, load_checkpoint, model_from_checkpoint
+
+        checkpoint = load_checkpoint(checkpoint_path)
+        dataset = checkpoint["config"].get("dataset", "mnist")
+        _check_digits(dataset, checkpoint_path)
+        self.model_name = checkpoint["model_name"]
+        self.mean, self.std = float(checkpoint["mean"]), float(checkpoint["std"])
+        self.labels = list(dataset_info(dataset).classes)
+        self.model = fold_batchnorm(model_from_checkpoint(checkpoint))
+        self._torch = torch
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self.model(self._torch.from_numpy(np.ascontiguousarray(inputs))).float().numpy()
+
+
+class OnnxPredictor(Predictor):
+    """A model written by `mnist-ops export`, run by onnxruntime; mean, std and labels come from its metadata."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, model_path: str | os.PathLike, threads: int | None = None):
+        require_extra("export", "onnxruntime")
+        import onnxruntime
+
+        path = Path(model_path)
+        if not path.is_file():
+            raise UserError(f"model {path} not found; write one with `mnist-ops export --checkpoint RUN/best.pt "
+                            f"--out {path}`")
+        options = onnxruntime.SessionOptions()
+        threads = threads or intra_op_threads()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own types for a corrupt or foreign file
+            raise UserError(f"model {path} is not a readable ONNX model ({type(error).__name__}); "
+                            "export one with `mnist-ops export`") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if not {"mean", "std", "model_name", "labels"} <= set(metadata):
+            raise UserError(f"model {path} has no mnist-ops metadata (mean, std, labels); "
+                            "export it with `mnist-ops export`")
+        _check_digits(metadata.get("dataset", "mnist"), path)
+        self.model_name = metadata["model_name"]
+        self.mean, self.std = float(metadata["mean"]), float(metadata["std"])
+        self.labels = json.loads(metadata["labels"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+
+
+def load_predictor(checkpoint: str | os.PathLike | None = None, model: str | os.PathLike | None = None) -> Predictor:
+    """`--checkpoint RUN/best.pt` (torch) or `--model model.onnx` (onnxruntime): exactly one."""
+    if (checkpoint is None) == (model is None):
+        raise UserError("pass exactly one of --checkpoint RUN/best.pt (PyTorch) or --model model.onnx (onnxruntime)")
+    return TorchPredictor(checkpoint) if checkpoint is not None else OnnxPredictor(model)
+
+
+# ---------------------------------------------------------------------------- input files
+
+def _is_idx(path: Path) -> bool:
+    if path.name.endswith(".gz"):
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x00\x00"  # IDX magic; no image format starts with two zero bytes
+
+
+def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files as given; a directory contributes its image and IDX files (sorted, not recursive)."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and (
+                p.suffix.lower() in IMAGE_SUFFIXES or p.name.endswith(("-ubyte", "-ubyte.gz", ".idx"))))
+            if not found:
+                raise UserError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) or IDX files in this directory")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"{path}: no such file or directory")
+    return files
+
+
+def read_images(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, Image.Image | UserError]]:
+    """(name, image) for each picture, and for each image inside an IDX file (name FILE[i]);
+    (name, UserError) for a file that is not a usable image."""
+    from mnist_ops.idx import read_idx
+
+    for path in expand_inputs(paths):
+        try:
+            if not _is_idx(path):
+                yield str(path), open_image(path.read_bytes(), str(path))
+                continue
+            images = read_idx(path)
+        except UserError as error:
+            yield str(path), error
+            continue
+        if images.dim() != 3:
+            yield str(path), UserError(f"{path}: IDX shape {tuple(images.shape)} is not a stack of images [N, H, W]")
+            continue
+        for index, pixels in enumerate(images.numpy()):
+            yield f"{path}[{index}]", Image.fromarray(pixels)

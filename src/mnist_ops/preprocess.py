@@ -1,0 +1,135 @@
+"""Turn a picture of a digit, as a person hands it over, into an MNIST-style 28x28 input.
+
+MNIST digits are light ink on black, scaled so the longer side of the digit fits 20 pixels
+(aspect ratio kept, anti-aliased) and placed in 28x28 with the centre of mass at the centre
+(LeCun et al.'s description of the data set; the mean centre of mass of the test digits is
+row 14.0, column 14.0). `preprocess` repeats those steps for any image, so a photo, a canvas
+drawing, a small or off-centre digit, or dark ink on white paper reaches the model in the form
+it was trained on. An MNIST digit passes through unchanged up to a shift of at most one pixel.
+
+Only numpy and Pillow: predict, serve and the tests all call this one function.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mnist_ops.errors import UserError
+
+FORMATS = ("PNG", "JPEG", "BMP", "GIF")
+MAX_PIXELS = 4096 * 4096  # larger images are refused before decoding (decompression bombs)
+BOX = 20  # the longer side of the digit, in pixels
+SIZE = 28
+CENTRE = 14.0  # where MNIST puts the centre of mass (row and column, 0-based pixel index)
+MIN_CONTRAST = 40  # ink must differ from the background by this much (0-255), else "no digit found"
+INK_FRACTION = 0.05  # pixels above this fraction of the darkest-to-lightest range count as ink for cropping
+
+
+class NotAnImageError(UserError):
+    """The bytes are not a PNG, JPEG, BMP or GIF image Pillow can decode."""
+
+
+class ImageTooLargeError(UserError):
+    """More pixels than MAX_PIXELS: refused before decoding."""
+
+
+class NoDigitError(UserError):
+    """The image has no ink: a blank page is an error, not a guess."""
+
+
+@dataclass
+class Preprocessed:
+    pixels: np.ndarray  # uint8 [28, 28], light ink on black: the image the model sees
+    inputs: np.ndarray  # float32 [1, 28, 28], normalized with the model's mean/std
+
+
+def open_image(content: bytes, name: str = "image") -> Image.Image:
+    """Decode PNG/JPEG/BMP/GIF bytes, refusing non-images and decompression bombs. Pillow reads
+    the header first, so the pixel count is checked before any pixel is decoded."""
+    if not content:
+        raise NotAnImageError(f"{name}: empty (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(content), formats=FORMATS)
+    except (UnidentifiedImageError, ValueError, OSError, SyntaxError):
+        raise NotAnImageError(f"{name}: not an image Pillow can read as {', '.join(FORMATS)}") from None
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ImageTooLargeError(f"{name}: {width}x{height} pixels is more than the {MAX_PIXELS:,} this tool decodes "
+                                 "(a decompression bomb?); scale the image down")
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise NotAnImageError(f"{name}: corrupt or truncated {image.format} image ({error})") from None
+    return image
+
+
+def grayscale(image: Image.Image) -> np.ndarray:
+    """float32 [H, W] in 0..255. A transparent background is composited on white when the ink is
+    dark and on black when the ink is light, so transparent canvases of either kind work."""
+    image = ImageOps.exif_transpose(image)  # phone photos: upright as the person saw them
+    if image.mode.startswith("I"):  # 16-bit PNG: convert("L") would clip at 255
+        return np.asarray(image, dtype=np.float32) * (255.0 / 65535.0)
+    if "A" not in image.getbands() and "transparency" not in image.info:
+        return np.asarray(image.convert("L"), dtype=np.float32)
+    rgba = image.convert("RGBA")
+    gray = np.asarray(rgba.convert("L"), dtype=np.float32)
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
+    if alpha.sum() == 0:
+        return np.zeros_like(gray)
+    ink_is_dark = float((gray * alpha).sum() / alpha.sum()) < 128
+    background = 255.0 if ink_is_dark else 0.0
+    return alpha * gray + (1.0 - alpha) * background
+
+
+def mnist_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
+    """The steps that build an MNIST digit, on any image: uint8 [28, 28], light ink on black."""
+    gray = grayscale(image)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    background = float(np.median(border))
+    ink = gray - background if background < 128 else background - gray  # light border: invert
+    np.clip(ink, 0, None, out=ink)
+    peak = float(ink.max())
+    if peak < MIN_CONTRAST:
+        raise NoDigitError(f"{name}: no digit found (the image is blank or has almost no contrast)")
+    rows = np.flatnonzero((ink > INK_FRACTION * peak).any(axis=1))
+    columns = np.flatnonzero((ink > INK_FRACTION * peak).any(axis=0))
+    ink = ink[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+    height, width = ink.shape
+    if max(height, width) != BOX:  # anti-aliased resampling to 20 px on the longer side
+        scale = BOX / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        ink = np.array(Image.fromarray(ink, mode="F").resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
+        np.clip(ink, 0, None, out=ink)
+    ink *= 255.0 / max(float(ink.max()), 1e-6)  # full contrast, as MNIST's strokes have
+    return place_by_centre_of_mass(ink)
+
+
+def place_by_centre_of_mass(ink: np.ndarray) -> np.ndarray:
+    """Paste a digit of at most 20x20 into 28x28 with its centre of mass at (14, 14), kept inside the frame."""
+    height, width = ink.shape
+    total = float(ink.sum())
+    row = float((ink.sum(axis=1) * np.arange(height)).sum() / total)
+    column = float((ink.sum(axis=0) * np.arange(width)).sum() / total)
+    top = int(np.clip(round(CENTRE - row), 0, SIZE - height))
+    left = int(np.clip(round(CENTRE - column), 0, SIZE - width))
+    canvas = np.zeros((SIZE, SIZE), dtype=np.float32)
+    canvas[top:top + height, left:left + width] = ink
+    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+
+
+def normalize_pixels(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """uint8 [..., 28, 28] -> float32 [..., 1, 28, 28] standardized like the training data
+    (the same arithmetic as `mnist_ops.train.normalize`)."""
+    x = pixels.astype(np.float32)[..., None, :, :] / np.float32(255.0)
+    return (x - np.float32(mean)) / np.float32(std)
+
+
+def preprocess(image: Image.Image, mean: float, std: float, name: str = "image") -> Preprocessed:
+    """THE preprocessing: grayscale (alpha composited), invert a light background, crop to the ink,
+    longer side to 20 px, centre of mass at the centre of 28x28, normalize with the model's mean/std."""
+    pixels = mnist_pixels(image, name)
+    return Preprocessed(pixels, normalize_pixels(pixels, mean, std))

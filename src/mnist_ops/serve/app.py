@@ -1,0 +1,138 @@
+"""The web app: `GET /` draw page, `POST /predict` JSON, `GET /healthz`, FastAPI's `/docs`.
+
+Every request is answered from memory: the page is read once when the app is built, uploads
+are read into memory (at most 1 MB) and never spooled to disk. Bad input gets a 4xx JSON
+`{"detail": ...}` naming the problem; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import socket
+from importlib.resources import files
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from mnist_ops.errors import UserError
+from mnist_ops.predict import Predictor
+from mnist_ops.preprocess import FORMATS, ImageTooLargeError, NoDigitError, NotAnImageError, open_image
+
+MAX_BODY_BYTES = 1024 * 1024
+STATUS = {NotAnImageError: 415, ImageTooLargeError: 413, NoDigitError: 422}  # any other UserError: 400
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class InMemoryMultiPartParser(MultiPartParser):
+    spool_max_size = MAX_BODY_BYTES + 1  # the whole body is at most 1 MB: a part never rolls over to a temp file
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused with 413 as soon as it passes MAX_BODY_BYTES."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise RequestError(413, f"request body of {int(declared):,} bytes is larger than the 1 MB limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise RequestError(413, "request body is larger than the 1 MB limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def uploaded_file(request: Request, body: bytes) -> bytes:
+    """The first file of a multipart/form-data body."""
+    async def stream():
+        yield body
+
+    try:
+        form = await InMemoryMultiPartParser(request.headers, stream(), max_files=1, max_fields=10).parse()
+    except MultiPartException as error:
+        raise RequestError(400, f"malformed multipart body: {error.message}") from None
+    for _, value in form.multi_items():
+        if not isinstance(value, str):
+            return await value.read()
+    raise RequestError(400, "the multipart form has no file; send the image as a file field (e.g. `file=@digit.png`)")
+
+
+def create_app(predictor: Predictor) -> FastAPI:
+    page = (files("mnist_ops.serve") / "static" / "index.html").read_text(encoding="utf-8")
+    app = FastAPI(title="mnist-ops", version="1", summary=f"Handwritten digit recognition: {predictor.model_name} "
+                                                          f"({predictor.backend})")
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, error: RequestError) -> JSONResponse:
+        return JSONResponse({"detail": error.detail}, status_code=error.status)
+
+    @app.get("/", response_class=HTMLResponse, summary="The draw-a-digit page")
+    async def index() -> str:
+        return page
+
+    @app.get("/healthz", summary="Liveness, and which model is served")
+    async def healthz() -> dict:
+        return {"status": "ok", "model": predictor.model_name, "backend": predictor.backend}
+
+    def predict_bytes(content: bytes) -> dict:
+        try:
+            prediction = predictor.predict(open_image(content, "upload"), "upload")
+        except UserError as error:
+            raise RequestError(next((code for kind, code in STATUS.items() if isinstance(error, kind)), 400),
+                               str(error)) from None
+        return {**prediction.to_dict(), "label": predictor.labels[prediction.digit],
+                "pixels": prediction.pixels.tolist(), "model": predictor.model_name}
+
+    image_schema = {"schema": {"type": "string", "format": "binary"}}
+    upload_schema = {"schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}},
+                                "required": ["file"]}}
+    request_body = {"required": True, "description": f"an image ({', '.join(FORMATS)}), at most 1 MB, as the raw "
+                                                     "body or as a multipart file",
+                    "content": {"multipart/form-data": upload_schema, "image/png": image_schema,
+                                "image/jpeg": image_schema, "application/octet-stream": image_schema}}
+    errors = {code: {"description": text} for code, text in (
+        (400, "empty body or malformed upload"), (413, "body over 1 MB or image over 16.7 megapixels"),
+        (415, "not an image"), (422, "no digit found (blank image)"))}
+
+    @app.post("/predict", summary="The digit in an image", openapi_extra={"requestBody": request_body},
+              responses=errors)
+    async def predict(request: Request) -> dict:
+        """Returns the digit, its probability, the top 3, all probabilities and the 28x28 image the model saw."""
+        body = await read_body(request)
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            body = await uploaded_file(request, body)
+        if not body:
+            raise RequestError(400, f"empty request body: send an image ({', '.join(FORMATS)}) as the body "
+                                    "or as a multipart file")
+        return await run_in_threadpool(predict_bytes, body)
+
+    return app
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket; port 0 picks a free one."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port} is not a port number (0-65535)")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as error:
+        raise UserError(f"cannot listen on {host}:{port} ({error.strerror or error}); pick another --port "
+                        "or --host") from None
+
+
+def run(predictor: Predictor, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve until Ctrl+C. Prints the URL (with the real port when port is 0)."""
+    import uvicorn
+
+    sock = listen(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {predictor.model_name} ({predictor.backend}) on http://{shown}:{sock.getsockname()[1]}/ "
+          "(API docs at /docs; Ctrl+C stops)", flush=True)
+    config = uvicorn.Config(create_app(predictor), log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
