@@ -69,3 +69,50 @@ def installed_package(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(site))
     yield site
     sys.modules.pop("mnist_zoo", None)
+
+
+@pytest.fixture(scope="session")
+def digit_checkpoint(mnist_root, tmp_path_factory):
+    """A real lean-8k checkpoint for test_predict, test_export and test_serve: one epoch on the first
+    10,000 training images at batch 32 (about 97.5% test accuracy, ~10 s on one thread)."""
+    from mnist_ops.presets import build_config
+    from mnist_ops.train import fit
+
+    out = tmp_path_factory.mktemp("lean-8k") / "run"
+    config = build_config("lean-8k", None, {"epochs": 1, "limit_train": 10_000, "batch_size": 32})
+    fit(config, out, data_root=mnist_root, log=lambda line: None, progress=False)
+    return out / "last.pt"
+
+
+@pytest.fixture(scope="session")
+def onnx_model(digit_checkpoint, tmp_path_factory):
+    """`digit_checkpoint` exported by `mnist-ops export`."""
+    from mnist_ops.export import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export_onnx(digit_checkpoint, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mnist_test(mnist_root):
+    from mnist_ops.data import load_split
+
+    return load_split("mnist", "test", mnist_root)
+
+
+@pytest.fixture(scope="session")
+def bomb_png():
+    """A real decompression bomb: a 65 KB PNG that decodes to 8192 x 8192 = 67 megapixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    side = 8192
+    compressor = zlib.compressobj(9)
+    row = b"\x00" * (side + 1)  # filter byte + one byte per pixel
+    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")

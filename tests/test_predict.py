@@ -1,0 +1,124 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnist_ops.cli import main
+from mnist_ops.idx import write_idx
+from mnist_ops.predict import TorchPredictor, load_predictor
+from mnist_ops.train import evaluate, load_checkpoint, model_from_checkpoint, normalize
+
+pytestmark = pytest.mark.integration
+RENDERED = 1200
+
+
+def render_like_a_person(pixels: np.ndarray, rng: np.random.Generator, kind: int) -> tuple[Image.Image, str]:
+    """An MNIST test digit as a person hands it over: enlarged 4-10x, dark ink on white, somewhere
+    off-centre on a bigger page; as grayscale PNG, blue ink on white RGB PNG, black ink on a
+    transparent RGBA PNG, or an RGB JPEG."""
+    size = round(28 * rng.uniform(4, 10))
+    ink = np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32) / 255
+    height, width = size + int(rng.integers(size // 4, size)), size + int(rng.integers(size // 4, size))
+    top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
+    page = np.zeros((height, width), dtype=np.float32)
+    page[top:top + size, left:left + size] = ink
+    if kind == 0:
+        return Image.fromarray(np.uint8(np.rint(255 * (1 - page)))), "png"
+    if kind == 1:
+        blue = 255 * (1 - page[..., None]) + np.array([20, 30, 120], dtype=np.float32) * page[..., None]
+        return Image.fromarray(np.uint8(np.rint(blue))), "png"
+    if kind == 2:
+        rgba = np.zeros((height, width, 4), dtype=np.uint8)
+        rgba[..., 3] = np.uint8(np.rint(255 * page))
+        return Image.fromarray(rgba), "png"
+    return Image.fromarray(np.uint8(np.rint(255 * (1 - page)))).convert("RGB"), "jpg"
+
+
+def run_predict(capsys, *args):
+    code = main(["predict", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_rendered_digits_keep_the_accuracy_of_the_originals(digit_checkpoint, mnist_test, tmp_path, capsys):
+    """The issue's acceptance test: 1,200 test digits rendered as files, through `mnist-ops predict`,
+    must score within 0.5 points of the model's accuracy on the original 28x28 digits."""
+    checkpoint = load_checkpoint(digit_checkpoint)
+    images, labels = mnist_test.images[:RENDERED], mnist_test.labels[:RENDERED]
+    original = evaluate(model_from_checkpoint(checkpoint), normalize(images, checkpoint["mean"], checkpoint["std"]),
+                        labels, torch.device("cpu")).accuracy
+
+    rng = np.random.default_rng(2024)
+    kinds = {}
+    for index, pixels in enumerate(images.numpy()):
+        image, suffix = render_like_a_person(pixels, rng, index % 4)
+        kinds[image.mode] = kinds.get(image.mode, 0) + 1
+        image.save(tmp_path / f"{index:04d}.{suffix}", **({"quality": 90} if suffix == "jpg" else {"compress_level": 1}))
+    assert kinds == {"L": 300, "RGB": 600, "RGBA": 300}
+
+    code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint, "--json", tmp_path)
+    assert code == 0 and err == ""
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["file"] for r in records] == sorted(str(p) for p in tmp_path.iterdir())
+    predicted = np.array([r["digit"] for r in records])
+    rendered = (predicted == labels.numpy()).mean() * 100
+    assert original > 95
+    assert abs(rendered - original) <= 0.5, f"rendered {rendered:.2f}% vs original {original:.2f}%"
+    assert all(abs(sum(r["probabilities"]) - 1) < 1e-4 and r["top3"][0] == [r["digit"], r["probability"]]
+               for r in records)
+
+
+def test_idx_input_keeps_mnist_accuracy(digit_checkpoint, mnist_root, tmp_path, capsys):
+    """Already MNIST-like input (the real test-set IDX file) goes through the same preprocessing and
+    keeps the accuracy the model has on it directly."""
+    checkpoint = load_checkpoint(digit_checkpoint)
+    test_file = mnist_root / "mnist" / "t10k-images-idx3-ubyte"
+    from mnist_ops.data import load_split
+
+    test = load_split("mnist", "test", mnist_root)
+    direct = evaluate(model_from_checkpoint(checkpoint), normalize(test.images, checkpoint["mean"], checkpoint["std"]),
+                      test.labels, torch.device("cpu")).accuracy
+    code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint, "--json", test_file)
+    assert code == 0 and err == ""
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 10_000 and records[17]["file"] == f"{test_file}[17]"
+    accuracy = (np.array([r["digit"] for r in records]) == test.labels.numpy()).mean() * 100
+    assert abs(accuracy - direct) <= 0.2, f"through preprocessing {accuracy:.2f}% vs direct {direct:.2f}%"
+
+    write_idx(tmp_path / "three.idx", test.images[:3])  # the text output: digit, probability, top 3
+    code, out, _ = run_predict(capsys, "--checkpoint", digit_checkpoint, tmp_path / "three.idx")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3
+    assert lines[0].startswith(f"{tmp_path / 'three.idx'}[0]: 7 (") and "top 3: 7 " in lines[0]
+
+
+def test_bad_files_get_one_line_each_and_the_good_ones_are_still_predicted(digit_checkpoint, mnist_test, tmp_path,
+                                                                        capsys):
+    Image.fromarray(255 - mnist_test.images[0].numpy()).resize((140, 140)).save(tmp_path / "a-seven.png")
+    Image.new("L", (200, 200), 255).save(tmp_path / "b-blank.png")
+    (tmp_path / "c-notes.gif").write_text("not an image")
+    code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint, tmp_path)
+    assert code == 2
+    assert out.splitlines()[0].startswith(f"{tmp_path / 'a-seven.png'}: 7 (") and len(out.splitlines()) == 1
+    errors = err.splitlines()
+    assert len(errors) == 2 and "Traceback" not in err
+    assert "b-blank.png: no digit found" in errors[0] and "c-notes.gif: not an image" in errors[1]
+
+    for args, fragment in [((tmp_path / "absent.png",), "no such file"),
+                           ((tmp_path / "empty-dir",), "no image files")]:
+        (tmp_path / "empty-dir").mkdir(exist_ok=True)
+        code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint, *args)
+        assert code == 2 and out == "" and len(err.splitlines()) == 1 and fragment in err
+
+
+def test_one_predictor_interface(digit_checkpoint, mnist_test):
+    predictor = load_predictor(checkpoint=digit_checkpoint)
+    assert isinstance(predictor, TorchPredictor) and predictor.labels == [str(d) for d in range(10)]
+    digit = Image.fromarray(255 - mnist_test.images[1].numpy()).resize((300, 300))
+    prediction = predictor.predict(digit)
+    assert prediction.digit == 2 and prediction.pixels.shape == (28, 28)
+    assert prediction.top(3)[0] == (2, prediction.probability)
+    probabilities = predictor.probabilities(mnist_test.images[:50].numpy(), batch_size=7)
+    assert probabilities.shape == (50, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)

@@ -1,0 +1,110 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_ops.preprocess import (ImageTooLargeError, NoDigitError, NotAnImageError, mnist_pixels, normalize_pixels,
+                                  open_image, preprocess)
+from mnist_ops.train import normalize
+
+
+def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def dark_on_white(pixels: np.ndarray, scale: int, canvas: tuple[int, int], at: tuple[int, int]) -> np.ndarray:
+    """An MNIST digit enlarged `scale` times, dark ink on a white canvas, its corner at `at` (row, column)."""
+    big = np.asarray(Image.fromarray(pixels).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC))
+    page = np.zeros(canvas, dtype=np.uint8)
+    page[at[0]:at[0] + 28 * scale, at[1]:at[1] + 28 * scale] = big
+    return 255 - page
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two 28x28 images, at the best relative shift of at most one pixel (centring by
+    centre of mass rounds to whole pixels, as MNIST's own centring did)."""
+    b = b.astype(np.float64)
+    return max(float(np.corrcoef(np.roll(a.astype(np.float64), (dy, dx), axis=(0, 1)).ravel(), b.ravel())[0, 1])
+               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+
+@pytest.mark.integration
+def test_mnist_digits_pass_through_as_they_are(mnist_test):
+    """MNIST's own construction (20 px box, centre of mass at 14, 14) is what we rebuild: the test digits
+    come out nearly unchanged (cropping at 20% of the peak ink drops some faint edge pixels)."""
+    digits = mnist_test.images[:500].numpy()
+    out = np.stack([mnist_pixels(Image.fromarray(d)) for d in digits])
+    assert np.mean([np.array_equal(a, b) for a, b in zip(out, digits)]) > 0.5
+    assert min(similarity(a, b) for a, b in zip(out, digits)) > 0.99
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("scale, canvas, at", [(4, (300, 200), (10, 80)), (10, (600, 900), (300, 5)),
+                                               (7, (200, 200), (0, 0))])
+def test_big_off_centre_dark_digit_becomes_the_mnist_digit(mnist_test, scale, canvas, at):
+    for digit in mnist_test.images[:20].numpy():
+        seen = mnist_pixels(Image.fromarray(dark_on_white(digit, scale, canvas, at)))
+        assert similarity(seen, digit) > 0.9
+        rows, columns = np.nonzero(seen)
+        assert max(np.ptp(rows), np.ptp(columns)) + 1 in (20, 21)  # the longer side fits the 20-pixel box
+        weights = seen.astype(np.float64)
+        centre = [(weights.sum(axis=axis) * np.arange(28)).sum() / weights.sum() for axis in (1, 0)]
+        assert np.allclose(centre, 14.0, atol=0.6)
+
+
+@pytest.mark.integration
+def test_colour_and_transparency_give_the_same_digit(mnist_test):
+    digit = mnist_test.images[3].numpy()
+    gray = dark_on_white(digit, 5, (200, 180), (30, 20))
+    expected = mnist_pixels(Image.fromarray(gray))
+    ink = (255 - gray).astype(np.float64) / 255
+    blue_on_white = np.uint8(np.rint(255 * (1 - ink[..., None]) + np.array([20, 30, 120]) * ink[..., None]))
+    alpha = np.uint8(np.rint(255 * ink))
+    black_on_transparent = np.dstack([np.zeros_like(alpha)] * 3 + [alpha])
+    white_on_transparent = np.dstack([np.full_like(alpha, 255)] * 3 + [alpha])
+    for array in (blue_on_white, black_on_transparent, white_on_transparent):
+        image = open_image(encode(Image.fromarray(array)))
+        assert similarity(mnist_pixels(image), expected) > 0.97
+    jpeg = open_image(encode(Image.fromarray(gray).convert("RGB"), "JPEG"))
+    assert similarity(mnist_pixels(jpeg), expected) > 0.95
+    sixteen_bit = Image.fromarray(gray.astype(np.uint16) * 257)
+    assert similarity(mnist_pixels(open_image(encode(sixteen_bit))), expected) > 0.99
+
+
+def test_blank_images_are_an_error_not_a_guess():
+    for image in (Image.new("L", (280, 280), 255), Image.new("L", (28, 28), 0), Image.new("RGB", (50, 40), (90, 90, 90)),
+                  Image.new("RGBA", (64, 64), (0, 0, 0, 0))):
+        with pytest.raises(NoDigitError, match="no digit found"):
+            mnist_pixels(open_image(encode(image)))
+    faint = np.full((100, 100), 200, dtype=np.uint8)
+    faint[40:60, 45:55] = 185  # 15 grey levels of contrast: a smudge, not ink
+    with pytest.raises(NoDigitError):
+        mnist_pixels(Image.fromarray(faint))
+
+
+def test_bad_bytes_are_refused_before_decoding(bomb_png):
+    with pytest.raises(NotAnImageError, match="not an image"):
+        open_image(b"GIF89a but not really")
+    with pytest.raises(NotAnImageError, match="empty"):
+        open_image(b"")
+    png = encode(Image.new("L", (64, 64), 128))
+    with pytest.raises(NotAnImageError):
+        open_image(png[: len(png) // 2])
+    with pytest.raises(NotAnImageError):  # TIFF is not among the accepted formats
+        open_image(encode(Image.new("L", (8, 8)), "TIFF"))
+    with pytest.raises(ImageTooLargeError, match="8192x8192"):
+        open_image(bomb_png)
+
+
+def test_normalization_matches_training():
+    import torch
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
+    ours = normalize_pixels(pixels, 0.1307, 0.3081)
+    assert ours.shape == (3, 1, 28, 28) and ours.dtype == np.float32
+    assert np.allclose(ours, normalize(torch.from_numpy(pixels), 0.1307, 0.3081).numpy(), atol=1e-6)
+    prepared = preprocess(Image.fromarray(pixels[0]), 0.1307, 0.3081)
+    assert np.allclose(prepared.inputs, normalize_pixels(prepared.pixels, 0.1307, 0.3081))
