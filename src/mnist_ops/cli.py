@@ -382,7 +382,7 @@ def command_export(args) -> None:
 
     metadata = export_onnx(args.checkpoint, args.out)
     print(f"wrote {args.out}: model {metadata['model_name']}, epoch {metadata['epoch']}, dynamic batch; "
-          f"run it with `mnist-ops predict --model {args.out} FILE` or `mnist-ops serve --model {args.out}`")
+          f"try `mnist-ops predict --model {args.out} FILE` or `mnist-ops serve --model {args.out}`", flush=True)
 
 
 def command_serve(args) -> None:

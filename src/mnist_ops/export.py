@@ -8,7 +8,9 @@ file needs besides the graph travels in its metadata: mean, std, model name, lab
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
 from pathlib import Path
 
 from mnist_ops.errors import UserError, require_extra
@@ -35,8 +37,17 @@ def export_onnx(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> d
     # a batch of 2: an example batch of 1 would freeze the batch dimension
     example = torch.zeros(2, 1, 28, 28)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # it lists torchvision ops it skips, which do not concern these models
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecations inside the exporter
+            program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME],
+                                        output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},),
+                                        external_data=False, verbose=False)
+    finally:
+        exporter_log.setLevel(level)
     metadata = {
         "mean": repr(float(checkpoint["mean"])), "std": repr(float(checkpoint["std"])),
         "model_name": checkpoint["model_name"], "dataset": dataset,

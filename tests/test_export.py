@@ -1,0 +1,82 @@
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from mnist_ops.cli import main
+from mnist_ops.predict import OnnxPredictor, TorchPredictor
+from mnist_ops.preprocess import normalize_pixels
+from mnist_ops.train import load_checkpoint
+
+pytestmark = pytest.mark.integration
+
+
+def test_exported_model_has_a_dynamic_batch_and_metadata(digit_checkpoint, onnx_model):
+    model = onnx.load(onnx_model)
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param and not batch.HasField("dim_value")  # symbolic, not frozen to the example's 2
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    checkpoint = load_checkpoint(digit_checkpoint)
+    assert float(metadata["mean"]) == checkpoint["mean"] and float(metadata["std"]) == checkpoint["std"]
+    assert metadata["model_name"] == "lean-8k" and metadata["labels"] == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
+    assert not any(node.op_type == "BatchNormalization" for node in model.graph.node)  # folded into the convs
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 1000])
+def test_onnxruntime_agrees_with_torch_on_all_test_images(digit_checkpoint, onnx_model, mnist_test, batch_size):
+    torch_predictor, onnx_predictor = TorchPredictor(digit_checkpoint), OnnxPredictor(onnx_model)
+    assert (onnx_predictor.mean, onnx_predictor.std) == (torch_predictor.mean, torch_predictor.std)
+    inputs = normalize_pixels(mnist_test.images.numpy(), onnx_predictor.mean, onnx_predictor.std)
+    ours, theirs = [], []
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start:start + batch_size]
+        ours.append(onnx_predictor.logits(batch))
+        theirs.append(torch_predictor.logits(batch))
+    ours, theirs = np.concatenate(ours), np.concatenate(theirs)
+    assert ours.shape == theirs.shape == (10_000, 10)
+    assert np.array_equal(ours.argmax(axis=1), theirs.argmax(axis=1))
+    assert np.abs(ours - theirs).max() <= 1e-4
+
+
+def test_predict_with_the_onnx_model_matches_the_checkpoint(digit_checkpoint, onnx_model, mnist_test, tmp_path, capsys):
+    from PIL import Image
+
+    for index in range(12):
+        Image.fromarray(255 - mnist_test.images[index].numpy()).resize((150, 150)).save(tmp_path / f"{index:02d}.png")
+    outputs = []
+    for flag, path in (("--checkpoint", digit_checkpoint), ("--model", onnx_model)):
+        assert main(["predict", flag, str(path), str(tmp_path)]) == 0
+        outputs.append([line.split("(")[0] for line in capsys.readouterr().out.splitlines()])
+    assert len(outputs[0]) == 12 and outputs[0] == outputs[1]
+
+
+def run_cli(*args, prelude=""):
+    code = prelude + "import sys; from mnist_ops.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_export_mistakes_and_a_missing_extra_give_one_line(digit_checkpoint, onnx_model, tmp_path):
+    for args, fragment in [(["--checkpoint", tmp_path / "absent.pt"], "not found"),
+                           (["--checkpoint", digit_checkpoint, "--out", tmp_path / "model.txt"], "*.onnx")]:
+        code, _, err = run_cli("export", *args)
+        assert code == 2 and len(err.splitlines()) == 1 and fragment in err and "Traceback" not in err
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    code, _, err = run_cli("predict", "--model", tmp_path / "junk.onnx", tmp_path)
+    assert code == 2 and "not a readable ONNX model" in err and len(err.splitlines()) == 1
+    blocked = "import sys; sys.modules['onnxscript'] = None; sys.modules['onnxruntime'] = None; "
+    code, _, err = run_cli("export", "--checkpoint", digit_checkpoint, "--out", tmp_path / "m.onnx", prelude=blocked)
+    assert code == 2 and err.strip() == "mnist-ops: error: this command needs the onnxscript package: " \
+                                        "pip install 'mnist-ops[export]'"
+    assert not (tmp_path / "m.onnx").exists()
+    code, _, err = run_cli("predict", "--model", onnx_model, tmp_path, prelude=blocked)
+    assert code == 2 and "pip install 'mnist-ops[export]'" in err and len(err.splitlines()) == 1
+
+
+def test_export_command_writes_a_working_model(digit_checkpoint, tmp_path, capsys):
+    assert main(["export", "--checkpoint", str(digit_checkpoint), "--out", str(tmp_path / "m.onnx")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert OnnxPredictor(tmp_path / "m.onnx").model_name == "lean-8k"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temp files or external data left behind

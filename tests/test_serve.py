@@ -1,0 +1,197 @@
+import io
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.integration
+CHROMIUM = Path("/usr/bin/chromium")
+# without these, Chromium on a closed network floods itself with refused connections
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def start_server(*args, timeout=60):
+    """`mnist-ops serve ... --port 0` in a subprocess; returns (process, base URL) once /healthz answers."""
+    process = subprocess.Popen([sys.executable, "-m", "mnist_ops", "serve", *map(str, args), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], timeout)
+        line = process.stdout.readline() if ready else ""
+        assert line.startswith("serving "), f"server did not start: {line!r} {process.stderr.read() if process.poll() is not None else ''}"
+        url = line.split(" on ")[1].split()[0].rstrip("/")
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    return process, url
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError("server never answered /healthz")
+    except BaseException:
+        process.kill()
+        process.wait(10)
+        raise
+
+
+def stop(process):
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(digit_checkpoint):
+    process, url = start_server("--checkpoint", digit_checkpoint)
+    yield url
+    stop(process)
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def seven(mnist_test) -> bytes:
+    """Test digit 0 (a 7), dark on white, 5x enlarged."""
+    return png(Image.fromarray(255 - mnist_test.images[0].numpy()).resize((140, 140), Image.Resampling.BICUBIC))
+
+
+def test_predict_raw_body_and_multipart_upload(server, seven):
+    with httpx.Client(base_url=server, timeout=10) as client:
+        raw = client.post("/predict", content=seven, headers={"content-type": "image/png"})
+        upload = client.post("/predict", files={"file": ("seven.png", seven, "image/png")})
+        assert raw.status_code == upload.status_code == 200
+        result = raw.json()
+        assert result["digit"] == 7 and result["label"] == "7" and result == upload.json()
+        assert len(result["probabilities"]) == 10 and abs(sum(result["probabilities"]) - 1) < 1e-4
+        pixels = np.array(result["pixels"])
+        assert pixels.shape == (28, 28) and pixels.max() == 255 and pixels[0].max() == 0  # light on black, margins
+        assert client.get("/healthz").json() == {"status": "ok", "model": "lean-8k", "backend": "torch"}
+        assert "<canvas" in client.get("/").text
+        assert client.get("/docs").status_code == 200
+        assert "/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(server, seven, bomb_png):
+    def chunks():  # over 1 MB without a Content-Length: the server must count
+        for _ in range(12):
+            yield b"\x89PNG" + b"\x00" * 99_996
+
+    blank = png(Image.new("RGB", (300, 300), (255, 255, 255)))
+    cases = [
+        ({"content": b""}, 400, "empty request body"),
+        ({"content": b"%PDF-1.7 not a picture"}, 415, "not an image"),
+        ({"content": b"\x89PNG" + b"\x00" * (1024 * 1024)}, 413, "1 MB"),
+        ({"content": chunks()}, 413, "1 MB"),
+        ({"content": bomb_png, "headers": {"content-type": "image/png"}}, 413, "8192x8192"),
+        ({"content": blank}, 422, "no digit found"),
+        ({"files": {"note": (None, "just a field")}}, 400, "has no file"),
+        ({"files": {"file": ("empty.png", b"", "image/png")}}, 400, "empty request body"),
+        ({"content": b"--xyz\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=xyz"}}, 400, ""),
+    ]
+    with httpx.Client(base_url=server, timeout=20) as client:
+        for request, status, fragment in cases:
+            response = client.post("/predict", **request)
+            assert response.status_code == status, (fragment, response.text)
+            assert fragment in response.json()["detail"]
+            assert client.post("/predict", content=seven).json()["digit"] == 7  # still serving
+        assert client.get("/predict").status_code == 405
+
+
+def test_the_onnx_model_serves_the_same_answer(onnx_model, seven, server):
+    process, url = start_server("--model", onnx_model)
+    try:
+        answer = httpx.post(f"{url}/predict", content=seven, timeout=10).json()
+        assert httpx.get(f"{url}/healthz", timeout=10).json()["backend"] == "onnxruntime"
+    finally:
+        stop(process)
+    reference = httpx.post(f"{server}/predict", content=seven, timeout=10).json()
+    assert answer["digit"] == reference["digit"] == 7 and answer["pixels"] == reference["pixels"]
+    assert np.allclose(answer["probabilities"], reference["probabilities"], atol=1e-4)
+
+
+def run_cli(*args, prelude=""):
+    code = prelude + "import sys; from mnist_ops.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_serve_mistakes_give_one_line(digit_checkpoint, tmp_path):
+    for args, fragment in [(["--checkpoint", digit_checkpoint, "--port", "70000"], "not a port number"),
+                           (["--checkpoint", digit_checkpoint, "--host", "203.0.113.7"], "cannot listen"),
+                           (["--checkpoint", tmp_path / "absent.pt"], "not found"),
+                           (["--model", tmp_path / "absent.onnx"], "not found"),
+                           ([], "one of the arguments --checkpoint --model is required")]:
+        code, _, err = run_cli("serve", *args)
+        assert code == 2 and len(err.splitlines()) == 1 and fragment in err, err
+    blocked = "import sys; sys.modules['fastapi'] = None; "
+    code, _, err = run_cli("serve", "--checkpoint", digit_checkpoint, prelude=blocked)
+    assert code == 2 and err.strip() == "mnist-ops: error: this command needs the fastapi package: " \
+                                        "pip install 'mnist-ops[serve]'"
+
+
+def strokes_from(pixels: np.ndarray, threshold: int = 128) -> list[tuple[int, int, int]]:
+    """Trace an MNIST digit as pen strokes: one left-to-right stroke over each run of inked pixels
+    in each row, as (row, first column, last column)."""
+    strokes = []
+    for row, values in enumerate(pixels):
+        inked = np.flatnonzero(values > threshold)
+        if len(inked):
+            for run in np.split(inked, np.flatnonzero(np.diff(inked) > 1) + 1):
+                strokes.append((row, int(run[0]), int(run[-1])))
+    return strokes
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium is not installed at /usr/bin/chromium "
+                                                   "(apt-get install chromium); .ci/run installs it")
+def test_drawing_digits_in_a_real_browser(server, mnist_test, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    scale = 9  # screen pixels per MNIST pixel: the digit is about 180 px tall on the 280 px pad
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 900, "height": 620})
+        try:
+            page = browser.new_page()
+            page.goto(server + "/", timeout=20_000)
+            box = page.locator("#pad").bounding_box()
+            left, top = box["x"] + (box["width"] - 28 * scale) / 2, box["y"] + (box["height"] - 28 * scale) / 2
+            for index in range(4):  # the first four test digits: 7, 2, 1, 0
+                label = int(mnist_test.labels[index])
+                page.click("#clear")
+                traced = strokes_from(mnist_test.images[index].numpy())
+                for row, first, last in traced:
+                    y = top + (row + 0.5) * scale
+                    page.mouse.move(left + (first + 0.5) * scale, y)
+                    page.mouse.down()
+                    page.mouse.move(left + (last + 0.5) * scale, y, steps=max(2, last - first))
+                    page.mouse.up()
+                page.wait_for_function("n => document.getElementById('answer').dataset.stroke === String(n)",
+                                       arg=len(traced), timeout=30_000)
+                assert page.text_content("#digit") == str(label), f"drew a {label}"
+                assert page.locator("#bars .best").first.text_content() == str(label)
+                seen_ink = page.evaluate("() => document.getElementById('seen').getContext('2d')"
+                                         ".getImageData(0, 0, 28, 28).data.reduce((a, b) => a + b, 0)")
+                assert seen_ink > 28 * 28 * 255  # the 28x28 image the model saw is drawn (beyond opaque black)
+            screenshot = page.screenshot()
+            (tmp_path / "draw-page.png").write_bytes(screenshot)
+            if os.environ.get("MNIST_OPS_SCREENSHOT"):  # MNIST_OPS_SCREENSHOT=docs/draw-page.png refreshes the README's
+                Path(os.environ["MNIST_OPS_SCREENSHOT"]).write_bytes(screenshot)
+            page.click("#clear")
+            assert page.text_content("#digit") == "" and page.get_attribute("#answer", "data-stroke") == "0"
+        finally:
+            browser.close()
