@@ -39,7 +39,7 @@ from PIL import Image
 from mnist_ops.bench import code_version
 from mnist_ops.data import load_split
 from mnist_ops.export import export_onnx
-from mnist_ops.idx import atomic_write_bytes
+from mnist_ops.fileio import atomic_write_bytes
 from mnist_ops.predict import OnnxPredictor, TorchPredictor
 from mnist_ops.presets import build_config
 from mnist_ops.train import fit

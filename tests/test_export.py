@@ -1,4 +1,3 @@
-import subprocess
 import sys
 
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 from mnist_ops.cli import main
 from mnist_ops.predict import OnnxPredictor, TorchPredictor
 from mnist_ops.preprocess import normalize_pixels
-from mnist_ops.train import load_checkpoint
+from mnist_ops.engine import load_checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -52,27 +51,24 @@ def test_predict_with_the_onnx_model_matches_the_checkpoint(digit_checkpoint, on
     assert len(outputs[0]) == 12 and outputs[0] == outputs[1]
 
 
-def run_cli(*args, prelude=""):
-    code = prelude + "import sys; from mnist_ops.cli import main; sys.exit(main(sys.argv[1:]))"
-    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300)
-    return result.returncode, result.stdout, result.stderr
+def test_export_mistakes_and_a_missing_extra_give_one_line(digit_checkpoint, onnx_model, tmp_path, capsys,
+                                                           monkeypatch):
+    def one_line_error(*args):
+        assert main([*map(str, args)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and "Traceback" not in err
+        return err
 
-
-def test_export_mistakes_and_a_missing_extra_give_one_line(digit_checkpoint, onnx_model, tmp_path):
-    for args, fragment in [(["--checkpoint", tmp_path / "absent.pt"], "not found"),
-                           (["--checkpoint", digit_checkpoint, "--out", tmp_path / "model.txt"], "*.onnx")]:
-        code, _, err = run_cli("export", *args)
-        assert code == 2 and len(err.splitlines()) == 1 and fragment in err and "Traceback" not in err
+    assert "not found" in one_line_error("export", "--checkpoint", tmp_path / "absent.pt")
+    assert "*.onnx" in one_line_error("export", "--checkpoint", digit_checkpoint, "--out", tmp_path / "model.txt")
     (tmp_path / "junk.onnx").write_bytes(b"junk")
-    code, _, err = run_cli("predict", "--model", tmp_path / "junk.onnx", tmp_path)
-    assert code == 2 and "not a readable ONNX model" in err and len(err.splitlines()) == 1
-    blocked = "import sys; sys.modules['onnxscript'] = None; sys.modules['onnxruntime'] = None; "
-    code, _, err = run_cli("export", "--checkpoint", digit_checkpoint, "--out", tmp_path / "m.onnx", prelude=blocked)
-    assert code == 2 and err.strip() == "mnist-ops: error: this command needs the onnxscript package: " \
-                                        "pip install 'mnist-ops[export]'"
+    assert "not a readable ONNX model" in one_line_error("predict", "--model", tmp_path / "junk.onnx", tmp_path)
+    for module in ("onnxscript", "onnxruntime"):  # as if the export extra were not installed
+        monkeypatch.setitem(sys.modules, module, None)
+    assert one_line_error("export", "--checkpoint", digit_checkpoint, "--out", tmp_path / "m.onnx") == \
+        "mnist-ops: error: this command needs the onnxscript package: pip install 'mnist-ops[export]'\n"
     assert not (tmp_path / "m.onnx").exists()
-    code, _, err = run_cli("predict", "--model", onnx_model, tmp_path, prelude=blocked)
-    assert code == 2 and "pip install 'mnist-ops[export]'" in err and len(err.splitlines()) == 1
+    assert "pip install 'mnist-ops[export]'" in one_line_error("predict", "--model", onnx_model, tmp_path)
 
 
 def test_export_command_writes_a_working_model(digit_checkpoint, tmp_path, capsys):

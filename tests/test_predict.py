@@ -8,7 +8,8 @@ from PIL import Image
 from mnist_ops.cli import main
 from mnist_ops.idx import write_idx
 from mnist_ops.predict import TorchPredictor, load_predictor
-from mnist_ops.train import evaluate, load_checkpoint, model_from_checkpoint, normalize
+from mnist_ops.batches import normalize
+from mnist_ops.engine import evaluate, load_checkpoint, model_from_checkpoint
 
 pytestmark = pytest.mark.integration
 RENDERED = 1200
@@ -105,6 +106,10 @@ def test_bad_files_get_one_line_each_and_the_good_ones_are_still_predicted(digit
     errors = err.splitlines()
     assert len(errors) == 2 and "Traceback" not in err
     assert "b-blank.png: no digit found" in errors[0] and "c-notes.gif: not an image" in errors[1]
+
+    code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint.parent, tmp_path / "a-seven.png")
+    assert code == 0 and out.startswith(f"{tmp_path / 'a-seven.png'}: 7 (")  # a run directory: its last.pt here
+    assert err.startswith(f"using {digit_checkpoint}") and len(err.splitlines()) == 1
 
     for args, fragment in [((tmp_path / "absent.png",), "no such file"),
                            ((tmp_path / "empty-dir",), "no image files")]:

@@ -6,7 +6,7 @@ from PIL import Image
 
 from mnist_ops.preprocess import (ImageTooLargeError, NoDigitError, NotAnImageError, mnist_pixels, normalize_pixels,
                                   open_image, preprocess)
-from mnist_ops.train import normalize
+from mnist_ops.batches import normalize
 
 
 def encode(image: Image.Image, fmt: str = "PNG") -> bytes:

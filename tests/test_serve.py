@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mnist_ops.cli import main
+
 pytestmark = pytest.mark.integration
 CHROMIUM = Path("/usr/bin/chromium")
 # without these, Chromium on a closed network floods itself with refused connections
@@ -123,24 +125,21 @@ def test_the_onnx_model_serves_the_same_answer(onnx_model, seven, server):
     assert np.allclose(answer["probabilities"], reference["probabilities"], atol=1e-4)
 
 
-def run_cli(*args, prelude=""):
-    code = prelude + "import sys; from mnist_ops.cli import main; sys.exit(main(sys.argv[1:]))"
-    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300)
-    return result.returncode, result.stdout, result.stderr
-
-
-def test_serve_mistakes_give_one_line(digit_checkpoint, tmp_path):
+def test_serve_mistakes_give_one_line(digit_checkpoint, tmp_path, capsys, monkeypatch):
     for args, fragment in [(["--checkpoint", digit_checkpoint, "--port", "70000"], "not a port number"),
                            (["--checkpoint", digit_checkpoint, "--host", "203.0.113.7"], "cannot listen"),
                            (["--checkpoint", tmp_path / "absent.pt"], "not found"),
-                           (["--model", tmp_path / "absent.onnx"], "not found"),
-                           ([], "one of the arguments --checkpoint --model is required")]:
-        code, _, err = run_cli("serve", *args)
-        assert code == 2 and len(err.splitlines()) == 1 and fragment in err, err
-    blocked = "import sys; sys.modules['fastapi'] = None; "
-    code, _, err = run_cli("serve", "--checkpoint", digit_checkpoint, prelude=blocked)
-    assert code == 2 and err.strip() == "mnist-ops: error: this command needs the fastapi package: " \
-                                        "pip install 'mnist-ops[serve]'"
+                           (["--model", tmp_path / "absent.onnx"], "not found")]:
+        assert main(["serve", *map(str, args)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and fragment in err, err
+    with pytest.raises(SystemExit) as exit_info:  # argparse: one of the two is required
+        main(["serve"])
+    assert exit_info.value.code == 2 and "--checkpoint --model" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the serve extra were not installed
+    assert main(["serve", "--checkpoint", str(digit_checkpoint)]) == 2
+    assert capsys.readouterr().err == "mnist-ops: error: this command needs the fastapi package: " \
+                                      "pip install 'mnist-ops[serve]'\n"
 
 
 def strokes_from(pixels: np.ndarray, threshold: int = 128) -> list[tuple[int, int, int]]:

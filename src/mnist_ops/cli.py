@@ -146,7 +146,8 @@ def _add_use_parsers(commands) -> None:
     """`predict`, `export` and `serve`: use a trained model."""
     def add_model_args(parser):
         which = parser.add_mutually_exclusive_group(required=True)
-        which.add_argument("--checkpoint", help="a checkpoint (RUN/best.pt or RUN/last.pt), run by PyTorch")
+        which.add_argument("--checkpoint", help="a run directory (its best.pt, else last.pt) or a checkpoint file, "
+                                                "run by PyTorch")
         which.add_argument("--model", help="a model.onnx written by `mnist-ops export`, run by onnxruntime")
 
     predict = commands.add_parser("predict", help="the digit in each image file (PNG/JPEG/BMP/GIF, a folder, IDX)",
@@ -156,7 +157,8 @@ def _add_use_parsers(commands) -> None:
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
 
     export = commands.add_parser("export", help="write the model as ONNX (BatchNorm folded, dynamic batch)")
-    export.add_argument("--checkpoint", required=True, help="RUN/best.pt or RUN/last.pt")
+    export.add_argument("--checkpoint", required=True, help="a run directory (its best.pt, else last.pt) or a "
+                                                            "checkpoint file")
     export.add_argument("--out", default="model.onnx", help="the .onnx file to write (default: model.onnx)")
 
     serve = commands.add_parser("serve", help="a draw-a-digit page and a JSON /predict endpoint (FastAPI)")
@@ -358,12 +360,20 @@ def command_lr_find(args) -> None:
     lr_find(config, args.start_lr, args.end_lr, args.iterations, out, data_root=args.data_root)
 
 
+def use_checkpoint(path: str | None) -> str | None:
+    """--checkpoint for predict/export/serve: a run directory means its best.pt, else its last.pt (said on stderr,
+    so that `predict --json` keeps stdout to JSON lines)."""
+    from mnist_ops.engine import find_checkpoint
+
+    return None if path is None else str(find_checkpoint(path, log=lambda line: print(line, file=sys.stderr)))
+
+
 def command_predict(args) -> int:
     import json
 
     from mnist_ops.predict import load_predictor, read_images
 
-    predictor = load_predictor(args.checkpoint, args.model)
+    predictor = load_predictor(use_checkpoint(args.checkpoint), args.model)
     failed = 0
     for name, result in predictor.predict_many(read_images(args.inputs)):
         if isinstance(result, UserError):
@@ -380,7 +390,7 @@ def command_predict(args) -> int:
 def command_export(args) -> None:
     from mnist_ops.export import export_onnx
 
-    metadata = export_onnx(args.checkpoint, args.out)
+    metadata = export_onnx(use_checkpoint(args.checkpoint), args.out)
     print(f"wrote {args.out}: model {metadata['model_name']}, epoch {metadata['epoch']}, dynamic batch; "
           f"try `mnist-ops predict --model {args.out} FILE` or `mnist-ops serve --model {args.out}`", flush=True)
 
@@ -392,7 +402,7 @@ def command_serve(args) -> None:
     from mnist_ops.predict import load_predictor
     from mnist_ops.serve.app import run
 
-    run(load_predictor(args.checkpoint, args.model), args.host, args.port)
+    run(load_predictor(use_checkpoint(args.checkpoint), args.model), args.host, args.port)
 
 
 COMMANDS = {"data": command_data, "summary": command_summary, "list": command_list,

@@ -25,8 +25,8 @@ def export_onnx(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> d
     import torch
 
     from mnist_ops.data import dataset_info
-    from mnist_ops.idx import atomic_write_bytes
-    from mnist_ops.train import fold_batchnorm, load_checkpoint, model_from_checkpoint
+    from mnist_ops.engine import fold_batchnorm, load_checkpoint, model_from_checkpoint
+    from mnist_ops.fileio import atomic_write_bytes
 
     out = Path(out)
     if out.suffix != ".onnx":

@@ -121,7 +121,7 @@ class TorchPredictor(Predictor):
         import torch
 
         from mnist_ops.data import dataset_info
-        from mnist_ops.train import fold_batchnorm, load_checkpoint, model_from_checkpoint
+        from mnist_ops.engine import fold_batchnorm, load_checkpoint, model_from_checkpoint
 
         checkpoint = load_checkpoint(checkpoint_path)
         dataset = checkpoint["config"].get("dataset", "mnist")

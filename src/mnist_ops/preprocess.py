@@ -123,7 +123,7 @@ def place_by_centre_of_mass(ink: np.ndarray) -> np.ndarray:
 
 def normalize_pixels(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
     """uint8 [..., 28, 28] -> float32 [..., 1, 28, 28] standardized like the training data
-    (the same arithmetic as `mnist_ops.train.normalize`)."""
+    (the same arithmetic as `mnist_ops.batches.normalize`)."""
     x = pixels.astype(np.float32)[..., None, :, :] / np.float32(255.0)
     return (x - np.float32(mean)) / np.float32(std)
 
