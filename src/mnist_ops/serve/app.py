@@ -117,7 +117,7 @@ def create_app(predictor: Predictor) -> FastAPI:
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket; port 0 picks a free one. Its protocol is set to TCP explicitly: asyncio
     turns Nagle's algorithm off (TCP_NODELAY) only on sockets that say so, and without it every
-    keep-alive response waits some 40 ms for a delayed ACK."""
+    keep-alive response waits for the client's delayed ACK (tens of milliseconds)."""
     if not 0 <= port <= 65535:
         raise UserError(f"--port {port} is not a port number (0-65535)")
     try:
