@@ -46,6 +46,10 @@ def export_onnx(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> d
             program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME],
                                         output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},),
                                         external_data=False, verbose=False)
+    except Exception as error:  # a model of the user's own that torch.export cannot trace
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(f"cannot export model {checkpoint['model_name']} to ONNX ({first[:200]}); "
+                        "torch.export must be able to trace its forward()") from None
     finally:
         exporter_log.setLevel(level)
     metadata = {
