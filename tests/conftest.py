@@ -1,8 +1,30 @@
+import subprocess
 import sys
 
 import pytest
 
 from mnist_ops.data import DATASETS, default_root
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """`small_filesystem(kilobytes)`: a real tmpfs of that size (a full disk to test against). Mounting
+    needs root; where it is refused the test skips (tests/test_fileio.py also fails a write by hand)."""
+    mounted = []
+
+    def mount(kilobytes: int):
+        mount_point = tmp_path / f"small{len(mounted)}"
+        mount_point.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(mount_point)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'not root'})")
+        mounted.append(mount_point)
+        return mount_point
+
+    yield mount
+    for mount_point in mounted:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
 @pytest.fixture(scope="session")

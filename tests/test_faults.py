@@ -153,23 +153,9 @@ def test_after_divergence_last_pt_holds_the_last_finite_epoch(mnist_root, tmp_pa
     assert all(torch.isfinite(value).all() for value in checkpoint["model"].values() if value.is_floating_point())
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 160 KB tmpfs: room for one lean-8k last.pt (about 100 KB) but not for a second beside it."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'not root'}); "
-                    "tests/test_fileio.py fails the write instead")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=True)
-
-
 @pytest.mark.integration
-def test_a_full_disk_ends_with_one_line_and_keeps_the_last_good_checkpoint(mnist_root, small_disk):
-    out = small_disk / "run"
+def test_a_full_disk_ends_with_one_line_and_keeps_the_last_good_checkpoint(mnist_root, small_filesystem):
+    out = small_filesystem(160) / "run"  # room for one lean-8k last.pt (about 100 KB), not for a second beside it
     result = subprocess.run(command("train", *RUN, "--out", str(out)), env=environment(mnist_root),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -36,21 +36,8 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
-@pytest.fixture
-def tiny_filesystem(tmp_path):
-    """A real 256 KB tmpfs (needs root); skipped where mounting is not allowed."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'not root'}); "
-                    "test_a_failed_write_keeps_the_previous_file covers the failing write")
-    yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=True)
-
-
-def test_a_full_disk_keeps_the_previous_file_intact(tiny_filesystem):
+def test_a_full_disk_keeps_the_previous_file_intact(small_filesystem):
+    tiny_filesystem = small_filesystem(256)
     atomic_write_bytes(tiny_filesystem / "last.pt", b"a" * 100_000)
     with pytest.raises(OSError) as error:
         atomic_write_bytes(tiny_filesystem / "last.pt", b"b" * 200_000)  # old + new do not fit in 256 KB
