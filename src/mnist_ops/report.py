@@ -17,11 +17,20 @@ def save_figure(figure, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def integer_epoch_axis(axes, epochs: list[int]) -> None:
+    """Whole-number epoch ticks (epochs counted from 0, as in metrics.jsonl); a single epoch is
+    centred in a one-epoch-wide axis instead of matplotlib's fractional -0.04..0.04."""
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if epochs and min(epochs) == max(epochs):
+        axes.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
+
+
 def plot_curves(records: list[dict], path: str | os.PathLike, title: str = "") -> Path:
     """Train vs test (or validation) loss and accuracy per epoch, as the seed's train_test plot.
     Epochs are numbered from 0, as in metrics.jsonl and the console."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     name = "val" if "val_loss" in records[0] else "test"
     label = {"val": "validation", "test": "test"}[name]
@@ -35,7 +44,7 @@ def plot_curves(records: list[dict], path: str | os.PathLike, title: str = "") -
     accuracy_axes.plot(epochs, [r[f"{name}_accuracy"] for r in records], "o-", label=label)
     accuracy_axes.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for axes in (loss_axes, accuracy_axes):
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_epoch_axis(axes, epochs)
         axes.grid(alpha=0.3)
         axes.legend()
     if title:
