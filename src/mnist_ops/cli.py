@@ -136,7 +136,7 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--workers", type=int, default=2, help="DataLoader workers for the per-sample side")
     add_config_flags(bench, BENCH_KEYS)
     bench.add_argument("--data-root", default=None)
-    bench.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    bench.add_argument("--json", default=None, help="also write the numbers to this new JSON file (never overwritten)")
     _add_measurement_parsers(commands, data_commands)
     _add_use_parsers(commands)
     return parser
@@ -277,18 +277,18 @@ def command_evaluate(args) -> None:
 
 
 def command_bench(args) -> None:
-    import json
-
     from mnist_ops.bench import run_bench
-    from mnist_ops.fileio import atomic_write_bytes
     from mnist_ops.presets import build_config
+    from mnist_ops.provenance import refuse_existing, write_results
 
     if args.batches < 2 or args.repeats < 1 or args.workers < 0:
         raise UserError("--batches must be >= 2, --repeats >= 1 and --workers >= 0")
+    if args.json:
+        refuse_existing(args.json)  # before minutes of measuring
     config = build_config(args.preset, None, config_overrides(args, BENCH_KEYS))
     results = run_bench(config, args.batches, args.repeats, args.workers, data_root=args.data_root)
     if args.json:
-        atomic_write_bytes(args.json, (json.dumps(results, indent=2) + "\n").encode())
+        print(f"wrote {write_results(args.json, results)}")
 
 
 def command_data_preview(args) -> None:
