@@ -7,7 +7,7 @@ target accuracy; a TOML file and command-line flags override any key.
 from __future__ import annotations
 
 from mnist_ops.config import Config
-from mnist_ops.errors import UserError
+from mnist_ops.errors import UserError, did_you_mean
 
 PRESETS: dict[str, Config] = {
     # The seed's "Add Regularization / Reduce Overfit" run: 511,386 parameters,
@@ -63,7 +63,8 @@ DEFAULT_PRESET = "seed-regularized"
 
 def get_preset(name: str) -> Config:
     if name not in PRESETS:
-        raise UserError(f"unknown preset '{name}'; choose one of: {', '.join(sorted(PRESETS))}")
+        raise UserError(f"unknown preset '{name}'{did_you_mean(name, PRESETS)}; "
+                        f"choose one of: {', '.join(sorted(PRESETS))}")
     return PRESETS[name]
 
 

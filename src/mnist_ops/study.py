@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mnist_ops.config import Config, check_combination, read_toml, resolve, to_toml
-from mnist_ops.errors import UserError
+from mnist_ops.errors import UserError, did_you_mean
 from mnist_ops.fileio import atomic_write_bytes
 
 SPEC_FILE = "spec.toml"
@@ -140,7 +140,8 @@ def parse_spec(values: dict, source: str, seeds: int | None = None, overrides: d
     """
     unknown = sorted(set(values) - set(SPEC_KEYS))
     if unknown:
-        raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(SPEC_KEYS)}")
+        named = ", ".join(key + did_you_mean(key, SPEC_KEYS) for key in unknown)
+        raise UserError(f"{source}: unknown key(s) {named}; known keys: {', '.join(SPEC_KEYS)}")
     name = values.get("name", Path(source).stem)
     if not isinstance(name, str) or not VARIANT_NAME.match(name):
         raise UserError(f"{source}: 'name' must be letters, digits, '+', '-', '_' or '.', got {name!r}")
@@ -171,7 +172,7 @@ def read_spec(path: str | os.PathLike, seeds: int | None = None, overrides: dict
 
 def built_in_spec(name: str, seeds: int | None = None, overrides: dict | None = None) -> Spec:
     if name not in BUILT_IN:
-        raise UserError(f"unknown built-in study '{name}'; choose one of: {', '.join(BUILT_IN)}, "
+        raise UserError(f"unknown built-in study '{name}'{did_you_mean(name, BUILT_IN)}; choose one of: {', '.join(BUILT_IN)}, "
                         "or pass --spec FILE.toml")
     return parse_spec(BUILT_IN[name], f"built-in study '{name}'", seeds, overrides)
 
