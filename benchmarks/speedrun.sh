@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every speed number in docs/speed.md. Run it on an otherwise idle machine: the steps run one
-# after another, since two training processes on 2 cores slow each other down many times over.
+# after another, since two training processes on 2 cores slow each other down.
 #   VENV=.venv bash benchmarks/speedrun.sh
 # The JSON files and the log go into a new directory, docs/benchmarks/<date>-<commit>/: results
 # files are never overwritten, since docs cite them.

@@ -202,7 +202,8 @@ def context_lines(spec: Spec, variants: list[VariantResult], info: dict, test_im
         f"{'epoch' if epochs == [1] else 'epochs'} (numbered from 0)",
         f"Seeds: {', '.join(map(str, spec.seeds))}",
         f"Machine: {machine.get('cpu', '?')} ({machine.get('cores', '?')} cores), "
-        f"torch {machine.get('torch', '?')}, {machine.get('threads', '?')} threads",
+        f"torch {machine.get('torch', '?')}, "
+        + (plural(machine["threads"], "thread") if "threads" in machine else "? threads"),
         f"Code: {machine.get('code_version', 'not recorded')}",
         f"Total time: {training_minutes:.1f} min of training over {plural(len(runs), 'run')} "
         f"({wall_minutes:.1f} min wall clock over {len(invocations)} invocation(s)"
