@@ -4,7 +4,7 @@
 
 (a) per image: `bench.PerSampleDataset`, which augments one PIL image at a time the way
     torchvision's RandomPerspective / RandomRotation do on PIL images, then ToTensor + Normalize;
-(b) batched: `train.make_batch`, which gathers a batch of uint8 images, warps the whole batch
+(b) batched: `batches.make_batch`, which gathers a batch of uint8 images, warps the whole batch
     with one grid_sample per transform (augment.py) and normalizes it.
 Both produce normalized float inputs with the same augmentation; no model runs. Each number is
 the median img/s over repeats (mean ± std beside it), on the training images in their stored order.
@@ -18,10 +18,10 @@ import time
 
 import torch
 
+from mnist_ops.batches import load_training_split, make_batch
 from mnist_ops.bench import PerSampleDataset
 from mnist_ops.presets import build_config
 from mnist_ops.provenance import code_version, refuse_existing, write_results
-from mnist_ops.train import load_training_split, make_batch
 
 
 def rates(run, images: int, repeats: int) -> list[float]:

@@ -55,7 +55,7 @@ def refuse_existing(path: str | os.PathLike) -> Path:
 
 def write_results(path: str | os.PathLike, results: dict) -> Path:
     """Write a results JSON file with its provenance (unless it has one); refuses an existing file."""
-    from mnist_ops.idx import atomic_write_bytes
+    from mnist_ops.fileio import atomic_write_bytes
 
     path = refuse_existing(path)
     record = {**results, "provenance": results.get("provenance") or run_provenance()}
