@@ -45,7 +45,7 @@ def test_bench_runs_and_its_numbers_are_consistent(mnist_root, preset):
     assert re.fullmatch(r"end-to-end speedup: \d+\.\d\dx", lines[-1])
     assert lines[-1] == f"end-to-end speedup: {results['measures']['end to end']['ratio']:.2f}x"
     assert results["warning"] == too_few_warning(3, 2) and f"warning: {results['warning']}" in lines
-    assert any(line.startswith("each cell: median img/s over the 2 repeats, then (mean±std)") for line in lines)
+    assert any(line.startswith("each cell: median img/s over the 2 repeat(s), then (mean±std)") for line in lines)
     assert results["provenance"]["threads"] == threads and results["provenance"]["torch"] == torch.__version__
 
 

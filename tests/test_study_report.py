@@ -90,3 +90,15 @@ def test_report_tables_figures_and_html(fake_study, mnist_root):
     page = (fake_study / "index.html").read_text()
     assert '<img src="test_accuracy.png"' in page and f"<td>{mean_std_min(last['bn'])}</td>" in page
     assert "<td>distinguishable from noise</td>" in page
+
+
+def test_a_study_copied_without_checkpoints_is_refused_before_any_figure_is_drawn(fake_study, tmp_path):
+    import shutil
+
+    from mnist_ops.errors import UserError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(fake_study, copy, ignore=shutil.ignore_patterns("*.pt", "*.png", "report.md", "index.html"))
+    with pytest.raises(UserError, match="last.pt is missing: the report evaluates the best run's checkpoint"):
+        write_report(copy)
+    assert not list(copy.glob("*.png")) and not (copy / "report.md").exists()

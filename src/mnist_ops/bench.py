@@ -139,14 +139,14 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
                "repeats": repeats, "provenance": run_provenance(), "measures": {}}
     provenance = results["provenance"]
     log(f"bench {config.preset}: model {config.model}, batch {config.batch_size}, augment {config.augment}, "
-        f"{batches} batches x {repeats} repeats, {provenance['threads']} threads, torch {provenance['torch']}, "
+        f"{batches} batches x {repeats} repeat(s), {provenance['threads']} thread(s), torch {provenance['torch']}, "
         f"code {provenance['code_version']}")
     too_few = too_few_warning(batches, repeats)
     if too_few:
         results["warning"] = too_few
         log(f"warning: {too_few}")
     log(f"(a) per-sample: {results['per_sample']}   (b) ours: {results['ours']}")
-    log(f"each cell: median img/s over the {repeats} repeats, then (mean±std) over them; "
+    log(f"each cell: median img/s over the {repeats} repeat(s), then (mean±std) over them; "
         "(b)/(a) is the ratio of the medians")
     log(f"{'measure':<12} {'(a) img/s':>20} {'(b) img/s':>20} {'(b)/(a)':>8}")
     for name, (run_a, run_b) in measures.items():
@@ -162,7 +162,7 @@ def too_few_warning(batches: int, repeats: int) -> str | None:
     """Why numbers from so few batches or repeats should not be quoted, or None."""
     if batches >= MIN_BATCHES and repeats >= MIN_REPEATS:
         return None
-    return (f"{batches} batches x {repeats} repeats is below {MIN_BATCHES} x {MIN_REPEATS}: start-up costs and "
+    return (f"{batches} batches x {repeats} repeat(s) is below {MIN_BATCHES} x {MIN_REPEATS}: start-up costs and "
             f"noise dominate and the ratios are not reproducible; quote only runs with --batches >= {MIN_BATCHES} "
             f"--repeats >= {MIN_REPEATS}")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mnist_ops.errors import UserError
 from mnist_ops.fileio import atomic_write_bytes
 from mnist_ops.study_report.best_run import analyse_best_run
 from mnist_ops.study_report.figures import record_accuracy_gap, plot_band, record_test_accuracy
@@ -29,12 +30,16 @@ def build_report(study_dir: str | os.PathLike, data_root=None) -> list[Block]:
     """Draw the figures into the study directory; return the report's blocks."""
     study_dir = Path(study_dir)
     spec, variants, info = load_study(study_dir)
+    best = max(variants, key=mean_last_test)
+    best_run = max(best.runs, key=lambda run: run.last["test_accuracy"])
+    if not (best_run.directory / "last.pt").is_file():  # checked before any figure is drawn
+        raise UserError(f"{best_run.directory / 'last.pt'} is missing: the report evaluates the best run's "
+                        "checkpoint (copies of studies, such as those in docs/, leave checkpoints out); rebuild "
+                        "the report where the study ran")
     plot_band(variants, record_test_accuracy, study_dir / "test_accuracy.png",
               "Test accuracy (mean, min–max band over seeds)", "test accuracy (%)")
     plot_band(variants, record_accuracy_gap, study_dir / "gap.png", "Generalization gap (mean, min–max band over seeds)",
               "train − test accuracy (pp)")
-    best = max(variants, key=mean_last_test)
-    best_run = max(best.runs, key=lambda run: run.last["test_accuracy"])
     analysis = analyse_best_run(best_run, best.name, study_dir, data_root)
     classes = [str(index) for index in range(len(analysis.per_class))]
     return [
