@@ -58,7 +58,7 @@ def test_fetch_rejects_wrong_checksum_and_lists_every_source(tiny_dataset, monke
     message = str(error.value)
     assert "t10k-labels-idx1-ubyte" in message and "MD5" in message
     assert "system dir" in message and "mirror http://127.0.0.1:9/" in message
-    assert "by hand" in message
+    assert "by hand" in message and f"`mnist-ops data fetch --dataset tiny --root {root}` to verify" in message
     assert not (root / "tiny" / "t10k-labels-idx1-ubyte").exists()  # a bad file is never stored
     assert (root / "tiny" / "train-images-idx3-ubyte").exists()  # the good ones are
 

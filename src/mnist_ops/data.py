@@ -314,10 +314,11 @@ def fetch(name: str = "mnist", root: str | os.PathLike | None = None,
         return info.directory
     target = Path(root or default_root()) / name
     with DirectoryLock(target, "data directory").acquire(wait=True):  # a second fetch waits, then verifies
-        return _fetch_locked(name, info, target, log, use_network)
+        return _fetch_locked(name, info, target, log, use_network, root)
 
 
-def _fetch_locked(name: str, info: DatasetInfo, target: Path, log: Callable[[str], None], use_network: bool) -> Path:
+def _fetch_locked(name: str, info: DatasetInfo, target: Path, log: Callable[[str], None], use_network: bool,
+                  root: str | os.PathLike | None) -> Path:
     failures: list[str] = []
     missing = list(info.md5)
 
