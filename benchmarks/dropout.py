@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from mnist_ops.bench import code_version, make_step
+from mnist_ops.bench import make_step
 from mnist_ops.models import FastDropout, create_model
+from mnist_ops.provenance import code_version
 
 
 def bernoulli_share(steps: int = 5) -> float:

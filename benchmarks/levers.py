@@ -12,16 +12,16 @@ the same pre-made batch, so only the lever differs. Prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
 
-from mnist_ops.bench import code_version, make_step, train_steps
+from mnist_ops.bench import make_step, train_steps
 from mnist_ops.config import Config
 from mnist_ops.engine import autocast_context, build_model, fold_batchnorm
 from mnist_ops.models import DEFAULT_DROPOUT, create_model
+from mnist_ops.provenance import code_version, refuse_existing, write_results
 from mnist_ops.replicas import one_thread_per_replica
 
 CPU = torch.device("cpu")
@@ -87,8 +87,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-compile", action="store_true")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None, help="also write the numbers to this new JSON file (never overwritten)")
     args = parser.parse_args()
+    if args.json:
+        refuse_existing(args.json)
     b, n, r, d = args.batch, args.steps, args.repeats, args.dropout
     train_cases = {
         "fp32 eager": dict(),
@@ -136,9 +138,7 @@ def main() -> None:
     for name, rates in results.items():
         print(row(name, rates, train_base if name.startswith("train") else eval_base)[1])
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"args": vars(args), "code_version": code_version(), "torch": torch.__version__,
-                       "img_per_s": results}, handle, indent=2)
+        print(f"wrote {write_results(args.json, {'args': vars(args), 'img_per_s': results})}")
 
 
 if __name__ == "__main__":

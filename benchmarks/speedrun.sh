@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Every speed number in docs/speed.md. Run it on an otherwise idle machine: the steps run one
-# after another, since two training processes on 2 cores slow each other down many times over.
-#   VENV=.venv bash benchmarks/speedrun.sh 2>&1 | tee docs/benchmarks/speedrun.log
+# after another, since two training processes on 2 cores slow each other down.
+#   VENV=.venv bash benchmarks/speedrun.sh
+# The JSON files and the log go into a new directory, docs/benchmarks/<date>-<commit>/: results
+# files are never overwritten, since docs cite them.
 set -u
 cd "$(dirname "$0")/.."
 export MNIST_OPS_DATA=${MNIST_OPS_DATA:-$HOME/.cache/mnist-ops}
 B=${VENV:-.venv}/bin
-J=docs/benchmarks
-echo "== $(date -u '+%Y-%m-%d %H:%M') code $(git rev-parse --short HEAD), $(nproc) cores"
+J=${OUT:-docs/benchmarks/$(date -u '+%Y%m%d-%H%M')-$(git describe --always --dirty)}
+mkdir "$J" || exit 1
+exec > >(tee "$J/speedrun.log") 2>&1
+echo "== $(date -u '+%Y-%m-%d %H:%M') code $(git describe --always --dirty), $(nproc) cores, into $J"
 echo "== bench lean-8k"; $B/mnist-ops bench --preset lean-8k --json $J/bench-lean-8k.json
 echo "== bench lean-8k-fast"; $B/mnist-ops bench --preset lean-8k-fast --json $J/bench-lean-8k-fast.json
 echo "== time to 99.4%: lean-8k-fast, 5 seeds"; $B/python benchmarks/time_to_accuracy.py --preset lean-8k-fast --seeds 1 2 3 4 5

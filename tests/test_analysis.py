@@ -34,3 +34,33 @@ def test_confusion_matrix_and_per_class_accuracy():
     matrix = confusion_matrix(targets, predictions, num_classes=3)
     assert matrix.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     assert per_class_accuracy(matrix) == [50.0, 100.0, 0.0]
+
+
+def test_summary_states_mult_adds_in_millions():
+    model = create_model("lean-8k")
+    from torchinfo import summary
+
+    macs = summary(model, input_size=(1, 1, 28, 28), verbose=0, device="cpu", mode="eval").total_mult_adds
+    text = model_summary(model)
+    assert f"Total mult-adds (millions): {macs / 1e6:.2f}" in text and "Units." not in text
+
+
+def test_receptive_field_rows_use_the_layer_table_names():
+    model = create_model("lean-8k", dropout=0.0)
+    table = model_summary(model)
+    rows = receptive_field(model)
+    assert [row.layer.split(":")[0] for row in rows] == ["Conv2d"] * 3 + ["MaxPool2d"] + ["Conv2d"] * 4 + \
+        ["AvgPool2d", "Conv2d"]
+    for row in rows:  # each row named as the layer table names that layer ('Conv2d: 2-1': depth 2, index 1)
+        assert f"─{row.layer} " in table, row.layer
+
+
+def test_confusion_rows_are_labelled_once_and_named_only_where_a_name_adds_something():
+    from mnist_ops.analysis import format_confusion
+
+    matrix = torch.tensor([[5, 1], [0, 7]])
+    digits = format_confusion(matrix, ("0", "1")).splitlines()
+    assert [line.split() for line in digits[1:]] == [["0", "5", "1"], ["1", "0", "7"]]
+    named = format_confusion(matrix, ("T-shirt/top", "Trouser")).splitlines()
+    assert named[1].split() == ["0", "T-shirt/top", "5", "1"]
+    assert len({line.index(line.split()[-1]) + len(line.split()[-1]) for line in named}) == 1  # columns align

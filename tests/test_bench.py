@@ -1,10 +1,10 @@
 import re
-import statistics
+import time
 
 import pytest
 import torch
 
-from mnist_ops.bench import PerSampleDataset, run_bench
+from mnist_ops.bench import PerSampleDataset, images_per_second, run_bench, too_few_warning
 from mnist_ops.data import Split
 from mnist_ops.presets import build_config
 
@@ -37,10 +37,31 @@ def test_bench_runs_and_its_numbers_are_consistent(mnist_root, preset):
     assert torch.get_num_threads() == threads
     assert f"replicas={config.replicas}, fast_dropout={config.fast_dropout}" in results["ours"]
     assert set(results["measures"]) == {"data", "train step", "end to end"}
-    for measure in results["measures"].values():
+    for name, measure in results["measures"].items():
         assert len(measure["per_sample"]) == len(measure["ours"]) == 2
         assert all(rate > 0 for rate in measure["per_sample"] + measure["ours"])
-        assert measure["ratio"] == pytest.approx(statistics.median(measure["ours"]) /
-                                                 statistics.median(measure["per_sample"]))
+        printed = next(line for line in lines if line.startswith(f"{name:<12} "))  # the table shows the JSON
+        assert printed.endswith(f"{measure['ratio']:.2f}x")
     assert re.fullmatch(r"end-to-end speedup: \d+\.\d\dx", lines[-1])
     assert lines[-1] == f"end-to-end speedup: {results['measures']['end to end']['ratio']:.2f}x"
+    assert results["warning"] == too_few_warning(3, 2) and f"warning: {results['warning']}" in lines
+    assert any(line.startswith("each cell: median img/s over the 2 repeat(s), then (mean±std)") for line in lines)
+    assert results["provenance"]["threads"] == threads and results["provenance"]["torch"] == torch.__version__
+
+
+def test_images_per_second_times_each_repeat_after_one_warm_up():
+    calls = []
+
+    def run():
+        calls.append(time.perf_counter())
+        time.sleep(0.5 if len(calls) == 1 else 0.05)  # a slow first call (start-up) must not count
+        return 100
+
+    rates = images_per_second(run, repeats=3)
+    assert len(calls) == 4 and len(rates) == 3
+    assert all(1200 < rate <= 2000 for rate in rates)  # 100 images in a bit over 0.05 s
+
+
+def test_too_few_batches_or_repeats_are_flagged_and_the_defaults_are_not():
+    assert too_few_warning(60, 3) is None and too_few_warning(20, 3) is None
+    assert "below 20 x 3" in too_few_warning(2, 1) and "--batches >= 20 --repeats >= 3" in too_few_warning(60, 1)

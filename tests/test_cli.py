@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -32,6 +33,12 @@ def assert_one_line_error(code, stderr, *fragments):
     (["evaluate", "--checkpoint", "/nonexistent/best.pt"], ["not found"]),
     (["data", "stats", "--dataset", "cifar"], ["unknown dataset 'cifar'"]),
     (["frobnicate"], ["invalid choice"]),
+    (["trian"], ["invalid choice: 'trian'", "(did you mean 'train'?)"]),
+    (["data", "fecth"], ["(did you mean 'fetch'?)"]),
+    (["train", "--preset", "seed-lea"], ["unknown preset 'seed-lea' (did you mean 'seed-lean'?)"]),
+    (["summary", "--model", "lean8k"], ["unknown model 'lean8k' (did you mean 'lean-8k'"]),
+    (["data", "preview", "--count", "500"], ["--count must be in [1, 100], got 500"]),
+    (["data", "preview", "--out", "digits.gif"], ["cannot write a figure to digits.gif", ".jpg"]),
     (["train", "--preset", "lean-8k-fast", "--dropout", "0.1"], ["needs dropout = 0", "--dropout 0"]),
 ])
 def test_user_mistakes_give_one_line_and_exit_2(args, fragments):
@@ -41,11 +48,21 @@ def test_user_mistakes_give_one_line_and_exit_2(args, fragments):
 
 def test_unknown_config_key_and_missing_data(tmp_path, monkeypatch):
     config = tmp_path / "bad.toml"
-    config.write_text("epochs = 1\nbatchsize = 64\n")
+    config.write_text("epochs = 1\nbatchsize = 64\nlearning_rate = 0.1\n")
     code, _, stderr = run_cli("train", "--config", str(config))
-    assert_one_line_error(code, stderr, "unknown key(s) batchsize")
+    assert_one_line_error(code, stderr, "unknown key(s) batchsize (did you mean 'batch_size'",
+                          "learning_rate (did you mean 'lr'?)")
     code, _, stderr = run_cli("data", "stats", "--root", str(tmp_path / "empty"))
-    assert_one_line_error(code, stderr, "missing", "mnist-ops data fetch")
+    assert_one_line_error(code, stderr, "missing", f"`mnist-ops data fetch --dataset mnist --root {tmp_path / 'empty'}`")
+    code, _, stderr = run_cli("train", "--data-root", str(tmp_path / "empty"))
+    assert_one_line_error(code, stderr, f"--root {tmp_path / 'empty'}`")
+
+
+def test_version_names_the_package_and_torch():
+    from mnist_ops import __version__
+
+    code, out, _ = run_cli("--version")
+    assert code == 0 and out.startswith(f"mnist-ops {__version__}") and f"torch {torch.__version__}" in out
 
 
 def test_corrupt_checkpoint(tmp_path):
@@ -73,6 +90,15 @@ def test_train_then_evaluate_smoke(mnist_root, tmp_path, capsys):
     assert "per-class accuracy" in report and "confusion matrix" in report
     checkpoint = torch.load(out / "last.pt", weights_only=True)
     assert f"test accuracy {checkpoint['metrics']['test_accuracy']:.2f}%" in report
+    rows = report.split("(rows: true, columns: predicted)\n")[1].splitlines()[1:]
+    assert [row.split()[0] for row in rows] == [str(digit) for digit in range(10)]
+    assert all(len(row.split()) == 11 for row in rows)  # each row label once, then 10 counts
+    assert main(["evaluate", "--checkpoint", str(out / "last.pt"), "--data-root", str(mnist_root), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["test_accuracy"] == round(checkpoint["metrics"]["test_accuracy"], 2)
+    assert result["images"] == 10_000 and sum(map(sum, result["confusion_matrix"])) == 10_000
+    assert result["correct"] == sum(result["confusion_matrix"][i][i] for i in range(10))
+    assert set(result["per_class_accuracy"]) == {str(digit) for digit in range(10)}
     # a second run into the same directory must not overwrite the first
     before = (out / "metrics.jsonl").read_bytes()
     assert main(["train", "--preset", "seed-lean", "--epochs", "1", "--out", str(out),
@@ -98,7 +124,7 @@ def write_spec(path, preset="seed-lean", extra=""):
     (["study", "report", "/some/study", "--spec", "x.toml", "--report-only"], ["takes no --spec, --report-only"]),
     (["lr-find", "--preset", "seed-lean", "--start-lr", "1", "--end-lr", "0.1"], ["need 0 < --start-lr < --end-lr"]),
     (["lr-find", "--preset", "nope"], ["unknown preset 'nope'"]),
-    (["data", "preview", "--preset", "seed-lean", "--count", "0"], ["--count must be >= 1"]),
+    (["data", "preview", "--preset", "seed-lean", "--count", "0"], ["--count must be in [1, 100], got 0"]),
 ])
 def test_measurement_commands_reject_bad_input_in_one_line(args, fragments, capsys):
     code = main(args)
@@ -124,12 +150,20 @@ def test_study_flag_of_the_wrong_type():
 
 
 @pytest.mark.integration
-def test_data_preview_writes_a_png(mnist_root, tmp_path, capsys):
-    out = tmp_path / "preview.png"
-    assert main(["data", "preview", "--preset", "seed-lean", "--count", "6", "--out", str(out),
-                 "--root", str(mnist_root)]) == 0
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "before (top) and after (bottom)" in capsys.readouterr().out
+def test_data_preview_writes_the_format_its_suffix_names_in_rows_of_ten(mnist_root, tmp_path, capsys):
+    from PIL import Image
+
+    sizes = {}
+    for count, name, magic in ((6, "preview.png", b"\x89PNG\r\n\x1a\n"), (30, "preview.jpg", b"\xff\xd8\xff"),
+                               (100, "wide.png", b"\x89PNG\r\n\x1a\n")):
+        out = tmp_path / name
+        assert main(["data", "preview", "--preset", "seed-lean", "--count", str(count), "--out", str(out),
+                     "--root", str(mnist_root)]) == 0
+        assert out.read_bytes()[:len(magic)] == magic
+        assert "each row before and the row below it after" in capsys.readouterr().out
+        sizes[count] = Image.open(out).size
+    assert sizes[30][0] == sizes[100][0] < 1500  # 10 digits per row, however many digits
+    assert sizes[100][1] > 3 * sizes[30][1] > 3 * sizes[6][1]
 
 
 @pytest.mark.integration
@@ -153,6 +187,21 @@ def test_study_from_a_spec_then_report_only(mnist_root, tmp_path, capsys):
 def test_bench_rejects_bad_counts_in_one_line():
     code, _, stderr = run_cli("bench", "--batches", "1")
     assert_one_line_error(code, stderr, "--batches must be >= 2")
+
+
+def test_results_files_are_never_overwritten(tmp_path, capsys):
+    cited = tmp_path / "bench.json"
+    cited.write_text('{"cited": true}')
+    assert_one_line_error(main(["bench", "--json", str(cited)]), capsys.readouterr().err,
+                          "exists and results files are never overwritten")
+    assert cited.read_text() == '{"cited": true}'
+
+
+def test_lr_find_refuses_an_earlier_result_unless_forced(tmp_path, capsys):
+    (tmp_path / "lr_find.json").write_text("{}")
+    code = main(["lr-find", "--preset", "seed-lean", "--out", str(tmp_path), "--no-progress"])
+    assert_one_line_error(code, capsys.readouterr().err, "already holds lr_find.json", "--force")
+    assert (tmp_path / "lr_find.json").read_text() == "{}"
 
 
 def test_a_refused_path_is_one_line_not_a_traceback(tmp_path):

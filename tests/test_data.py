@@ -58,19 +58,19 @@ def test_fetch_rejects_wrong_checksum_and_lists_every_source(tiny_dataset, monke
     message = str(error.value)
     assert "t10k-labels-idx1-ubyte" in message and "MD5" in message
     assert "system dir" in message and "mirror http://127.0.0.1:9/" in message
-    assert "by hand" in message
+    assert "by hand" in message and f"`mnist-ops data fetch --dataset tiny --root {root}` to verify" in message
     assert not (root / "tiny" / "t10k-labels-idx1-ubyte").exists()  # a bad file is never stored
     assert (root / "tiny" / "train-images-idx3-ubyte").exists()  # the good ones are
 
 
 def test_load_split_refuses_missing_and_corrupt_files(tiny_dataset):
     files, root = tiny_dataset
-    with pytest.raises(UserError, match="missing; run `mnist-ops data fetch --dataset tiny`"):
+    with pytest.raises(UserError, match=f"missing; run `mnist-ops data fetch --dataset tiny --root {root}`"):
         data.load_split("tiny", "train", root)
     data.fetch("tiny", root, log=lambda m: None, use_network=False)
     path = root / "tiny" / "train-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(UserError, match="fails its MD5 check"):
+    with pytest.raises(UserError, match=f"fails its MD5 check.*`mnist-ops data fetch --dataset tiny --root {root}`"):
         data.load_split("tiny", "train", root)
 
 

@@ -58,3 +58,21 @@ def test_range_test_writes_a_figure_and_a_suggestion_within_the_range(mnist_root
     assert record["suggested_lr"] == result.suggested_lr
     assert record["learning_rates"][0] == pytest.approx(1e-4)
     assert record["learning_rates"] == sorted(record["learning_rates"])  # an exponential ramp upwards
+
+
+def test_few_iterations_are_flagged_and_the_default_is_not():
+    from mnist_ops.lr_find import few_iterations_warning
+
+    assert few_iterations_warning(100, 100) is None
+    assert "only 10 iterations (--iterations 10)" in few_iterations_warning(10, 10)
+    assert "the loss diverged early" in few_iterations_warning(12, 100)
+
+
+def test_an_earlier_result_is_refused_before_any_work_unless_forced(tmp_path):
+    from mnist_ops.lr_find import check_out_dir
+
+    check_out_dir(tmp_path, force=False)  # empty: fine
+    (tmp_path / "lr_find.png").write_bytes(b"old")
+    with pytest.raises(UserError, match="already holds lr_find.png"):
+        lr_find(build_config("seed-lean", None, {}), 1e-4, 1.0, 20, tmp_path, data_root=tmp_path / "no-data")
+    check_out_dir(tmp_path, force=True)

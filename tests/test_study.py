@@ -1,9 +1,12 @@
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from mnist_ops.errors import UserError
-from mnist_ops.study import (DONE_FILE, SPEC_FILE, built_in_spec, parse_spec, read_spec, run_study, spec_to_toml)
+from mnist_ops.study import (DONE_FILE, SPEC_FILE, built_in_spec, grow_spec, parse_spec, read_spec, run_study,
+                             spec_to_toml)
 from mnist_ops.study_report import write_report
 
 
@@ -73,12 +76,40 @@ def variant_with(**keys):
     (variant_with(seed=4), "list seeds in the top-level 'seeds'"),
     (variant_with(replicas=2), "variant 'only': replicas = 2 needs dropout = 0"),  # seed-lean has dropout
 ])
-def test_bad_specs_fail_before_any_run_directory(tmp_path, changes, message):
-    path = tmp_path / "spec.toml"
+def test_bad_specs_are_refused_by_name(changes, message):
     with pytest.raises(UserError, match=message):
-        spec = parse_spec(spec_values(**changes), str(path))
-        run_study(spec, tmp_path / "study", log=quiet)
+        parse_spec(spec_values(**changes), "spec.toml")
+
+
+def test_missing_data_fails_before_any_study_directory(tmp_path):
+    spec = parse_spec(spec_values(), "tiny.toml")
+    with pytest.raises(UserError, match="mnist-ops data fetch"):
+        run_study(spec, tmp_path / "study", data_root=tmp_path / "no-data", log=quiet)
     assert not (tmp_path / "study").exists()
+
+
+def test_a_non_empty_directory_without_a_spec_is_refused_untouched(tmp_path, mnist_root):
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="is not empty and holds no spec.toml"):
+        run_study(parse_spec(spec_values(), "tiny.toml"), tmp_path / "study", data_root=mnist_root, log=quiet)
+    assert [path.name for path in (tmp_path / "study").iterdir()] == ["notes.txt"]
+
+
+def test_a_study_grows_by_variants_and_seeds_but_refuses_a_changed_recipe_by_key():
+    old = parse_spec(spec_values(), "tiny.toml")
+    grown = grow_spec(old, parse_spec(spec_values(seeds=[2, 1], variant=[
+        {"name": "bn", "preset": "seed-lean", "model": "seed-lean-bn", "augment": "none"},
+        {"name": "adam", "preset": "seed-lean", "optimizer": "adam", "augment": "none"}]), "tiny.toml"), Path("s"))
+    assert grown.seeds == (1, 2)
+    assert [variant.name for variant in grown.variants] == ["plain", "bn", "adam"]
+    assert grown.variants[:2] == old.variants
+    with pytest.raises(UserError, match="variant 'bn' changes model 'seed-lean-bn' -> 'seed-lean', "
+                                        "augment 'none' -> 'seed'. A study grows by seeds and variants only"):
+        grow_spec(old, parse_spec(spec_values(variant=[{"name": "bn", "preset": "seed-lean"}]), "tiny.toml"),
+                  Path("s"))
+    with pytest.raises(UserError, match="holds study last_k = 3, this spec has 2"):
+        grow_spec(old, parse_spec(spec_values(last_k=2), "tiny.toml"), Path("s"))
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +134,26 @@ def test_study_writes_spec_and_one_finished_run_per_variant_and_seed(tiny_study)
 def test_a_different_spec_in_the_same_directory_is_refused(tiny_study, mnist_root):
     before = (tiny_study / SPEC_FILE).read_text()
     other = parse_spec(spec_values(), "tiny.toml", overrides={"lr": 0.3})
-    with pytest.raises(UserError, match="was written by a different spec; pass another --out or delete it"):
+    with pytest.raises(UserError, match="holds runs of another recipe: variant 'plain' changes lr 0.015 -> 0.3; "
+                                        "variant 'bn' changes lr 0.015 -> 0.3"):
         run_study(other, tiny_study, data_root=mnist_root, log=quiet)
     assert (tiny_study / SPEC_FILE).read_text() == before
+
+
+@pytest.mark.integration
+def test_rerun_with_another_seed_trains_only_the_new_run(tiny_study, mnist_root, tmp_path):
+    study = tmp_path / "tiny"
+    shutil.copytree(tiny_study, study)
+    kept = {path: path.read_bytes() for path in study.glob("*/seed1/metrics.jsonl")}
+    messages = []
+    only_bn = spec_values(seeds=[1, 2], variant=[spec_values()["variant"][1]])
+    run_study(parse_spec(only_bn, "tiny.toml"), study, data_root=mnist_root, log=messages.append)
+    assert "study tiny grows: adds seed(s) 2; finished runs are kept" in messages
+    assert "study tiny: 2 runs, 1 finished earlier, 1 to train" in messages
+    assert {path: path.read_bytes() for path in kept} == kept
+    assert (study / "bn" / "seed2" / DONE_FILE).is_file() and not (study / "plain" / "seed2").exists()
+    whole = read_spec(study / SPEC_FILE)
+    assert whole.seeds == (1, 2) and [variant.name for variant in whole.variants] == ["plain", "bn"]
 
 
 @pytest.mark.integration

@@ -1,61 +1,16 @@
 import json
-import math
 import statistics
 
 import pytest
 
+from mnist_ops.engine import save_checkpoint
 from mnist_ops.fileio import atomic_write_bytes
 from mnist_ops.engine import build_model
 from mnist_ops.models import count_parameters
 from mnist_ops.study import parse_spec, spec_to_toml
-from mnist_ops.study_report import (epochs_to_reach, held_target, student_t_quantile, welch_interval,
-                                    write_report)
-from mnist_ops.engine import save_checkpoint
+from mnist_ops.study_report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-# ---------------------------------------------------------------------------- statistics
-
-@pytest.mark.parametrize("degrees, expected", [(1, 12.706), (2, 4.303), (3, 3.182), (8, 2.306), (30, 2.042),
-                                               (1e6, 1.960)])
-def test_student_t_quantile_matches_printed_tables(degrees, expected):
-    assert student_t_quantile(0.975, degrees) == pytest.approx(expected, abs=1e-3)
-
-
-def test_welch_interval_against_a_hand_computation():
-    first, second = [1.0, 2.0, 3.0, 4.0, 5.0], [3.0, 4.0, 5.0, 6.0, 7.0]
-    # variances 2.5 each: standard error sqrt(2.5/5 + 2.5/5) = 1, Welch df = 1 / (2 * 0.5**2 / 4) = 8
-    standard_error = math.sqrt(statistics.variance(first) / 5 + statistics.variance(second) / 5)
-    interval = welch_interval(first, second)
-    assert interval.degrees_of_freedom == pytest.approx(8.0)
-    assert interval.difference == pytest.approx(2.0)
-    assert (interval.low, interval.high) == pytest.approx((2.0 - 2.306 * standard_error, 2.0 + 2.306 * standard_error),
-                                                          abs=1e-3)
-    assert not interval.excludes_zero
-
-
-def test_identical_samples_contain_zero_and_separated_samples_exclude_it():
-    runs = [99.1, 99.3, 99.2]
-    same = welch_interval(runs, list(runs))
-    assert same.low < 0 < same.high and same.difference == pytest.approx(0.0)
-    apart = welch_interval([97.0, 97.1, 97.2], [99.3, 99.4, 99.5])
-    assert apart.excludes_zero and apart.low > 2.0
-
-
-def test_welch_interval_edge_cases():
-    assert welch_interval([99.0], [99.5, 99.6]) is None  # one seed has no spread
-    constant = welch_interval([99.0, 99.0], [99.5, 99.5])
-    assert (constant.low, constant.high) == pytest.approx((0.5, 0.5)) and constant.excludes_zero
-
-
-def test_epochs_to_reach_and_held_target():
-    records = [{"epoch": e, "test_accuracy": a} for e, a in enumerate([98.5, 99.1, 99.45, 99.38, 99.5, 99.41])]
-    assert epochs_to_reach(records, 99.0) == 2
-    assert epochs_to_reach(records, 99.4) == 3
-    assert epochs_to_reach(records, 99.9) is None
-    assert held_target(records, 99.4, last_k=2) is True
-    assert held_target(records, 99.4, last_k=3) is False
 
 
 # ---------------------------------------------------------------------------- the report
@@ -121,12 +76,13 @@ def test_report_tables_figures_and_html(fake_study, mnist_root):
     assert "| never | never | 0/3 seeds |" in generalization_row and "| +1.50 |" in generalization_row
     accuracy_row, generalization_row = table_row(markdown, "bn")[:2]
     assert mean_std_min(last["bn"]) in accuracy_row
-    assert "| 2.0 | 2.0 (1 of 3 never) | 2/3 seeds |" in generalization_row
+    assert "| 1.0 | 1.0 (1 of 3 never) | 2/3 seeds |" in generalization_row
     step = table_row(markdown, "bn vs plain")[0]
     difference = statistics.mean(last["bn"]) - statistics.mean(last["plain"])
     assert f"| {difference:+.2f} |" in step and step.endswith("| distinguishable from noise |")
     observations = markdown.split("## Observations")[1].split("##")[0]
-    assert "plain overfits most" in observations and "+1.50 pp" in observations
+    assert "plain overfits most" in observations and "accuracy by 1.50 pp" in observations
+    assert "| Variant | Seed | 0 | 1 | 2 |" in markdown  # epochs numbered as in metrics.jsonl
     assert f"{difference:+.2f} pp" in observations
     for figure in ("test_accuracy.png", "gap.png", "confusion.png", "misclassified.png"):
         assert (fake_study / figure).read_bytes()[:8] == PNG_MAGIC
@@ -136,19 +92,13 @@ def test_report_tables_figures_and_html(fake_study, mnist_root):
     assert "<td>distinguishable from noise</td>" in page
 
 
-def test_observations_say_so_when_no_variant_overfits():
-    from pathlib import Path
+def test_a_study_copied_without_checkpoints_is_refused_before_any_figure_is_drawn(fake_study, tmp_path):
+    import shutil
 
-    from mnist_ops.study_report import Run, VariantResult, observations
+    from mnist_ops.errors import UserError
 
-    record = {"epoch": 0, "train_accuracy": 99.0, "test_accuracy": 99.5, "train_loss": 0.03, "test_loss": 0.02}
-    runs = [Run(seed, [record], {}, Path(".")) for seed in (1, 2)]
-    text = observations([VariantResult("only", {}, runs)])
-    assert "No variant overfits at the end" in text and "-0.50 pp" in text
-    assert "overfits most" not in text
-
-
-def test_signed_never_prints_negative_zero():
-    from mnist_ops.study_report import signed
-
-    assert [signed(-0.0001), signed(0.52), signed(-0.02), signed(-0.0003, 4)] == ["+0.00", "+0.52", "-0.02", "-0.0003"]
+    copy = tmp_path / "copy"
+    shutil.copytree(fake_study, copy, ignore=shutil.ignore_patterns("*.pt", "*.png", "report.md", "index.html"))
+    with pytest.raises(UserError, match="last.pt is missing: the report evaluates the best run's checkpoint"):
+        write_report(copy)
+    assert not list(copy.glob("*.png")) and not (copy / "report.md").exists()

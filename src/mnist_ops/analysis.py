@@ -24,8 +24,18 @@ def _pair_first(value) -> int:
     return int(value[0] if isinstance(value, tuple) else value)
 
 
+def layer_names(model: nn.Module, input_size: int = 28) -> dict[int, str]:
+    """torchinfo's name for each layer the forward pass runs ('Conv2d: 1-1': type, depth, index at that
+    depth), keyed by id(module): the layer table and the receptive-field table name layers alike."""
+    from torchinfo import summary
+
+    stats = summary(model, input_size=(1, 1, input_size, input_size), verbose=0, device="cpu", mode="eval")
+    return {id(layer.module): f"{layer.class_name}: {layer.depth}-{layer.depth_index}" for layer in stats.summary_list}
+
+
 def receptive_field(model: nn.Module, input_size: int = 28) -> list[ReceptiveFieldRow]:
     """One row per conv/pool layer, computed from the layers themselves, in forward order."""
+    names = layer_names(model, input_size)
     rows = []
     size, field, jump = input_size, 1, 1
     for name, module in model.named_modules():
@@ -38,8 +48,8 @@ def receptive_field(model: nn.Module, input_size: int = 28) -> list[ReceptiveFie
         effective = dilation * (kernel - 1) + 1
         output = (size + 2 * padding - effective) // stride + 1
         field += (effective - 1) * jump
-        rows.append(ReceptiveFieldRow(f"{type(module).__name__}-{name}", kernel, padding, stride,
-                                      size, output, field, jump))
+        rows.append(ReceptiveFieldRow(names.get(id(module), f"{type(module).__name__} ({name})"), kernel, padding,
+                                      stride, size, output, field, jump))
         size, jump = output, jump * stride
     return rows
 
@@ -59,12 +69,15 @@ def format_receptive_field(rows: list[ReceptiveFieldRow]) -> str:
 
 
 def model_summary(model: nn.Module, input_size: tuple[int, ...] = (1, 1, 28, 28)) -> str:
-    """torchinfo's layer table: type, output shape, parameters, totals and size estimates."""
+    """torchinfo's layer table: type, output shape, parameters, totals and size estimates; the
+    mult-adds line in millions (torchinfo prints its unit enum there under Python 3.11)."""
     from torchinfo import summary
 
     stats = summary(model, input_size=input_size, col_names=("output_size", "num_params"),
                     depth=3, verbose=0, device="cpu", mode="eval")
-    return str(stats)
+    lines = [f"Total mult-adds (millions): {stats.total_mult_adds / 1e6:.2f}" if line.startswith("Total mult-adds")
+             else line for line in str(stats).splitlines()]
+    return "\n".join(lines)
 
 
 def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
@@ -79,8 +92,11 @@ def per_class_accuracy(matrix: torch.Tensor) -> list[float]:
 
 
 def format_confusion(matrix: torch.Tensor, classes: tuple[str, ...]) -> str:
-    width = max(6, max(len(c) for c in classes) + 1)
+    """Rows: true class, columns: predicted class index. A row is labelled by its index, plus its
+    name where the name is not the index itself (Fashion-MNIST's '0 T-shirt/top', MNIST's '0')."""
+    labels = [name if name == str(index) else f"{index} {name}" for index, name in enumerate(classes)]
+    width = max(len("true \\ predicted") + 1, max(len(label) for label in labels) + 1)
     lines = ["true \\ predicted".ljust(width) + "".join(str(i).rjust(6) for i in range(len(classes)))]
-    for index, row in enumerate(matrix.tolist()):
-        lines.append(f"{index} {classes[index]}"[:width].ljust(width) + "".join(str(v).rjust(6) for v in row))
+    for label, row in zip(labels, matrix.tolist()):
+        lines.append(label.ljust(width) + "".join(str(v).rjust(6) for v in row))
     return "\n".join(lines)

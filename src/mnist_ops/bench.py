@@ -7,14 +7,14 @@
 (b) ours: uint8 tensors in memory, the whole batch augmented at once (`augment.py`), the
     preset's precision, memory format, model copies (`replicas.py`) and dropout layer.
 Same model, augmentation and batch size on both sides; img/s is the median over repeats.
+Below MIN_BATCHES batches or MIN_REPEATS repeats the numbers are mostly start-up and noise:
+the command says so beside them.
 """
 
 from __future__ import annotations
 
 import statistics
-import subprocess
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -26,7 +26,10 @@ from mnist_ops.config import Config
 from mnist_ops.data import Split
 from mnist_ops.batches import iterate_batches, load_training_split, make_batch
 from mnist_ops.engine import TrainStep, build_model, make_optimizer, memory_format
+from mnist_ops.provenance import run_provenance
 from mnist_ops.replicas import one_thread_per_replica
+
+MIN_BATCHES, MIN_REPEATS = 20, 3  # the defaults are 60 and 3
 
 
 class PerSampleDataset(Dataset):
@@ -98,15 +101,6 @@ def _take(iterator, count: int, consume: Callable = lambda x, y: None) -> int:
     return images
 
 
-def code_version() -> str:
-    try:
-        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=10)
-        return result.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int = 2,
               data_root=None, log: Callable[[str], None] = print) -> dict:
     """Measure (a) and (b): data only, train step only, end to end. Returns the numbers."""
@@ -142,11 +136,18 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
     results = {"preset": config.preset, "model": config.model, "batch_size": config.batch_size,
                "augment": config.augment, "ours": ours,
                "per_sample": f"DataLoader num_workers={workers}, fp32 eager", "batches": batches,
-               "repeats": repeats, "threads": torch.get_num_threads(), "torch": torch.__version__,
-               "code_version": code_version(), "measures": {}}
+               "repeats": repeats, "provenance": run_provenance(), "measures": {}}
+    provenance = results["provenance"]
     log(f"bench {config.preset}: model {config.model}, batch {config.batch_size}, augment {config.augment}, "
-        f"{batches} batches x {repeats} repeats, {torch.get_num_threads()} threads, code {results['code_version']}")
+        f"{batches} batches x {repeats} repeat(s), {provenance['threads']} thread(s), torch {provenance['torch']}, "
+        f"code {provenance['code_version']}")
+    too_few = too_few_warning(batches, repeats)
+    if too_few:
+        results["warning"] = too_few
+        log(f"warning: {too_few}")
     log(f"(a) per-sample: {results['per_sample']}   (b) ours: {results['ours']}")
+    log(f"each cell: median img/s over the {repeats} repeat(s), then (mean±std) over them; "
+        "(b)/(a) is the ratio of the medians")
     log(f"{'measure':<12} {'(a) img/s':>20} {'(b) img/s':>20} {'(b)/(a)':>8}")
     for name, (run_a, run_b) in measures.items():
         rates_a, rates_b = images_per_second(run_a, repeats), images_per_second(run_b, repeats)
@@ -155,6 +156,15 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
         log(f"{name:<12} {_spread(rates_a):>20} {_spread(rates_b):>20} {ratio:>7.2f}x")
     log(f"end-to-end speedup: {results['measures']['end to end']['ratio']:.2f}x")
     return results
+
+
+def too_few_warning(batches: int, repeats: int) -> str | None:
+    """Why numbers from so few batches or repeats should not be quoted, or None."""
+    if batches >= MIN_BATCHES and repeats >= MIN_REPEATS:
+        return None
+    return (f"{batches} batches x {repeats} repeat(s) is below {MIN_BATCHES} x {MIN_REPEATS}: start-up costs and "
+            f"noise dominate and the ratios are not reproducible; quote only runs with --batches >= {MIN_BATCHES} "
+            f"--repeats >= {MIN_REPEATS}")
 
 
 def train_steps(step: Callable, x: torch.Tensor, y: torch.Tensor, count: int) -> int:

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
 
-from mnist_ops.errors import UserError
+from mnist_ops.errors import UserError, did_you_mean
+
+INVALID_CHOICE = re.compile(r"invalid choice: '(?P<name>[^']*)' \(choose from (?P<choices>.*)\)")
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line (plus exit code 2), not a usage dump."""
+    """argparse, but a usage mistake is one line (plus exit code 2), not a usage dump, and an
+    unknown command or choice gets a "did you mean"."""
 
     def error(self, message: str) -> None:
+        match = INVALID_CHOICE.search(message)
+        if match:
+            choices = re.findall(r"'([^']*)'", match["choices"])
+            message = message.replace(match[0], match[0] + did_you_mean(match["name"], choices))
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
@@ -52,6 +60,21 @@ def config_overrides(args, keys: tuple[str, ...] | None = None) -> dict:
 BENCH_KEYS = ("batch_size", "precision", "channels_last", "fast_dropout")
 
 
+class VersionAction(argparse.Action):
+    """`--version`: the package version and, in a git checkout, the commit (computed only when asked)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import torch
+
+        from mnist_ops.provenance import code_version
+
+        print(f"mnist-ops {code_version()}, torch {torch.__version__}")
+        parser.exit(0)
+
+
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist, kmnist, emnist-digits, or a "
                         "directory holding four IDX files (default: mnist)")
@@ -84,20 +107,25 @@ def _add_measurement_parsers(commands, data_commands) -> None:
     lr_find.add_argument("--iterations", type=int, default=100, help="batches in the ramp (default 100)")
     lr_find.add_argument("--batch-size", type=int, dest="batch_size")
     lr_find.add_argument("--limit-train", type=int, dest="limit_train", help="use the first N training images")
-    lr_find.add_argument("--out", default=None, help="directory for lr_find.png (default: runs/lr-find-<preset>)")
+    lr_find.add_argument("--out", default=None,
+                         help="directory for lr_find.png and .json (default: a new runs/lr-find-<preset>-<time>)")
+    lr_find.add_argument("--force", action="store_true", help="overwrite an earlier range test in --out")
     lr_find.add_argument("--data-root", default=None)
+    lr_find.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     preview = data_commands.add_parser("preview", help="PNG: training digits before and after augmentation")
     preview.add_argument("--preset", default=None, help="named recipe (default: seed-regularized)")
-    preview.add_argument("--count", type=int, default=10, help="digits to show (default 10)")
+    preview.add_argument("--count", type=int, default=10, help="digits to show, 1 to 100 (default 10), 10 per row")
     preview.add_argument("--seed", type=int, default=0, help="which digits and augmentation draws (default 0)")
-    preview.add_argument("--out", default=None, help="PNG path (default: runs/preview-<preset>.png)")
+    preview.add_argument("--out", default=None, help="image path: .png, .jpg, .svg or .pdf "
+                                                     "(default: runs/preview-<preset>.png)")
     _add_data_args(preview)
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="mnist-ops", description="Train small CNNs on MNIST-format data and measure "
                                                           "what each choice buys.")
+    parser.add_argument("--version", action=VersionAction, help="print the version (and git commit) and exit")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     data = commands.add_parser("data", help="fetch data, show statistics")
@@ -128,6 +156,8 @@ def build_parser() -> ArgumentParser:
                           help="a run directory (its best.pt, else last.pt) or a checkpoint file")
     evaluate.add_argument("--data-root", default=None)
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    evaluate.add_argument("--json", action="store_true",
+                          help="print the results as one JSON object on stdout (messages go to stderr)")
 
     bench = commands.add_parser("bench", help="img/s: per-sample DataLoader pipeline vs ours, side by side")
     bench.add_argument("--preset", default="lean-8k")
@@ -136,7 +166,7 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--workers", type=int, default=2, help="DataLoader workers for the per-sample side")
     add_config_flags(bench, BENCH_KEYS)
     bench.add_argument("--data-root", default=None)
-    bench.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    bench.add_argument("--json", default=None, help="also write the numbers to this new JSON file (never overwritten)")
     _add_measurement_parsers(commands, data_commands)
     _add_use_parsers(commands)
     return parser
@@ -255,12 +285,16 @@ def command_train(args) -> None:
 
 
 def command_evaluate(args) -> None:
+    import json
+
     from mnist_ops.analysis import confusion_matrix, format_confusion, per_class_accuracy
-    from mnist_ops.data import dataset_info, load_split
     from mnist_ops.batches import normalize
+    from mnist_ops.data import dataset_info, load_split
     from mnist_ops.engine import evaluate, find_checkpoint, load_checkpoint, model_from_checkpoint, resolve_device
 
-    checkpoint = load_checkpoint(find_checkpoint(args.checkpoint))
+    say = (lambda message: print(message, file=sys.stderr)) if args.json else print  # stdout: only the JSON
+    path = find_checkpoint(args.checkpoint, log=say)
+    checkpoint = load_checkpoint(path)
     dataset = checkpoint["config"].get("dataset", "mnist")
     device = resolve_device(args.device)
     model = model_from_checkpoint(checkpoint).to(device)
@@ -268,27 +302,36 @@ def command_evaluate(args) -> None:
     result = evaluate(model, normalize(test.images, checkpoint["mean"], checkpoint["std"]), test.labels, device)
     classes = dataset_info(dataset).classes
     matrix = confusion_matrix(test.labels, result.predictions, len(classes))
-    print(f"checkpoint {args.checkpoint}: model {checkpoint['model_name']}, epoch {checkpoint['epoch']}")
+    per_class = per_class_accuracy(matrix)
+    if args.json:
+        print(json.dumps({
+            "checkpoint": str(path), "model": checkpoint["model_name"], "epoch": checkpoint["epoch"],
+            "dataset": dataset, "test_accuracy": round(result.accuracy, 2), "test_loss": round(result.loss, 4),
+            "correct": int(matrix.diagonal().sum()), "images": len(test),
+            "per_class_accuracy": {name: round(value, 2) for name, value in zip(classes, per_class)},
+            "confusion_matrix": matrix.tolist()}, indent=2))
+        return
+    print(f"checkpoint {path}: model {checkpoint['model_name']}, epoch {checkpoint['epoch']}")
     print(f"test accuracy {result.accuracy:.2f}%  loss {result.loss:.4f}  "
           f"({int(matrix.diagonal().sum())}/{len(test)} correct)")
-    print("per-class accuracy: " + "  ".join(f"{c}: {a:.2f}%" for c, a in zip(classes, per_class_accuracy(matrix))))
+    print("per-class accuracy: " + "  ".join(f"{c}: {a:.2f}%" for c, a in zip(classes, per_class)))
     print("confusion matrix (rows: true, columns: predicted)")
     print(format_confusion(matrix, classes))
 
 
 def command_bench(args) -> None:
-    import json
-
     from mnist_ops.bench import run_bench
-    from mnist_ops.fileio import atomic_write_bytes
     from mnist_ops.presets import build_config
+    from mnist_ops.provenance import refuse_existing, write_results
 
     if args.batches < 2 or args.repeats < 1 or args.workers < 0:
         raise UserError("--batches must be >= 2, --repeats >= 1 and --workers >= 0")
+    if args.json:
+        refuse_existing(args.json)  # before minutes of measuring
     config = build_config(args.preset, None, config_overrides(args, BENCH_KEYS))
     results = run_bench(config, args.batches, args.repeats, args.workers, data_root=args.data_root)
     if args.json:
-        atomic_write_bytes(args.json, (json.dumps(results, indent=2) + "\n").encode())
+        print(f"wrote {write_results(args.json, results)}")
 
 
 def command_data_preview(args) -> None:
@@ -298,7 +341,8 @@ def command_data_preview(args) -> None:
     config = build_config(args.preset, None, {"dataset": args.dataset})
     out = args.out or Path("runs") / f"preview-{config.preset}.png"
     plot_augmentation_preview(config, args.count, args.seed, out, data_root=args.root)
-    print(f"wrote {out}: {args.count} training digits before (top) and after (bottom) augment '{config.augment}'")
+    print(f"wrote {out}: {args.count} training digits, each row before and the row below it after "
+          f"augment '{config.augment}'")
 
 
 def study_command_line(args) -> str:
@@ -356,8 +400,9 @@ def command_lr_find(args) -> None:
 
     overrides = {key: getattr(args, key) for key in ("batch_size", "limit_train") if getattr(args, key) is not None}
     config = build_config(args.preset, None, overrides)
-    out = args.out or Path("runs") / f"lr-find-{config.preset}"
-    lr_find(config, args.start_lr, args.end_lr, args.iterations, out, data_root=args.data_root)
+    out = args.out or Path("runs") / f"lr-find-{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    lr_find(config, args.start_lr, args.end_lr, args.iterations, out, data_root=args.data_root,
+            progress=not args.no_progress, force=args.force)
 
 
 def use_checkpoint(path: str | None) -> str | None:
@@ -426,6 +471,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:  # TrainingDiverged (exit 3) is one too
         print(f"mnist-ops: error: {error}", file=sys.stderr)
         return error.exit_code
+    except BrokenPipeError:  # `mnist-ops summary | head`: the reader left; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as error:  # the environment refused a path: permissions, a file where a folder should be, a full disk
         where = f"{error.filename}: " if error.filename else ""
         print(f"mnist-ops: error: {where}{error.strerror or error}; check the path, its permissions and free space",

@@ -17,7 +17,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from mnist_ops.errors import UserError
+from mnist_ops.errors import UserError, did_you_mean
 
 
 def _key(default: Any, help: str) -> Any:
@@ -84,6 +84,10 @@ RANGES = {  # key: (lowest allowed, highest allowed or None), inclusive
     "validation": (0, None),
     "replicas": (1, 64),
 }
+KEY_ALIASES = {  # names from other tools, for "did you mean"
+    "learning_rate": "lr", "num_epochs": "epochs", "n_epochs": "epochs", "bs": "batch_size", "net": "model",
+    "arch": "model", "augmentation": "augment", "wd": "weight_decay", "scheduler": "schedule", "optim": "optimizer",
+}
 FIELD_TYPES = {field.name: type(field.default) for field in fields(Config)}
 
 
@@ -111,7 +115,8 @@ def resolve(base: Config, changes: dict[str, Any], source: str) -> Config:
     """Apply changes on top of base, rejecting unknown keys and bad values by name."""
     unknown = sorted(set(changes) - set(FIELD_TYPES))
     if unknown:
-        raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(FIELD_TYPES)}")
+        named = ", ".join(key + did_you_mean(key, FIELD_TYPES, KEY_ALIASES) for key in unknown)
+        raise UserError(f"{source}: unknown key(s) {named}; known keys: {', '.join(FIELD_TYPES)}")
     checked = {key: _check_value(key, value, source) for key, value in changes.items()}
     return dataclasses.replace(base, **checked)
 

@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from mnist_ops.errors import UserError
+from mnist_ops.errors import UserError, did_you_mean
 from mnist_ops.fileio import DirectoryLock, atomic_write_bytes
 from mnist_ops.idx import parse_idx
 
@@ -150,7 +150,7 @@ def dataset_info(name: str) -> DatasetInfo:
         return DATASETS[name]
     if is_local(name):
         return local_dataset(name)
-    raise UserError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}, "
+    raise UserError(f"unknown dataset '{name}'{did_you_mean(name, DATASETS)}; choose one of: {', '.join(DATASETS)}, "
                     "or pass a directory holding the four IDX files")
 
 
@@ -314,10 +314,11 @@ def fetch(name: str = "mnist", root: str | os.PathLike | None = None,
         return info.directory
     target = Path(root or default_root()) / name
     with DirectoryLock(target, "data directory").acquire(wait=True):  # a second fetch waits, then verifies
-        return _fetch_locked(name, info, target, log, use_network)
+        return _fetch_locked(name, info, target, log, use_network, root)
 
 
-def _fetch_locked(name: str, info: DatasetInfo, target: Path, log: Callable[[str], None], use_network: bool) -> Path:
+def _fetch_locked(name: str, info: DatasetInfo, target: Path, log: Callable[[str], None], use_network: bool,
+                  root: str | os.PathLike | None) -> Path:
     failures: list[str] = []
     missing = list(info.md5)
 
@@ -362,7 +363,7 @@ def _fetch_locked(name: str, info: DatasetInfo, target: Path, log: Callable[[str
         raise UserError(
             f"could not get {name} files {', '.join(missing)}. Tried: {tried}. "
             f"Fix: place the raw or .gz IDX files in {target} by hand, then run "
-            f"`mnist-ops data fetch --dataset {name}` to verify them"
+            f"`{fetch_command(name, root)}` to verify them"
         )
     return target
 
@@ -384,16 +385,22 @@ class Split:
         return Split(self.images[index], self.labels[index])
 
 
-def _read_verified(directory: Path, md5: dict[str, str | None], file_name: str, dataset: str) -> torch.Tensor:
+def fetch_command(name: str, root: str | os.PathLike | None = None) -> str:
+    """The `data fetch` command that fills this root (the default root needs no --root)."""
+    return f"mnist-ops data fetch --dataset {name}" + (f" --root {root}" if root is not None else "")
+
+
+def _read_verified(directory: Path, md5: dict[str, str | None], file_name: str, dataset: str,
+                   root: str | os.PathLike | None = None) -> torch.Tensor:
     """An IDX file (raw or .gz) as a tensor, after checking its MD5 where one is known."""
     path = directory / file_name
     if not path.is_file():
-        raise UserError(f"{path} is missing; run `mnist-ops data fetch --dataset {dataset}`")
+        raise UserError(f"{path} is missing; run `{fetch_command(dataset, root)}`")
     content = path.read_bytes()
     if md5.get(file_name) and md5_of(content) != md5[file_name]:
         raise UserError(
             f"{path} fails its MD5 check (corrupt or a different file); replace it and run "
-            f"`mnist-ops data fetch --dataset {dataset}`"
+            f"`{fetch_command(dataset, root)}`"
         )
     if file_name.endswith(".gz"):
         try:
@@ -408,8 +415,9 @@ def load_split(name: str, split: str, root: str | os.PathLike | None = None) -> 
     info = dataset_info(name)
     directory = info.directory or Path(root or default_root()) / name
     image_file, label_file = info.split_files(split)
-    images = _read_verified(directory, info.md5, image_file, name)
-    labels = _read_verified(directory, info.md5, label_file, name).long()
+    fetch_root = None if info.directory else root  # a directory of your own is not fetched into a root
+    images = _read_verified(directory, info.md5, image_file, name, fetch_root)
+    labels = _read_verified(directory, info.md5, label_file, name, fetch_root).long()
     if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
         raise UserError(f"{directory}: images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match")
     if len(labels) and int(labels.max()) >= len(info.classes):

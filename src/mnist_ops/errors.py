@@ -30,3 +30,13 @@ def require_extra(extra: str, *modules: str) -> None:
             missing = True
         if missing:
             raise UserError(f"this command needs the {module} package: pip install 'mnist-ops[{extra}]'")
+
+
+def did_you_mean(name: object, choices, aliases: dict[str, str] | None = None) -> str:
+    """' (did you mean 'x'?)' naming the closest known names (or an alias's name), else ''."""
+    import difflib
+
+    choices = [str(choice) for choice in choices]
+    close = [aliases[str(name)]] if aliases and aliases.get(str(name)) in choices else \
+        difflib.get_close_matches(str(name), choices, n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(choice) for choice in close)}?)" if close else ""

@@ -26,6 +26,8 @@ from mnist_ops.errors import UserError
 from mnist_ops.fileio import atomic_write_bytes
 
 SKIP_START, SKIP_END = 10, 5  # torch-lr-finder's defaults for plotting and suggesting
+FEW_ITERATIONS = 50  # a suggestion from fewer points than this comes with a warning
+RESULT_FILES = ("lr_find.png", "lr_find.json")
 
 
 class TrainBatches:
@@ -71,8 +73,17 @@ def check_range(start_lr: float, end_lr: float, iterations: int) -> None:
         raise UserError(f"--iterations must be >= 2, got {iterations}")
 
 
+def few_iterations_warning(points: int, iterations: int) -> str | None:
+    if points >= FEW_ITERATIONS:
+        return None
+    why = "the loss diverged early" if points < iterations else f"--iterations {iterations}"
+    return (f"the suggestion comes from only {points} iterations ({why}): the smoothed loss is too short to "
+            f"trust its steepest point; run with --iterations 100 or more" +
+            (", or a lower --end-lr" if points < iterations else ""))
+
+
 def range_test(config: Config, start_lr: float, end_lr: float, iterations: int, data_root=None,
-               log: Callable[[str], None] = print) -> RangeTest:
+               log: Callable[[str], None] = print, progress: bool = True) -> RangeTest:
     """Ramp the lr exponentially from start_lr to end_lr over `iterations` batches."""
     from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
@@ -89,7 +100,7 @@ def range_test(config: Config, start_lr: float, end_lr: float, iterations: int, 
     batches = TrainBatches(train, config, mean, std, torch.Generator().manual_seed(config.seed))
     finder = LRFinder(model, optimizer, criterion, device=device)
     library_output = io.StringIO()  # it prints notebook hints ("see the graph with .plot()")
-    with contextlib.redirect_stdout(library_output):
+    with contextlib.redirect_stdout(library_output), _library_progress(progress):
         finder.range_test(TrainDataLoaderIter(batches), start_lr=start_lr, end_lr=end_lr, num_iter=iterations,
                           step_mode="exp")
     finder.reset()  # model and optimizer back to their initial state
@@ -97,7 +108,34 @@ def range_test(config: Config, start_lr: float, end_lr: float, iterations: int, 
     learning_rates, losses = finder.history["lr"], finder.history["loss"]
     log(f"lr range test: {len(losses)} of {iterations} iterations, lr {start_lr:g} -> {learning_rates[-1]:.3g}"
         + (" (stopped early: the loss diverged)" if diverged else ""))
+    warning = few_iterations_warning(len(losses), iterations)
+    if warning:
+        log(f"warning: {warning}")
     return RangeTest(learning_rates, losses, suggest_lr(learning_rates, losses), diverged)
+
+
+@contextlib.contextmanager
+def _library_progress(enabled: bool):
+    """torch-lr-finder draws its own tqdm bar; --no-progress turns it off."""
+    import functools
+
+    from torch_lr_finder import lr_finder as library
+
+    original = library.tqdm
+    if not enabled:
+        library.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        library.tqdm = original
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    """An earlier range test's results are not overwritten unless asked (`--force`)."""
+    existing = [name for name in RESULT_FILES if (out / name).exists()]
+    if existing and not force:
+        raise UserError(f"{out} already holds {', '.join(existing)} from an earlier range test; pass another --out, "
+                        "or --force to overwrite")
 
 
 def plot_range_test(result: RangeTest, path: str | os.PathLike, title: str, preset_lr: float | None = None) -> None:
@@ -121,15 +159,19 @@ def plot_range_test(result: RangeTest, path: str | os.PathLike, title: str, pres
 
 
 def lr_find(config: Config, start_lr: float, end_lr: float, iterations: int, out_dir: str | os.PathLike,
-            data_root=None, log: Callable[[str], None] = print) -> RangeTest:
-    """Run the range test; write lr_find.png and lr_find.json into out_dir."""
+            data_root=None, log: Callable[[str], None] = print, progress: bool = True, force: bool = False) -> RangeTest:
+    """Run the range test; write lr_find.png and lr_find.json into out_dir (refusing earlier ones unless force)."""
+    from mnist_ops.provenance import run_provenance
+
     check_range(start_lr, end_lr, iterations)
     out = Path(out_dir)
-    result = range_test(config, start_lr, end_lr, iterations, data_root, log)
+    check_out_dir(out, force)
+    result = range_test(config, start_lr, end_lr, iterations, data_root, log, progress)
     title = f"LR range test: {config.preset} ({config.model}, {config.optimizer}, batch {config.batch_size})"
     plot_range_test(result, out / "lr_find.png", title, preset_lr=config.lr)
     record = {"preset": config.preset, "start_lr": start_lr, "end_lr": end_lr, "iterations": iterations,
               "suggested_lr": result.suggested_lr, "diverged": result.diverged,
+              "warning": few_iterations_warning(len(result.losses), iterations), "provenance": run_provenance(),
               "learning_rates": result.learning_rates, "losses": result.losses}
     atomic_write_bytes(out / "lr_find.json", (json.dumps(record, indent=2) + "\n").encode())
     log(f"suggested lr {result.suggested_lr:.3g} (steepest descent of the smoothed loss; the preset uses "

@@ -36,7 +36,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from mnist_ops.errors import UserError
+from mnist_ops.errors import UserError, did_you_mean
 
 DEFAULT_DROPOUT = 0.05  # the value the reference repository's models use
 ENTRY_POINT_GROUP = "mnist_ops.models"
@@ -159,7 +159,8 @@ def resolve_model(reference: str) -> tuple[Callable[..., nn.Module], ModelSource
         entry_points = entry_point_models()
         if reference not in entry_points:
             known = list_models() + sorted(entry_points)
-            raise UserError(f"unknown model '{reference}'; choose one of: {', '.join(known)}, "
+            raise UserError(f"unknown model '{reference}'{did_you_mean(reference, known)}; choose one of: "
+                            f"{', '.join(known)}, "
                             "or name your own: path/to/nets.py:Net or package.module:build")
         entry = entry_points[reference]
         try:

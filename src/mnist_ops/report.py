@@ -8,20 +8,42 @@ from pathlib import Path
 from mnist_ops.fileio import atomic_write_bytes
 
 
+FIGURE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".svg": "svg", ".pdf": "pdf"}
+
+
+def figure_format(path: str | os.PathLike) -> str:
+    """The image format the path's suffix names; a suffix we cannot write is a UserError."""
+    from mnist_ops.errors import UserError
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in FIGURE_FORMATS:
+        raise UserError(f"cannot write a figure to {path}: use one of the suffixes {', '.join(FIGURE_FORMATS)}")
+    return FIGURE_FORMATS[suffix]
+
+
 def save_figure(figure, path: str | os.PathLike) -> None:
-    """Render to PNG in memory, then write atomically."""
+    """Render in the format the suffix names (PNG, JPEG, SVG, PDF) in memory, then write atomically."""
     import io
 
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    figure.savefig(buffer, format=figure_format(path), dpi=110, bbox_inches="tight")
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def integer_epoch_axis(axes, epochs: list[int]) -> None:
+    """Whole-number epoch ticks (epochs counted from 0, as in metrics.jsonl); a single epoch is
+    centred in a one-epoch-wide axis instead of matplotlib's fractional -0.04..0.04."""
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if epochs and min(epochs) == max(epochs):
+        axes.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
 
 
 def plot_curves(records: list[dict], path: str | os.PathLike, title: str = "") -> Path:
     """Train vs test (or validation) loss and accuracy per epoch, as the seed's train_test plot.
     Epochs are numbered from 0, as in metrics.jsonl and the console."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     name = "val" if "val_loss" in records[0] else "test"
     label = {"val": "validation", "test": "test"}[name]
@@ -35,7 +57,7 @@ def plot_curves(records: list[dict], path: str | os.PathLike, title: str = "") -
     accuracy_axes.plot(epochs, [r[f"{name}_accuracy"] for r in records], "o-", label=label)
     accuracy_axes.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for axes in (loss_axes, accuracy_axes):
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_epoch_axis(axes, epochs)
         axes.grid(alpha=0.3)
         axes.legend()
     if title:
@@ -93,9 +115,13 @@ AUGMENTATION_TITLES = {
 }
 
 
+PREVIEW_MAX, PREVIEW_COLUMNS = 100, 10
+
+
 def plot_augmentation_preview(config, count: int, seed: int, path: str | os.PathLike, data_root=None) -> Path:
-    """The same `count` random training digits before (top row) and after (bottom row) the
-    config's augmentation, drawn as the training loop draws it (fill = the dataset mean)."""
+    """The same `count` random training digits (at most PREVIEW_MAX) before and after the config's
+    augmentation, drawn as the training loop draws it (fill = the dataset mean). Rows of up to
+    PREVIEW_COLUMNS digits come in pairs: before, then after."""
     import torch
     from matplotlib.figure import Figure
 
@@ -103,22 +129,31 @@ def plot_augmentation_preview(config, count: int, seed: int, path: str | os.Path
     from mnist_ops.data import load_split, pixel_stats
     from mnist_ops.errors import UserError
 
-    if count < 1:
-        raise UserError(f"--count must be >= 1, got {count}")
+    if not 1 <= count <= PREVIEW_MAX:
+        raise UserError(f"--count must be in [1, {PREVIEW_MAX}], got {count}")
+    figure_format(path)  # an unwritable suffix fails before the data loads
     train = load_split(config.dataset, "train", data_root)
     mean, _ = pixel_stats(train.images)
     generator = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(train), generator=generator)[:count]
     before = train.images[index].unsqueeze(1).float().div(255.0)
     after = augment_batch(config.augment, before.clone(), fill=mean, generator=generator)
-    figure = Figure(figsize=(max(count, 2) * 1.1, 2.6))
-    grid = figure.subplots(2, len(index), squeeze=False)
-    for row, (images, label) in enumerate(((before, "before"), (after, "after"))):
-        for column, axes in enumerate(grid[row]):
-            axes.imshow(images[column, 0].numpy(), cmap="gray_r", vmin=0.0, vmax=1.0)
-            axes.set_xticks([])
-            axes.set_yticks([])
-        grid[row, 0].set_ylabel(label)
+    columns = min(count, PREVIEW_COLUMNS)
+    pairs = (count + columns - 1) // columns
+    figure = Figure(figsize=(max(columns, 2) * 1.1, pairs * 2.3 + 0.3))
+    grid = figure.subplots(2 * pairs, columns, squeeze=False)
+    for pair in range(pairs):
+        for row, (images, label) in enumerate(((before, "before"), (after, "after"))):
+            line = grid[2 * pair + row]
+            for column, axes in enumerate(line):
+                number = pair * columns + column
+                if number >= count:
+                    axes.axis("off")
+                    continue
+                axes.imshow(images[number, 0].numpy(), cmap="gray_r", vmin=0.0, vmax=1.0)
+                axes.set_xticks([])
+                axes.set_yticks([])
+            line[0].set_ylabel(label)
     what = AUGMENTATION_TITLES.get(config.augment, f"augment '{config.augment}'")
     figure.suptitle(f"{config.preset}: {what}", fontsize=9)
     save_figure(figure, path)

@@ -3,8 +3,10 @@
 A spec names variants (each a preset plus overrides of config keys) and seeds. The whole
 spec is validated before anything runs. Each run goes into `<study>/<variant>/seed<N>/`
 and is finished once `done.json` sits beside its metrics; a restart skips finished runs
-and resumes unfinished ones from their last.pt (`fit(resume=True)`). The resolved spec is kept as `spec.toml`, and a
-study directory written by a different spec is refused rather than mixed.
+and resumes unfinished ones from their last.pt (`fit(resume=True)`). The resolved spec is kept
+as `spec.toml`. A study grows: rerun it with more seeds or added variants and only the new
+runs train; a changed recipe for an existing variant is refused by key name rather than mixed
+in. The spec format is documented in docs/studies.md.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mnist_ops.config import Config, check_combination, read_toml, resolve, to_toml
-from mnist_ops.errors import UserError
+from mnist_ops.errors import UserError, did_you_mean
 from mnist_ops.fileio import atomic_write_bytes
 
 SPEC_FILE = "spec.toml"
@@ -138,7 +140,8 @@ def parse_spec(values: dict, source: str, seeds: int | None = None, overrides: d
     """
     unknown = sorted(set(values) - set(SPEC_KEYS))
     if unknown:
-        raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(SPEC_KEYS)}")
+        named = ", ".join(key + did_you_mean(key, SPEC_KEYS) for key in unknown)
+        raise UserError(f"{source}: unknown key(s) {named}; known keys: {', '.join(SPEC_KEYS)}")
     name = values.get("name", Path(source).stem)
     if not isinstance(name, str) or not VARIANT_NAME.match(name):
         raise UserError(f"{source}: 'name' must be letters, digits, '+', '-', '_' or '.', got {name!r}")
@@ -169,7 +172,7 @@ def read_spec(path: str | os.PathLike, seeds: int | None = None, overrides: dict
 
 def built_in_spec(name: str, seeds: int | None = None, overrides: dict | None = None) -> Spec:
     if name not in BUILT_IN:
-        raise UserError(f"unknown built-in study '{name}'; choose one of: {', '.join(BUILT_IN)}, "
+        raise UserError(f"unknown built-in study '{name}'{did_you_mean(name, BUILT_IN)}; choose one of: {', '.join(BUILT_IN)}, "
                         "or pass --spec FILE.toml")
     return parse_spec(BUILT_IN[name], f"built-in study '{name}'", seeds, overrides)
 
@@ -195,21 +198,54 @@ def is_finished(directory: Path) -> bool:
     return (directory / DONE_FILE).is_file()
 
 
-def claim_study_dir(spec: Spec, study_dir: Path) -> None:
-    """Write spec.toml, or check that the one already there is this spec."""
-    text = spec_to_toml(spec)
+def grow_spec(old: Spec, new: Spec, study_dir: Path) -> Spec:
+    """The study in `study_dir` (`old`) with the seeds and variants `new` adds. A study grows by seeds
+    and variants; a variant whose recipe changed, or another name, target or last_k, is refused by name."""
+    for key in ("name", "target_accuracy", "last_k"):
+        if getattr(old, key) != getattr(new, key):
+            raise UserError(f"{study_dir} holds study {key} = {getattr(old, key)!r}, this spec has "
+                            f"{getattr(new, key)!r}; pass another --out, or keep {key}")
+    recorded = {variant.name: variant for variant in old.variants}
+    changes = []
+    for variant in new.variants:
+        before = recorded.get(variant.name)
+        if before is not None and before.config != variant.config:
+            old_values, new_values = before.config.to_dict(), variant.config.to_dict()
+            keys = [f"{key} {old_values[key]!r} -> {new_values[key]!r}" for key in new_values
+                    if old_values[key] != new_values[key]]
+            changes.append(f"variant '{variant.name}' changes {', '.join(keys)}")
+    if changes:
+        raise UserError(f"{study_dir} holds runs of another recipe: {'; '.join(changes)}. A study grows by "
+                        "seeds and variants only: give the changed recipe a new variant name, or pass another --out")
+    variants = old.variants + tuple(variant for variant in new.variants if variant.name not in recorded)
+    seeds = old.seeds + tuple(seed for seed in new.seeds if seed not in old.seeds)
+    return Spec(old.name, variants, seeds, old.target_accuracy, old.last_k)
+
+
+def claim_study_dir(spec: Spec, study_dir: Path, log: Callable[[str], None] = print) -> Spec:
+    """Write spec.toml, or grow the one already there by this spec's new seeds and variants.
+    Returns the study's whole spec (what the report covers)."""
     existing = study_dir / SPEC_FILE
     if existing.is_file():
-        if existing.read_text() != text:
-            raise UserError(f"{study_dir} was written by a different spec; pass another --out or delete it")
-        return
+        recorded = read_spec(existing)
+        whole = grow_spec(recorded, spec, study_dir)
+        if whole != recorded:
+            new_seeds = whole.seeds[len(recorded.seeds):]
+            new_variants = [variant.name for variant in whole.variants[len(recorded.variants):]]
+            added = ([f"seed(s) {', '.join(map(str, new_seeds))}"] if new_seeds else []) + \
+                ([f"variant(s) {', '.join(new_variants)}"] if new_variants else [])
+            log(f"study {spec.name} grows: adds {' and '.join(added)}; finished runs are kept")
+            atomic_write_bytes(existing, spec_to_toml(whole).encode())
+        return whole
     if study_dir.is_dir() and any(study_dir.iterdir()):
         raise UserError(f"{study_dir} is not empty and holds no {SPEC_FILE}; pass another --out or delete it")
-    atomic_write_bytes(existing, text.encode())
+    atomic_write_bytes(existing, spec_to_toml(spec).encode())
+    return spec
 
 
 def machine_description() -> dict:
-    import torch
+    """CPU and cores, plus the code version, torch version and threads (`provenance.run_provenance`)."""
+    from mnist_ops.provenance import run_provenance
 
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
@@ -217,8 +253,7 @@ def machine_description() -> dict:
         names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
                  if line.startswith("model name")]
         cpu = names[0] if names else cpu
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version(), "system": platform.platform()}
+    return {"cpu": cpu, "cores": os.cpu_count(), **run_provenance(), "system": platform.platform()}
 
 
 def _train_sizes(spec: Spec, data_root) -> dict[str, int]:
@@ -238,7 +273,8 @@ def _record_invocation(study_dir: Path, command: str, train_sizes: dict[str, int
                        completed: bool) -> None:
     path = study_dir / STUDY_FILE
     record = json.loads(path.read_text()) if path.is_file() else {"invocations": []}
-    record.update(command=command, machine=machine_description(), train_images=train_sizes)
+    record.update(command=command, machine=machine_description())
+    record.setdefault("train_images", {}).update(train_sizes)
     record["invocations"].append({"command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                                   "seconds": round(seconds, 1), "completed": completed})
     atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
@@ -260,7 +296,7 @@ def run_study(spec: Spec, study_dir: str | os.PathLike, data_root: str | os.Path
     started = time.perf_counter()
     study_dir = Path(study_dir)
     train_sizes = _train_sizes(spec, data_root)
-    claim_study_dir(spec, study_dir)
+    claim_study_dir(spec, study_dir, log)
     runs = [(variant, seed) for variant in spec.variants for seed in spec.seeds]
     pending = [(variant, seed) for variant, seed in runs if not is_finished(run_dir(study_dir, variant.name, seed))]
     log(f"study {spec.name}: {len(runs)} runs, {len(runs) - len(pending)} finished earlier, {len(pending)} to train")

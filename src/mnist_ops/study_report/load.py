@@ -1,0 +1,88 @@
+"""A study's finished runs, read back from its directory, and what each run's records say."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnist_ops.errors import UserError
+from mnist_ops.study import DONE_FILE, SPEC_FILE, STUDY_FILE, Spec, read_spec, run_dir
+
+
+@dataclass(frozen=True)
+class Run:
+    seed: int
+    records: list[dict]  # metrics.jsonl: one dict per epoch, `epoch` counted from 0
+    summary: dict
+    directory: Path
+
+    @property
+    def last(self) -> dict:
+        return self.records[-1]
+
+    @property
+    def best_test_accuracy(self) -> float:
+        """From the records, as the last epoch's accuracy is: both average the same stored values."""
+        return max(record["test_accuracy"] for record in self.records)
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    name: str
+    config: dict
+    runs: list[Run]
+
+    def final(self, key: str) -> list[float]:
+        """The key's value in the last epoch of each run."""
+        return [run.last[key] for run in self.runs]
+
+    def last_test(self) -> list[float]:
+        return self.final("test_accuracy")
+
+    def best_test(self) -> list[float]:
+        return [run.best_test_accuracy for run in self.runs]
+
+    def accuracy_gap(self) -> list[float]:
+        return [run.last["train_accuracy"] - run.last["test_accuracy"] for run in self.runs]
+
+    def loss_gap(self) -> list[float]:
+        return [run.last["test_loss"] - run.last["train_loss"] for run in self.runs]
+
+
+def first_epoch_reaching(records: list[dict], threshold: float) -> int | None:
+    """The epoch (counted from 0, as in metrics.jsonl) whose test accuracy first reached the threshold."""
+    for record in records:
+        if record["test_accuracy"] >= threshold:
+            return record["epoch"]
+    return None
+
+
+def held_target(records: list[dict], target: float, last_k: int) -> bool:
+    return all(record["test_accuracy"] >= target for record in records[-last_k:])
+
+
+def _load_run(directory: Path) -> Run:
+    done = json.loads((directory / DONE_FILE).read_text())
+    lines = (directory / "metrics.jsonl").read_text().splitlines()
+    return Run(done["seed"], [json.loads(line) for line in lines], done["summary"], directory)
+
+
+def load_study(study_dir: str | os.PathLike) -> tuple[Spec, list[VariantResult], dict]:
+    """The spec, each variant's finished runs (variants without any are left out), study.json."""
+    study_dir = Path(study_dir)
+    if not (study_dir / SPEC_FILE).is_file():
+        raise UserError(f"{study_dir} holds no {SPEC_FILE}: not a study directory; run `mnist-ops study` first")
+    spec = read_spec(study_dir / SPEC_FILE)
+    results = []
+    for variant in spec.variants:
+        directories = [run_dir(study_dir, variant.name, seed) for seed in spec.seeds]
+        runs = [_load_run(directory) for directory in directories if (directory / DONE_FILE).is_file()]
+        if runs:
+            results.append(VariantResult(variant.name, variant.config.to_dict(), runs))
+    if not results:
+        raise UserError(f"{study_dir} has no finished runs yet; run the study first")
+    info_path = study_dir / STUDY_FILE
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    return spec, results, info

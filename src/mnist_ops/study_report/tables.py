@@ -1,0 +1,211 @@
+"""The report's tables and sentences, as text: every number formatted here, in one way.
+
+Epochs are counted from 0 everywhere, as in metrics.jsonl and the console.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist_ops.study import Spec
+from mnist_ops.study_report.load import Run, VariantResult, first_epoch_reaching, held_target
+from mnist_ops.study_report.render import Table
+from mnist_ops.study_report.stats import Interval, welch_interval
+
+THRESHOLDS = (99.0, 99.4)  # "first epoch at" columns
+CHANCE_CEILING = 20.0  # percent: a variant ending at or below this did not learn (guessing gives 10%)
+
+
+# ---------------------------------------------------------------------------- formatting
+
+def percent(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def signed(value: float, digits: int = 2) -> str:
+    """'+0.52', '-0.02'; a value that rounds to zero prints as '+0.00', never '-0.00'."""
+    return f"{value + 0.0 if round(value, digits) else 0.0:+.{digits}f}"
+
+
+def plural(count: int | float, noun: str) -> str:
+    """'1 epoch', '3 epochs'."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
+def mean_std_min(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{percent(values[0])} (1 seed)"
+    return f"{percent(float(np.mean(values)))} ± {percent(float(np.std(values, ddof=1)))} (min {percent(min(values))})"
+
+
+def describe_first_epoch(runs: list[Run], threshold: float) -> str:
+    """Mean over seeds of the first epoch at the threshold, and how many seeds never reached it."""
+    reached = [first_epoch_reaching(run.records, threshold) for run in runs]
+    epochs = [value for value in reached if value is not None]
+    if not epochs:
+        return "never"
+    text = f"{np.mean(epochs):.1f}"
+    missed = len(reached) - len(epochs)
+    return text if missed == 0 else f"{text} ({missed} of {len(reached)} never)"
+
+
+def describe_interval(interval: Interval | None) -> str:
+    if interval is None:
+        return "n/a (needs >= 2 seeds per variant)"
+    return f"{signed(interval.low)} to {signed(interval.high)}"
+
+
+def verdict(interval: Interval | None) -> str:
+    if interval is None:
+        return "cannot tell"
+    return "distinguishable from noise" if interval.excludes_zero else "not distinguishable from noise"
+
+
+def distinct(configs: list[dict], key: str) -> str:
+    """The key's value, or its values joined by ' / ' when the variants differ in it."""
+    values = sorted({config[key] for config in configs}, key=str)
+    return " / ".join(f"{value:g}" if isinstance(value, float) else
+                      f"{value:,}" if isinstance(value, int) else str(value) for value in values)
+
+
+def mean_last_test(variant: VariantResult) -> float:
+    return float(np.mean(variant.last_test()))
+
+
+# ---------------------------------------------------------------------------- tables
+
+def effective_dropout(config: dict) -> str:
+    """The dropout the model really applies: some models ignore the config's dropout."""
+    from torch import nn
+
+    from mnist_ops.models import create_model
+
+    model = create_model(config["model"], defaults={"dropout": config["dropout"]})
+    rates = sorted({module.p for module in model.modules() if isinstance(module, nn.Dropout) and module.p > 0})
+    return ", ".join(f"{rate:g}" for rate in rates) or "none"
+
+
+def accuracy_table(variants: list[VariantResult], spec: Spec) -> Table:
+    header = ["Variant", "Model", "Parameters", "Augment", "Dropout", "Best test % (mean ± std, min)",
+              "Last test % (mean ± std, min)", "Last train % (mean ± std, min)", "Seeds"]
+    rows = []
+    for variant in variants:
+        rows.append([variant.name, variant.config["model"], f"{variant.runs[0].summary['parameters']:,}",
+                     variant.config["augment"], effective_dropout(variant.config), mean_std_min(variant.best_test()),
+                     mean_std_min(variant.last_test()), mean_std_min(variant.final("train_accuracy")),
+                     f"{len(variant.runs)} of {len(spec.seeds)}"])
+    return Table(header, rows)
+
+
+def generalization_table(variants: list[VariantResult], spec: Spec) -> Table:
+    header = ["Variant", "Gap at end: train − test acc (pp)", "Gap at end: test − train loss",
+              *[f"First epoch ≥ {threshold}% (mean)" for threshold in THRESHOLDS],
+              f"Held ≥ {spec.target_accuracy}% in each of the last {plural(spec.last_k, 'epoch')}"]
+    rows = []
+    for variant in variants:
+        held = sum(held_target(run.records, spec.target_accuracy, spec.last_k) for run in variant.runs)
+        rows.append([variant.name, signed(float(np.mean(variant.accuracy_gap()))),
+                     signed(float(np.mean(variant.loss_gap())), 4),
+                     *[describe_first_epoch(variant.runs, threshold) for threshold in THRESHOLDS],
+                     f"{held}/{len(variant.runs)} seeds"])
+    return Table(header, rows)
+
+
+def adjacent_intervals(variants: list[VariantResult]) -> list[tuple[VariantResult, VariantResult, Interval | None]]:
+    return [(before, after, welch_interval(before.last_test(), after.last_test()))
+            for before, after in zip(variants, variants[1:])]
+
+
+def comparison_table(variants: list[VariantResult]) -> Table:
+    header = ["Step", "Δ mean last test acc (pp)", "95% interval (Welch)", "Welch df", "Verdict"]
+    rows = []
+    for before, after, interval in adjacent_intervals(variants):
+        difference = mean_last_test(after) - mean_last_test(before)
+        degrees = "n/a" if interval is None else f"{interval.degrees_of_freedom:.1f}"
+        rows.append([f"{after.name} vs {before.name}", signed(difference), describe_interval(interval), degrees,
+                     verdict(interval)])
+    return Table(header, rows)
+
+
+def per_epoch_table(variants: list[VariantResult]) -> Table:
+    """One row per run: its test accuracy (%) after each epoch, headed by the epoch numbers of metrics.jsonl."""
+    longest = max((run for variant in variants for run in variant.runs), key=lambda run: len(run.records))
+    rows = [[variant.name, str(run.seed), *(percent(record["test_accuracy"]) for record in run.records)]
+            for variant in variants for run in variant.runs]
+    return Table(["Variant", "Seed", *(str(record["epoch"]) for record in longest.records)], rows)
+
+
+# ---------------------------------------------------------------------------- sentences
+
+def overfitting_sentence(variants: list[VariantResult]) -> str:
+    gaps = {variant.name: float(np.mean(variant.accuracy_gap())) for variant in variants}
+    loss_gaps = {variant.name: float(np.mean(variant.loss_gap())) for variant in variants}
+    most, least = max(gaps, key=gaps.get), min(gaps, key=gaps.get)
+    if gaps[most] <= 0:
+        return (f"No variant overfits at the end: train accuracy (measured with dropout and augmentation on) "
+                f"stays below test accuracy in every variant, by at least {percent(-gaps[most])} pp ({most}).")
+    sentence = (f"{most} overfits most: at the end its train accuracy exceeds its test accuracy by "
+                f"{percent(gaps[most])} pp (test − train loss {signed(loss_gaps[most], 4)})")
+    if least != most:
+        sentence += f", against {signed(gaps[least])} pp for {least}"
+    return sentence + "."
+
+
+def step_sentence(before: VariantResult, after: VariantResult, interval: Interval | None) -> str:
+    difference = mean_last_test(after) - mean_last_test(before)
+    sentence = f"Going from {before.name} to {after.name} changed mean last test accuracy by {signed(difference)} pp"
+    if interval is None:
+        return sentence + "; with a single seed there is no spread to judge it against."
+    return sentence + f" (95% interval {describe_interval(interval)}): {verdict(interval)}."
+
+
+def observations(variants: list[VariantResult]) -> str:
+    """Sentences generated from the numbers; each cites a value shown in the tables."""
+    sentences = [f"{variant.name} did not learn: its mean last test accuracy is {percent(mean_last_test(variant))}%, "
+                 "where guessing gives 10%." for variant in variants if mean_last_test(variant) <= CHANCE_CEILING]
+    sentences.append(overfitting_sentence(variants))
+    sentences += [step_sentence(before, after, interval) for before, after, interval in adjacent_intervals(variants)]
+    best = max(variants, key=mean_last_test)
+    sentences.append(f"{best.name} ends highest, with a mean last test accuracy of {percent(mean_last_test(best))}%.")
+    return " ".join(sentences)
+
+
+def interval_note(seeds: int) -> str:
+    if seeds < 2:
+        return "With 1 seed per variant there is no spread to build an interval from: run with --seeds 3 or more."
+    return (f"Intervals are Welch t intervals over {seeds} seeds per variant; with so few seeds they are wide, "
+            "and a step counts as distinguishable from noise only if its interval excludes 0.")
+
+
+def _interrupted(invocations: list[dict]) -> str:
+    count = sum(entry.get("completed") is False for entry in invocations)
+    return f", {count} of them interrupted" if count else ""
+
+
+def context_lines(spec: Spec, variants: list[VariantResult], info: dict, test_images: int) -> list[str]:
+    """Command, data, recipe, seeds, machine, code and time: what the numbers depend on."""
+    machine = info.get("machine", {})
+    configs = [variant.config for variant in variants]
+    train_images = [{"train_images": info.get("train_images", {}).get(variant.name, "?")} for variant in variants]
+    runs = [run for variant in variants for run in variant.runs]
+    training_minutes = sum(run.summary["seconds"] for run in runs) / 60
+    invocations = info.get("invocations", [])
+    wall_minutes = sum(entry["seconds"] for entry in invocations) / 60
+    epochs = sorted({config["epochs"] for config in configs})
+    return [
+        f"Command: `{info.get('command', 'unknown (study.json missing)')}`",
+        f"Data: {distinct(configs, 'dataset')}, {distinct(train_images, 'train_images')} train images; "
+        f"tested on the {test_images:,}-image test split",
+        f"Recipe: {distinct(configs, 'optimizer')} lr {distinct(configs, 'lr')} "
+        f"(momentum {distinct(configs, 'momentum')}), {distinct(configs, 'schedule')} schedule, "
+        f"batch {distinct(configs, 'batch_size')}, {distinct(configs, 'epochs')} "
+        f"{'epoch' if epochs == [1] else 'epochs'} (numbered from 0)",
+        f"Seeds: {', '.join(map(str, spec.seeds))}",
+        f"Machine: {machine.get('cpu', '?')} ({machine.get('cores', '?')} cores), "
+        f"torch {machine.get('torch', '?')}, "
+        + (plural(machine["threads"], "thread") if "threads" in machine else "? threads"),
+        f"Code: {machine.get('code_version', 'not recorded')}",
+        f"Total time: {training_minutes:.1f} min of training over {plural(len(runs), 'run')} "
+        f"({wall_minutes:.1f} min wall clock over {len(invocations)} invocation(s)"
+        f"{_interrupted(invocations)})",
+    ]

@@ -1,0 +1,42 @@
+import math
+import statistics
+
+import pytest
+
+from mnist_ops.study_report.stats import welch_interval
+
+
+@pytest.mark.parametrize("size, t_975", [(2, 4.303), (3, 2.776), (5, 2.306), (16, 2.042)])
+def test_welch_interval_against_a_hand_computation_and_printed_t_tables(size, t_975):
+    # equal variances and sizes: Welch df = 2 (n - 1); t quantiles from a printed table (df 2, 4, 8, 30)
+    first = [float(value) for value in range(1, size + 1)]
+    second = [value + 2.0 for value in first]
+    standard_error = math.sqrt(2 * statistics.variance(first) / size)
+    interval = welch_interval(first, second)
+    assert interval.degrees_of_freedom == pytest.approx(2 * (size - 1))
+    assert interval.difference == pytest.approx(2.0)
+    assert (interval.low, interval.high) == pytest.approx((2.0 - t_975 * standard_error, 2.0 + t_975 * standard_error),
+                                                          abs=1e-3)
+
+
+def test_unequal_variances_use_welch_satterthwaite_degrees_of_freedom():
+    first, second = [99.0, 99.1, 99.2, 99.3], [98.0, 99.0, 100.0]
+    va, vb = statistics.variance(first) / 4, statistics.variance(second) / 3
+    expected = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 2)
+    assert welch_interval(first, second).degrees_of_freedom == pytest.approx(expected)
+    assert 2 < expected < 2.1  # dominated by the noisier group: close to its n - 1
+
+
+def test_identical_samples_contain_zero_and_separated_samples_exclude_it():
+    runs = [99.1, 99.3, 99.2]
+    same = welch_interval(runs, list(runs))
+    assert same.low < 0 < same.high and same.difference == pytest.approx(0.0)
+    assert not same.excludes_zero
+    apart = welch_interval([97.0, 97.1, 97.2], [99.3, 99.4, 99.5])
+    assert apart.excludes_zero and apart.low > 2.0
+
+
+def test_welch_interval_edge_cases():
+    assert welch_interval([99.0], [99.5, 99.6]) is None  # one seed has no spread
+    constant = welch_interval([99.0, 99.0], [99.5, 99.5])
+    assert (constant.low, constant.high) == pytest.approx((0.5, 0.5)) and constant.excludes_zero

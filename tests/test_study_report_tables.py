@@ -1,0 +1,62 @@
+from pathlib import Path
+
+from mnist_ops.study import parse_spec
+from mnist_ops.study_report.load import Run, VariantResult
+from mnist_ops.study_report.tables import (context_lines, describe_first_epoch, observations, per_epoch_table,
+                                           plural, signed)
+
+
+def record(epoch, train, test):
+    return {"epoch": epoch, "train_accuracy": train, "test_accuracy": test, "train_loss": 0.03, "test_loss": 0.02}
+
+
+def variant(name, *curves):
+    """curves: per seed, a list of (train, test) accuracy pairs per epoch."""
+    runs = [Run(seed, [record(e, tr, te) for e, (tr, te) in enumerate(curve)], {"seconds": 60.0}, Path("."))
+            for seed, curve in enumerate(curves, start=1)]
+    return VariantResult(name, {}, runs)
+
+
+def test_observations_say_so_when_no_variant_overfits_with_a_positive_distance():
+    text = observations([variant("a", [(99.0, 99.5)], [(99.0, 99.5)]),
+                         variant("b", [(80.0, 89.31)], [(80.0, 89.31)])])
+    assert "No variant overfits at the end" in text
+    assert "stays below test accuracy in every variant, by at least 0.50 pp (a)" in text
+    assert "-0.50" not in text and "overfits most" not in text
+
+
+def test_observations_name_the_variant_that_overfits_most():
+    text = observations([variant("a", [(99.9, 98.4)]), variant("b", [(99.0, 98.75)])])
+    assert "a overfits most: at the end its train accuracy exceeds its test accuracy by 1.50 pp" in text
+    assert "against +0.25 pp for b" in text
+    assert "with a single seed there is no spread" in text
+
+
+def test_per_epoch_table_is_headed_by_the_epochs_of_metrics_jsonl():
+    table = per_epoch_table([variant("a", [(90, 97.0), (95, 98.0)], [(90, 97.5), (95, 98.25)])])
+    assert table.header == ["Variant", "Seed", "0", "1"]
+    assert table.rows == [["a", "1", "97.00", "98.00"], ["a", "2", "97.50", "98.25"]]
+
+
+def test_first_epoch_at_a_threshold_is_averaged_over_the_seeds_that_reached_it():
+    runs = variant("a", [(0, 98.0), (0, 99.1)], [(0, 99.2), (0, 99.3)], [(0, 97.0), (0, 98.0)]).runs
+    assert describe_first_epoch(runs, 99.0) == "0.5 (1 of 3 never)"
+    assert describe_first_epoch(runs, 99.9) == "never"
+
+
+def test_plural_and_signed():
+    assert [plural(1, "epoch"), plural(3, "epoch"), plural(1200, "run")] == ["1 epoch", "3 epochs", "1,200 runs"]
+    assert [signed(-0.0001), signed(0.52), signed(-0.02), signed(-0.0003, 4)] == ["+0.00", "+0.52", "-0.02", "-0.0003"]
+
+
+def test_context_lines_say_1_epoch_and_the_code_version():
+    spec = parse_spec({"name": "s", "seeds": 1, "variant": [{"name": "a", "preset": "seed-lean", "epochs": 1}]},
+                      "s.toml")
+    one = VariantResult("a", spec.variants[0].config.to_dict(), variant("a", [(90, 97.0)]).runs)
+    info = {"command": "mnist-ops study x", "machine": {"code_version": "v0.1-3-gabc1234"},
+            "invocations": [{"seconds": 90.0, "completed": True}]}
+    lines = context_lines(spec, [one], info, 10_000)
+    recipe = next(line for line in lines if line.startswith("Recipe:"))
+    assert recipe.endswith("batch 128, 1 epoch (numbered from 0)")
+    assert "Code: v0.1-3-gabc1234" in lines
+    assert lines[-1] == "Total time: 1.0 min of training over 1 run (1.5 min wall clock over 1 invocation(s))"
