@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Callable
@@ -78,11 +77,10 @@ def train_one_epoch(step: TrainStep, data: FitData, config: Config, generator: t
 
 
 def run_environment(device: torch.device) -> dict:
-    """What a reader needs to repeat the run: versions and the thread count."""
-    from mnist_ops import __version__
+    """What a reader needs to repeat the run: code version and commit, torch, threads, device."""
+    from mnist_ops.provenance import run_provenance
 
-    return {"mnist_ops": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "device": str(device), "threads": torch.get_num_threads()}
+    return {**run_provenance(), "device": str(device)}
 
 
 def _refuse_changed_config(checkpoint: dict, config: Config, out: Path) -> None:
