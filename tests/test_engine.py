@@ -141,3 +141,133 @@ def test_random_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
     got = (torch.randn(5, generator=generator), torch.randn(5), np.random.rand(5), random.random())
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
     assert np.array_equal(got[2], expected[2]) and got[3] == expected[3]
+
+
+# ---------------------------------------------------------------------------- fuzzed (hypothesis)
+# A checkpoint file is untrusted input: random bytes, a truncated or damaged real checkpoint, a
+# well-formed one holding the wrong types, or a pickle that runs code when unpickled unsafely. Loading
+# it gives a model or one UserError of one line, and the code in a malicious pickle never runs.
+
+import io  # noqa: E402
+import pickle  # noqa: E402
+import tempfile  # noqa: E402
+import zipfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+from fuzzing import FLOATS, INTEGERS, NAMES, TOML_VALUES, Payload, assert_one_line  # noqa: E402
+
+
+def _real_checkpoint() -> dict:
+    """What fit writes for the smallest model (optimizer and random states left out: load ignores them)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = create_model("lean-5k", dropout=0.0)
+    return {"model_name": "lean-5k", "model": model.state_dict(),
+            "config": build_config("lean-8k", None, {"model": "lean-5k"}).to_dict(), "epoch": 3,
+            "metrics": {"test_accuracy": 99.1}, "mean": 0.1307, "std": 0.3081}
+
+
+REAL = io.BytesIO()
+torch.save(_real_checkpoint(), REAL)
+REAL = REAL.getvalue()
+
+
+def _load_from_bytes(content: bytes):
+    """load_checkpoint + model_from_checkpoint on a file holding `content`: the model or the UserError."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "fuzz.pt"
+        path.write_bytes(content)
+        try:
+            return model_from_checkpoint(load_checkpoint(path))
+        except UserError as error:
+            assert_one_line(error)
+            return error
+
+
+@given(st.binary(max_size=2048) | st.binary(max_size=512).map(lambda tail: b"PK\x03\x04" + tail)
+       | st.binary(max_size=512).map(lambda tail: b"\x80\x02" + tail))
+def test_fuzz_load_checkpoint_random_bytes(content):
+    assert isinstance(_load_from_bytes(content), UserError)
+
+
+@given(st.integers(0, len(REAL) - 1))
+def test_fuzz_load_checkpoint_truncated(length):
+    assert isinstance(_load_from_bytes(REAL[:length]), UserError)
+
+
+@given(st.lists(st.tuples(st.integers(0, len(REAL) - 1), st.integers(1, 255)), min_size=1, max_size=4))
+def test_fuzz_load_checkpoint_damaged(flips):
+    content = bytearray(REAL)
+    for position, mask in flips:
+        content[position] ^= mask
+    result = _load_from_bytes(bytes(content))
+    assert isinstance(result, (UserError, torch.nn.Module))  # a flip inside the weights goes unnoticed
+
+
+TENSORS = st.builds(lambda shape, dtype: torch.zeros(shape, dtype=dtype),
+                    st.lists(st.integers(0, 3), max_size=3), st.sampled_from([torch.float32, torch.int64, torch.bool,
+                                                                                torch.complex64, torch.float16]))
+ANY_VALUE = st.recursive(st.none() | st.booleans() | INTEGERS | FLOATS | NAMES | TENSORS,
+                         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(NAMES, inner, max_size=3),
+                         max_leaves=6)
+
+
+@st.composite
+def checkpoint_dicts(draw) -> dict:
+    """The real checkpoint with some fields replaced, its weights renamed or reshaped, its config changed."""
+    checkpoint = _real_checkpoint()
+    for key in draw(st.lists(st.sampled_from(sorted(checkpoint)), max_size=3, unique=True)):
+        if draw(st.booleans()):
+            del checkpoint[key]
+        else:
+            checkpoint[key] = draw(ANY_VALUE)
+    if isinstance(checkpoint.get("model"), dict) and checkpoint["model"] and draw(st.booleans()):
+        name = draw(st.sampled_from(sorted(checkpoint["model"])))
+        checkpoint["model"][draw(st.just(name) | NAMES)] = draw(TENSORS | ANY_VALUE)
+    if isinstance(checkpoint.get("config"), dict) and draw(st.booleans()):
+        checkpoint["config"][draw(st.sampled_from(sorted(checkpoint["config"]) or ["dropout"]) | NAMES)] = draw(
+            TOML_VALUES)
+    return checkpoint
+
+
+@given(checkpoint_dicts())
+def test_fuzz_load_checkpoint_holding_wrong_types(checkpoint):
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    result = _load_from_bytes(buffer.getvalue())
+    if isinstance(result, torch.nn.Module):  # then everything evaluate reads is usable
+        with torch.no_grad():
+            assert result.eval()(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+def _malicious_files(directory: Path, marker: Path) -> dict[str, bytes]:
+    """Ways a .pt file can carry the payload."""
+    zip_format, legacy_format, nested = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    torch.save(Payload(marker), zip_format)
+    torch.save(Payload(marker), legacy_format, _use_new_zipfile_serialization=False)
+    torch.save({**_real_checkpoint(), "metrics": Payload(marker)}, nested)
+    swapped = io.BytesIO()  # a real checkpoint's archive with its data.pkl replaced
+    with zipfile.ZipFile(io.BytesIO(REAL)) as real, zipfile.ZipFile(swapped, "w") as fake:
+        for item in real.infolist():
+            data = real.read(item)
+            if item.filename.endswith("/data.pkl"):
+                data = pickle.dumps({**_real_checkpoint(), "model": Payload(marker)}, protocol=2)
+            fake.writestr(item, data)
+    return {"plain pickle": pickle.dumps(Payload(marker), protocol=2), "zip": zip_format.getvalue(),
+            "legacy": legacy_format.getvalue(), "nested": nested.getvalue(), "swapped data.pkl": swapped.getvalue()}
+
+
+def test_a_pickle_that_runs_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "payload-ran"
+    files = _malicious_files(tmp_path, marker)
+    pickle.loads(files["plain pickle"]).close()  # the payload is real: unsafe unpickling creates the marker
+    assert marker.exists()
+    marker.unlink()
+    for kind, content in files.items():
+        (tmp_path / "evil.pt").write_bytes(content)
+        with pytest.raises(UserError, match="unreadable") as error:
+            load_checkpoint(tmp_path / "evil.pt")
+        assert_one_line(error.value)
+        assert not marker.exists(), kind

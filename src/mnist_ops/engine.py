@@ -10,6 +10,7 @@ history and every random state, so `fit(resume=True)` continues a killed run exa
 from __future__ import annotations
 
 import io
+import math
 import os
 import random
 from contextlib import nullcontext
@@ -22,14 +23,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_ops.config import Config
+from mnist_ops.config import FIELD_TYPES, Config, resolve, show
 from mnist_ops.errors import UserError
 from mnist_ops.fileio import atomic_write_bytes
-from mnist_ops.models import check_output, create_model, model_kwargs, rebuild_model, use_fast_dropout
+from mnist_ops.models import check_output, create_model, list_models, model_kwargs, rebuild_model, use_fast_dropout
 from mnist_ops.replicas import ThreadReplicas
 
 CHECKPOINT_MIN_EPOCH = 3  # the seed's rule: no checkpoint before epoch 3 (0-based)
-CHECKPOINT_KEYS = {"model_name", "model", "config", "epoch", "metrics", "mean", "std"}
+
+def _is_number(value) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+CHECKPOINT_FIELDS = {  # what every reader uses, and the types fit writes
+    "model_name": lambda value: isinstance(value, str),
+    "model": lambda value: isinstance(value, dict) and all(
+        isinstance(name, str) and isinstance(tensor, torch.Tensor) for name, tensor in value.items()),
+    "config": lambda value: isinstance(value, dict),
+    "epoch": lambda value: type(value) is int,
+    "metrics": lambda value: isinstance(value, dict),
+    "mean": _is_number,
+    "std": lambda value: _is_number(value) and value > 0,
+}
 
 
 # ---------------------------------------------------------------------------- device, precision, model
@@ -251,9 +266,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except Exception as error:  # torch raises many types for a corrupt, truncated or unsafe file
         raise UserError(f"checkpoint {path} is unreadable ({type(error).__name__}); "
                         "pass a best.pt or last.pt written by mnist-ops train") from None
-    if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= set(checkpoint):
+    if not isinstance(checkpoint, dict) or not CHECKPOINT_FIELDS.keys() <= set(checkpoint):
         raise UserError(f"checkpoint {path} is not an mnist-ops checkpoint "
-                        f"(needs keys {', '.join(sorted(CHECKPOINT_KEYS))})")
+                        f"(needs keys {', '.join(sorted(CHECKPOINT_FIELDS))})")
+    # It unpickled safely, but can still hold anything: check what readers use before they use it.
+    wrong = [key for key, valid in CHECKPOINT_FIELDS.items() if not valid(checkpoint[key])]
+    if wrong:
+        raise UserError(f"checkpoint {path} is not an mnist-ops checkpoint (bad {', '.join(wrong)}); "
+                        "pass a best.pt or last.pt written by mnist-ops train")
+    if checkpoint["model_name"] not in list_models():
+        raise UserError(f"checkpoint {path} holds model {show(checkpoint['model_name'])}, which this version "
+                        f"does not have ({', '.join(list_models())})")
+    known = {key: value for key, value in checkpoint["config"].items() if key in FIELD_TYPES}
+    resolve(Config(), known, source=f"checkpoint {path}: config")  # a UserError naming the bad key
     return checkpoint
 
 
