@@ -29,8 +29,8 @@ FLOATS = st.floats() | st.sampled_from([float("nan"), float("inf"), -float("inf"
 NAMES = st.sampled_from(sorted(PRESETS) + list_models() + [n for c in CHOICES.values() for n in c]) | TEXT
 DATETIMES = st.datetimes(timezones=st.none() | st.integers(-1439, 1439).map(lambda m: timezone(timedelta(minutes=m))))
 SCALARS = st.one_of(st.booleans(), INTEGERS, FLOATS, NAMES, DATETIMES, st.dates(), st.times())
-TOML_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4),
-                           max_leaves=8)
+TOML_VALUES = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4), max_leaves=8)
 NEAR_VALID = {float: FLOATS | INTEGERS, int: INTEGERS | st.booleans() | FLOATS, bool: st.booleans() | INTEGERS,
               str: NAMES}
 

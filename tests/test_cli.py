@@ -4,6 +4,7 @@ import sys
 import pytest
 import torch
 
+from fuzzing import Payload
 from mnist_ops.cli import main
 from mnist_ops.presets import build_config
 
@@ -320,8 +321,6 @@ def test_data_preview_and_stats_of_an_emnist_directory(tmp_path, capsys):
 # Representative cases of what tests/test_{idx,config,study,engine}.py fuzz, through the real command.
 
 def test_a_checkpoint_that_would_run_code_is_one_line_and_never_runs(tmp_path):
-    from fuzzing import Payload
-
     marker = tmp_path / "payload-ran"
     torch.save(Payload(marker), tmp_path / "evil.pt")
     code, _, stderr = run_cli("evaluate", "--checkpoint", str(tmp_path / "evil.pt"))

@@ -1,6 +1,12 @@
-import pytest
+import tempfile
+from pathlib import Path
 
-from mnist_ops.config import Config, read_toml, to_toml
+import pytest
+import tomli_w
+from hypothesis import example, given, strategies as st
+
+from fuzzing import KEYS, NAMES, TOML_VALUES, assert_one_line, assert_valid_config, config_changes
+from mnist_ops.config import Config, read_toml, resolve, to_toml
 from mnist_ops.errors import UserError
 from mnist_ops.presets import PRESETS, build_config
 
@@ -60,15 +66,6 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
 
 # ---------------------------------------------------------------------------- fuzzed (hypothesis)
 # Random keys and values, as dicts and as TOML files: a valid Config, or one UserError of one line.
-
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import tomli_w  # noqa: E402
-from hypothesis import example, given, strategies as st  # noqa: E402
-
-from fuzzing import KEYS, NAMES, TOML_VALUES, assert_one_line, assert_valid_config, config_changes  # noqa: E402
-from mnist_ops.config import resolve  # noqa: E402
 
 
 @given(config_changes())

@@ -1,6 +1,14 @@
+import io
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
 import pytest
 import torch
+from hypothesis import given, strategies as st
 
+from fuzzing import FLOATS, INTEGERS, NAMES, TOML_VALUES, Payload, assert_one_line
 from mnist_ops.engine import (NonFiniteLoss, TrainStep, checkpoint_decision, evaluate, find_checkpoint, fold_batchnorm,
                               load_checkpoint, make_optimizer, model_from_checkpoint, random_states,
                               restore_random_states, save_checkpoint)
@@ -75,8 +83,6 @@ def test_folded_batchnorm_computes_the_same_function(name):
     assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(expected, labels).item(), abs=1e-4)
 
 
-
-
 def test_find_checkpoint_takes_a_run_directory_and_prefers_best(tmp_path):
     messages = []
     (tmp_path / "last.pt").write_bytes(b"x")
@@ -148,16 +154,6 @@ def test_random_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
 # well-formed one holding the wrong types, or a pickle that runs code when unpickled unsafely. Loading
 # it gives a model or one UserError of one line, and the code in a malicious pickle never runs.
 
-import io  # noqa: E402
-import pickle  # noqa: E402
-import tempfile  # noqa: E402
-import zipfile  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from hypothesis import given, strategies as st  # noqa: E402
-
-from fuzzing import FLOATS, INTEGERS, NAMES, TOML_VALUES, Payload, assert_one_line  # noqa: E402
-
 
 def _real_checkpoint() -> dict:
     """What fit writes for the smallest model (optimizer and random states left out: load ignores them)."""
@@ -174,6 +170,11 @@ torch.save(_real_checkpoint(), REAL)
 REAL = REAL.getvalue()
 
 
+# torch.load warns about what it then refuses (an unknown pickle protocol, old storages)
+QUIET_LOAD = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning",
+                                        "ignore:TypedStorage is deprecated:UserWarning")
+
+
 def _load_from_bytes(content: bytes):
     """load_checkpoint + model_from_checkpoint on a file holding `content`: the model or the UserError."""
     with tempfile.TemporaryDirectory() as directory:
@@ -186,17 +187,20 @@ def _load_from_bytes(content: bytes):
             return error
 
 
+@QUIET_LOAD
 @given(st.binary(max_size=2048) | st.binary(max_size=512).map(lambda tail: b"PK\x03\x04" + tail)
        | st.binary(max_size=512).map(lambda tail: b"\x80\x02" + tail))
 def test_fuzz_load_checkpoint_random_bytes(content):
     assert isinstance(_load_from_bytes(content), UserError)
 
 
+@QUIET_LOAD
 @given(st.integers(0, len(REAL) - 1))
 def test_fuzz_load_checkpoint_truncated(length):
     assert isinstance(_load_from_bytes(REAL[:length]), UserError)
 
 
+@QUIET_LOAD
 @given(st.lists(st.tuples(st.integers(0, len(REAL) - 1), st.integers(1, 255)), min_size=1, max_size=4))
 def test_fuzz_load_checkpoint_damaged(flips):
     content = bytearray(REAL)
@@ -209,9 +213,13 @@ def test_fuzz_load_checkpoint_damaged(flips):
 TENSORS = st.builds(lambda shape, dtype: torch.zeros(shape, dtype=dtype),
                     st.lists(st.integers(0, 3), max_size=3), st.sampled_from([torch.float32, torch.int64, torch.bool,
                                                                                 torch.complex64, torch.float16]))
-ANY_VALUE = st.recursive(st.none() | st.booleans() | INTEGERS | FLOATS | NAMES | TENSORS,
-                         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(NAMES, inner, max_size=3),
-                         max_leaves=6)
+
+
+def _containers(inner: st.SearchStrategy) -> st.SearchStrategy:
+    return st.lists(inner, max_size=3) | st.dictionaries(NAMES, inner, max_size=3)
+
+
+ANY_VALUE = st.recursive(st.none() | st.booleans() | INTEGERS | FLOATS | NAMES | TENSORS, _containers, max_leaves=6)
 
 
 @st.composite
@@ -232,6 +240,7 @@ def checkpoint_dicts(draw) -> dict:
     return checkpoint
 
 
+@QUIET_LOAD
 @given(checkpoint_dicts())
 def test_fuzz_load_checkpoint_holding_wrong_types(checkpoint):
     buffer = io.BytesIO()

@@ -1,11 +1,17 @@
 import gzip
+import math
 import re
+import tempfile
+import tracemalloc
+import zlib
+from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import example, given, strategies as st
 
 from mnist_ops.errors import UserError
-from mnist_ops.idx import encode_idx, parse_idx, read_idx, write_idx
+from mnist_ops.idx import CHUNK, MAX_DATA_BYTES, encode_idx, parse_idx, read_idx, write_idx
 
 
 @pytest.mark.parametrize("name", ["images.idx", "images.idx.gz"])
@@ -56,15 +62,6 @@ def test_write_leaves_no_temp_file(tmp_path):
 # Whatever the bytes, the reader returns the tensor the header declares or raises UserError: no other
 # exception, no hang (the profile's deadline, tests/conftest.py), and no allocation beyond the input.
 
-import math  # noqa: E402
-import tempfile  # noqa: E402
-import tracemalloc  # noqa: E402
-import zlib  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from hypothesis import example, given, strategies as st  # noqa: E402
-
-from mnist_ops.idx import CHUNK, MAX_DATA_BYTES  # noqa: E402
 
 SLACK = 4 * CHUNK  # read buffers and bookkeeping on top of the data itself
 
@@ -72,6 +69,8 @@ SLACK = 4 * CHUNK  # read buffers and bookkeeping on top of the data itself
 def _bound(data_bytes: int) -> float:
     """Peak allocation allowed for reading `data_bytes`: the data, a growing buffer's spare room, chunks."""
     return 1.5 * data_bytes + SLACK
+
+
 DIMENSION = st.one_of(st.integers(0, 5), st.sampled_from([28, 60_000, 2**16, 2**31, 2**32 - 1]),
                       st.integers(0, 2**32 - 1))
 
@@ -181,15 +180,16 @@ def test_fuzz_read_idx_corrupt_gzip(content, data):
     elif damage == "truncate":
         del compressed[data.draw(st.integers(0, len(compressed) - 1)):]
     else:
-        compressed += data.draw(st.binary(max_size=32) | st.binary(max_size=32).map(lambda extra: gzip.compress(extra, mtime=0)))
+        member = st.binary(max_size=32).map(lambda extra: gzip.compress(extra, mtime=0))
+        compressed += data.draw(st.binary(max_size=32) | member)  # trailing junk, or a second gzip member
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "fuzz.idx.gz"
         path.write_bytes(bytes(compressed))
         result, peak = _traced(read_idx, path)
-    if not isinstance(result, UserError):
-        _check_result(result, encode_idx(result))
-    else:
+    if isinstance(result, UserError):
         assert len(str(result).splitlines()) == 1
+    else:  # the damage missed the data (the gzip header's mtime, say): the CRC held, so did the content
+        assert torch.equal(result, parse_idx(content))
     assert peak <= _bound(len(content) + 1024)  # a flipped bit may make the stream inflate to more
 
 

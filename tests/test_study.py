@@ -1,9 +1,18 @@
 import json
+import tempfile
+import tomllib
+from pathlib import Path
 
 import pytest
+import tomli_w
+from hypothesis import example, given, strategies as st
 
+from fuzzing import FLOATS, INTEGERS, NAMES, TEXT, TOML_VALUES, assert_one_line, assert_valid_config, config_changes
+from mnist_ops.config import RANGES
 from mnist_ops.errors import UserError
-from mnist_ops.study import (DONE_FILE, SPEC_FILE, built_in_spec, parse_spec, read_spec, run_study, spec_to_toml)
+from mnist_ops.presets import PRESETS
+from mnist_ops.study import (DONE_FILE, SPEC_FILE, VARIANT_NAME, built_in_spec, parse_spec, read_spec, run_study,
+                             spec_to_toml)
 from mnist_ops.study_report import write_report
 
 
@@ -152,18 +161,6 @@ def test_an_interrupted_invocation_still_records_its_wall_time(mnist_root, tmp_p
 # Random spec dicts and TOML files: a Spec that round-trips and whose runs can all start, or one
 # UserError of one line, raised by parsing (nothing runs, nothing is written).
 
-import tempfile  # noqa: E402
-import tomllib  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import tomli_w  # noqa: E402
-from hypothesis import example, given, strategies as st  # noqa: E402
-
-from fuzzing import (FLOATS, INTEGERS, NAMES, TEXT, TOML_VALUES, assert_one_line,  # noqa: E402
-                     assert_valid_config, config_changes)
-from mnist_ops.config import RANGES  # noqa: E402
-from mnist_ops.presets import PRESETS  # noqa: E402
-from mnist_ops.study import VARIANT_NAME  # noqa: E402
 
 GOOD_NAMES = st.from_regex(VARIANT_NAME, fullmatch=True).filter(lambda name: len(name) < 30)
 RUN_NAMES = GOOD_NAMES | TEXT | st.sampled_from(["a\n", "a/b", "..", ".hidden", "a b", ""])
@@ -207,6 +204,8 @@ def _check_spec(parse) -> None:
 @example({"variant": [{"name": "a", "preset": "seed-lean"}], "target_accuracy": 10**400}, None, None)
 @example({"variant": [{"name": "a", "preset": "seed-lean\n"}]}, None, None)
 @example({"variant": [{"name": "a", "preset": "seed-lean"}], "bad\nkey": 1}, None, None)
+@example({"variant": [{"name": "a", "preset": "seed-lean"}], "defaults": {"preset": "custom"}}, None, None)
+@example({"variant": [{"name": "a", "preset": "seed-lean"}]}, None, {"preset": "lean-5k"})  # found by the soak
 def test_fuzz_parse_spec(values, seeds, overrides):
     _check_spec(lambda: parse_spec(values, "fuzz.toml", seeds, overrides))
 

@@ -10,7 +10,6 @@ import dataclasses
 import math
 import os
 import re
-import reprlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from mnist_ops.errors import UserError
+from mnist_ops.errors import UserError, show
 
 
 def _key(default: Any, help: str) -> Any:
@@ -90,11 +89,6 @@ RANGES = {  # key: (lowest allowed, highest allowed or None), inclusive
 FIELD_TYPES = {field.name: type(field.default) for field in fields(Config)}
 
 
-def show(value: Any) -> str:
-    """A user's value inside a one-line message: its repr (newlines escaped), shortened."""
-    return reprlib.repr(value)
-
-
 def show_key(key: Any) -> str:
     """A key as TOML writes it bare, else quoted like `show`."""
     return key if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_-]+", key) else show(key)
@@ -102,8 +96,7 @@ def show_key(key: Any) -> str:
 
 def _check_value(key: str, value: Any, source: str) -> Any:
     expected = FIELD_TYPES[key]
-    is_int = type(value) is int  # bool is not an int here
-    if type(value) is not expected and not (expected is float and is_int):
+    if type(value) is not expected and not (expected is float and type(value) is int):  # bool is no int here
         raise UserError(f"{source}: '{key}' must be {expected.__name__}, got {show(value)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise UserError(f"{source}: '{key}' must be a finite number, got {show(value)}")

@@ -23,13 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_ops.config import FIELD_TYPES, Config, resolve, show
-from mnist_ops.errors import UserError
+from mnist_ops.config import FIELD_TYPES, Config, resolve
+from mnist_ops.errors import UserError, show
 from mnist_ops.fileio import atomic_write_bytes
 from mnist_ops.models import check_output, create_model, list_models, model_kwargs, rebuild_model, use_fast_dropout
 from mnist_ops.replicas import ThreadReplicas
 
 CHECKPOINT_MIN_EPOCH = 3  # the seed's rule: no checkpoint before epoch 3 (0-based)
+
 
 def _is_number(value) -> bool:
     return type(value) in (int, float) and math.isfinite(value)

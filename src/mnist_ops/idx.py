@@ -4,9 +4,9 @@ Layout: two zero bytes, a type byte (0x08 = unsigned byte), a byte with the numb
 dimensions, then one big-endian uint32 per dimension, then the data.
 
 Reading trusts nothing in the file: the header's size is checked (with Python ints, so a
-shape that claims terabytes cannot overflow) before any data is read, and data is read in
-chunks up to one byte past the declared size, so neither a lying header nor a gzip bomb
-makes the reader allocate more than the header declares and the file (decompressed) holds.
+shape that claims terabytes cannot overflow) before any data is read, and the data is read in
+chunks up to one byte past the declared size. A lying header or a gzip bomb never makes the
+reader allocate more than the smaller of the header's claim and what the file really holds.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ target accuracy; a TOML file and command-line flags override any key.
 
 from __future__ import annotations
 
-from mnist_ops.config import Config, show
-from mnist_ops.errors import UserError
+from mnist_ops.config import Config
+from mnist_ops.errors import UserError, show
 
 PRESETS: dict[str, Config] = {
     # The seed's "Add Regularization / Reduce Overfit" run: 511,386 parameters,

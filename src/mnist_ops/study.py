@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mnist_ops.config import RANGES, Config, check_combination, read_toml, resolve, show, show_key, to_toml
-from mnist_ops.errors import UserError
+from mnist_ops.config import RANGES, Config, check_combination, read_toml, resolve, show_key, to_toml
+from mnist_ops.errors import UserError, show
 from mnist_ops.fileio import atomic_write_bytes
 
 SPEC_FILE = "spec.toml"
@@ -151,6 +151,9 @@ def parse_spec(values: dict, source: str, seeds: int | None = None, overrides: d
         raise UserError(f"{source}: [defaults] must be a table of config keys, got {show(defaults)}")
     if "seed" in defaults:
         raise UserError(f"{source}: [defaults] sets 'seed'; list seeds in the top-level 'seeds' instead")
+    for layer, label in ((defaults, "[defaults]"), (overrides or {}, "the command line")):
+        if "preset" in layer:  # it would relabel every variant with a name read_spec cannot resolve
+            raise UserError(f"{source}: {label} sets 'preset'; each [[variant]] names its own preset")
     tables = values.get("variant")
     if not isinstance(tables, list) or not tables:
         raise UserError(f"{source}: needs at least one [[variant]] table with a name and a preset")
