@@ -1,4 +1,6 @@
 import gzip
+import tracemalloc
+import zlib
 
 import pytest
 import torch
@@ -223,3 +225,23 @@ def test_train_pixel_stats_are_cached_by_file(tmp_path):
     assert data.train_pixel_stats(str(tmp_path / "own"), images * 0, tmp_path / "root") == first  # from the cache
     os.utime(tmp_path / "own" / MNIST_NAMES[0], ns=(1, 1))  # the file changed: computed again
     assert data.train_pixel_stats(str(tmp_path / "own"), images * 0, tmp_path / "root") == (0.0, 0.0)
+
+
+def test_a_gzip_bomb_in_the_data_root_is_never_inflated(tiny_dataset):
+    """64 MB of zeros behind a real header, as a 64 KB .gz: refused after reading the header's size."""
+    files, root = tiny_dataset
+    name = "train-images-idx3-ubyte"
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = compressor.compress(files[name]) + b"".join(compressor.compress(bytes(1 << 20)) for _ in range(64))
+    (root / "tiny").mkdir(parents=True)
+    (root / "tiny" / f"{name}.gz").write_bytes(bomb + compressor.flush())
+    messages = []
+    tracemalloc.start()
+    try:
+        data.fetch("tiny", root, log=messages.append, use_network=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+    assert (root / "tiny" / name).read_bytes() == files[name]  # the good copy, from the system dir
+    assert any(f"{name}: ok (MD5 verified, from system dir" in message for message in messages)

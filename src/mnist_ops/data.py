@@ -11,7 +11,6 @@ size) are one-line errors.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -21,6 +20,7 @@ import subprocess
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,7 +29,7 @@ import torch
 
 from mnist_ops.errors import UserError
 from mnist_ops.fileio import DirectoryLock, atomic_write_bytes
-from mnist_ops.idx import parse_idx
+from mnist_ops.idx import gunzip_idx, parse_idx
 
 # MNIST's names (train-images-idx3-ubyte, t10k-labels-idx1-ubyte; KMNIST uses them too), EMNIST's
 # (emnist-digits-test-images-idx3-ubyte), raw or .gz.
@@ -253,8 +253,8 @@ def _verified(content: bytes, info: DatasetInfo, file_name: str, origin: str) ->
     """The file's bytes as stored: a raw name's content decompressed if it came gzipped; a .gz name's as is."""
     if content[:2] == b"\x1f\x8b" and not file_name.endswith(".gz"):
         try:
-            content = gzip.decompress(content)
-        except (OSError, EOFError) as error:
+            content = gunzip_idx(content, origin)
+        except (OSError, EOFError, zlib.error, UserError) as error:
             raise ValueError(f"{origin}: broken gzip data ({error})") from None
     expected = info.md5[file_name]
     actual = md5_of(content)

@@ -12,6 +12,7 @@ reader allocate more than the smaller of the header's claim and what the file re
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import zlib
@@ -81,6 +82,13 @@ def _read_bounded(handle: BinaryIO, name: str) -> bytearray:
         content += chunk
         remaining -= len(chunk)
     return content
+
+
+def gunzip_idx(content: bytes, name: str = "<bytes>") -> bytearray:
+    """Decompress a gzipped IDX file, stopping one byte past the size its header declares: a gzip
+    bomb is never inflated. Raises UserError (bad header), OSError, EOFError or zlib.error."""
+    with gzip.GzipFile(fileobj=io.BytesIO(content)) as handle:
+        return _read_bounded(handle, name)
 
 
 def read_idx(path: str | os.PathLike) -> torch.Tensor:
