@@ -26,7 +26,11 @@ KEYS = st.sampled_from(FIELD_NAMES + list(SPEC_KEYS)) | TEXT
 HUGE_INTS = st.sampled_from([2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**30, 10**400])
 INTEGERS = st.integers() | HUGE_INTS | st.integers(-3, 20)
 FLOATS = st.floats() | st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e308, 5e-324, -0.0])
-NAMES = st.sampled_from(sorted(PRESETS) + list_models() + [n for c in CHOICES.values() for n in c]) | TEXT
+# Model references import code (file.py:Net, module:build): free text never holds a ':' (it could name any
+# installed module), and a few references to nothing stand in for them.
+REFERENCES = ["no_such_module_xyz:Net", "no_such_file.py:Net", "lean-8k:x", ":", "a:"]
+NAMES = (st.sampled_from(sorted(PRESETS) + list_models() + [n for c in CHOICES.values() for n in c] + REFERENCES)
+         | TEXT.filter(lambda text: ":" not in text))
 DATETIMES = st.datetimes(timezones=st.none() | st.integers(-1439, 1439).map(lambda m: timezone(timedelta(minutes=m))))
 SCALARS = st.one_of(st.booleans(), INTEGERS, FLOATS, NAMES, DATETIMES, st.dates(), st.times())
 TOML_VALUES = st.recursive(

@@ -320,11 +320,24 @@ def test_data_preview_and_stats_of_an_emnist_directory(tmp_path, capsys):
 # ---------------------------------------------------------------------------- fuzzed inputs, end to end
 # Representative cases of what tests/test_{idx,config,study,engine}.py fuzz, through the real command.
 
-def test_a_checkpoint_that_would_run_code_is_one_line_and_never_runs(tmp_path):
+@pytest.mark.parametrize("way", ["pickle", "model_source"])
+def test_a_checkpoint_that_would_run_code_is_one_line_and_never_runs(tmp_path, way):
+    from mnist_ops.engine import build_model, save_checkpoint
+    from mnist_ops.models import build_record
+
     marker = tmp_path / "payload-ran"
-    torch.save(Payload(marker), tmp_path / "evil.pt")
+    if way == "pickle":
+        torch.save(Payload(marker), tmp_path / "evil.pt")
+    else:  # weights_only-safe: the model's build record names a function and its arguments
+        config = build_config("lean-8k")
+        model = build_model(config)
+        source = {**build_record(model), "kind": "module", "target": "subprocess:getoutput",
+                  "kwargs": {"cmd": f"touch {marker}"}}
+        save_checkpoint(tmp_path / "evil.pt", {"model_name": "lean-8k", "model_source": source,
+                                               "model": model.state_dict(), "config": config.to_dict(), "epoch": 3,
+                                               "metrics": {}, "mean": 0.13, "std": 0.31})
     code, _, stderr = run_cli("evaluate", "--checkpoint", str(tmp_path / "evil.pt"))
-    assert_one_line_error(code, stderr, "unreadable")
+    assert_one_line_error(code, stderr, "unreadable" if way == "pickle" else "mnist-ops train passes only")
     assert not marker.exists()
 
 

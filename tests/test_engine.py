@@ -1,4 +1,6 @@
+import hashlib
 import io
+import os
 import pickle
 import tempfile
 import zipfile
@@ -9,11 +11,11 @@ import torch
 from hypothesis import given, strategies as st
 
 from fuzzing import FLOATS, INTEGERS, NAMES, TOML_VALUES, Payload, assert_one_line
-from mnist_ops.engine import (NonFiniteLoss, TrainStep, checkpoint_decision, evaluate, find_checkpoint, fold_batchnorm,
-                              load_checkpoint, make_optimizer, model_from_checkpoint, random_states,
+from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, find_checkpoint,
+                              fold_batchnorm, load_checkpoint, make_optimizer, model_from_checkpoint, random_states,
                               restore_random_states, save_checkpoint)
 from mnist_ops.errors import UserError
-from mnist_ops.models import create_model, list_models
+from mnist_ops.models import build_record, create_model, list_models
 from mnist_ops.presets import build_config
 
 SEED_LOG = [98.73, 99.34, 99.38, 99.53, 99.44, 99.42, 99.39, 99.48, 99.53, 99.47, 99.43, 99.41, 99.61, 99.64, 99.52]
@@ -157,12 +159,12 @@ def test_random_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
 
 def _real_checkpoint() -> dict:
     """What fit writes for the smallest model (optimizer and random states left out: load ignores them)."""
+    config = build_config("lean-8k", None, {"model": "lean-5k"})
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = create_model("lean-5k", dropout=0.0)
-    return {"model_name": "lean-5k", "model": model.state_dict(),
-            "config": build_config("lean-8k", None, {"model": "lean-5k"}).to_dict(), "epoch": 3,
-            "metrics": {"test_accuracy": 99.1}, "mean": 0.1307, "std": 0.3081}
+        model = build_model(config)
+    return {"model_name": "lean-5k", "model_source": build_record(model), "model": model.state_dict(),
+            "config": config.to_dict(), "epoch": 3, "metrics": {"test_accuracy": 99.1}, "mean": 0.1307, "std": 0.3081}
 
 
 REAL = io.BytesIO()
@@ -222,6 +224,12 @@ def _containers(inner: st.SearchStrategy) -> st.SearchStrategy:
 ANY_VALUE = st.recursive(st.none() | st.booleans() | INTEGERS | FLOATS | NAMES | TENSORS, _containers, max_leaves=6)
 
 
+MARKER = Path(tempfile.gettempdir()) / f"mnist-ops-fuzz-payload-{os.getpid()}"  # what a payload would create
+SOURCE_VALUES = st.sampled_from(["registered", "entry point", "file", "module", "subprocess:getoutput",
+                                 "os:getcwd", "lean-5k", "lean-5k:x", {"cmd": f"touch {MARKER}"},
+                                 {"dropout": 0.5}, {"num_classes": 3}, {}, None])
+
+
 @st.composite
 def checkpoint_dicts(draw) -> dict:
     """The real checkpoint with some fields replaced, its weights renamed or reshaped, its config changed."""
@@ -237,6 +245,9 @@ def checkpoint_dicts(draw) -> dict:
     if isinstance(checkpoint.get("config"), dict) and draw(st.booleans()):
         checkpoint["config"][draw(st.sampled_from(sorted(checkpoint["config"]) or ["dropout"]) | NAMES)] = draw(
             TOML_VALUES)
+    if isinstance(checkpoint.get("model_source"), dict) and draw(st.booleans()):
+        key = draw(st.sampled_from(sorted(checkpoint["model_source"])) | NAMES)
+        checkpoint["model_source"][key] = draw(SOURCE_VALUES | ANY_VALUE)
     return checkpoint
 
 
@@ -246,6 +257,7 @@ def test_fuzz_load_checkpoint_holding_wrong_types(checkpoint):
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     result = _load_from_bytes(buffer.getvalue())
+    assert not MARKER.exists()
     if isinstance(result, torch.nn.Module):  # then everything evaluate reads is usable
         with torch.no_grad():
             assert result.eval()(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
@@ -280,3 +292,31 @@ def test_a_pickle_that_runs_code_is_refused_and_never_runs(tmp_path):
             load_checkpoint(tmp_path / "evil.pt")
         assert_one_line(error.value)
         assert not marker.exists(), kind
+
+
+def test_a_model_source_that_would_run_a_command_is_refused_and_never_runs(tmp_path):
+    """weights_only cannot help here: the record that tells model_from_checkpoint which code builds the
+    model is plain strings, so a crafted one names `subprocess:getoutput` and a shell command."""
+    import subprocess
+
+    marker = tmp_path / "payload-ran"
+    command = {"cmd": f"touch {marker}"}
+    sha256 = hashlib.sha256(Path(subprocess.__file__).read_bytes()).hexdigest()
+    records = {
+        "module": {"kind": "module", "target": "subprocess:getoutput", "kwargs": command},
+        "registered": {"kind": "registered", "target": "subprocess:getoutput", "kwargs": command},
+        "entry point": {"kind": "entry point", "target": "subprocess:getoutput", "kwargs": command},
+        "file": {"kind": "file", "target": f"{subprocess.__file__}:getoutput", "kwargs": command,
+                 "file": subprocess.__file__, "sha256": sha256},  # a file that is there, with its true sha256
+    }
+    for kind, record in records.items():
+        checkpoint = {**_real_checkpoint(), "model_source": {"reference": "nets.py:Net", "file": None, "sha256": None,
+                                                             "distribution": None, **record}}
+        save_checkpoint(tmp_path / "evil.pt", checkpoint)
+        with pytest.raises(UserError) as error:
+            model_from_checkpoint(load_checkpoint(tmp_path / "evil.pt"))
+        assert_one_line(error.value)
+        assert not marker.exists(), kind
+    save_checkpoint(tmp_path / "good.pt", _real_checkpoint())  # what fit writes still loads
+    assert model_from_checkpoint(load_checkpoint(tmp_path / "good.pt")) is not None
+

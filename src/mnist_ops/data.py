@@ -11,6 +11,7 @@ size) are one-line errors.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -163,7 +164,7 @@ def _header(path: Path) -> tuple[int, ...]:
             if len(head) < 4 or head[:3] != b"\x00\x00\x08" or head[3] == 0:
                 raise UserError(f"{path}: not an IDX file of unsigned bytes (header {head.hex()})")
             dims = handle.read(4 * head[3])
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise UserError(f"{path}: cannot read ({error})") from None
     if len(dims) < 4 * head[3]:
         raise UserError(f"{path}: truncated IDX header")
@@ -397,8 +398,8 @@ def _read_verified(directory: Path, md5: dict[str, str | None], file_name: str, 
         )
     if file_name.endswith(".gz"):
         try:
-            content = gzip.decompress(content)
-        except (OSError, EOFError) as error:
+            content = gunzip_idx(content, str(path))
+        except (OSError, EOFError, zlib.error) as error:
             raise UserError(f"{path}: broken gzip data ({error}); replace the file") from None
     return parse_idx(content, str(path))
 

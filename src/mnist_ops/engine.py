@@ -46,6 +46,11 @@ CHECKPOINT_FIELDS = {  # what every reader uses, and the types fit writes
     "mean": _is_number,
     "std": lambda value: _is_number(value) and value > 0,
 }
+MODEL_SOURCE_KINDS = ("registered", "entry point", "file", "module")
+MODEL_SOURCE_KWARGS = {  # the keyword arguments fit passes a model builder (models.MODEL_KEYS + num_classes)
+    "dropout": lambda value: _is_number(value) and 0 <= value < 1,
+    "num_classes": lambda value: type(value) is int and 1 <= value <= 100_000,
+}
 
 
 # ---------------------------------------------------------------------------- device, precision, model
@@ -275,12 +280,41 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if wrong:
         raise UserError(f"checkpoint {path} is not an mnist-ops checkpoint (bad {', '.join(wrong)}); "
                         "pass a best.pt or last.pt written by mnist-ops train")
-    if checkpoint["model_name"] not in list_models():
-        raise UserError(f"checkpoint {path} holds model {show(checkpoint['model_name'])}, which this version "
-                        f"does not have ({', '.join(list_models())})")
     known = {key: value for key, value in checkpoint["config"].items() if key in FIELD_TYPES}
     resolve(Config(), known, source=f"checkpoint {path}: config")  # a UserError naming the bad key
+    problem = _model_source_problem(checkpoint)
+    if problem:
+        raise UserError(f"checkpoint {path}: {problem}; pass a best.pt or last.pt written by mnist-ops train")
     return checkpoint
+
+
+def _model_source_problem(checkpoint: dict) -> str | None:
+    """What is wrong with the record of the code that builds the checkpoint's model, if anything.
+
+    model_from_checkpoint calls that code, so a record may hold only what fit writes: a crafted one
+    could otherwise call any importable function with any arguments (`subprocess:getoutput` with a
+    shell command) once the checkpoint is loaded, weights_only or not."""
+    source = checkpoint.get("model_source")
+    if source is None:  # written before checkpoints recorded their model's source: a built-in model
+        name = checkpoint["model_name"]
+        return None if name in list_models() else f"model {show(name)} is not a built-in model"
+    if not isinstance(source, dict) or source.get("kind") not in MODEL_SOURCE_KINDS:
+        return f"model_source {show(source)} is not a build record"
+    kind, target, kwargs = source["kind"], source.get("target"), source.get("kwargs")
+    if not (isinstance(target, str) and isinstance(source.get("reference"), str)
+            and all(source.get(key) is None or isinstance(source[key], str)
+                    for key in ("file", "sha256", "distribution"))):
+        return f"model_source {show(source)} is not a build record"
+    named = kind in ("registered", "entry point")  # a name; a file or module model is "where:attribute"
+    if named == (":" in target) or (kind == "registered" and target not in list_models()):
+        return f"a {kind} model cannot be {show(target)}"
+    if kind == "file" and not (source.get("file") and source.get("sha256")):
+        return f"model {show(target)} comes from a file but the record holds no file and sha256"
+    if not (isinstance(kwargs, dict) and all(key in MODEL_SOURCE_KWARGS and MODEL_SOURCE_KWARGS[key](value)
+                                             for key, value in kwargs.items())):
+        return (f"the model's builder would be called with {show(kwargs)}; mnist-ops train passes only "
+                f"{' and '.join(MODEL_SOURCE_KWARGS)}")
+    return None
 
 
 def random_states(generator: torch.Generator) -> dict:
