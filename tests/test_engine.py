@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 from fuzzing import FLOATS, INTEGERS, NAMES, TOML_VALUES, Payload, assert_one_line
 from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, find_checkpoint,
@@ -253,6 +253,7 @@ def checkpoint_dicts(draw) -> dict:
 
 @QUIET_LOAD
 @given(checkpoint_dicts())
+@example({**_real_checkpoint(), "model_source": None})  # found by the soak
 def test_fuzz_load_checkpoint_holding_wrong_types(checkpoint):
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)

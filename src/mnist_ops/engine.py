@@ -294,10 +294,10 @@ def _model_source_problem(checkpoint: dict) -> str | None:
     model_from_checkpoint calls that code, so a record may hold only what fit writes: a crafted one
     could otherwise call any importable function with any arguments (`subprocess:getoutput` with a
     shell command) once the checkpoint is loaded, weights_only or not."""
-    source = checkpoint.get("model_source")
-    if source is None:  # written before checkpoints recorded their model's source: a built-in model
+    if "model_source" not in checkpoint:  # written before checkpoints recorded it: a built-in model
         name = checkpoint["model_name"]
         return None if name in list_models() else f"model {show(name)} is not a built-in model"
+    source = checkpoint["model_source"]
     if not isinstance(source, dict) or source.get("kind") not in MODEL_SOURCE_KINDS:
         return f"model_source {show(source)} is not a build record"
     kind, target, kwargs = source["kind"], source.get("target"), source.get("kwargs")
