@@ -246,7 +246,7 @@ def checkpoint_dicts(draw) -> dict:
         checkpoint["config"][draw(st.sampled_from(sorted(checkpoint["config"]) or ["dropout"]) | NAMES)] = draw(
             TOML_VALUES)
     if isinstance(checkpoint.get("model_source"), dict) and draw(st.booleans()):
-        key = draw(st.sampled_from(sorted(checkpoint["model_source"])) | NAMES)
+        key = draw(st.sampled_from(sorted(checkpoint["model_source"]) or ["kind"]) | NAMES)
         checkpoint["model_source"][key] = draw(SOURCE_VALUES | ANY_VALUE)
     return checkpoint
 
