@@ -1,9 +1,25 @@
+import os
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
+from hypothesis import settings
 
 from mnist_ops.data import DATASETS, default_root
+
+# Fuzz tests (test_fuzz_*) run under a fixed, repeatable profile: the same examples on every run and
+# machine, no example database. benchmarks/fuzz_soak.py runs the same properties under "soak".
+# The deadline is the "never hangs" bound: each example takes milliseconds, the deadline is far above.
+settings.register_profile("mnist-ops", max_examples=100, derandomize=True, database=None, print_blob=True,
+                          deadline=timedelta(seconds=2))
+settings.register_profile("soak", max_examples=int(os.environ.get("MNIST_OPS_SOAK_EXAMPLES", 5000)),
+                          derandomize=False, database=None, print_blob=True, deadline=timedelta(seconds=5))
+
+
+def pytest_configure(config):
+    if not config.getoption("--hypothesis-profile", default=None):
+        settings.load_profile("mnist-ops")
 
 
 @pytest.fixture

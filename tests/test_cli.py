@@ -5,6 +5,7 @@ import sys
 import pytest
 import torch
 
+from fuzzing import Payload
 from mnist_ops.cli import main
 from mnist_ops.presets import build_config
 
@@ -363,3 +364,38 @@ def test_data_preview_and_stats_of_an_emnist_directory(tmp_path, capsys):
     assert "12 train / 4 test images" in capsys.readouterr().out
     assert main(["data", "preview", "--dataset", str(tmp_path), "--count", "4", "--out", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------- fuzzed inputs, end to end
+# Representative cases of what tests/test_{idx,config,study,engine}.py fuzz, through the real command.
+
+@pytest.mark.parametrize("way", ["pickle", "model_source"])
+def test_a_checkpoint_that_would_run_code_is_one_line_and_never_runs(tmp_path, way):
+    from mnist_ops.engine import build_model, save_checkpoint
+    from mnist_ops.models import build_record
+
+    marker = tmp_path / "payload-ran"
+    if way == "pickle":
+        torch.save(Payload(marker), tmp_path / "evil.pt")
+    else:  # weights_only-safe: the model's build record names a function and its arguments
+        config = build_config("lean-8k")
+        model = build_model(config)
+        source = {**build_record(model), "kind": "module", "target": "subprocess:getoutput",
+                  "kwargs": {"cmd": f"touch {marker}"}}
+        save_checkpoint(tmp_path / "evil.pt", {"model_name": "lean-8k", "model_source": source,
+                                               "model": model.state_dict(), "config": config.to_dict(), "epoch": 3,
+                                               "metrics": {}, "mean": 0.13, "std": 0.31})
+    code, _, stderr = run_cli("evaluate", "--checkpoint", str(tmp_path / "evil.pt"))
+    assert_one_line_error(code, stderr, "unreadable" if way == "pickle" else "mnist-ops train passes only")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"lr = nan\n", "'lr' must be a finite number"),
+    (b'epochs = 2\n"two\\nlines" = 1\n', r"unknown key(s) 'two\nlines'"),
+])
+def test_junk_config_files_are_one_line(tmp_path, content, fragment):
+    (tmp_path / "junk.toml").write_bytes(content)
+    code, _, stderr = run_cli("train", "--config", str(tmp_path / "junk.toml"), "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, stderr, fragment)
+    assert not (tmp_path / "run").exists()

@@ -1,6 +1,12 @@
-import pytest
+import tempfile
+from pathlib import Path
 
-from mnist_ops.config import Config, read_toml, to_toml
+import pytest
+import tomli_w
+from hypothesis import example, given, strategies as st
+
+from fuzzing import KEYS, NAMES, TOML_VALUES, assert_one_line, assert_valid_config, config_changes
+from mnist_ops.config import Config, read_toml, resolve, to_toml
 from mnist_ops.errors import UserError
 from mnist_ops.presets import PRESETS, build_config
 
@@ -56,3 +62,74 @@ def test_resolved_config_round_trips_through_toml(tmp_path):
     path.write_text(to_toml(config.to_dict()))
     assert Config(**read_toml(path)) == config
     assert build_config(None, str(path), {}) == config
+
+
+# ---------------------------------------------------------------------------- fuzzed (hypothesis)
+# Random keys and values, as dicts and as TOML files: a valid Config, or one UserError of one line.
+
+
+@given(config_changes())
+@example({"lr": float("nan")})
+@example({"seed": 2**64})
+@example({"dropout": 10**400})
+@example({"preset": "two\nlines"})
+@example({"bad\nkey": 1})
+def test_fuzz_resolve(changes):
+    try:
+        config = resolve(Config(), changes, "fuzz.toml")
+    except UserError as error:
+        assert_one_line(error)
+    else:
+        assert_valid_config(config)
+
+
+def _write_toml(directory: str, values: dict) -> str:
+    path = Path(directory) / "fuzz.toml"
+    path.write_text(tomli_w.dumps(values), encoding="utf-8")
+    return str(path)
+
+
+@given(st.none() | NAMES, config_changes(), st.fixed_dictionaries({}, optional={"preset": NAMES | TOML_VALUES}),
+       config_changes(extra_keys=False))
+@example(None, {}, {"preset": 0}, {})
+@example(None, {}, {"preset": "seed-lean\n"}, {})
+def test_fuzz_build_config_from_a_toml_file(preset, file_values, file_preset, overrides):
+    with tempfile.TemporaryDirectory() as directory:
+        path = _write_toml(directory, {**file_values, **file_preset})
+        try:
+            config = build_config(preset, path, overrides)
+        except UserError as error:
+            assert_one_line(error)
+        else:
+            assert_valid_config(config)
+
+
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode)
+       | st.lists(st.tuples(KEYS, st.sampled_from(["=", " = ", "."]), st.text(max_size=10)), max_size=4)
+       .map(lambda lines: "\n".join(f"{k}{sep}{v}" for k, sep, v in lines).encode()))
+@example(b"\xff\xfe")  # not UTF-8
+@example(b"a = " + b"[" * 100_000 + b"]" * 100_000)  # nested deeper than the parser's recursion
+@example(b"a = " + b"{b = " * 5_000 + b"1" + b"}" * 5_000)
+def test_fuzz_read_toml_random_bytes(content):
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "fuzz.toml"
+        path.write_bytes(content)
+        try:
+            values = read_toml(path)
+        except UserError as error:
+            assert_one_line(error)
+        else:
+            assert isinstance(values, dict)
+
+
+def test_read_toml_of_a_directory_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="cannot read"):
+        read_toml(tmp_path)
+
+
+@pytest.mark.parametrize("line", ['preset = ""', "preset = 0", "preset = false"])
+def test_an_empty_or_false_preset_in_a_file_is_refused_not_defaulted(tmp_path, line):
+    path = tmp_path / "run.toml"
+    path.write_text(line + "\n")
+    with pytest.raises(UserError, match="preset"):
+        build_config(None, str(path), {})

@@ -1,4 +1,6 @@
 import gzip
+import tracemalloc
+import zlib
 
 import pytest
 import torch
@@ -223,3 +225,47 @@ def test_train_pixel_stats_are_cached_by_file(tmp_path):
     assert data.train_pixel_stats(str(tmp_path / "own"), images * 0, tmp_path / "root") == first  # from the cache
     os.utime(tmp_path / "own" / MNIST_NAMES[0], ns=(1, 1))  # the file changed: computed again
     assert data.train_pixel_stats(str(tmp_path / "own"), images * 0, tmp_path / "root") == (0.0, 0.0)
+
+
+def test_a_gzip_bomb_in_the_data_root_is_never_inflated(tiny_dataset):
+    """64 MB of zeros behind a real header, as a 64 KB .gz: refused after reading the header's size."""
+    files, root = tiny_dataset
+    name = "train-images-idx3-ubyte"
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = compressor.compress(files[name]) + b"".join(compressor.compress(bytes(1 << 20)) for _ in range(64))
+    (root / "tiny").mkdir(parents=True)
+    (root / "tiny" / f"{name}.gz").write_bytes(bomb + compressor.flush())
+    messages = []
+    tracemalloc.start()
+    try:
+        data.fetch("tiny", root, log=messages.append, use_network=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+    assert (root / "tiny" / name).read_bytes() == files[name]  # the good copy, from the system dir
+    assert any(f"{name}: ok (MD5 verified, from system dir" in message for message in messages)
+
+
+@pytest.mark.parametrize("damage", ["flip deflate data", "bomb"])
+def test_a_damaged_gz_in_your_own_dataset_is_one_line_and_never_inflated(tmp_path, damage):
+    write_dataset(tmp_path, MNIST_NAMES, [0, 1, 2, 1, 0], [2, 0])
+    path = tmp_path / MNIST_NAMES[1]  # train-labels-idx1-ubyte.gz
+    if damage == "bomb":  # the real 5-label header, then 64 MB of zeros: a 64 KB file
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+        header = gzip.decompress(path.read_bytes())[:8]
+        path.write_bytes(compressor.compress(header) + b"".join(compressor.compress(bytes(1 << 20))
+                                                                for _ in range(64)) + compressor.flush())
+    else:
+        content = bytearray(path.read_bytes())
+        content[10] ^= 0xFF  # the first byte of the deflate stream: zlib.error
+        path.write_bytes(bytes(content))
+    tracemalloc.start()
+    try:
+        with pytest.raises(UserError) as error:
+            data.load_split(str(tmp_path), "train")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(str(error.value).splitlines()) == 1 and "train-labels-idx1-ubyte.gz" in str(error.value)
+    assert peak < 8 << 20

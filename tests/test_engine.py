@@ -1,11 +1,21 @@
+import hashlib
+import io
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
 import pytest
 import torch
+from hypothesis import example, given, strategies as st
 
-from mnist_ops.engine import (NonFiniteLoss, TrainStep, checkpoint_decision, evaluate, find_checkpoint, fold_batchnorm,
-                              load_checkpoint, make_optimizer, model_from_checkpoint, random_states,
+from fuzzing import FLOATS, INTEGERS, NAMES, TOML_VALUES, Payload, assert_one_line
+from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, find_checkpoint,
+                              fold_batchnorm, load_checkpoint, make_optimizer, model_from_checkpoint, random_states,
                               restore_random_states, save_checkpoint)
 from mnist_ops.errors import UserError
-from mnist_ops.models import create_model, list_models
+from mnist_ops.models import build_record, create_model, list_models
 from mnist_ops.presets import build_config
 
 SEED_LOG = [98.73, 99.34, 99.38, 99.53, 99.44, 99.42, 99.39, 99.48, 99.53, 99.47, 99.43, 99.41, 99.61, 99.64, 99.52]
@@ -75,8 +85,6 @@ def test_folded_batchnorm_computes_the_same_function(name):
     assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(expected, labels).item(), abs=1e-4)
 
 
-
-
 def test_find_checkpoint_takes_a_run_directory_and_prefers_best(tmp_path):
     messages = []
     (tmp_path / "last.pt").write_bytes(b"x")
@@ -141,3 +149,175 @@ def test_random_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
     got = (torch.randn(5, generator=generator), torch.randn(5), np.random.rand(5), random.random())
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
     assert np.array_equal(got[2], expected[2]) and got[3] == expected[3]
+
+
+# ---------------------------------------------------------------------------- fuzzed (hypothesis)
+# A checkpoint file is untrusted input: random bytes, a truncated or damaged real checkpoint, a
+# well-formed one holding the wrong types, or a pickle that runs code when unpickled unsafely. Loading
+# it gives a model or one UserError of one line, and the code in a malicious pickle never runs.
+
+
+def _real_checkpoint() -> dict:
+    """What fit writes for the smallest model (optimizer and random states left out: load ignores them)."""
+    config = build_config("lean-8k", None, {"model": "lean-5k"})
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(config)
+    return {"model_name": "lean-5k", "model_source": build_record(model), "model": model.state_dict(),
+            "config": config.to_dict(), "epoch": 3, "metrics": {"test_accuracy": 99.1}, "mean": 0.1307, "std": 0.3081}
+
+
+REAL = io.BytesIO()
+torch.save(_real_checkpoint(), REAL)
+REAL = REAL.getvalue()
+
+
+# torch.load warns about what it then refuses (an unknown pickle protocol, old storages)
+QUIET_LOAD = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning",
+                                        "ignore:TypedStorage is deprecated:UserWarning")
+
+
+def _load_from_bytes(content: bytes):
+    """load_checkpoint + model_from_checkpoint on a file holding `content`: the model or the UserError."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "fuzz.pt"
+        path.write_bytes(content)
+        try:
+            return model_from_checkpoint(load_checkpoint(path))
+        except UserError as error:
+            assert_one_line(error)
+            return error
+
+
+@QUIET_LOAD
+@given(st.binary(max_size=2048) | st.binary(max_size=512).map(lambda tail: b"PK\x03\x04" + tail)
+       | st.binary(max_size=512).map(lambda tail: b"\x80\x02" + tail))
+def test_fuzz_load_checkpoint_random_bytes(content):
+    assert isinstance(_load_from_bytes(content), UserError)
+
+
+@QUIET_LOAD
+@given(st.integers(0, len(REAL) - 1))
+def test_fuzz_load_checkpoint_truncated(length):
+    assert isinstance(_load_from_bytes(REAL[:length]), UserError)
+
+
+@QUIET_LOAD
+@given(st.lists(st.tuples(st.integers(0, len(REAL) - 1), st.integers(1, 255)), min_size=1, max_size=4))
+def test_fuzz_load_checkpoint_damaged(flips):
+    content = bytearray(REAL)
+    for position, mask in flips:
+        content[position] ^= mask
+    result = _load_from_bytes(bytes(content))
+    assert isinstance(result, (UserError, torch.nn.Module))  # a flip inside the weights goes unnoticed
+
+
+TENSORS = st.builds(lambda shape, dtype: torch.zeros(shape, dtype=dtype),
+                    st.lists(st.integers(0, 3), max_size=3), st.sampled_from([torch.float32, torch.int64, torch.bool,
+                                                                                torch.complex64, torch.float16]))
+
+
+def _containers(inner: st.SearchStrategy) -> st.SearchStrategy:
+    return st.lists(inner, max_size=3) | st.dictionaries(NAMES, inner, max_size=3)
+
+
+ANY_VALUE = st.recursive(st.none() | st.booleans() | INTEGERS | FLOATS | NAMES | TENSORS, _containers, max_leaves=6)
+
+
+MARKER = Path(tempfile.gettempdir()) / f"mnist-ops-fuzz-payload-{os.getpid()}"  # what a payload would create
+SOURCE_VALUES = st.sampled_from(["registered", "entry point", "file", "module", "subprocess:getoutput",
+                                 "os:getcwd", "lean-5k", "lean-5k:x", {"cmd": f"touch {MARKER}"},
+                                 {"dropout": 0.5}, {"num_classes": 3}, {}, None])
+
+
+@st.composite
+def checkpoint_dicts(draw) -> dict:
+    """The real checkpoint with some fields replaced, its weights renamed or reshaped, its config changed."""
+    checkpoint = _real_checkpoint()
+    for key in draw(st.lists(st.sampled_from(sorted(checkpoint)), max_size=3, unique=True)):
+        if draw(st.booleans()):
+            del checkpoint[key]
+        else:
+            checkpoint[key] = draw(ANY_VALUE)
+    if isinstance(checkpoint.get("model"), dict) and checkpoint["model"] and draw(st.booleans()):
+        name = draw(st.sampled_from(sorted(checkpoint["model"])))
+        checkpoint["model"][draw(st.just(name) | NAMES)] = draw(TENSORS | ANY_VALUE)
+    if isinstance(checkpoint.get("config"), dict) and draw(st.booleans()):
+        checkpoint["config"][draw(st.sampled_from(sorted(checkpoint["config"]) or ["dropout"]) | NAMES)] = draw(
+            TOML_VALUES)
+    if isinstance(checkpoint.get("model_source"), dict) and draw(st.booleans()):
+        key = draw(st.sampled_from(sorted(checkpoint["model_source"]) or ["kind"]) | NAMES)
+        checkpoint["model_source"][key] = draw(SOURCE_VALUES | ANY_VALUE)
+    return checkpoint
+
+
+@QUIET_LOAD
+@given(checkpoint_dicts())
+@example({**_real_checkpoint(), "model_source": None})  # found by the soak
+def test_fuzz_load_checkpoint_holding_wrong_types(checkpoint):
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    result = _load_from_bytes(buffer.getvalue())
+    assert not MARKER.exists()
+    if isinstance(result, torch.nn.Module):  # then everything evaluate reads is usable
+        with torch.no_grad():
+            assert result.eval()(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+def _malicious_files(directory: Path, marker: Path) -> dict[str, bytes]:
+    """Ways a .pt file can carry the payload."""
+    zip_format, legacy_format, nested = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    torch.save(Payload(marker), zip_format)
+    torch.save(Payload(marker), legacy_format, _use_new_zipfile_serialization=False)
+    torch.save({**_real_checkpoint(), "metrics": Payload(marker)}, nested)
+    swapped = io.BytesIO()  # a real checkpoint's archive with its data.pkl replaced
+    with zipfile.ZipFile(io.BytesIO(REAL)) as real, zipfile.ZipFile(swapped, "w") as fake:
+        for item in real.infolist():
+            data = real.read(item)
+            if item.filename.endswith("/data.pkl"):
+                data = pickle.dumps({**_real_checkpoint(), "model": Payload(marker)}, protocol=2)
+            fake.writestr(item, data)
+    return {"plain pickle": pickle.dumps(Payload(marker), protocol=2), "zip": zip_format.getvalue(),
+            "legacy": legacy_format.getvalue(), "nested": nested.getvalue(), "swapped data.pkl": swapped.getvalue()}
+
+
+def test_a_pickle_that_runs_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "payload-ran"
+    files = _malicious_files(tmp_path, marker)
+    pickle.loads(files["plain pickle"]).close()  # the payload is real: unsafe unpickling creates the marker
+    assert marker.exists()
+    marker.unlink()
+    for kind, content in files.items():
+        (tmp_path / "evil.pt").write_bytes(content)
+        with pytest.raises(UserError, match="unreadable") as error:
+            load_checkpoint(tmp_path / "evil.pt")
+        assert_one_line(error.value)
+        assert not marker.exists(), kind
+
+
+def test_a_model_source_that_would_run_a_command_is_refused_and_never_runs(tmp_path):
+    """weights_only cannot help here: the record that tells model_from_checkpoint which code builds the
+    model is plain strings, so a crafted one names `subprocess:getoutput` and a shell command."""
+    import subprocess
+
+    marker = tmp_path / "payload-ran"
+    command = {"cmd": f"touch {marker}"}
+    sha256 = hashlib.sha256(Path(subprocess.__file__).read_bytes()).hexdigest()
+    records = {
+        "module": {"kind": "module", "target": "subprocess:getoutput", "kwargs": command},
+        "registered": {"kind": "registered", "target": "subprocess:getoutput", "kwargs": command},
+        "entry point": {"kind": "entry point", "target": "subprocess:getoutput", "kwargs": command},
+        "file": {"kind": "file", "target": f"{subprocess.__file__}:getoutput", "kwargs": command,
+                 "file": subprocess.__file__, "sha256": sha256},  # a file that is there, with its true sha256
+    }
+    for kind, record in records.items():
+        checkpoint = {**_real_checkpoint(), "model_source": {"reference": "nets.py:Net", "file": None, "sha256": None,
+                                                             "distribution": None, **record}}
+        save_checkpoint(tmp_path / "evil.pt", checkpoint)
+        with pytest.raises(UserError) as error:
+            model_from_checkpoint(load_checkpoint(tmp_path / "evil.pt"))
+        assert_one_line(error.value)
+        assert not marker.exists(), kind
+    save_checkpoint(tmp_path / "good.pt", _real_checkpoint())  # what fit writes still loads
+    assert model_from_checkpoint(load_checkpoint(tmp_path / "good.pt")) is not None
+

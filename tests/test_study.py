@@ -1,12 +1,19 @@
 import json
 import shutil
+import tempfile
+import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
+from hypothesis import example, given, strategies as st
 
+from fuzzing import FLOATS, INTEGERS, NAMES, TEXT, TOML_VALUES, assert_one_line, assert_valid_config, config_changes
+from mnist_ops.config import RANGES
 from mnist_ops.errors import UserError
-from mnist_ops.study import (DONE_FILE, SPEC_FILE, built_in_spec, grow_spec, parse_spec, read_spec, run_study,
-                             spec_to_toml)
+from mnist_ops.presets import PRESETS
+from mnist_ops.study import (DONE_FILE, SPEC_FILE, VARIANT_NAME, built_in_spec, grow_spec, parse_spec, read_spec,
+                             run_study, spec_to_toml)
 from mnist_ops.study_report import write_report
 
 
@@ -194,3 +201,73 @@ def test_an_interrupted_invocation_still_records_its_wall_time(mnist_root, tmp_p
     run_study(spec, tmp_path / "study", data_root=mnist_root, command="test", log=quiet)  # resume, finish
     report = write_report(tmp_path / "study", data_root=mnist_root).read_text()
     assert "wall clock over 2 invocation(s), 1 of them interrupted)" in report
+
+
+# ---------------------------------------------------------------------------- fuzzed (hypothesis)
+# Random spec dicts and TOML files: a Spec that round-trips and whose runs can all start, or one
+# UserError of one line, raised by parsing (nothing runs, nothing is written).
+
+
+GOOD_NAMES = st.from_regex(VARIANT_NAME, fullmatch=True).filter(lambda name: len(name) < 30)
+RUN_NAMES = GOOD_NAMES | TEXT | st.sampled_from(["a\n", "a/b", "..", ".hidden", "a b", ""])
+SEEDS = INTEGERS | st.lists(INTEGERS | st.booleans(), max_size=4) | TOML_VALUES
+VARIANT = st.tuples(
+    st.fixed_dictionaries({"name": GOOD_NAMES, "preset": st.sampled_from(sorted(PRESETS))})
+    | st.fixed_dictionaries({"name": RUN_NAMES, "preset": NAMES})
+    | st.fixed_dictionaries({}, optional={"name": RUN_NAMES | TOML_VALUES, "preset": NAMES | TOML_VALUES}),
+    config_changes(without=("seed",)) | config_changes(),
+).map(lambda pair: {**pair[1], **pair[0]})
+SPEC = st.tuples(
+    st.fixed_dictionaries({"variant": st.lists(VARIANT, min_size=1, max_size=3)},
+                          optional={"name": GOOD_NAMES | RUN_NAMES, "seeds": SEEDS,
+                                    "defaults": config_changes(without=("seed",)) | config_changes(),
+                                    "target_accuracy": FLOATS | INTEGERS, "last_k": INTEGERS})
+    | st.fixed_dictionaries({}, optional={key: TOML_VALUES | st.lists(VARIANT, max_size=2)
+                                          for key in ("name", "seeds", "defaults", "target_accuracy", "last_k",
+                                                      "variant")}),
+    st.just({}) | st.dictionaries(TEXT, TOML_VALUES, max_size=2),
+).map(lambda pair: {**pair[1], **pair[0]})
+
+
+def _check_spec(parse) -> None:
+    try:
+        spec = parse()
+    except UserError as error:
+        assert_one_line(error)
+        return
+    for name in [spec.name] + [variant.name for variant in spec.variants]:
+        assert VARIANT_NAME.fullmatch(name) and Path(name).name == name not in (".", "..")
+    assert 1 <= len(spec.seeds) <= 10_000 and all(0 <= seed <= RANGES["seed"][1] for seed in spec.seeds)
+    for variant in spec.variants:
+        assert_valid_config(variant.config.replace(seed=spec.seeds[-1]))  # every run's config is valid
+    assert parse_spec(tomllib.loads(spec_to_toml(spec)), "round trip") == spec
+
+
+@given(SPEC, st.none() | INTEGERS, st.none() | config_changes(extra_keys=False))
+@example({"variant": [{"name": "a\n", "preset": "seed-lean"}]}, None, None)
+@example({"variant": [{"name": "a", "preset": "seed-lean"}], "seeds": 10**12}, None, None)
+@example({"variant": [{"name": "a", "preset": "seed-lean"}], "seeds": [2**64]}, None, None)
+@example({"variant": [{"name": "a", "preset": "seed-lean"}], "target_accuracy": 10**400}, None, None)
+@example({"variant": [{"name": "a", "preset": "seed-lean\n"}]}, None, None)
+@example({"variant": [{"name": "a", "preset": "seed-lean"}], "bad\nkey": 1}, None, None)
+@example({"variant": [{"name": "a", "preset": "seed-lean"}], "defaults": {"preset": "custom"}}, None, None)
+@example({"variant": [{"name": "a", "preset": "seed-lean"}]}, None, {"preset": "lean-5k"})  # found by the soak
+def test_fuzz_parse_spec(values, seeds, overrides):
+    _check_spec(lambda: parse_spec(values, "fuzz.toml", seeds, overrides))
+
+
+@given(SPEC)
+def test_fuzz_read_spec_from_a_toml_file(values):
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "fuzz.toml"
+        path.write_text(tomli_w.dumps(values), encoding="utf-8")
+        _check_spec(lambda: read_spec(path))
+
+
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+@example(b"[[variant]]\nname = 'a'\npreset = 'seed-lean'\nseeds = 99999999999\n")
+def test_fuzz_read_spec_random_bytes(content):
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "fuzz.toml"
+        path.write_bytes(content)
+        _check_spec(lambda: read_spec(path))

@@ -7,7 +7,9 @@ config is written into each run directory as `config.toml`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from mnist_ops.errors import UserError, did_you_mean
+from mnist_ops.errors import UserError, did_you_mean, show
 
 
 def _key(default: Any, help: str) -> Any:
@@ -91,31 +93,41 @@ KEY_ALIASES = {  # names from other tools, for "did you mean"
 FIELD_TYPES = {field.name: type(field.default) for field in fields(Config)}
 
 
+def show_key(key: Any) -> str:
+    """A key as TOML writes it bare, else quoted like `show`."""
+    return key if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_-]+", key) else show(key)
+
+
 def _check_value(key: str, value: Any, source: str) -> Any:
     expected = FIELD_TYPES[key]
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if type(value) is not expected:
-        raise UserError(f"{source}: '{key}' must be {expected.__name__}, got {value!r}")
+    if type(value) is not expected and not (expected is float and type(value) is int):  # bool is no int here
+        raise UserError(f"{source}: '{key}' must be {expected.__name__}, got {show(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{source}: '{key}' must be a finite number, got {show(value)}")
+    if isinstance(value, str) and not value.isprintable():
+        raise UserError(f"{source}: '{key}' must be one line of printable text, got {show(value)}")
     if key in CHOICES and value not in CHOICES[key]:
-        raise UserError(f"{source}: '{key}' must be one of {', '.join(CHOICES[key])}, got {value!r}")
+        raise UserError(f"{source}: '{key}' must be one of {', '.join(CHOICES[key])}, got {show(value)}")
     if key == "dataset":  # a directory of your own is recorded by its absolute path
         from mnist_ops.data import is_local
 
-        value = str(Path(value).expanduser().resolve()) if is_local(value) else value
-    if key in RANGES:
+        try:
+            value = str(Path(value).expanduser().resolve()) if is_local(value) else value
+        except (RuntimeError, OSError) as error:  # ~unknown-user, a path the system refuses
+            raise UserError(f"{source}: 'dataset' {show(value)} is not a usable path ({error})") from None
+    if key in RANGES:  # before any int -> float conversion: Python compares int and float exactly
         low, high = RANGES[key]
         if value < low or (high is not None and value > high):
             bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
-            raise UserError(f"{source}: '{key}' must be {bounds}, got {value!r}")
-    return value
+            raise UserError(f"{source}: '{key}' must be {bounds}, got {show(value)}")
+    return float(value) if expected is float else value
 
 
 def resolve(base: Config, changes: dict[str, Any], source: str) -> Config:
     """Apply changes on top of base, rejecting unknown keys and bad values by name."""
-    unknown = sorted(set(changes) - set(FIELD_TYPES))
+    unknown = sorted((key for key in changes if key not in FIELD_TYPES), key=str)
     if unknown:
-        named = ", ".join(key + did_you_mean(key, FIELD_TYPES, KEY_ALIASES) for key in unknown)
+        named = ", ".join(show_key(key) + did_you_mean(key, FIELD_TYPES, KEY_ALIASES) for key in unknown)
         raise UserError(f"{source}: unknown key(s) {named}; known keys: {', '.join(FIELD_TYPES)}")
     checked = {key: _check_value(key, value, source) for key, value in changes.items()}
     return dataclasses.replace(base, **checked)
@@ -142,6 +154,12 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise UserError(f"config file {path} not found") from None
+    except OSError as error:  # a directory, no permission
+        raise UserError(f"cannot read config file {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"config file {path} is not valid TOML: not UTF-8 text (byte {error.start})") from None
+    except RecursionError:
+        raise UserError(f"config file {path} is not valid TOML: arrays or tables nested too deeply") from None
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"config file {path} is not valid TOML: {error}") from None
 

@@ -21,6 +21,7 @@ import subprocess
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,7 +30,7 @@ import torch
 
 from mnist_ops.errors import UserError, did_you_mean
 from mnist_ops.fileio import DirectoryLock, atomic_write_bytes
-from mnist_ops.idx import parse_idx
+from mnist_ops.idx import gunzip_idx, parse_idx
 
 # MNIST's names (train-images-idx3-ubyte, t10k-labels-idx1-ubyte; KMNIST uses them too), EMNIST's
 # (emnist-digits-test-images-idx3-ubyte), raw or .gz.
@@ -163,7 +164,7 @@ def _header(path: Path) -> tuple[int, ...]:
             if len(head) < 4 or head[:3] != b"\x00\x00\x08" or head[3] == 0:
                 raise UserError(f"{path}: not an IDX file of unsigned bytes (header {head.hex()})")
             dims = handle.read(4 * head[3])
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise UserError(f"{path}: cannot read ({error})") from None
     if len(dims) < 4 * head[3]:
         raise UserError(f"{path}: truncated IDX header")
@@ -253,8 +254,8 @@ def _verified(content: bytes, info: DatasetInfo, file_name: str, origin: str) ->
     """The file's bytes as stored: a raw name's content decompressed if it came gzipped; a .gz name's as is."""
     if content[:2] == b"\x1f\x8b" and not file_name.endswith(".gz"):
         try:
-            content = gzip.decompress(content)
-        except (OSError, EOFError) as error:
+            content = gunzip_idx(content, origin)
+        except (OSError, EOFError, zlib.error, UserError) as error:
             raise ValueError(f"{origin}: broken gzip data ({error})") from None
     expected = info.md5[file_name]
     actual = md5_of(content)
@@ -404,8 +405,8 @@ def _read_verified(directory: Path, md5: dict[str, str | None], file_name: str, 
         )
     if file_name.endswith(".gz"):
         try:
-            content = gzip.decompress(content)
-        except (OSError, EOFError) as error:
+            content = gunzip_idx(content, str(path))
+        except (OSError, EOFError, zlib.error) as error:
             raise UserError(f"{path}: broken gzip data ({error}); replace the file") from None
     return parse_idx(content, str(path))
 

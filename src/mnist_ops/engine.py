@@ -10,6 +10,7 @@ history and every random state, so `fit(resume=True)` continues a killed run exa
 from __future__ import annotations
 
 import io
+import math
 import os
 import random
 from contextlib import nullcontext
@@ -22,14 +23,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_ops.config import Config
-from mnist_ops.errors import UserError
+from mnist_ops.config import FIELD_TYPES, Config, resolve
+from mnist_ops.errors import UserError, show
 from mnist_ops.fileio import atomic_write_bytes
-from mnist_ops.models import check_output, create_model, model_kwargs, rebuild_model, use_fast_dropout
+from mnist_ops.models import check_output, create_model, list_models, model_kwargs, rebuild_model, use_fast_dropout
 from mnist_ops.replicas import ThreadReplicas
 
 CHECKPOINT_MIN_EPOCH = 3  # the seed's rule: no checkpoint before epoch 3 (0-based)
-CHECKPOINT_KEYS = {"model_name", "model", "config", "epoch", "metrics", "mean", "std"}
+
+
+def _is_number(value) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+CHECKPOINT_FIELDS = {  # what every reader uses, and the types fit writes
+    "model_name": lambda value: isinstance(value, str),
+    "model": lambda value: isinstance(value, dict) and all(
+        isinstance(name, str) and isinstance(tensor, torch.Tensor) for name, tensor in value.items()),
+    "config": lambda value: isinstance(value, dict),
+    "epoch": lambda value: type(value) is int,
+    "metrics": lambda value: isinstance(value, dict),
+    "mean": _is_number,
+    "std": lambda value: _is_number(value) and value > 0,
+}
+MODEL_SOURCE_KINDS = ("registered", "entry point", "file", "module")
+MODEL_SOURCE_KWARGS = {  # the keyword arguments fit passes a model builder (models.MODEL_KEYS + num_classes)
+    "dropout": lambda value: _is_number(value) and 0 <= value < 1,
+    "num_classes": lambda value: type(value) is int and 1 <= value <= 100_000,
+}
 
 
 # ---------------------------------------------------------------------------- device, precision, model
@@ -251,10 +272,49 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except Exception as error:  # torch raises many types for a corrupt, truncated or unsafe file
         raise UserError(f"checkpoint {path} is unreadable ({type(error).__name__}); "
                         "pass a best.pt or last.pt written by mnist-ops train") from None
-    if not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= set(checkpoint):
+    if not isinstance(checkpoint, dict) or not CHECKPOINT_FIELDS.keys() <= set(checkpoint):
         raise UserError(f"checkpoint {path} is not an mnist-ops checkpoint "
-                        f"(needs keys {', '.join(sorted(CHECKPOINT_KEYS))})")
+                        f"(needs keys {', '.join(sorted(CHECKPOINT_FIELDS))})")
+    # It unpickled safely, but can still hold anything: check what readers use before they use it.
+    wrong = [key for key, valid in CHECKPOINT_FIELDS.items() if not valid(checkpoint[key])]
+    if wrong:
+        raise UserError(f"checkpoint {path} is not an mnist-ops checkpoint (bad {', '.join(wrong)}); "
+                        "pass a best.pt or last.pt written by mnist-ops train")
+    known = {key: value for key, value in checkpoint["config"].items() if key in FIELD_TYPES}
+    resolve(Config(), known, source=f"checkpoint {path}: config")  # a UserError naming the bad key
+    problem = _model_source_problem(checkpoint)
+    if problem:
+        raise UserError(f"checkpoint {path}: {problem}; pass a best.pt or last.pt written by mnist-ops train")
     return checkpoint
+
+
+def _model_source_problem(checkpoint: dict) -> str | None:
+    """What is wrong with the record of the code that builds the checkpoint's model, if anything.
+
+    model_from_checkpoint calls that code, so a record may hold only what fit writes: a crafted one
+    could otherwise call any importable function with any arguments (`subprocess:getoutput` with a
+    shell command) once the checkpoint is loaded, weights_only or not."""
+    if "model_source" not in checkpoint:  # written before checkpoints recorded it: a built-in model
+        name = checkpoint["model_name"]
+        return None if name in list_models() else f"model {show(name)} is not a built-in model"
+    source = checkpoint["model_source"]
+    if not isinstance(source, dict) or source.get("kind") not in MODEL_SOURCE_KINDS:
+        return f"model_source {show(source)} is not a build record"
+    kind, target, kwargs = source["kind"], source.get("target"), source.get("kwargs")
+    if not (isinstance(target, str) and isinstance(source.get("reference"), str)
+            and all(source.get(key) is None or isinstance(source[key], str)
+                    for key in ("file", "sha256", "distribution"))):
+        return f"model_source {show(source)} is not a build record"
+    named = kind in ("registered", "entry point")  # a name; a file or module model is "where:attribute"
+    if named == (":" in target) or (kind == "registered" and target not in list_models()):
+        return f"a {kind} model cannot be {show(target)}"
+    if kind == "file" and not (source.get("file") and source.get("sha256")):
+        return f"model {show(target)} comes from a file but the record holds no file and sha256"
+    if not (isinstance(kwargs, dict) and all(key in MODEL_SOURCE_KWARGS and MODEL_SOURCE_KWARGS[key](value)
+                                             for key, value in kwargs.items())):
+        return (f"the model's builder would be called with {show(kwargs)}; mnist-ops train passes only "
+                f"{' and '.join(MODEL_SOURCE_KWARGS)}")
+    return None
 
 
 def random_states(generator: torch.Generator) -> dict:

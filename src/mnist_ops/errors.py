@@ -3,8 +3,17 @@ dependencies (extras).
 
 Library code raises `UserError` with a message that names the problem and the fix (exit code
 2). `TrainingDiverged` means the loss stopped being finite (exit code 3): the user's recipe, not
-their input, needs changing.
+their input, needs changing. A user's value goes into a message through `show`, so that the
+message stays one line whatever the value holds.
 """
+
+import reprlib
+from typing import Any
+
+
+def show(value: Any) -> str:
+    """A user's value inside a one-line message: its repr (newlines escaped), shortened."""
+    return reprlib.repr(value)
 
 
 class UserError(Exception):

@@ -7,7 +7,7 @@ target accuracy; a TOML file and command-line flags override any key.
 from __future__ import annotations
 
 from mnist_ops.config import Config
-from mnist_ops.errors import UserError, did_you_mean
+from mnist_ops.errors import UserError, did_you_mean, show
 
 PRESETS: dict[str, Config] = {
     # The seed's "Add Regularization / Reduce Overfit" run: 511,386 parameters,
@@ -60,8 +60,8 @@ DEFAULT_PRESET = "seed-regularized"
 
 
 def get_preset(name: str) -> Config:
-    if name not in PRESETS:
-        raise UserError(f"unknown preset '{name}'{did_you_mean(name, PRESETS)}; "
+    if not isinstance(name, str) or name not in PRESETS:
+        raise UserError(f"unknown preset {show(name)}{did_you_mean(name, PRESETS)}; "
                         f"choose one of: {', '.join(sorted(PRESETS))}")
     return PRESETS[name]
 
@@ -75,9 +75,9 @@ def build_config(preset: str | None = None, config_file: str | None = None,
     from mnist_ops.config import check_combination, read_toml, resolve
 
     file_values = read_toml(config_file) if config_file else {}
-    name = preset or file_values.get("preset") or DEFAULT_PRESET
+    name = preset or file_values.get("preset", DEFAULT_PRESET)
     if not isinstance(name, str):
-        raise UserError(f"{config_file}: 'preset' must be a preset name, got {name!r}")
+        raise UserError(f"{config_file}: 'preset' must be a preset name, got {show(name)}")
     config = get_preset(name)
     file_values = {key: value for key, value in file_values.items() if key != "preset"}
     config = resolve(config, file_values, source=str(config_file))

@@ -21,15 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mnist_ops.config import Config, check_combination, read_toml, resolve, to_toml
-from mnist_ops.errors import UserError, did_you_mean
+from mnist_ops.config import RANGES, Config, check_combination, read_toml, resolve, show_key, to_toml
+from mnist_ops.errors import UserError, did_you_mean, show
 from mnist_ops.fileio import atomic_write_bytes
 
 SPEC_FILE = "spec.toml"
 STUDY_FILE = "study.json"  # command, machine, train size, per-invocation wall time (interrupted ones too)
 DONE_FILE = "done.json"  # written after fit() returned: the run is finished
 SPEC_KEYS = ("name", "seeds", "defaults", "target_accuracy", "last_k", "variant")
-VARIANT_NAME = re.compile(r"^[A-Za-z0-9+_-][A-Za-z0-9+._-]*$")  # study and variant names: directory names
+VARIANT_NAME = re.compile(r"[A-Za-z0-9+_-][A-Za-z0-9+._-]*")  # study and variant names: directory names (fullmatch)
+MAX_SEEDS = 10_000
 
 # The built-in `regularization` study: what BatchNorm, Dropout and augmentation each buy the
 # 7,758-parameter lean net. The seed-lean preset's recipe (constant lr 0.015, batch 128, 15
@@ -79,25 +80,27 @@ class Spec:
 # ---------------------------------------------------------------------------- parsing
 
 def _parse_seeds(value: Any, source: str) -> tuple[int, ...]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise UserError(f"{source}: 'seeds' must be >= 1 (a count) or a list of seeds, got {value}")
+    lowest, highest = RANGES["seed"]
+    if type(value) is int:  # a count; bool is not an int here
+        if not 1 <= value <= MAX_SEEDS:
+            raise UserError(f"{source}: 'seeds' must be a count in [1, {MAX_SEEDS}] or a list of seeds, "
+                            f"got {show(value)}")
         return tuple(range(1, value + 1))
-    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                 for s in value):
+    if (isinstance(value, list) and 1 <= len(value) <= MAX_SEEDS
+            and all(type(seed) is int and lowest <= seed <= highest for seed in value)):
         if len(set(value)) != len(value):
-            raise UserError(f"{source}: 'seeds' lists a seed twice: {value}")
+            raise UserError(f"{source}: 'seeds' lists a seed twice: {show(value)}")
         return tuple(value)
-    raise UserError(f"{source}: 'seeds' must be a count >= 1 or a non-empty list of seeds >= 0, got {value!r}")
+    raise UserError(f"{source}: 'seeds' must be a count in [1, {MAX_SEEDS}] or a list of 1 to {MAX_SEEDS} seeds "
+                    f"in [{lowest}, {highest}], got {show(value)}")
 
 
 def _parse_number(values: dict, key: str, default: Any, kind: type, low: float, high: float, source: str):
     value = values.get(key, default)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if type(value) is not kind or not low <= value <= high:
-        raise UserError(f"{source}: '{key}' must be a {kind.__name__} in [{low}, {high}], got {value!r}")
-    return value
+    is_number = type(value) is kind or (kind is float and type(value) is int)  # bool is not an int here
+    if not is_number or not low <= value <= high:  # compared before converting: a huge int stays an int
+        raise UserError(f"{source}: '{key}' must be a {kind.__name__} in [{low}, {high}], got {show(value)}")
+    return kind(value)
 
 
 def _parse_variant(table: Any, defaults: dict, overrides: dict, source: str) -> Variant:
@@ -105,16 +108,16 @@ def _parse_variant(table: Any, defaults: dict, overrides: dict, source: str) -> 
     from mnist_ops.presets import get_preset
 
     if not isinstance(table, dict):
-        raise UserError(f"{source}: each [[variant]] must be a table, got {table!r}")
+        raise UserError(f"{source}: each [[variant]] must be a table, got {show(table)}")
     keys = dict(table)
     name = keys.pop("name", None)
-    if not isinstance(name, str) or not VARIANT_NAME.match(name):
+    if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
         raise UserError(f"{source}: a variant needs a 'name' of letters, digits, '+', '-', '_' or '.', "
-                        f"got {name!r}")
+                        f"got {show(name)}")
     where = f"{source}: variant '{name}'"
     preset = keys.pop("preset", None)
     if not isinstance(preset, str):
-        raise UserError(f"{where}: needs a 'preset' name, got {preset!r}")
+        raise UserError(f"{where}: needs a 'preset' name, got {show(preset)}")
     try:
         config = get_preset(preset)
     except UserError as error:
@@ -138,18 +141,21 @@ def parse_spec(values: dict, source: str, seeds: int | None = None, overrides: d
 
     `seeds` (a count) replaces the spec's seeds; `overrides` (config keys) apply to every variant last.
     """
-    unknown = sorted(set(values) - set(SPEC_KEYS))
+    unknown = sorted((key for key in values if key not in SPEC_KEYS), key=str)
     if unknown:
-        named = ", ".join(key + did_you_mean(key, SPEC_KEYS) for key in unknown)
+        named = ", ".join(show_key(key) + did_you_mean(key, SPEC_KEYS) for key in unknown)
         raise UserError(f"{source}: unknown key(s) {named}; known keys: {', '.join(SPEC_KEYS)}")
     name = values.get("name", Path(source).stem)
-    if not isinstance(name, str) or not VARIANT_NAME.match(name):
-        raise UserError(f"{source}: 'name' must be letters, digits, '+', '-', '_' or '.', got {name!r}")
+    if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
+        raise UserError(f"{source}: 'name' must be letters, digits, '+', '-', '_' or '.', got {show(name)}")
     defaults = values.get("defaults", {})
     if not isinstance(defaults, dict):
-        raise UserError(f"{source}: [defaults] must be a table of config keys, got {defaults!r}")
+        raise UserError(f"{source}: [defaults] must be a table of config keys, got {show(defaults)}")
     if "seed" in defaults:
         raise UserError(f"{source}: [defaults] sets 'seed'; list seeds in the top-level 'seeds' instead")
+    for layer, label in ((defaults, "[defaults]"), (overrides or {}, "the command line")):
+        if "preset" in layer:  # it would relabel every variant with a name read_spec cannot resolve
+            raise UserError(f"{source}: {label} sets 'preset'; each [[variant]] names its own preset")
     tables = values.get("variant")
     if not isinstance(tables, list) or not tables:
         raise UserError(f"{source}: needs at least one [[variant]] table with a name and a preset")
