@@ -4,6 +4,15 @@ import sys
 from datetime import timedelta
 
 import pytest
+
+
+def pytest_configure(config):
+    """Models trained by the tests are trusted in a file of the test session, not in ~/.config."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("MNIST_OPS_TRUSTED_MODELS", os.path.join(tempfile.mkdtemp(prefix="mnist-ops-trust-"),
+                                                                   "trusted-models"))
 from hypothesis import settings
 
 from mnist_ops.data import DATASETS, default_root

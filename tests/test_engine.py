@@ -321,3 +321,39 @@ def test_a_model_source_that_would_run_a_command_is_refused_and_never_runs(tmp_p
     save_checkpoint(tmp_path / "good.pt", _real_checkpoint())  # what fit writes still loads
     assert model_from_checkpoint(load_checkpoint(tmp_path / "good.pt")) is not None
 
+
+
+@pytest.mark.integration
+def test_a_checkpoint_from_elsewhere_does_not_run_its_model_code_unless_trusted(mnist_root, tmp_path):
+    """Rebuilding a file model imports the file: only for code this machine trained with, or when the
+    user sets MNIST_OPS_TRUST_MODEL_CODE=1. The model file counts its own imports."""
+    import os
+    import subprocess
+    import sys
+
+    imports = tmp_path / "imports.txt"
+    model_file = tmp_path / "nets.py"
+    model_file.write_text(f"open({str(imports)!r}, 'a').write('imported\\n')\n"
+                          "import torch.nn as nn\n"
+                          "def Net():\n"
+                          "    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n")
+    here = {**os.environ, "OMP_NUM_THREADS": "1", "MNIST_OPS_DATA": str(mnist_root),
+            "MNIST_OPS_TRUSTED_MODELS": str(tmp_path / "here-trusted")}
+    elsewhere = {**here, "MNIST_OPS_TRUSTED_MODELS": str(tmp_path / "elsewhere-trusted")}
+
+    def mnist_ops(env, *args):
+        return subprocess.run([sys.executable, "-m", "mnist_ops", *args], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    trained = mnist_ops(here, "train", "--preset", "lean-8k", "--model", f"{model_file}:Net", "--epochs", "1",
+                        "--limit-train", "500", "--validation", "500", "--no-progress", "--out", str(tmp_path / "run"))
+    assert trained.returncode == 0, trained.stderr
+    assert mnist_ops(here, "evaluate", "--checkpoint", str(tmp_path / "run")).returncode == 0  # trained here
+    count = len(imports.read_text().splitlines())
+    refused = mnist_ops(elsewhere, "evaluate", "--checkpoint", str(tmp_path / "run"))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "rebuilding it would run that code; if you trust it, set MNIST_OPS_TRUST_MODEL_CODE=1" in refused.stderr
+    assert len(imports.read_text().splitlines()) == count  # the file was not imported
+    trusted = mnist_ops({**elsewhere, "MNIST_OPS_TRUST_MODEL_CODE": "1"}, "evaluate", "--checkpoint",
+                        str(tmp_path / "run"))
+    assert trusted.returncode == 0 and len(imports.read_text().splitlines()) == count + 1

@@ -26,7 +26,8 @@ from torch import nn
 from mnist_ops.config import FIELD_TYPES, Config, resolve
 from mnist_ops.errors import UserError, show
 from mnist_ops.fileio import atomic_write_bytes
-from mnist_ops.models import check_output, create_model, list_models, model_kwargs, rebuild_model, use_fast_dropout
+from mnist_ops.models import (build_record, check_output, create_model, list_models, model_kwargs, rebuild_model,
+                              trust, use_fast_dropout)
 from mnist_ops.replicas import ThreadReplicas
 
 CHECKPOINT_MIN_EPOCH = 3  # the seed's rule: no checkpoint before epoch 3 (0-based)
@@ -93,6 +94,7 @@ def build_model(config: Config, num_classes: int = 10, image_size: tuple[int, in
     explicit, defaults = model_kwargs(config)
     model = create_model(config.model, defaults={**defaults, "num_classes": num_classes}, log=log, **explicit)
     check_output(model, config.model, num_classes, image_size)
+    trust(build_record(model))  # the user named this code: its checkpoints may rebuild it here
     if config.fast_dropout:
         use_fast_dropout(model)
     return model

@@ -275,8 +275,50 @@ def build_record(model: nn.Module) -> dict:
     return dict(_BUILT[model])
 
 
+# A checkpoint names the code that builds its model; rebuilding imports that code and calls it. A
+# checkpoint from elsewhere could name any file or module, so user code is rebuilt only when this
+# machine trained with it (`trust` records it at train time) or the user says they trust it.
+TRUST_ENV = "MNIST_OPS_TRUST_MODEL_CODE"  # set to 1: rebuild any checkpoint's model code
+
+
+def _trust_file() -> Path:
+    return Path(os.environ.get("MNIST_OPS_TRUSTED_MODELS") or Path.home() / ".config" / "mnist-ops" / "trusted-models")
+
+
+def _trust_line(record: dict) -> str:
+    return f"{record['kind']}\t{record['target']}\t{record['sha256']}"
+
+
+def trust(record: dict) -> None:
+    """Remember that this machine trained with this code (a file or module model), so that its
+    checkpoints rebuild without asking."""
+    if record.get("kind") not in ("file", "module"):
+        return
+    from mnist_ops.fileio import atomic_write_bytes
+
+    path, line = _trust_file(), _trust_line(record)
+    known = path.read_text().splitlines() if path.is_file() else []
+    if line not in known:
+        try:
+            atomic_write_bytes(path, "".join(entry + "\n" for entry in [*known, line]).encode())
+        except OSError:  # an unwritable home: checkpoints then ask for MNIST_OPS_TRUST_MODEL_CODE=1
+            pass
+
+
+def _check_trusted(record: dict) -> None:
+    if record["kind"] not in ("file", "module") or os.environ.get(TRUST_ENV) == "1":
+        return
+    path = _trust_file()
+    if path.is_file() and _trust_line(record) in path.read_text().splitlines():
+        return
+    raise UserError(f"this checkpoint's model '{record['reference']}' is built by code ({record['file']}) that was "
+                    f"not trained with on this machine, and rebuilding it would run that code; if you trust it, "
+                    f"set {TRUST_ENV}=1")
+
+
 def rebuild_model(record: dict) -> nn.Module:
-    """The model a checkpoint's build record describes, refusing a source file that moved or changed."""
+    """The model a checkpoint's build record describes, refusing a source file that moved or changed
+    and code this machine did not train with (unless the user trusts it)."""
     reference = record["reference"]
     if record["kind"] == "file":
         if not Path(record["file"]).is_file():
@@ -285,6 +327,7 @@ def rebuild_model(record: dict) -> nn.Module:
         if _sha256(record["file"]) != record["sha256"]:
             raise UserError(f"model '{reference}': {record['file']} changed since this checkpoint was written "
                             "(its sha256 differs); restore the version you trained with")
+    _check_trusted(record)
     model = create_model(record["target"], **record["kwargs"])
     now = _BUILT[model]
     if record["kind"] in ("module", "entry point") and (now["file"], now["sha256"]) != (record["file"], record["sha256"]):
