@@ -19,13 +19,15 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from mnist_ops.bench import make_step
+from mnist_ops.config import Config
 from mnist_ops.models import FastDropout, create_model
 from mnist_ops.provenance import code_version
 
 
 def bernoulli_share(steps: int = 5) -> float:
     torch.manual_seed(0)
-    step = make_step(create_model("seed-regularized", dropout=0.05), "bf16", channels_last=True)
+    config = Config(model="seed-regularized", dropout=0.05, lr=0.01, precision="bf16", channels_last=True)
+    step = make_step(create_model("seed-regularized", dropout=0.05), config)
     x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
     for _ in range(2):
         step(x, y)

@@ -6,7 +6,7 @@ import torch
 from mnist_ops.errors import UserError
 from mnist_ops.presets import build_config
 from mnist_ops.engine import load_checkpoint
-from mnist_ops.train import fit
+from mnist_ops.train import TIMING_KEYS, fit
 
 
 def quiet(message):
@@ -108,3 +108,39 @@ def test_training_on_a_directory_of_idx_files_takes_its_classes(tmp_path, capsys
     out = capsys.readouterr().out
     assert "horizontal: " in out and "diagonal: " in out
     assert float(out.split("test accuracy ")[1].split("%")[0]) >= 90.0, out
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _stop_after(epoch_to_stop: int):
+    def on_epoch(epoch, record):
+        if epoch == epoch_to_stop:
+            raise Interrupted
+    return on_epoch
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("preset, changes", [
+    ("seed-lean", {}),  # dropout masks from torch's generator
+    ("seed-lean", {"fast_dropout": True}),  # FastDropout's seeds
+    ("lean-8k-fast", {}),  # two model copies (replicas), bf16, channels_last
+])
+def test_a_run_stopped_after_an_epoch_and_resumed_equals_the_uninterrupted_run(mnist_root, tmp_path, preset,
+                                                                                 changes):
+    config = build_config(preset, None, {"epochs": 5, "limit_train": 1000, "validation": 500, "target_accuracy": 0.0,
+                                         "batch_size": 64, **changes})
+    fit(config, tmp_path / "straight", data_root=mnist_root, log=quiet, progress=False)
+    with pytest.raises(Interrupted):
+        fit(config, tmp_path / "resumed", data_root=mnist_root, log=quiet, progress=False, on_epoch=_stop_after(3))
+    fit(config, tmp_path / "resumed", data_root=mnist_root, log=quiet, progress=False, resume=True)
+
+    def learned(name):
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+    assert learned("resumed") == learned("straight") and len(learned("straight")) == 5
+    for name in ("last.pt", "best.pt"):
+        a, b = load_checkpoint(tmp_path / "straight" / name), load_checkpoint(tmp_path / "resumed" / name)
+        assert a["epoch"] == b["epoch"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -75,8 +75,7 @@ def make_step(model: torch.nn.Module, config: Config, compile_model: bool = Fals
     single-copy forward through torch.compile."""
     model = model.to(memory_format=memory_format(config)).train()
     forward = torch.compile(model) if compile_model else model
-    step = TrainStep(forward, make_optimizer(config, model), config)
-    return lambda x, y: step(x, y)
+    return TrainStep(forward, make_optimizer(config, model), config)  # its replica threads end with the process
 
 
 def images_per_second(run: Callable[[], int], repeats: int) -> list[float]:

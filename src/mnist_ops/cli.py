@@ -466,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # epoch lines reach a pipe (a log, a watching script) as printed
     try:
         code = COMMANDS[args.command](args)
     except UserError as error:  # TrainingDiverged (exit 3) is one too

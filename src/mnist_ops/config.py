@@ -90,6 +90,7 @@ KEY_ALIASES = {  # names from other tools, for "did you mean"
     "learning_rate": "lr", "num_epochs": "epochs", "n_epochs": "epochs", "bs": "batch_size", "net": "model",
     "arch": "model", "augmentation": "augment", "wd": "weight_decay", "scheduler": "schedule", "optim": "optimizer",
 }
+RESULT_NEUTRAL_KEYS = {"tensorboard"}  # may change on resume or in a grown study: they change no number computed
 FIELD_TYPES = {field.name: type(field.default) for field in fields(Config)}
 
 

@@ -1,7 +1,7 @@
 """The engine under `fit`: device and autocast, the one train step, evaluation, checkpoints.
 
-Everything that trains calls `TrainStep` (fit, bench, lr-find's model, the benchmarks, the
-tests), so the recipe's loss, label smoothing, precision, memory format and model copies are
+Everything that trains calls `TrainStep` (fit, bench, the benchmarks, the tests; lr-find runs
+torch-lr-finder's own loop on `build_model`'s model), so the recipe's loss, label smoothing, precision, memory format and model copies are
 the same wherever a step is measured. A checkpoint is a plain dict of tensors and plain values,
 read back with `torch.load(weights_only=True)`; `last.pt` also carries the optimizer, scheduler,
 history and every random state, so `fit(resume=True)` continues a killed run exactly.

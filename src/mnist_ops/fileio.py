@@ -22,7 +22,15 @@ TEMP_SUFFIX = ".tmp"
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it (os.umask would, for a moment, in every thread)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0)  # no /proc (not Linux): the classic read-and-restore
     os.umask(mask)
     return mask
 
@@ -83,8 +91,8 @@ class DirectoryLock:
             handle.seek(0)
             owner = handle.read().strip() or "another process"
             handle.close()
-            raise UserError(f"{self.what} {self.path.parent} is in use by {owner}; wait for it to finish "
-                            "or pass another --out") from None
+            raise UserError(f"{self.what} {self.path.parent} is in use by {owner}; wait for it to finish, "
+                            "or use another directory") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"mnist-ops process {os.getpid()}")

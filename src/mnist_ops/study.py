@@ -15,15 +15,14 @@ import json
 import os
 import platform
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mnist_ops.config import RANGES, Config, check_combination, read_toml, resolve, show_key, to_toml
+from mnist_ops.config import RANGES, RESULT_NEUTRAL_KEYS, Config, check_combination, read_toml, resolve, show_key, to_toml
 from mnist_ops.errors import UserError, did_you_mean, show
-from mnist_ops.fileio import atomic_write_bytes
+from mnist_ops.fileio import DirectoryLock, atomic_write_bytes
 
 SPEC_FILE = "spec.toml"
 STUDY_FILE = "study.json"  # command, machine, train size, per-invocation wall time (interrupted ones too)
@@ -218,8 +217,9 @@ def grow_spec(old: Spec, new: Spec, study_dir: Path) -> Spec:
         if before is not None and before.config != variant.config:
             old_values, new_values = before.config.to_dict(), variant.config.to_dict()
             keys = [f"{key} {old_values[key]!r} -> {new_values[key]!r}" for key in new_values
-                    if old_values[key] != new_values[key]]
-            changes.append(f"variant '{variant.name}' changes {', '.join(keys)}")
+                    if old_values[key] != new_values[key] and key not in RESULT_NEUTRAL_KEYS]
+            if keys:
+                changes.append(f"variant '{variant.name}' changes {', '.join(keys)}")
     if changes:
         raise UserError(f"{study_dir} holds runs of another recipe: {'; '.join(changes)}. A study grows by "
                         "seeds and variants only: give the changed recipe a new variant name, or pass another --out")
@@ -243,10 +243,16 @@ def claim_study_dir(spec: Spec, study_dir: Path, log: Callable[[str], None] = pr
             log(f"study {spec.name} grows: adds {' and '.join(added)}; finished runs are kept")
             atomic_write_bytes(existing, spec_to_toml(whole).encode())
         return whole
-    if study_dir.is_dir() and any(study_dir.iterdir()):
-        raise UserError(f"{study_dir} is not empty and holds no {SPEC_FILE}; pass another --out or delete it")
+    _refuse_foreign(study_dir)
     atomic_write_bytes(existing, spec_to_toml(spec).encode())
     return spec
+
+
+def _refuse_foreign(study_dir: Path) -> None:
+    """A folder that holds other things and no spec.toml is not a study: leave it alone."""
+    if (study_dir.is_dir() and not (study_dir / SPEC_FILE).is_file()
+            and any(entry.name != ".lock" for entry in study_dir.iterdir())):
+        raise UserError(f"{study_dir} is not empty and holds no {SPEC_FILE}; pass another --out or delete it")
 
 
 def machine_description() -> dict:
@@ -297,11 +303,18 @@ def _remaining_time(started: float, done: int, total: int) -> str:
 def run_study(spec: Spec, study_dir: str | os.PathLike, data_root: str | os.PathLike | None = None,
               command: str = "", log: Callable[[str], None] = print, progress: bool = False) -> Path:
     """Train every unfinished (variant, seed) run, one after another. Returns the study dir."""
-    from mnist_ops.train import fit
-
     started = time.perf_counter()
     study_dir = Path(study_dir)
     train_sizes = _train_sizes(spec, data_root)
+    _refuse_foreign(study_dir)  # before the lock file goes in
+    with DirectoryLock(study_dir, "study directory"):  # one process per study: a second one is refused
+        return _run_claimed(spec, study_dir, data_root, command, log, progress, train_sizes, started)
+
+
+def _run_claimed(spec: Spec, study_dir: Path, data_root, command: str, log: Callable[[str], None], progress: bool,
+                 train_sizes: dict[str, int], started: float) -> Path:
+    from mnist_ops.train import fit
+
     claim_study_dir(spec, study_dir, log)
     runs = [(variant, seed) for variant in spec.variants for seed in spec.seeds]
     pending = [(variant, seed) for variant, seed in runs if not is_finished(run_dir(study_dir, variant.name, seed))]
@@ -311,12 +324,11 @@ def run_study(spec: Spec, study_dir: str | os.PathLike, data_root: str | os.Path
         for number, (variant, seed) in enumerate(pending, start=1):
             directory = run_dir(study_dir, variant.name, seed)
             label = f"[{number}/{len(pending)}] {variant.name} seed {seed}"
-            resume = (directory / "last.pt").is_file()
-            if resume:
+            resume = directory.exists()  # fit resumes from last.pt, or starts over if no epoch finished
+            if (directory / "last.pt").is_file():
                 log(f"{label}: unfinished run found, resuming it from its last.pt")
-            elif directory.exists():  # killed before its first epoch ended: nothing to keep
+            elif resume:
                 log(f"{label}: unfinished run found with no finished epoch, starting it again")
-                shutil.rmtree(directory)
             log(f"{label}: training{_remaining_time(started, number - 1, len(pending))}")
             config = variant.config.replace(seed=seed)
             summary = fit(config, directory, data_root=data_root, log=log, progress=progress, resume=resume)

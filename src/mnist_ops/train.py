@@ -23,7 +23,7 @@ import torch
 from mnist_ops import tensorboard
 from mnist_ops.analysis import format_receptive_field, model_summary, receptive_field
 from mnist_ops.batches import FitData, iterate_batches, load_fit_data, normalize
-from mnist_ops.config import Config, check_combination, to_toml
+from mnist_ops.config import RESULT_NEUTRAL_KEYS, Config, check_combination, to_toml
 from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, load_checkpoint,
                               make_optimizer, make_scheduler, memory_format, random_states, resolve_device,
                               restore_random_states, save_checkpoint, seed_everything)
@@ -36,7 +36,6 @@ from mnist_ops.replicas import one_thread_per_replica
 ACCURACY_DIGITS = 4  # 100 * correct / N, rounded: exact for N = 10,000 (2 decimals) and 60,000
 LOSS_DIGITS = 6
 RESUME_KEYS = {"optimizer", "scheduler", "random_states", "history", "best_accuracy", "best_epoch"}
-RESULT_NEUTRAL_KEYS = {"tensorboard"}  # may change on resume: they change no number the run computes
 TIMING_KEYS = ("seconds", "train_images_per_second")  # the only fields that differ between repeated runs
 
 
@@ -83,10 +82,26 @@ def run_environment(device: torch.device) -> dict:
     return {**run_provenance(), "device": str(device)}
 
 
+def write_environment(path: Path, environment: dict, log: Callable[[str], None]) -> None:
+    """environment.json: the first invocation's record, plus one per resume (a warning when threads,
+    torch or the code differ: the run then no longer repeats an uninterrupted one exactly)."""
+    if path.is_file():
+        first = json.loads(path.read_text())
+        changed = [key for key in ("threads", "torch", "commit") if first.get(key) != environment.get(key)]
+        if changed:
+            log(f"warning: {', '.join(changed)} differ from the run's start ({path}); the resumed run may not "
+                "equal an uninterrupted one")
+        record = {**first, "resumes": [*first.get("resumes", []), environment]}
+    else:
+        record = environment
+    atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
+
+
 def _refuse_changed_config(checkpoint: dict, config: Config, out: Path) -> None:
-    saved = checkpoint["config"]
-    changed = [f"{key} ({saved.get(key)!r} in the run, {value!r} now)" for key, value in config.to_dict().items()
-               if saved.get(key) != value and key not in RESULT_NEUTRAL_KEYS]
+    # a key the run's config lacks (added to Config since) had its default value then
+    saved = {**Config().to_dict(), **checkpoint["config"]}
+    changed = [f"{key} ({saved[key]!r} in the run, {value!r} now)" for key, value in config.to_dict().items()
+               if saved[key] != value and key not in RESULT_NEUTRAL_KEYS]
     if changed:
         raise UserError(f"cannot resume {out} with a different config: {'; '.join(changed)}; drop those flags, "
                         "or start a new run with another --out")
@@ -130,8 +145,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         history: list[dict] = []
         best_accuracy, best_epoch = -1.0, -1
 
-        if resume:
-            remove_stale_temporaries(out)  # a kill during a write can leave one
+        remove_stale_temporaries(out)  # a kill during a write can leave one; we hold the lock now
+        seconds_before = 0.0  # training time of earlier invocations of this run
         if resume and not (out / "last.pt").is_file():  # stopped before its first epoch ended: nothing to keep
             log(f"{out} holds no finished epoch yet: starting it from the beginning")
         elif resume:
@@ -147,6 +162,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             restore_random_states(checkpoint["random_states"], generator)
             history = checkpoint["history"]
             best_accuracy, best_epoch = checkpoint["best_accuracy"], checkpoint["best_epoch"]
+            seconds_before = checkpoint.get("seconds", 0.0)
             log(f"resuming {out} after epoch {checkpoint['epoch']} of {config.epochs}")
             if len(history) == config.epochs:
                 log(f"{out} is finished ({config.epochs} of {config.epochs} epochs): nothing left to train")
@@ -156,7 +172,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
 
         parameters = count_parameters(model)
         atomic_write_bytes(out / "config.toml", to_toml(config.to_dict()).encode())
-        atomic_write_bytes(out / "environment.json", (json.dumps(run_environment(device), indent=2) + "\n").encode())
+        write_environment(out / "environment.json", run_environment(device), log)
         mode = config.precision + (f", {config.replicas} model copies (replicas)" if config.replicas > 1 else "")
         log(f"run {out}: preset {config.preset}, model {config.model} ({parameters:,} parameters), "
             f"device {device}, {mode}, {len(data.train):,} train / {len(data.evaluation):,} {name} images, "
@@ -175,7 +191,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 raise TrainingDiverged(
                     f"training loss became {error.loss} at epoch {epoch}, step {error.step}: "
                     f"the run stopped and last.pt holds " + (f"epoch {epoch - 1}" if epoch else "no epoch yet") +
-                    f"; try a lower lr (e.g. --lr {config.lr / 10:g})") from None
+                    f"; start a new run with a lower lr (e.g. --lr {config.lr / 10:g}) and another --out") from None
             finally:
                 if bar is not None:
                     bar.close()
@@ -192,6 +208,13 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                               config.precision, show if test_bar is not None else None)
             if test_bar is not None:
                 test_bar.close()
+            # the step that blows up the weights can still have a finite loss: check them before saving
+            if not math.isfinite(result.loss) or not all(torch.isfinite(value).all() for value in
+                                                         model.state_dict().values() if value.is_floating_point()):
+                raise TrainingDiverged(
+                    f"the weights became non-finite in epoch {epoch} ({name} loss {result.loss}): the run stopped "
+                    "and last.pt holds " + (f"epoch {epoch - 1}" if epoch else "no epoch yet") +
+                    f"; start a new run with a lower lr (e.g. --lr {config.lr / 10:g}) and another --out")
             seconds = time.perf_counter() - epoch_start
             record = {
                 "epoch": epoch, "train_loss": round(train_loss, LOSS_DIGITS),
@@ -214,6 +237,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "history": history, "best_accuracy": best_accuracy, "best_epoch": best_epoch,
                 "random_states": random_states(generator),
+                "seconds": round(seconds_before + time.perf_counter() - started, 1),  # over every invocation
             }
             if save:
                 save_checkpoint(out / "best.pt", checkpoint)
@@ -231,7 +255,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         if board is not None:
             board.close()
         summary = finish_run(out, config, inspection, history, best_accuracy, best_epoch, parameters, device,
-                             time.perf_counter() - started, name)
+                             seconds_before + time.perf_counter() - started, name)
         log(f"best {name} accuracy {best_accuracy:.2f}% (epoch {best_epoch}), "
             f"last {history[-1][f'{name}_accuracy']:.2f}%; wrote {out}")
         return summary
