@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,tensorboard,serve,export]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,tensorboard,serve,export,tune]'
 	touch $@
 
 data: install

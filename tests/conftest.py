@@ -159,3 +159,28 @@ def bomb_png():
     data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grayscale
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server on a free loopback port (tests/pg_server.py), removed after."""
+    from pg_server import PostgresServer, skip_reason
+
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def train_only_root(mnist_root, tmp_path):
+    """A data root holding MNIST's training files only: a command that reads the test set fails on it."""
+    from mnist_ops.data import dataset_info
+
+    root = tmp_path / "train-only" / "mnist"
+    root.mkdir(parents=True)
+    for name in dataset_info("mnist").split_files("train"):
+        (root / name).symlink_to(mnist_root / "mnist" / name)
+    return root.parent

@@ -82,6 +82,20 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
                         help="data root (default: $MNIST_OPS_DATA, else ~/.cache/mnist-ops)")
 
 
+def _add_storage_args(parser: argparse.ArgumentParser, out_help: str | None) -> None:
+    """--storage, --study-name, --workers, --heartbeat (and --out, --data-root for tune)."""
+    if out_help:
+        parser.add_argument("--out", default=None, help=out_help)
+        parser.add_argument("--data-root", default=None)
+    parser.add_argument("--storage", default=None, metavar="URL",
+                        help="Optuna storage shared by workers on several machines, e.g. "
+                             "postgresql://user:password@host:5432/db (default: a SQLite file in the output directory)")
+    parser.add_argument("--study-name", default=None, help="name of the study in the storage (default: the spec's name)")
+    parser.add_argument("--workers", type=int, default=1, help="local worker processes, one thread each (default 1)")
+    parser.add_argument("--heartbeat", type=int, default=None, metavar="SECONDS",
+                        help="worker heartbeat; a trial without one for twice this is re-run elsewhere (default 30)")
+
+
 def _add_measurement_parsers(commands, data_commands) -> None:
     """`study`, `lr-find` and `data preview`."""
     study = commands.add_parser("study", help="train a grid of variants x seeds, write a report",
@@ -99,6 +113,19 @@ def _add_measurement_parsers(commands, data_commands) -> None:
     study.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
     study.add_argument("--tensorboard", action="store_true", default=None,
                        help="TensorBoard event files in every run directory (extra mnist-ops[tensorboard])")
+    _add_storage_args(study, None)
+
+    tune = commands.add_parser("tune", help="recipe search on Optuna, scored on a validation split",
+                               description="mnist-ops tune --spec FILE.toml: search config keys with Optuna; "
+                                           "trials never read the test set")
+    tune.add_argument("--spec", required=True, help="TOML file: preset, [base], [space.KEY] tables, [sampler], "
+                                                    "[pruner], [objective] (docs/tune.md)")
+    tune.add_argument("--trials", type=int, help="trials that end COMPLETE or PRUNED, over all workers "
+                                                 "(default: the spec's)")
+    tune.add_argument("--confirm", type=int, default=0, metavar="N",
+                      help="then train the best config on the full training set for seeds 1..N and report "
+                           "test accuracy (a study in DIR/confirm)")
+    _add_storage_args(tune, "tune directory (default: runs/tune-<name>)")
 
     lr_find = commands.add_parser("lr-find", help="LR range test: loss vs exponentially rising lr")
     lr_find.add_argument("--preset", default=None, help="named recipe (default: seed-regularized)")
@@ -349,7 +376,9 @@ def study_command_line(args) -> str:
     """The invocation, rebuilt from the parsed arguments, for the report."""
     words = ["mnist-ops", "study"] + [word for word in (args.name, args.directory) if word]
     for flag, value in (("--spec", args.spec), ("--seeds", args.seeds), ("--epochs", args.epochs),
-                        ("--limit-train", args.limit_train), ("--out", args.out), ("--data-root", args.data_root)):
+                        ("--limit-train", args.limit_train), ("--out", args.out), ("--data-root", args.data_root),
+                        ("--storage", args.storage and "URL"), ("--study-name", args.study_name),
+                        ("--workers", args.workers if args.workers != 1 else None)):
         if value is not None:
             words += [flag, str(value)]
     return " ".join(words)
@@ -371,8 +400,31 @@ def study_spec_from_args(args):
     return built_in_spec(args.name, args.seeds, overrides)
 
 
-def command_study(args) -> None:
+def check_worker_args(args) -> None:
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1 (local worker processes), got {args.workers}")
+    if args.heartbeat is not None and args.heartbeat < 1:
+        raise UserError(f"--heartbeat must be >= 1 second, got {args.heartbeat}")
+
+
+def run_study_command(spec, out: Path, storage: str | None, study_name: str | None, workers: int,
+                      heartbeat: int | None, data_root, command: str, progress: bool) -> None:
+    """Train a study: one run after another in this process (no --storage, one worker), or on an Optuna
+    storage shared by --workers local processes and any other machine running the same command."""
     from mnist_ops.study import run_study
+
+    workers = max(1, min(workers, len(spec.variants) * len(spec.seeds)))  # no more workers than runs
+    if storage is None and workers == 1:
+        run_study(spec, out, data_root=data_root, command=command, progress=progress)
+        return
+    from mnist_ops.distributed import storage_url
+    from mnist_ops.study_storage import run_shared_study
+
+    run_shared_study(spec, out, storage_url(storage, out), study_name or spec.name, workers, heartbeat, data_root,
+                     command, progress)
+
+
+def command_study(args) -> None:
     from mnist_ops.study_report import write_report
 
     if args.name == "report":
@@ -384,13 +436,20 @@ def command_study(args) -> None:
         if ignored:
             raise UserError(f"`study report DIR` rebuilds the report from the finished runs and takes no "
                             f"{', '.join(ignored)}; drop it, or train with `mnist-ops study --spec FILE`")
+        if args.storage:
+            from mnist_ops.distributed import storage_url
+            from mnist_ops.study_storage import export_study, only_study_name
+
+            url = storage_url(args.storage, args.directory)
+            export_study(url, args.study_name or only_study_name(url), args.directory)
         print(f"wrote {write_report(args.directory, data_root=args.data_root)}")
         return
+    check_worker_args(args)
     spec = study_spec_from_args(args)
     out = Path(args.out or Path("runs") / f"study-{spec.name}")
     if not args.report_only:
-        run_study(spec, out, data_root=args.data_root, command=study_command_line(args),
-                  progress=not args.no_progress)
+        run_study_command(spec, out, args.storage, args.study_name, args.workers, args.heartbeat, args.data_root,
+                          study_command_line(args), progress=not args.no_progress)
     print(f"wrote {write_report(out, data_root=args.data_root)}")
 
 
@@ -450,10 +509,41 @@ def command_serve(args) -> None:
     run(load_predictor(use_checkpoint(args.checkpoint), args.model), args.host, args.port)
 
 
+def tune_command_line(args) -> str:
+    words = ["mnist-ops", "tune", "--spec", args.spec]
+    for flag, value in (("--trials", args.trials), ("--confirm", args.confirm or None), ("--out", args.out),
+                        ("--storage", args.storage and "URL"), ("--study-name", args.study_name),
+                        ("--workers", args.workers if args.workers != 1 else None)):
+        if value is not None:
+            words += [flag, str(value)]
+    return " ".join(words)
+
+
+def command_tune(args) -> None:
+    from mnist_ops.tune import read_tune_spec, run_tune
+    from mnist_ops.tune_report import write_tune_report
+
+    check_worker_args(args)
+    if args.confirm < 0:
+        raise UserError(f"--confirm must be >= 0 (seeds to train the best config on), got {args.confirm}")
+    spec = read_tune_spec(args.spec, args.trials)
+    out = Path(args.out or Path("runs") / f"tune-{spec.name}")
+    command = tune_command_line(args)
+    run_tune(spec, out, storage=args.storage, study_name=args.study_name, workers=args.workers,
+             data_root=args.data_root, heartbeat=args.heartbeat, command=command)
+    if args.confirm:
+        from mnist_ops.tune import confirm_spec
+
+        confirm = confirm_spec(out, spec, args.confirm)
+        run_study_command(confirm, out / "confirm", args.storage, f"{args.study_name or spec.name}-confirm",
+                          args.workers, args.heartbeat, args.data_root, command, progress=False)
+    print(f"wrote {write_tune_report(out, spec, args.storage, args.study_name, command)}")
+
+
 COMMANDS = {"data": command_data, "summary": command_summary, "list": command_list,
             "train": command_train, "evaluate": command_evaluate,
             "bench": command_bench,
-            "study": command_study, "lr-find": command_lr_find,
+            "study": command_study, "tune": command_tune, "lr-find": command_lr_find,
             "predict": command_predict, "export": command_export, "serve": command_serve}
 
 

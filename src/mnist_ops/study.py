@@ -27,6 +27,7 @@ from mnist_ops.fileio import DirectoryLock, atomic_write_bytes
 SPEC_FILE = "spec.toml"
 STUDY_FILE = "study.json"  # command, machine, train size, per-invocation wall time (interrupted ones too)
 DONE_FILE = "done.json"  # written after fit() returned: the run is finished
+PREDICTIONS_FILE = "test_predictions.json"  # runs of a study on a storage: last.pt's class for each test image
 SPEC_KEYS = ("name", "seeds", "defaults", "target_accuracy", "last_k", "variant")
 VARIANT_NAME = re.compile(r"[A-Za-z0-9+_-][A-Za-z0-9+._-]*")  # study and variant names: directory names (fullmatch)
 MAX_SEEDS = 10_000

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mnist_ops.errors import UserError
 from mnist_ops.fileio import atomic_write_bytes
-from mnist_ops.study_report.best_run import analyse_best_run
+from mnist_ops.study_report.best_run import analyse_best_run, has_test_predictions
 from mnist_ops.study_report.figures import record_accuracy_gap, plot_band, record_test_accuracy
 from mnist_ops.study_report.load import load_study
 from mnist_ops.study_report.render import Block, Image, Table, render_html, render_markdown
@@ -32,7 +32,7 @@ def build_report(study_dir: str | os.PathLike, data_root=None) -> list[Block]:
     spec, variants, info = load_study(study_dir)
     best = max(variants, key=mean_last_test)
     best_run = max(best.runs, key=lambda run: run.last["test_accuracy"])
-    if not (best_run.directory / "last.pt").is_file():  # checked before any figure is drawn
+    if not (best_run.directory / "last.pt").is_file() and not has_test_predictions(best_run):  # before any figure
         raise UserError(f"{best_run.directory / 'last.pt'} is missing: the report evaluates the best run's "
                         "checkpoint (copies of studies, such as those in docs/, leave checkpoints out); rebuild "
                         "the report where the study ran")

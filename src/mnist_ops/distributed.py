@@ -1,0 +1,182 @@
+"""Optuna storage and worker processes, shared by `tune` and `study --storage`.
+
+One Optuna study lives in a storage that every worker opens: by default an embedded SQLite file
+in the output directory, or any SQLAlchemy URL (a PostgreSQL server for several machines).
+Workers record a heartbeat; a worker that stops beating (SIGKILL, machine lost) has its trial
+marked FAIL by the next worker that looks, and `RetryHeartbeatStaleTrialCallback` (Optuna 5's
+name for the old `RetryFailedTrialCallback`) queues the same trial again.
+
+Why SQLite and not Optuna's journal file for the embedded default:
+- In Optuna 5.0 only `RDBStorage` implements the heartbeat (`JournalStorage` does not inherit
+  `BaseHeartbeat`; optuna/optuna#6615 asks for it, its pull request #6622 was closed unmerged).
+  With the journal file a killed worker's trial would stay RUNNING forever and never be retried.
+- The journal file locks with a symlink or an O_EXCL file; a worker killed while holding it
+  leaves the lock behind and the others wait out its 30 s grace period. SQLite's fcntl locks
+  are dropped by the kernel when the process dies.
+- SQLite's known weak spot is "database is locked" when many processes write at once
+  (optuna/optuna#820; the FAQ added by #4034 warns against SQLite for parallel optimization),
+  worst when they all start together and race to create the tables. Here the tables and the
+  study are created once, before the workers start; each worker writes a few rows per epoch of
+  seconds; and the busy timeout is raised to 60 s. The journal file's advantage, working on NFS
+  where fcntl locks are broken, does not apply to a file in a local output directory; for
+  several machines use a PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from mnist_ops.errors import UserError
+
+EMBEDDED_FILE = "optuna.db"
+HEARTBEAT_SECONDS = 30  # a trial is declared dead after 2 x this without a heartbeat
+SQLITE_BUSY_SECONDS = 60
+CREATE_ATTEMPTS = 8  # opening a storage whose tables another process is creating at the same moment
+
+
+def embedded_url(directory: str | os.PathLike) -> str:
+    return f"sqlite:///{(Path(directory) / EMBEDDED_FILE).resolve()}"
+
+
+def storage_url(storage: str | None, directory: str | os.PathLike) -> str:
+    """The URL to open: the user's, with `postgresql://` mapped to the installed psycopg 3 driver,
+    or the embedded SQLite file in `directory`."""
+    if not storage:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        return embedded_url(directory)
+    if storage.startswith("postgresql://") or storage.startswith("postgres://"):
+        return "postgresql+psycopg://" + storage.split("://", 1)[1]
+    return storage
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for logs and reports."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def quiet_optuna() -> None:
+    """Optuna's per-trial INFO lines and experimental-feature warnings stay out of our log."""
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)
+
+
+def require_optuna() -> None:
+    """Optuna and its database layer are the optional `tune` extra."""
+    from mnist_ops.errors import require_extra
+
+    require_extra("tune", "optuna", "sqlalchemy")
+
+
+def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, retry_stale: int | None = None):
+    """An RDBStorage with heartbeat and retry of dead workers' trials.
+
+    Two processes that open an empty database at the same moment both try to create Optuna's
+    tables, and one fails (on PostgreSQL 15: `UniqueViolation ... studydirection`, the enum type).
+    The tables exist by then, so opening again succeeds: retry a few times."""
+    require_optuna()
+    import optuna
+    import sqlalchemy.exc
+
+    quiet_optuna()
+    callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry_stale)
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}} if url.startswith("sqlite") else {}
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                                              heartbeat_stale_trial_callback=callback)
+        except sqlalchemy.exc.ArgumentError as error:
+            raise UserError(f"storage URL {url!r} is not a database URL ({error}); "
+                            "use e.g. postgresql://user:password@host:5432/dbname") from None
+        except ImportError as error:
+            raise UserError(f"no database driver for {describe_url(url)} ({error}); install it, or use a "
+                            "postgresql:// or sqlite:/// URL") from None
+        except sqlalchemy.exc.DBAPIError as error:
+            if attempt == CREATE_ATTEMPTS:
+                reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+                raise UserError(f"cannot open storage {describe_url(url)}: {reason}; check the URL, that the "
+                                "server runs and accepts this user") from None
+            time.sleep(random.uniform(0.2, 0.6) * attempt)
+
+
+def trial_counts(study) -> dict[str, int]:
+    """How many of the study's trials are in each state: {'COMPLETE': 3, 'RUNNING': 1, ...}."""
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
+
+
+def fail_dead_trials(study) -> None:
+    """Mark trials whose worker stopped beating as FAIL; the storage's callback queues them again."""
+    import optuna
+
+    optuna.storages.fail_stale_trials(study)
+
+
+def poll_seconds(heartbeat: int) -> float:
+    return min(max(heartbeat / 2, 0.5), 5.0)
+
+
+# ---------------------------------------------------------------------------- local worker processes
+
+def _worker_entry(target: Callable, index: int, args: tuple) -> None:
+    """A worker process: one thread, then the target."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    target(index, *args)
+
+
+def run_workers(count: int, target: Callable, args: tuple, log: Callable[[str], None] = print) -> list[int]:
+    """Run `target(index, *args)` in `count` processes (index 0..count-1), one thread each, and wait for
+    them all. Returns their exit codes; a negative code is the signal that ended the process."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # a clean interpreter: no torch threads forked
+    processes = [context.Process(target=_worker_entry, args=(target, index, args), name=f"worker{index}")
+                 for index in range(count)]
+    for process in processes:
+        process.start()
+    log(f"started {count} worker processes (pids {', '.join(str(p.pid) for p in processes)}), one thread each")
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.terminate()
+        raise
+    codes = [process.exitcode for process in processes]
+    for index, (process, code) in enumerate(zip(processes, codes)):
+        if code and code < 0:
+            log(f"worker {index} (pid {process.pid}) was killed by signal {-code}; a live worker re-runs its "
+                "trial once its heartbeat is stale")
+        elif code:
+            log(f"worker {index} (pid {process.pid}) failed (exit code {code}); see its lines above")
+    return codes
+
+
+def prefixed(log: Callable[[str], None], index: int, workers: int) -> Callable[[str], None]:
+    if workers <= 1:
+        return log
+    return lambda message: log(f"[worker {index}] {message}")
+
+
+def flushed_print(message: str) -> None:
+    print(message, flush=True)
+

@@ -1,0 +1,308 @@
+"""A study's (variant, seed) runs on an Optuna storage: several workers, on several machines, split them.
+
+Each run is one trial, queued once by the process that creates the study; workers pop queued
+trials (Optuna moves a trial from WAITING to RUNNING for exactly one of them), train it, and put
+its per-epoch records, summary, config and test-set predictions into the trial's user attributes.
+A worker that dies is found by heartbeat and its run queued again (distributed.py). A run whose
+training raised an error is queued again by the next invocation of the command. `export_study`
+writes the study directory (spec.toml, study.json, every run's done.json, metrics.jsonl and
+predictions) from the storage alone, so `study report` can be rebuilt on any machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from mnist_ops.errors import UserError
+from mnist_ops.fileio import atomic_write_bytes
+from mnist_ops.study import (DONE_FILE, PREDICTIONS_FILE, SPEC_FILE, STUDY_FILE, Spec, claim_study_dir,
+                             machine_description, run_dir, spec_to_toml)
+
+QUEUED_WAIT_SECONDS = 120  # how long a loading process waits for the creating one to queue the runs
+INVOCATION_PREFIX = "invocation:"
+
+
+def run_label(variant: str, seed: int) -> str:
+    return f"{variant}/seed{seed}"
+
+
+def parse_label(label: str) -> tuple[str, int]:
+    variant, seed = label.rsplit("/seed", 1)
+    return variant, int(seed)
+
+
+def spec_labels(spec: Spec) -> list[str]:
+    return [run_label(variant.name, seed) for variant in spec.variants for seed in spec.seeds]
+
+
+def trial_run(trial) -> str | None:
+    """The run a trial trains: queued trials carry it as a user attribute (retries copy it)."""
+    return trial.user_attrs.get("run")
+
+
+def _claim(storage, name: str) -> bool:
+    """True for exactly one caller per name, on any storage: Optuna refuses a second study of one name."""
+    import optuna
+
+    try:
+        optuna.create_study(study_name=name, storage=storage)
+        return True
+    except optuna.exceptions.DuplicatedStudyError:
+        return False
+
+
+def prepare_study(spec: Spec, url: str, name: str, train_sizes: dict[str, int], log: Callable[[str], None]):
+    """Create the study and queue every run, or load it (another machine made it, or a resume).
+
+    Runs whose training raised an error are queued again, each by exactly one process."""
+    import optuna
+
+    from mnist_ops.distributed import open_storage
+
+    storage = open_storage(url)
+    text = spec_to_toml(spec)
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        study.set_user_attr("spec", text)
+        study.set_user_attr("train_images", train_sizes)
+        for label in spec_labels(spec):
+            study.enqueue_trial({"run": label}, user_attrs={"run": label})
+        study.set_user_attr("queued", len(spec_labels(spec)))
+        log(f"study '{name}': created, {len(spec_labels(spec))} runs queued")
+        return study
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage)
+    deadline = time.monotonic() + QUEUED_WAIT_SECONDS
+    while "queued" not in study.user_attrs:
+        if time.monotonic() > deadline:
+            raise UserError(f"study '{name}' exists but its runs were never queued (its creator died?); delete it "
+                            f"with `optuna delete-study --study-name {name} --storage URL` and start again")
+        time.sleep(1)
+    if study.user_attrs["spec"] != text:
+        raise UserError(f"study '{name}' in the storage was made by a different spec; pass another --study-name, "
+                        "or the spec it was made with")
+    requeue_failed_runs(study, storage, log)
+    return study
+
+
+def requeue_failed_runs(study, storage, log: Callable[[str], None]) -> None:
+    """Queue again each run whose last trial raised an error (a dead worker's trials are re-queued
+    by heartbeat instead). `_claim` makes sure only one process queues each failed trial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    done = {trial_run(trial) for trial in trials if trial.state == TrialState.COMPLETE}
+    retried = {number for trial in trials for number in trial.system_attrs.get("retry_history", [])}
+    callback = optuna.storages.RetryHeartbeatStaleTrialCallback()
+    for trial in trials:
+        error = trial.user_attrs.get("error") or {}
+        if (trial.state == TrialState.FAIL and error.get("trial") == trial.number and trial.number not in retried
+                and trial_run(trial) not in done and _claim(storage, f"{study.study_name}:retry-of-{trial.number}")):
+            callback(study, copy.deepcopy(trial))
+            log(f"study '{study.study_name}': {trial_run(trial)} failed earlier ({error['message']}); queued again")
+
+
+def record_invocation(study, command: str, seconds: float, completed: bool) -> None:
+    """One user attribute per invocation (machines cannot append to one list without a race)."""
+    key = f"{INVOCATION_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}:{socket.gethostname()}:{os.getpid()}"
+    study.set_user_attr(key, {"command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                              "seconds": round(seconds, 1), "completed": completed,
+                              "machine": machine_description()})
+
+
+def write_run_files(directory: Path, done: dict, predictions: list[int]) -> None:
+    atomic_write_bytes(directory / PREDICTIONS_FILE, json.dumps(predictions).encode())
+    atomic_write_bytes(directory / DONE_FILE, (json.dumps(done, indent=2) + "\n").encode())
+
+
+@dataclass
+class StudyWorker:
+    spec: Spec
+    url: str
+    study_name: str
+    out: Path
+    data_root: str | None
+    heartbeat: int
+    progress: bool
+    log: Callable[[str], None]
+
+    def objective(self, trial) -> float:
+        import optuna
+
+        from mnist_ops.study_report.best_run import checkpoint_predictions
+        from mnist_ops.train import fit
+
+        label = trial_run(trial)
+        if label is None:  # the queue emptied between this worker's look and its ask
+            raise optuna.TrialPruned("no queued run was left when this worker asked; nothing trained")
+        trial.suggest_categorical("run", spec_labels(self.spec))  # returns the queued value: a param for dashboards
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        variant_name, seed = parse_label(label)
+        variant = next(v for v in self.spec.variants if v.name == variant_name)
+        config = variant.config.replace(seed=seed)
+        directory = run_dir(self.out, variant_name, seed)
+        resume = (directory / "last.pt").is_file()  # a worker on this machine died after an epoch: go on from it
+        if directory.exists() and not resume:
+            shutil.rmtree(directory)
+        records: list[dict] = []
+
+        def on_epoch(epoch: int, record: dict) -> None:
+            records.append(record)
+            trial.set_user_attr("metrics", records)
+            trial.report(record["test_accuracy"], epoch)
+
+        self.log(f"{label}: {'resuming' if resume else 'training'} (trial {trial.number})")
+        try:
+            summary = fit(config, directory, data_root=self.data_root, log=self.log, progress=self.progress,
+                          on_epoch=on_epoch, resume=resume)
+        except BaseException as error:  # an error or Ctrl-C: the next invocation queues the run again
+            # Its own number: a retry copies the user attributes, and must not look failed from the start.
+            trial.set_user_attr("error", {"trial": trial.number, "message": f"{type(error).__name__}: {error}"[:500]})
+            raise
+        records = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+        trial.set_user_attr("metrics", records)  # every epoch, also those before a resume
+        predictions = checkpoint_predictions(directory, self.data_root)[1].tolist()
+        done = {"variant": variant_name, "seed": seed, "summary": summary, "config": config.to_dict()}
+        trial.set_user_attr("done", done)
+        trial.set_user_attr("test_predictions", predictions)
+        write_run_files(directory, done, predictions)
+        return summary["last_test_accuracy"]
+
+    def run(self) -> None:
+        import optuna
+        from optuna.trial import TrialState
+
+        from mnist_ops.distributed import fail_dead_trials, open_storage, poll_seconds
+
+        study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.url, self.heartbeat))
+        labels = set(spec_labels(self.spec))
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            if labels <= {trial_run(t) for t in trials if t.state == TrialState.COMPLETE}:
+                return
+            states = {trial.state for trial in trials}
+            if TrialState.WAITING in states:
+                try:
+                    study.optimize(self.objective, n_trials=1)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    self.log("this worker's run was declared dead by another worker and re-queued; going on")
+            elif TrialState.RUNNING in states:  # the last runs train elsewhere; wait in case a worker dies
+                time.sleep(poll_seconds(self.heartbeat))
+                fail_dead_trials(study)
+            else:
+                missing = sorted(labels - {trial_run(t) for t in trials if t.state == TrialState.COMPLETE})
+                raise UserError(f"run(s) {', '.join(missing)} failed and nothing is queued; fix the cause (see the "
+                                "log) and run the same command again to retry them")
+
+
+def _run_study_worker(index: int, worker: StudyWorker, workers: int) -> None:
+    from mnist_ops.distributed import flushed_print, prefixed
+
+    worker.log = prefixed(flushed_print, index, workers)
+    try:
+        worker.run()
+    except UserError as error:
+        worker.log(f"error: {error}")
+        raise SystemExit(2) from None
+
+
+def run_shared_study(spec: Spec, out: str | os.PathLike, url: str, study_name: str, workers: int = 1,
+                     heartbeat: int | None = None, data_root=None, command: str = "", progress: bool = False,
+                     log: Callable[[str], None] | None = None) -> Path:
+    """Train the study's runs with `workers` local processes on the storage; other machines may join.
+    Ends with the study directory exported from the storage. Returns out."""
+    from mnist_ops.distributed import HEARTBEAT_SECONDS, describe_url, flushed_print, require_optuna, run_workers
+    from mnist_ops.study import _train_sizes
+
+    require_optuna()
+    log = log or flushed_print
+    started = time.perf_counter()
+    out = Path(out)
+    claim_study_dir(spec, out)  # this directory holds this spec's runs only
+    study = prepare_study(spec, url, study_name, _train_sizes(spec, data_root), log)
+    log(f"study '{study_name}' in {describe_url(url)}: {len(spec_labels(spec))} runs, {workers} local worker(s)")
+    worker = StudyWorker(spec, url, study_name, out, data_root, heartbeat or HEARTBEAT_SECONDS,
+                         progress and workers == 1, log)
+    completed = False
+    try:
+        if workers == 1:
+            worker.run()
+        else:
+            codes = run_workers(workers, _run_study_worker, (worker, workers), log=log)
+            if any(codes):
+                worker.run()  # the survivors' share is done; this finishes what a dead one left, or says why not
+        completed = True
+    finally:
+        record_invocation(study, command, time.perf_counter() - started, completed)
+    export_study(url, study_name, out)
+    return out
+
+
+# ---------------------------------------------------------------------------- export
+
+def only_study_name(url: str) -> str:
+    """The name of the one mnist-ops study in the storage; with several, the user must pick."""
+    import optuna
+
+    from mnist_ops.distributed import describe_url, open_storage
+
+    summaries = optuna.get_all_study_summaries(open_storage(url))
+    names = sorted(s.study_name for s in summaries if "spec" in s.user_attrs and "queued" in s.user_attrs)
+    if len(names) != 1:
+        raise UserError(f"{describe_url(url)} holds {len(names)} mnist-ops studies ({', '.join(names) or 'none'}); "
+                        "pass --study-name NAME")
+    return names[0]
+
+
+def export_study(url: str, study_name: str, directory: str | os.PathLike) -> Path:
+    """Write the study directory from the storage: spec.toml, study.json and, for every finished run,
+    done.json, metrics.jsonl and its test predictions. Files a run wrote on this machine are kept."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from mnist_ops.distributed import describe_url, open_storage
+
+    directory = Path(directory)
+    storage = open_storage(url)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = ", ".join(sorted(s.study_name for s in optuna.get_all_study_summaries(storage))) or "none"
+        raise UserError(f"no study '{study_name}' in {describe_url(url)} (studies there: {names}); "
+                        "pass --study-name") from None
+    attrs = study.user_attrs
+    if "spec" not in attrs:
+        raise UserError(f"study '{study_name}' in {describe_url(url)} is not an mnist-ops study (no spec); "
+                        "pass the --study-name of a study run with `mnist-ops study --storage`")
+    existing = directory / SPEC_FILE
+    if existing.is_file() and existing.read_text() != attrs["spec"]:
+        raise UserError(f"{directory} holds a different study; pass another directory")
+    atomic_write_bytes(existing, attrs["spec"].encode())
+    invocations = sorted((value for key, value in attrs.items() if key.startswith(INVOCATION_PREFIX)),
+                         key=lambda entry: entry["finished"])
+    info = {"command": invocations[-1]["command"] if invocations else "",
+            "machine": invocations[-1]["machine"] if invocations else machine_description(),
+            "train_images": attrs.get("train_images", {}),
+            "invocations": [{key: entry[key] for key in ("command", "finished", "seconds", "completed")}
+                            for entry in invocations]}
+    atomic_write_bytes(directory / STUDY_FILE, (json.dumps(info, indent=2) + "\n").encode())
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        variant, seed = parse_label(trial_run(trial))
+        run = run_dir(directory, variant, seed)
+        if (run / DONE_FILE).is_file():
+            continue
+        if run.exists():  # left by a worker that died on this machine; another one finished the run
+            shutil.rmtree(run)
+        records = trial.user_attrs["metrics"]
+        atomic_write_bytes(run / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
+        write_run_files(run, trial.user_attrs["done"], trial.user_attrs["test_predictions"])
+    return directory

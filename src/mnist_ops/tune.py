@@ -1,0 +1,491 @@
+"""Recipe search on Optuna: a tune spec, the objective, the trial budget, the best config.
+
+A spec names a base preset (plus fixed config keys), a search space over config keys, the
+sampler, the pruner and the objective. Trials train on the training set minus a fixed,
+stratified validation split and are scored on that split: tuning never loads the test set.
+Workers (local processes or other machines on the same storage, see distributed.py) share one
+Optuna study; `trials` caps how many trials end COMPLETE or PRUNED, over all workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import socket
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from mnist_ops.config import FIELD_TYPES, Config, check_combination, read_toml, resolve, to_toml
+from mnist_ops.errors import TrainingDiverged, UserError
+from mnist_ops.fileio import atomic_write_bytes
+
+TUNE_KEYS = ("name", "preset", "trials", "validation", "base", "space", "sampler", "pruner", "objective")
+PARAM_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
+              "categorical": {"type", "choices"}}
+NOT_TUNABLE = ("preset", "dataset", "seed", "device", "validation", "limit_train", "eval_batch_size",
+               "target_accuracy", "tensorboard")
+DEFAULT_VALIDATION = 10_000
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "hyperband", "none")
+TRIALS_DIR = "trials"
+BEST_CONFIG = "best.toml"
+CONFIRM_DIR = "confirm"
+MAX_CORNERS = 4096  # spec check: every combination of bounds and choices is built, up to this many
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str  # float | int | categorical
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple = ()
+
+    def suggest(self, trial) -> Any:
+        if self.kind == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+        if self.kind == "int":
+            return trial.suggest_int(self.name, self.low, self.high, log=self.log, step=self.step or 1)
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+    def corners(self) -> tuple:
+        return self.choices if self.kind == "categorical" else (self.low, self.high)
+
+    def describe(self) -> str:
+        if self.kind == "categorical":
+            return f"one of {', '.join(map(str, self.choices))}"
+        scale = "log " if self.log else ""
+        step = f", step {self.step}" if self.step else ""
+        return f"{scale}{self.kind} in [{self.low}, {self.high}]{step}"
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    name: str
+    base: Config  # the preset plus [base] keys plus the validation split; seed fixed for every trial
+    space: tuple[Param, ...]
+    trials: int
+    sampler: str
+    sampler_seed: int
+    startup_trials: int
+    pruner: str
+    warmup_epochs: int
+    last_k: int  # objective: mean validation accuracy over the last K epochs
+
+
+# ---------------------------------------------------------------------------- parsing
+
+def _table(values: dict, key: str, source: str) -> dict:
+    table = values.get(key, {})
+    if not isinstance(table, dict):
+        raise UserError(f"{source}: [{key}] must be a table, got {table!r}")
+    return table
+
+
+def _reject_unknown(table: dict, known, where: str) -> None:
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+
+
+def _integer(table: dict, key: str, default: int, low: int, where: str) -> int:
+    value = table.get(key, default)
+    if type(value) is not int or value < low:
+        raise UserError(f"{where}: '{key}' must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _parse_param(name: str, table: Any, base: Config, source: str) -> Param:
+    where = f"{source}: [space.{name}]"
+    if name not in FIELD_TYPES:
+        raise UserError(f"{where}: '{name}' is not a config key; known keys: {', '.join(FIELD_TYPES)}")
+    if name in NOT_TUNABLE:
+        raise UserError(f"{where}: '{name}' cannot be searched (not tunable: {', '.join(NOT_TUNABLE)}); "
+                        "set it in [base] instead")
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: must be a table with a 'type' (float, int or categorical)")
+    kind = table.get("type")
+    if kind not in PARAM_KEYS:
+        raise UserError(f"{where}: 'type' must be float, int or categorical, got {kind!r}")
+    _reject_unknown(table, PARAM_KEYS[kind], where)
+    field = FIELD_TYPES[name]
+    if kind == "categorical":
+        choices = table.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise UserError(f"{where}: 'choices' must be a non-empty list")
+        if len(set(map(repr, choices))) != len(choices):
+            raise UserError(f"{where}: 'choices' lists a value twice: {choices}")
+        for choice in choices:
+            resolve(base, {name: choice}, source=where)
+        return Param(name, kind, choices=tuple(choices))
+    if (kind == "float") != (field is float) or (kind == "int" and field is not int):
+        raise UserError(f"{where}: '{name}' is {field.__name__} in the config; use type = "
+                        f"\"{'float' if field is float else 'int' if field is int else 'categorical'}\"")
+    number = float if kind == "float" else int
+    low, high = table.get("low"), table.get("high")
+    if kind == "float":
+        low, high = (float(v) if type(v) is int else v for v in (low, high))
+    if type(low) is not number or type(high) is not number or not low < high:
+        raise UserError(f"{where}: needs {kind} 'low' < 'high', got low = {low!r}, high = {high!r}")
+    for value in (low, high):
+        resolve(base, {name: value}, source=where)
+    log = table.get("log", False)
+    if type(log) is not bool:
+        raise UserError(f"{where}: 'log' must be true or false, got {log!r}")
+    step = table.get("step")
+    if step is not None:
+        if kind == "float" and type(step) is int:
+            step = float(step)
+        if type(step) is not number or step <= 0:
+            raise UserError(f"{where}: 'step' must be a positive {kind}, got {step!r}")
+        if log and (kind == "float" or step != 1):
+            raise UserError(f"{where}: 'step' and log = true cannot be combined; drop one")
+    if log and low <= 0:
+        raise UserError(f"{where}: log = true needs low > 0, got {low}")
+    return Param(name, kind, low, high, log, step)
+
+
+def _check_corners(base: Config, space: tuple[Param, ...], source: str) -> None:
+    """Build the config at every combination of bounds and choices: a rule between keys
+    (replicas and dropout, say) that some trial would break fails here, before any trial runs."""
+    combinations = itertools.product(*(param.corners() for param in space))
+    for values in itertools.islice(combinations, MAX_CORNERS):
+        changes = dict(zip((param.name for param in space), values))
+        try:
+            check_combination(resolve(base, changes, source=source))
+        except UserError as error:
+            raise UserError(f"{source}: the search space reaches a config that cannot train, at "
+                            f"{', '.join(f'{k} = {v}' for k, v in changes.items())}: {error}") from None
+
+
+def parse_tune_spec(values: dict, source: str, trials: int | None = None) -> TuneSpec:
+    """Validate a whole tune spec; every mistake is a UserError naming it. `trials` replaces the spec's."""
+    from mnist_ops.models import list_models
+    from mnist_ops.presets import get_preset
+    from mnist_ops.study import VARIANT_NAME
+
+    _reject_unknown(values, TUNE_KEYS, source)
+    name = values.get("name", Path(source).stem)
+    if not isinstance(name, str) or not VARIANT_NAME.match(name):
+        raise UserError(f"{source}: 'name' must be letters, digits, '+', '-', '_' or '.', got {name!r}")
+    preset = values.get("preset")
+    if not isinstance(preset, str):
+        raise UserError(f"{source}: needs 'preset', the base recipe (see `mnist-ops list`), got {preset!r}")
+    try:
+        base = get_preset(preset)
+    except UserError as error:
+        raise UserError(f"{source}: {error}") from None
+    base_keys = _table(values, "base", source)
+    if "validation" in base_keys:
+        raise UserError(f"{source}: set the validation split with the top-level 'validation', not in [base]")
+    base = resolve(base, base_keys, source=f"{source}: [base]")
+    validation = _integer(values, "validation", DEFAULT_VALIDATION, 1, source)
+    base = base.replace(validation=validation)
+    if base.model not in list_models():
+        raise UserError(f"{source}: unknown model '{base.model}'; choose one of: {', '.join(list_models())}")
+    space_table = _table(values, "space", source)
+    if not space_table:
+        raise UserError(f"{source}: needs a search space: at least one [space.KEY] table with a type")
+    space = tuple(_parse_param(key, table, base, source) for key, table in space_table.items())
+    _check_corners(base, space, source)
+
+    sampler = _table(values, "sampler", source)
+    _reject_unknown(sampler, ("kind", "seed", "startup_trials"), f"{source}: [sampler]")
+    sampler_kind = sampler.get("kind", "tpe")
+    if sampler_kind not in SAMPLERS:
+        raise UserError(f"{source}: [sampler] 'kind' must be one of {', '.join(SAMPLERS)}, got {sampler_kind!r}")
+    pruner = _table(values, "pruner", source)
+    _reject_unknown(pruner, ("kind", "warmup_epochs"), f"{source}: [pruner]")
+    pruner_kind = pruner.get("kind", "median")
+    if pruner_kind not in PRUNERS:
+        raise UserError(f"{source}: [pruner] 'kind' must be one of {', '.join(PRUNERS)}, got {pruner_kind!r}")
+    objective = _table(values, "objective", source)
+    _reject_unknown(objective, ("last_k",), f"{source}: [objective]")
+    last_k = _integer(objective, "last_k", 3, 1, f"{source}: [objective]")
+    max_epochs = max([base.epochs] + [value for param in space if param.name == "epochs" for value in param.corners()])
+    if last_k > max_epochs:
+        raise UserError(f"{source}: [objective] last_k = {last_k} is more than the epochs trained ({max_epochs})")
+    count = trials if trials is not None else values.get("trials", 20)
+    if type(count) is not int or count < 1:
+        raise UserError(f"{source}: 'trials' (or --trials) must be an integer >= 1, got {count!r}")
+    return TuneSpec(name, base, space, count, sampler_kind, _integer(sampler, "seed", 0, 0, f"{source}: [sampler]"),
+                    _integer(sampler, "startup_trials", 10, 0, f"{source}: [sampler]"), pruner_kind,
+                    _integer(pruner, "warmup_epochs", 1, 0, f"{source}: [pruner]"), last_k)
+
+
+def read_tune_spec(path: str | os.PathLike, trials: int | None = None) -> TuneSpec:
+    return parse_tune_spec(read_toml(path), str(path), trials)
+
+
+def tune_spec_to_toml(spec: TuneSpec) -> str:
+    """The resolved spec: every base config key, readable back by `read_tune_spec`."""
+    base = {key: value for key, value in spec.base.to_dict().items() if key not in ("preset", "validation")}
+    text = to_toml({"name": spec.name, "preset": spec.base.preset, "trials": spec.trials,
+                    "validation": spec.base.validation})
+    text += "\n[base]\n" + to_toml(base)
+    text += "\n[sampler]\n" + to_toml({"kind": spec.sampler, "seed": spec.sampler_seed,
+                                        "startup_trials": spec.startup_trials})
+    text += "\n[pruner]\n" + to_toml({"kind": spec.pruner, "warmup_epochs": spec.warmup_epochs})
+    text += "\n[objective]\n" + to_toml({"last_k": spec.last_k})
+    for param in spec.space:
+        text += f"\n[space.{param.name}]\n" + to_toml({"type": param.kind})
+        if param.kind == "categorical":
+            text += f"choices = {json.dumps(list(param.choices))}\n"  # a JSON array of these is TOML
+        else:
+            text += to_toml({"low": param.low, "high": param.high, "log": param.log})
+            if param.step is not None:
+                text += to_toml({"step": param.step})
+    return text
+
+
+# ---------------------------------------------------------------------------- Optuna pieces
+
+def make_sampler(spec: TuneSpec, worker_seed_offset: int, parallel: bool):
+    """TPE (seeded) or random. Each worker gets its own seed, or parallel workers would draw the same
+    start-up trials; with several workers TPE uses the constant liar for trials still running."""
+    import optuna
+
+    seed = spec.sampler_seed + worker_seed_offset
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.startup_trials, constant_liar=parallel)
+
+
+def make_pruner(spec: TuneSpec):
+    import optuna
+
+    if spec.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=spec.warmup_epochs)
+    if spec.pruner == "hyperband":
+        max_epochs = max([spec.base.epochs] + [v for p in spec.space if p.name == "epochs" for v in p.corners()])
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def objective_value(records: list[dict], last_k: int) -> float:
+    """Mean validation accuracy over the last K epochs (all epochs if fewer were trained)."""
+    tail = records[-last_k:]
+    return sum(record["val_accuracy"] for record in tail) / len(tail)
+
+
+class SurplusTrial(Exception):
+    """Two workers started a trial at the same moment when one slot of the budget was left."""
+
+
+def budget_position(study, trial_number: int) -> int:
+    """1-based place of this trial among the trials that take a slot of the budget (every state but
+    FAIL), in creation order. Trial numbers are assigned under a lock, so every lower-numbered trial
+    exists already; a place > `trials` means the budget was full when this trial was created."""
+    from optuna.trial import TrialState
+
+    return sum(1 for trial in study.get_trials(deepcopy=False)
+               if trial.number <= trial_number and trial.state != TrialState.FAIL)
+
+
+@dataclass
+class TuneWorker:
+    """One worker's side of a search: run trials until `trials` have ended COMPLETE or PRUNED."""
+    spec: TuneSpec
+    url: str
+    study_name: str
+    out: Path
+    data_root: str | None
+    heartbeat: int
+    log: Callable[[str], None]
+    seed_offset: int
+    parallel: bool
+
+    def objective(self, trial) -> float:
+        import optuna
+
+        from mnist_ops.train import fit
+
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        if budget_position(trial.study, trial.number) > self.spec.trials:
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"trial {trial.number} started after the budget of {self.spec.trials} was taken")
+        params = {param.name: param.suggest(trial) for param in self.spec.space}
+        config = check_combination(resolve(self.spec.base, params, source=f"trial {trial.number}"))
+        records: list[dict] = []
+
+        def on_epoch(epoch: int, record: dict) -> None:
+            records.append(record)
+            trial.report(record["val_accuracy"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"validation accuracy {record['val_accuracy']:.2f}% after epoch {epoch}")
+
+        shown = ", ".join(f"{key} = {value:.4g}" if isinstance(value, float) else f"{key} = {value}"
+                          for key, value in params.items())
+        self.log(f"trial {trial.number}: {shown}")
+        started = time.perf_counter()
+        try:
+            fit(config, self.out / TRIALS_DIR / f"trial{trial.number:04d}", data_root=self.data_root,
+                log=lambda message: None, progress=False, on_epoch=on_epoch)
+        except optuna.TrialPruned as pruned:
+            self.log(f"trial {trial.number}: pruned, {pruned} ({time.perf_counter() - started:.0f} s)")
+            raise
+        except TrainingDiverged as diverged:  # a recipe this search should learn to avoid, not a crash
+            trial.set_user_attr("diverged", str(diverged))
+            self.log(f"trial {trial.number}: pruned, the loss diverged ({diverged})")
+            raise optuna.TrialPruned(f"diverged: {diverged}") from None
+        finally:
+            trial.set_user_attr("epochs_trained", len(records))
+            trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
+        value = objective_value(records, self.spec.last_k)
+        self.log(f"trial {trial.number}: {value:.2f}% mean validation accuracy over the last "
+                 f"{min(self.spec.last_k, len(records))} epochs ({time.perf_counter() - started:.0f} s)")
+        return value
+
+    def run(self) -> None:
+        import optuna
+
+        from mnist_ops.distributed import fail_dead_trials, open_storage, poll_seconds, trial_counts
+
+        storage = open_storage(self.url, self.heartbeat, retry_stale=3)
+        study = optuna.load_study(study_name=self.study_name, storage=storage,
+                                  sampler=make_sampler(self.spec, self.seed_offset, self.parallel),
+                                  pruner=make_pruner(self.spec))
+        while True:
+            counts = trial_counts(study)
+            finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+            if finished >= self.spec.trials:
+                return
+            in_flight = counts.get("RUNNING", 0) + counts.get("WAITING", 0)
+            if finished + in_flight >= self.spec.trials and not counts.get("WAITING"):
+                # The rest of the budget runs on other workers; wait in case one of them dies.
+                time.sleep(poll_seconds(self.heartbeat))
+                fail_dead_trials(study)
+                continue
+            try:
+                study.optimize(self.objective, n_trials=1, catch=(SurplusTrial,))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # Another worker declared this one's trial dead (no heartbeat in time) and queued it again.
+                self.log("this worker's trial was declared dead by another worker and re-queued; going on")
+
+
+def _run_tune_worker(index: int, worker: TuneWorker, workers: int) -> None:
+    from mnist_ops.distributed import flushed_print, prefixed
+
+    worker.log = prefixed(flushed_print, index, workers)
+    worker.seed_offset += index
+    try:
+        worker.run()
+    except UserError as error:
+        worker.log(f"error: {error}")
+        raise SystemExit(2) from None
+
+
+# ---------------------------------------------------------------------------- the search
+
+def check_tune_dir(spec: TuneSpec, out: Path) -> None:
+    """The directory is new, empty, or holds this spec (the trial count may change)."""
+    existing = out / "spec.toml"
+    if existing.is_file():
+        old = read_tune_spec(existing)
+        if tune_spec_to_toml(dataclasses.replace(old, trials=spec.trials)) != tune_spec_to_toml(spec):
+            raise UserError(f"{out} was written by a different tune spec; pass another --out or delete it")
+    elif out.is_dir() and any(path.name != "optuna.db" for path in out.iterdir()):  # a start that failed early
+        raise UserError(f"{out} is not empty and holds no spec.toml; pass another --out or delete it")
+
+
+def create_study(spec: TuneSpec, url: str, study_name: str):
+    """Create the study (or load it: another machine made it, or a resume), once, before any worker
+    starts. Its creator stores the spec in the study: a machine with a different spec is refused."""
+    import optuna
+
+    from mnist_ops.distributed import open_storage
+
+    storage = open_storage(url)
+    text = tune_spec_to_toml(dataclasses.replace(spec, trials=1))  # machines may ask for different counts
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize")
+        study.set_user_attr("spec", text)
+        return study
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    deadline = time.monotonic() + 60
+    while "spec" not in study.user_attrs and time.monotonic() < deadline:  # its creator is storing it
+        time.sleep(0.5)
+    if study.user_attrs.get("spec") != text:
+        raise UserError(f"study '{study_name}' in the storage was made by a different tune spec; "
+                        "pass another --study-name, or the spec it was made with")
+    return study
+
+
+def best_config(study, spec: TuneSpec) -> tuple[Config, Any]:
+    """The best trial's config, for training on the full training set: validation off, test set on."""
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise UserError(f"study '{study.study_name}' has no completed trial yet (all pruned or failed); "
+                        "run more trials or loosen the pruner")
+    trial = study.best_trial
+    return resolve(spec.base, trial.params, source=f"trial {trial.number}").replace(validation=0), trial
+
+
+def write_best_config(path: Path, config: Config, trial, command: str) -> None:
+    header = (f"# Best trial {trial.number}: {trial.value:.4f}% mean validation accuracy\n"
+              f"# from: {command}\n# train it: mnist-ops train --config {path.name}\n")
+    atomic_write_bytes(path, (header + to_toml(config.to_dict())).encode())
+
+
+def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None, study_name: str | None = None,
+             workers: int = 1, data_root=None, heartbeat: int | None = None, command: str = "",
+             log: Callable[[str], None] | None = None) -> Path:
+    """Run the search until `spec.trials` trials ended COMPLETE or PRUNED; write best.toml. Returns out."""
+    from mnist_ops.data import load_split
+    from mnist_ops.distributed import (HEARTBEAT_SECONDS, describe_url, flushed_print, require_optuna, storage_url,
+                                       trial_counts)
+
+    require_optuna()
+    log = log or flushed_print
+    out = Path(out)
+    load_split(spec.base.dataset, "train", data_root)  # missing data fails here, before anything is written
+    check_tune_dir(spec, out)
+    url = storage_url(storage, out)
+    name = study_name or spec.name
+    study = create_study(spec, url, name)  # a bad --storage fails here, before spec.toml is written
+    atomic_write_bytes(out / "spec.toml", tune_spec_to_toml(spec).encode())
+    parallel = workers > 1 or storage is not None
+    # On a shared storage each command's workers draw different seeds; alone, the spec's seed is used as is.
+    offset = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 100_000 if storage else 0
+    worker = TuneWorker(spec, url, name, out, data_root, heartbeat or HEARTBEAT_SECONDS, log, offset, parallel)
+    log(f"tune {spec.name}: study '{name}' in {describe_url(url)}, {spec.trials} trials, {workers} worker(s), "
+        f"{trial_counts(study)} so far")
+    started = time.perf_counter()
+    if workers == 1:
+        worker.run()
+    else:
+        from mnist_ops.distributed import run_workers
+
+        run_workers(workers, _run_tune_worker, (worker, workers), log=log)
+    counts = trial_counts(study)
+    finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+    log(f"tune {spec.name}: {counts} after {time.perf_counter() - started:.0f} s")
+    if finished < spec.trials:
+        raise UserError(f"only {finished} of {spec.trials} trials finished (the workers stopped: see above); "
+                        "run the same command again to go on")
+    config, trial = best_config(study, spec)
+    write_best_config(out / BEST_CONFIG, config, trial, command)
+    params = ", ".join(f"{key} = {value}" for key, value in trial.params.items())
+    log(f"best: trial {trial.number}, {trial.value:.2f}% mean validation accuracy: {params}; wrote {out / BEST_CONFIG}")
+    return out
+
+
+def confirm_spec(out: Path, spec: TuneSpec, seeds: int):
+    """A study of the best config (best.toml) over seeds 1..N, on the full training set and the test set."""
+    from mnist_ops.presets import build_config
+    from mnist_ops.study import parse_spec
+
+    config = build_config(None, out / BEST_CONFIG)
+    keys = {key: value for key, value in config.to_dict().items() if key not in ("preset", "seed")}
+    return parse_spec({"name": f"{spec.name}-confirm", "seeds": seeds, "target_accuracy": config.target_accuracy,
+                       "last_k": spec.last_k, "variant": [{"name": "best", "preset": config.preset, **keys}]},
+                      str(out / BEST_CONFIG))

@@ -1,0 +1,43 @@
+import multiprocessing
+
+import pytest
+
+from mnist_ops.distributed import describe_url, embedded_url, open_storage, storage_url
+from mnist_ops.errors import UserError
+
+
+def test_storage_urls(tmp_path):
+    assert storage_url(None, tmp_path) == embedded_url(tmp_path) == f"sqlite:///{tmp_path.resolve()}/optuna.db"
+    assert storage_url("postgresql://u:secret@db:5432/x", tmp_path) == "postgresql+psycopg://u:secret@db:5432/x"
+    assert describe_url("postgresql+psycopg://u:secret@db:5432/x") == "postgresql+psycopg://u:***@db:5432/x"
+
+
+@pytest.mark.parametrize("url, message", [
+    ("not a url", "is not a database URL"),
+    ("mysql://u@127.0.0.1/x", "no database driver"),
+])
+def test_bad_storage_urls_are_user_errors(url, message):
+    with pytest.raises(UserError, match=message):
+        open_storage(url)
+
+
+def _open_at_once(url, barrier, results):
+    barrier.wait()
+    try:
+        open_storage(url)
+        results.put("ok")
+    except BaseException as error:  # reported to the test, which shows it
+        results.put(repr(error))
+
+
+def test_processes_opening_an_empty_postgres_at_once_all_succeed(postgres):
+    """Without the retry in open_storage, some of them die here with UniqueViolation (the studydirection enum)."""
+    url = storage_url(postgres.create_database(), ".")
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(4), context.Queue()
+    processes = [context.Process(target=_open_at_once, args=(url, barrier, results)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [results.get(timeout=5) for _ in processes] == ["ok"] * 4

@@ -1,0 +1,103 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mnist_ops.errors import UserError
+from mnist_ops.study_storage import export_study, parse_label, run_label
+
+
+def test_run_labels_round_trip():
+    assert parse_label(run_label("+batchnorm+dropout", 12)) == ("+batchnorm+dropout", 12)
+    assert parse_label(run_label("a/seedy", 3)) == ("a/seedy", 3)
+
+
+def test_export_names_the_studies_a_storage_holds(tmp_path):
+    from mnist_ops.distributed import embedded_url
+
+    with pytest.raises(UserError, match="no study 'nope' in sqlite:///.*studies there: none"):
+        export_study(embedded_url(tmp_path), "nope", tmp_path / "report")
+
+
+SPEC = """
+name = "tiny-shared"
+seeds = [1, 2]
+[defaults]
+epochs = 1
+limit_train = 500
+batch_size = 64
+device = "cpu"
+[[variant]]
+name = "plain"
+preset = "seed-lean"
+model = "seed-lean-plain"
+augment = "none"
+[[variant]]
+name = "bn"
+preset = "seed-lean"
+model = "seed-lean-bn"
+augment = "none"
+"""
+
+
+def run_cli(*args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "mnist_ops", *args], capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.mark.integration
+def test_study_on_postgres_two_workers_every_run_once_report_rebuilt_from_storage(postgres, mnist_root, tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from mnist_ops.distributed import open_storage, storage_url
+
+    url = postgres.create_database()
+    (tmp_path / "spec.toml").write_text(SPEC)
+    trained = tmp_path / "trained"
+    run_cli("study", "--spec", str(tmp_path / "spec.toml"), "--storage", url, "--workers", "2", "--out", str(trained),
+            "--no-progress", "--data-root", str(mnist_root))
+
+    study = optuna.load_study(study_name="tiny-shared", storage=open_storage(storage_url(url, tmp_path)))
+    trials = study.get_trials(deepcopy=False)
+    assert sorted(t.params["run"] for t in trials) == ["bn/seed1", "bn/seed2", "plain/seed1", "plain/seed2"]
+    assert {t.state for t in trials} == {TrialState.COMPLETE}
+    for trial in trials:
+        lines = (trained / trial.params["run"] / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line) for line in lines] == trial.user_attrs["metrics"]
+
+    rebuilt = tmp_path / "rebuilt"
+    run_cli("study", "report", str(rebuilt), "--storage", url, "--data-root", str(mnist_root))
+    assert (rebuilt / "report.md").read_text() == (trained / "report.md").read_text()
+    assert (rebuilt / "index.html").read_text() == (trained / "index.html").read_text()
+    assert not list(rebuilt.rglob("*.pt"))  # built from the storage alone
+
+
+@pytest.mark.integration
+def test_a_run_that_failed_is_queued_again_by_the_next_invocation_once(train_only_root, mnist_root, tmp_path):
+    """The first invocation's data root lacks the test set, so its run fails; the next one, with the
+    data at hand, queues that run again and trains it; a third finds nothing to do."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from mnist_ops.distributed import embedded_url, open_storage
+    from mnist_ops.study import parse_spec
+    from mnist_ops.study_storage import run_shared_study
+
+    spec = parse_spec({"name": "one", "seeds": [1], "defaults": {"epochs": 1, "limit_train": 300, "device": "cpu"},
+                       "variant": [{"name": "plain", "preset": "seed-lean", "model": "seed-lean-plain"}]}, "one.toml")
+    out, url, messages = tmp_path / "study", embedded_url(tmp_path), []
+    with pytest.raises(UserError, match="t10k-images-idx3-ubyte is missing"):
+        run_shared_study(spec, out, url, "one", data_root=train_only_root, log=messages.append)
+    for _ in range(2):
+        run_shared_study(spec, out, url, "one", data_root=mnist_root, log=messages.append)
+    trials = optuna.load_study(study_name="one", storage=open_storage(url)).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].system_attrs["retry_history"] == [0] and trials[1].params == {"run": "plain/seed1"}
+    assert sum("failed earlier" in message for message in messages) == 1
+    assert json.loads((out / "plain" / "seed1" / "done.json").read_text())["seed"] == 1

@@ -1,0 +1,228 @@
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mnist_ops.errors import UserError
+from mnist_ops.presets import build_config
+from mnist_ops.tune import parse_tune_spec, read_tune_spec, tune_spec_to_toml
+
+
+def tiny_values(**changes):
+    """A search over lr and augmentation: 1 epoch on 2,000 images, scored on 300 held-out ones."""
+    values = {
+        "name": "tiny", "preset": "seed-lean", "trials": 6, "validation": 300,
+        "base": {"epochs": 1, "limit_train": 2000, "batch_size": 64, "device": "cpu"},
+        "space": {"lr": {"type": "float", "low": 0.01, "high": 0.2, "log": True},
+                  "augment": {"type": "categorical", "choices": ["none", "light"]}},
+        "sampler": {"startup_trials": 2},
+        "objective": {"last_k": 1},
+    }
+    values.update(changes)
+    return values
+
+
+def write_spec(path: Path, values: dict) -> Path:
+    from mnist_ops.config import to_toml
+
+    text = to_toml({k: v for k, v in values.items() if not isinstance(v, dict)})
+    for table, keys in values.items():
+        if isinstance(keys, dict) and table != "space":
+            text += f"\n[{table}]\n" + to_toml(keys)
+    for key, param in values.get("space", {}).items():
+        text += f"\n[space.{key}]\n" + "".join(
+            f"{k} = {v!r}\n".replace("'", '"').replace("True", "true") for k, v in param.items())
+    path.write_text(text)
+    return path
+
+
+def test_spec_resolves_base_space_and_defaults(tmp_path):
+    spec = parse_tune_spec(tiny_values(), "tiny.toml", trials=4)
+    assert spec.trials == 4 and spec.base.validation == 300 and spec.base.limit_train == 2000
+    assert (spec.sampler, spec.sampler_seed, spec.pruner, spec.last_k) == ("tpe", 0, "median", 1)
+    assert [(p.name, p.kind, p.log) for p in spec.space] == [("lr", "float", True), ("augment", "categorical", False)]
+    (tmp_path / "spec.toml").write_text(tune_spec_to_toml(spec))
+    assert read_tune_spec(tmp_path / "spec.toml") == spec
+    values = tiny_values()
+    del values["validation"]
+    assert parse_tune_spec(values, "tiny.toml").base.validation == 10_000
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"preset": "fast"}, "unknown preset 'fast'"),
+    ({"space": {}}, "needs a search space"),
+    ({"space": {"learning_rate": {"type": "float", "low": 0.1, "high": 0.2}}}, "'learning_rate' is not a config key"),
+    ({"space": {"seed": {"type": "int", "low": 1, "high": 5}}}, "'seed' cannot be searched"),
+    ({"space": {"lr": {"type": "float", "low": 0.2, "high": 0.1}}}, "needs float 'low' < 'high'"),
+    ({"space": {"lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}}, r"\[space.lr\]: 'lr' must be in"),
+    ({"space": {"lr": {"type": "int", "low": 1, "high": 2}}}, "'lr' is float in the config"),
+    ({"space": {"augment": {"type": "categorical", "choices": ["none", "heavy"]}}}, "'augment' must be one of"),
+    ({"space": {"lr": {"type": "uniform", "low": 0.1, "high": 0.2}}}, "'type' must be float, int or categorical"),
+    ({"space": {"replicas": {"type": "int", "low": 1, "high": 2}}},
+     "reaches a config that cannot train, at replicas = 2"),
+    ({"sampler": {"kind": "cmaes"}}, r"\[sampler\] 'kind' must be one of tpe, random"),
+    ({"pruner": {"kind": "asha"}}, r"\[pruner\] 'kind' must be one of median, hyperband, none"),
+    ({"objective": {"last_k": 3}}, "last_k = 3 is more than the epochs trained"),
+    ({"base": {"validation": 10}}, "top-level 'validation'"),
+    ({"trials": 0}, "'trials' .* must be an integer >= 1"),
+    ({"budget": 3}, r"unknown key\(s\) budget"),
+])
+def test_bad_specs_are_refused(changes, message):
+    with pytest.raises(UserError, match=message):
+        parse_tune_spec(tiny_values(**changes), "tiny.toml")
+
+
+def run_cli(*args, env=None):
+    result = subprocess.run([sys.executable, "-m", "mnist_ops", *args], capture_output=True, text=True,
+                            timeout=300, env=env)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_a_bad_spec_fails_before_any_trial_in_one_line(tmp_path):
+    spec = write_spec(tmp_path / "bad.toml", tiny_values(space={"lr": {"type": "float", "low": 0.2, "high": 0.1}}))
+    code, _, stderr = run_cli("tune", "--spec", str(spec), "--out", str(tmp_path / "out"))
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "needs float 'low' < 'high'" in stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------- searches with real workers
+
+def worker_children(pid: int) -> set[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(child) for child in children.read_text().split()} if children.exists() else set()
+
+
+def kill_a_worker_mid_trial(url: str, study_name: str, parent: subprocess.Popen, deadline: float) -> int:
+    """SIGKILL one of `parent`'s worker processes while it trains a trial; returns that trial's number."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from mnist_ops.distributed import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    database = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite") else None
+    while database is not None and not database.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    storage = open_storage(url)
+    while time.monotonic() < deadline:
+        assert parent.poll() is None, parent.communicate()
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except KeyError:  # not created yet
+            time.sleep(0.1)
+            continue
+        children = worker_children(parent.pid)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            pid = int(trial.user_attrs.get("worker", ":0").rsplit(":", 1)[1])
+            if pid in children and set(trial.params) == {"lr", "augment"} and not trial.intermediate_values:  # training
+                os.kill(pid, signal.SIGKILL)
+                time.sleep(0.5)
+                now = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+                if now[trial.number] == TrialState.RUNNING:  # it had not ended just before the kill
+                    return trial.number
+        time.sleep(0.05)
+    raise AssertionError("no worker was seen training a trial")
+
+
+def check_search(url: str, study_name: str, trials: int, killed: int, out: Path) -> None:
+    """`trials` trials ended COMPLETE or PRUNED, each once; the killed one FAILed and was re-run once."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from mnist_ops.distributed import open_storage
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(url))
+    all_trials = study.get_trials(deepcopy=False)
+    by_number = {trial.number: trial for trial in all_trials}
+    finished = [t for t in all_trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == trials
+    assert not [t for t in all_trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert by_number[killed].state == TrialState.FAIL
+    retries = [t for t in all_trials if t.system_attrs.get("retry_history") == [killed]]
+    assert len(retries) == 1 and retries[0] in finished
+    assert retries[0].params == by_number[killed].params
+    failed = [t for t in all_trials if t.state == TrialState.FAIL and t.number != killed]
+    assert all(t.user_attrs.get("surplus") for t in failed)  # the only other failures: budget races, not counted
+    best = build_config(None, out / "best.toml")
+    assert best.validation == 0 and best.model == "seed-lean" and best.limit_train == 2000
+    assert best.lr == study.best_trial.params["lr"]
+    report = (out / "report.md").read_text()
+    assert f"re-run after their worker died: {killed} as {retries[0].number}" in report
+    for plot in ("optimization_history.png", "param_importances.png", "parallel_coordinate.png",
+                 "intermediate_values.png"):
+        assert (out / plot).stat().st_size > 10_000
+
+
+def start_tune(spec: Path, out: Path, *args: str, data_root: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "mnist_ops", "tune", "--spec", str(spec), "--out", str(out),
+                             "--heartbeat", "3", "--data-root", str(data_root), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def finish(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    return output
+
+
+@pytest.mark.integration
+def test_two_commands_three_workers_on_an_empty_postgres_one_worker_killed(postgres, train_only_root, tmp_path):
+    """Two commands start at once on an empty database (as two machines would): one with two local
+    workers, one with one. A worker is SIGKILLed mid-trial; its trial is run again by another.
+    The data root holds no test files: a trial that read the test set would fail."""
+    url = postgres.create_database()
+    spec = write_spec(tmp_path / "tiny.toml", tiny_values(trials=5))
+    first = start_tune(spec, tmp_path / "a", "--storage", url, "--workers", "2", data_root=train_only_root)
+    second = start_tune(spec, tmp_path / "b", "--storage", url, data_root=train_only_root)
+    killed = kill_a_worker_mid_trial(url, "tiny", first, time.monotonic() + 120)
+    outputs = finish(first) + finish(second)
+    assert "was killed by signal 9" in outputs
+    check_search(url, "tiny", 5, killed, tmp_path / "a")
+    assert (tmp_path / "b" / "best.toml").read_text().splitlines()[3:] == \
+        (tmp_path / "a" / "best.toml").read_text().splitlines()[3:]
+
+
+@pytest.mark.integration
+def test_embedded_storage_two_local_workers_one_killed_then_confirm(train_only_root, mnist_root, tmp_path):
+    spec = write_spec(tmp_path / "tiny.toml", tiny_values(trials=3))
+    out = tmp_path / "out"
+    command = start_tune(spec, out, "--workers", "2", data_root=train_only_root)
+    from mnist_ops.distributed import embedded_url
+
+    killed = kill_a_worker_mid_trial(embedded_url(out), "tiny", command, time.monotonic() + 120)
+    output = finish(command)
+    assert "was killed by signal 9" in output and "best: trial" in output
+    check_search(embedded_url(out), "tiny", 3, killed, out)
+    assert "embedded SQLite file optuna.db" in (out / "report.md").read_text()
+
+    # Run again with the test set at hand: the search is complete, so only the confirm run trains.
+    output = finish(start_tune(spec, out, "--confirm", "1", data_root=mnist_root))
+    assert not re.search(r"trial \d+:", output) and "study tiny-confirm: 1 runs" in output
+    done = json.loads((out / "confirm" / "best" / "seed1" / "done.json").read_text())
+    assert done["config"]["validation"] == 0 and done["config"]["lr"] == build_config(None, out / "best.toml").lr
+    last_test = done["summary"]["last_test_accuracy"]
+    assert f"| 1 | {done['summary']['best_test_accuracy']:.2f} | {last_test:.2f} |" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--heartbeat", "0"], "--heartbeat must be >= 1 second"),
+    (["--confirm", "-1"], "--confirm must be >= 0"),
+    (["--trials", "0"], "must be an integer >= 1"),
+    (["--storage", "nonsense"], "is not a database URL"),
+])
+def test_bad_tune_flags_are_one_line_errors(tmp_path, capsys, extra, message):
+    from mnist_ops.cli import main
+
+    spec = write_spec(tmp_path / "tiny.toml", tiny_values())
+    assert main(["tune", "--spec", str(spec), "--out", str(tmp_path / "out"), *extra]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and message in error[0]
+    assert not (tmp_path / "out").exists()
