@@ -22,17 +22,18 @@ class BestRunAnalysis:
 
 
 def checkpoint_predictions(run_directory: Path, data_root=None):
-    """The test split and the class the run's last.pt predicts for each image."""
+    """(test split, the class the run's last.pt predicts for each image, dataset name)."""
     from mnist_ops.batches import normalize
     from mnist_ops.data import load_split
     from mnist_ops.engine import evaluate, load_checkpoint, model_from_checkpoint, resolve_device
 
     checkpoint = load_checkpoint(run_directory / "last.pt")
-    test = load_split(checkpoint["config"].get("dataset", "mnist"), "test", data_root)
+    dataset = checkpoint["config"].get("dataset", "mnist")
+    test = load_split(dataset, "test", data_root)
     device = resolve_device("cpu")
     model = model_from_checkpoint(checkpoint).to(device)
     result = evaluate(model, normalize(test.images, checkpoint["mean"], checkpoint["std"]), test.labels, device)
-    return test, result.predictions
+    return test, result.predictions, dataset
 
 
 def has_test_predictions(run: Run) -> bool:
@@ -41,26 +42,27 @@ def has_test_predictions(run: Run) -> bool:
 
 
 def _test_predictions(run: Run, data_root):
-    if has_test_predictions(run):
-        import torch
+    if not has_test_predictions(run):
+        return checkpoint_predictions(run.directory, data_root)
+    import torch
 
-        from mnist_ops.data import load_split
+    from mnist_ops.data import load_split
 
-        dataset = json.loads((run.directory / DONE_FILE).read_text())["config"].get("dataset", "mnist")
-        predictions = torch.tensor(json.loads((run.directory / PREDICTIONS_FILE).read_text()))
-        return load_split(dataset, "test", data_root), predictions
-    return checkpoint_predictions(run.directory, data_root)
+    dataset = json.loads((run.directory / DONE_FILE).read_text())["config"].get("dataset", "mnist")
+    predictions = torch.tensor(json.loads((run.directory / PREDICTIONS_FILE).read_text()))
+    return load_split(dataset, "test", data_root), predictions, dataset
 
 
 def analyse_best_run(run: Run, variant: str, study_dir: Path, data_root=None) -> BestRunAnalysis:
     """The run's last.pt on the test set (or the predictions recorded for it); draw confusion.png and
     misclassified.png into study_dir."""
     from mnist_ops.analysis import confusion_matrix, per_class_accuracy
+    from mnist_ops.data import dataset_info
     from mnist_ops.report import plot_confusion_matrix, plot_digit_gallery
 
-    test, predictions = _test_predictions(run, data_root)
+    test, predictions, dataset = _test_predictions(run, data_root)
     accuracy = (predictions == test.labels).double().mean().item() * 100
-    classes = _classes(run)
+    classes = dataset_info(dataset).classes
     matrix = confusion_matrix(test.labels, predictions, len(classes))
     title = f"{variant}, seed {run.seed}: test accuracy {accuracy:.2f}%"
     plot_confusion_matrix(matrix, classes, study_dir / "confusion.png", title=title)
@@ -69,10 +71,3 @@ def analyse_best_run(run: Run, variant: str, study_dir: Path, data_root=None) ->
     plot_digit_gallery(test.images[wrong], captions, study_dir / "misclassified.png",
                        title=f"First {len(wrong)} misclassified test digits ({variant}, seed {run.seed})")
     return BestRunAnalysis(variant, run.seed, accuracy, per_class_accuracy(matrix), len(test))
-
-
-def _classes(run: Run) -> list[str]:
-    from mnist_ops.data import dataset_info
-
-    dataset = json.loads((run.directory / DONE_FILE).read_text())["config"].get("dataset", "mnist")
-    return dataset_info(dataset).classes
