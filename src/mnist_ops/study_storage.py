@@ -150,9 +150,7 @@ class StudyWorker:
         variant = next(v for v in self.spec.variants if v.name == variant_name)
         config = variant.config.replace(seed=seed)
         directory = run_dir(self.out, variant_name, seed)
-        resume = (directory / "last.pt").is_file()  # a worker on this machine died after an epoch: go on from it
-        if directory.exists() and not resume:
-            shutil.rmtree(directory)
+        resume = directory.exists()  # a worker on this machine died: fit goes on from last.pt, or starts over
         records: list[dict] = []
 
         def on_epoch(epoch: int, record: dict) -> None:
@@ -160,7 +158,7 @@ class StudyWorker:
             trial.set_user_attr("metrics", records)
             trial.report(record["test_accuracy"], epoch)
 
-        self.log(f"{label}: {'resuming' if resume else 'training'} (trial {trial.number})")
+        self.log(f"{label}: {'resuming' if (directory / 'last.pt').is_file() else 'training'} (trial {trial.number})")
         try:
             summary = fit(config, directory, data_root=self.data_root, log=self.log, progress=self.progress,
                           on_epoch=on_epoch, resume=resume)
