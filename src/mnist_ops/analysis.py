@@ -29,7 +29,9 @@ def layer_names(model: nn.Module, input_size: int = 28) -> dict[int, str]:
     depth), keyed by id(module): the layer table and the receptive-field table name layers alike."""
     from torchinfo import summary
 
-    stats = summary(model, input_size=(1, 1, input_size, input_size), verbose=0, device="cpu", mode="eval")
+    with torch.random.fork_rng(devices=[]):  # torchinfo draws its example input from torch's generator:
+        # leave that generator as it was, so a run repeats the runs recorded before this table had names
+        stats = summary(model, input_size=(1, 1, input_size, input_size), verbose=0, device="cpu", mode="eval")
     return {id(layer.module): f"{layer.class_name}: {layer.depth}-{layer.depth_index}" for layer in stats.summary_list}
 
 
