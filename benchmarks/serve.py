@@ -36,7 +36,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from mnist_ops.bench import code_version
+from mnist_ops.provenance import code_version
 from mnist_ops.data import load_split
 from mnist_ops.export import export_onnx
 from mnist_ops.fileio import atomic_write_bytes
