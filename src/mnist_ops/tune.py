@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mnist_ops.config import FIELD_TYPES, Config, check_combination, read_toml, resolve, to_toml
-from mnist_ops.errors import TrainingDiverged, UserError
+from mnist_ops.errors import TrainingDiverged, UserError, show
 from mnist_ops.fileio import atomic_write_bytes
 
 TUNE_KEYS = ("name", "preset", "trials", "validation", "base", "space", "sampler", "pruner", "objective")
@@ -173,11 +173,11 @@ def parse_tune_spec(values: dict, source: str, trials: int | None = None) -> Tun
 
     _reject_unknown(values, TUNE_KEYS, source)
     name = values.get("name", Path(source).stem)
-    if not isinstance(name, str) or not VARIANT_NAME.match(name):
-        raise UserError(f"{source}: 'name' must be letters, digits, '+', '-', '_' or '.', got {name!r}")
+    if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):  # fullmatch: no trailing newline
+        raise UserError(f"{source}: 'name' must be letters, digits, '+', '-', '_' or '.', got {show(name)}")
     preset = values.get("preset")
     if not isinstance(preset, str):
-        raise UserError(f"{source}: needs 'preset', the base recipe (see `mnist-ops list`), got {preset!r}")
+        raise UserError(f"{source}: needs 'preset', the base recipe (see `mnist-ops list`), got {show(preset)}")
     try:
         base = get_preset(preset)
     except UserError as error:
