@@ -136,6 +136,14 @@ def _parse_variant(table: Any, defaults: dict, overrides: dict, source: str) -> 
     return Variant(name, config)
 
 
+def spec_name(values: dict, source: str) -> str:
+    """A spec's `name` (default: the file's stem), usable as a directory name; study and tune specs."""
+    name = values.get("name", Path(source).stem)
+    if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):  # fullmatch: no trailing newline
+        raise UserError(f"{source}: 'name' must be letters, digits, '+', '-', '_' or '.', got {show(name)}")
+    return name
+
+
 def parse_spec(values: dict, source: str, seeds: int | None = None, overrides: dict | None = None) -> Spec:
     """Validate a whole spec (a dict read from TOML); every mistake is a UserError naming it.
 
@@ -145,9 +153,7 @@ def parse_spec(values: dict, source: str, seeds: int | None = None, overrides: d
     if unknown:
         named = ", ".join(show_key(key) + did_you_mean(key, SPEC_KEYS) for key in unknown)
         raise UserError(f"{source}: unknown key(s) {named}; known keys: {', '.join(SPEC_KEYS)}")
-    name = values.get("name", Path(source).stem)
-    if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
-        raise UserError(f"{source}: 'name' must be letters, digits, '+', '-', '_' or '.', got {show(name)}")
+    name = spec_name(values, source)
     defaults = values.get("defaults", {})
     if not isinstance(defaults, dict):
         raise UserError(f"{source}: [defaults] must be a table of config keys, got {show(defaults)}")

@@ -6,7 +6,7 @@ The engine (engine.py) holds everything below the loop.
 
 Per epoch, files are written in this order: best.pt (if the seed's rule says so), last.pt, then
 metrics.jsonl. `last.pt` is the commit point: it carries the whole history, so a run killed at
-any moment resumes from the last finished epoch and rewrites metrics.jsonl from it.
+any moment resumes from the last finished epoch and rewrites metrics.jsonl from it at once.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from mnist_ops.config import RESULT_NEUTRAL_KEYS, Config, check_combination, to_
 from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, load_checkpoint,
                               make_optimizer, make_scheduler, memory_format, random_states, resolve_device,
                               restore_random_states, save_checkpoint, seed_everything)
+from mnist_ops.data import dataset_info
 from mnist_ops.errors import TrainingDiverged, UserError
 from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, remove_stale_temporaries
-from mnist_ops.data import dataset_info
 from mnist_ops.models import build_record, count_parameters
 from mnist_ops.replicas import one_thread_per_replica
 
@@ -163,6 +163,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             history = checkpoint["history"]
             best_accuracy, best_epoch = checkpoint["best_accuracy"], checkpoint["best_epoch"]
             seconds_before = checkpoint.get("seconds", 0.0)
+            write_jsonl(out / "metrics.jsonl", history)  # a kill between last.pt and metrics.jsonl loses nothing
             log(f"resuming {out} after epoch {checkpoint['epoch']} of {config.epochs}")
             if len(history) == config.epochs:
                 log(f"{out} is finished ({config.epochs} of {config.epochs} epochs): nothing left to train")
@@ -251,7 +252,6 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             if on_epoch is not None:
                 on_epoch(epoch, record)
 
-        write_jsonl(out / "metrics.jsonl", history)  # also after a resume that found the run finished
         if board is not None:
             board.close()
         summary = finish_run(out, config, inspection, history, best_accuracy, best_epoch, parameters, device,

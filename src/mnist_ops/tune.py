@@ -169,12 +169,10 @@ def parse_tune_spec(values: dict, source: str, trials: int | None = None) -> Tun
     """Validate a whole tune spec; every mistake is a UserError naming it. `trials` replaces the spec's."""
     from mnist_ops.models import list_models
     from mnist_ops.presets import get_preset
-    from mnist_ops.study import VARIANT_NAME
+    from mnist_ops.study import spec_name
 
     _reject_unknown(values, TUNE_KEYS, source)
-    name = values.get("name", Path(source).stem)
-    if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):  # fullmatch: no trailing newline
-        raise UserError(f"{source}: 'name' must be letters, digits, '+', '-', '_' or '.', got {show(name)}")
+    name = spec_name(values, source)
     preset = values.get("preset")
     if not isinstance(preset, str):
         raise UserError(f"{source}: needs 'preset', the base recipe (see `mnist-ops list`), got {show(preset)}")
