@@ -9,7 +9,7 @@ from mnist_ops.presets import PRESETS, build_config
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_takes_a_finite_training_step_that_reaches_every_parameter(name):
     config = build_config(name)
-    assert config.preset == name and 1 <= config.epochs <= 15
+    assert config.preset == name and 1 <= config.epochs <= (20 if name == "lean-2k" else 15)  # the records' epoch limits
     torch.manual_seed(0)
     model = build_model(config).to(memory_format=memory_format(config))
     before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}

@@ -2,8 +2,8 @@ from pathlib import Path
 
 from mnist_ops.study import parse_spec
 from mnist_ops.study_report.load import Run, VariantResult
-from mnist_ops.study_report.tables import (context_lines, describe_first_epoch, observations, per_epoch_table,
-                                           plural, signed)
+from mnist_ops.study_report.tables import (context_lines, describe_first_epoch, generalization_table, observations,
+                                           per_epoch_table, plural, signed)
 
 
 def record(epoch, train, test):
@@ -36,6 +36,17 @@ def test_per_epoch_table_is_headed_by_the_epochs_of_metrics_jsonl():
     table = per_epoch_table([variant("a", [(90, 97.0), (95, 98.0)], [(90, 97.5), (95, 98.25)])])
     assert table.header == ["Variant", "Seed", "0", "1"]
     assert table.rows == [["a", "1", "97.00", "98.00"], ["a", "2", "97.50", "98.25"]]
+
+
+def test_the_last_epochs_column_pools_every_seeds_last_k_epochs():
+    spec = parse_spec({"name": "s", "seeds": 2, "last_k": 2, "target_accuracy": 99.4,
+                       "variant": [{"name": "a", "preset": "lean-8k"}]}, "s.toml")
+    runs = variant("a", [(0, 99.9), (0, 99.4), (0, 99.6)], [(0, 99.0), (0, 99.5), (0, 99.3)])
+    table = generalization_table([runs], spec)
+    assert table.header[-2] == "Test % in the last 2 epochs, every seed (mean ± std, min)"
+    # 99.4, 99.6, 99.5, 99.3: mean 99.45, sample std 0.129; epoch 0 (99.9) is not among the last 2
+    assert table.rows[0][-2] == "99.45 ± 0.13 (min 99.30)"
+    assert table.rows[0][-1] == "1/2 seeds"
 
 
 def test_first_epoch_at_a_threshold_is_averaged_over_the_seeds_that_reached_it():

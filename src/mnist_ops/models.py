@@ -534,3 +534,47 @@ def lean_8k(dropout: float = DEFAULT_DROPOUT, num_classes: int = 10) -> nn.Modul
 def lean_5k(dropout: float = DEFAULT_DROPOUT, num_classes: int = 10) -> nn.Module:
     """The < 5,000 stretch net."""
     return _compact_net((6, 8, 12, 6, 10, 12, 12), dropout, num_classes)
+
+
+# ------------------------------------------------------- the < 2k and < 1k nets: separable convs
+
+def separable_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Depthwise 3x3 (one filter per channel), pointwise 1x1 (mixes channels), BatchNorm, ReLU.
+
+    9c + c*c' weights where a full 3x3 conv has 9*c*c': what buys width below 2,000 parameters.
+    """
+    return nn.Sequential(OrderedDict([
+        ("depthwise", nn.Conv2d(in_channels, in_channels, 3, groups=in_channels, bias=False)),
+        ("pointwise", nn.Conv2d(in_channels, out_channels, 1, bias=False)),
+        ("bn", nn.BatchNorm2d(out_channels)), ("relu", nn.ReLU()),
+    ]))
+
+
+def _separable_net(widths: tuple[int, ...], num_classes: int) -> Classifier:
+    """A full 3x3 conv, a separable block, max-pool, three separable blocks, global average pool, 1x1.
+
+    28 -> 26 -> 24 -> pool 12 -> 10 -> 8 -> 6 -> GAP 1. On the validation split (50,000 training
+    images, light augmentation, the lean-5k recipe for 20 epochs, seed 1) the (8, 12, 16, 20, 20)
+    net (1,936 parameters) ended at 99.20%, against 99.06% for full convs of widths (4, 4, 8, 4, 6, 8, 8)
+    (1,888 parameters).
+    """
+    c1, c2, c3, c4, c5 = widths
+    return Classifier(
+        conv1=conv_block(1, c1, batch_norm=True, dropout=None, bias=False), conv2=separable_block(c1, c2),
+        pool1=nn.MaxPool2d(2, 2),
+        conv3=separable_block(c2, c3), conv4=separable_block(c3, c4), conv5=separable_block(c4, c5),
+        gap=nn.AvgPool2d(6),
+        head=nn.Conv2d(c5, num_classes, 1, bias=False),
+    )
+
+
+@register_model("lean-2k")
+def lean_2k(num_classes: int = 10) -> nn.Module:
+    """1,936 parameters: the < 2,000 net (no dropout)."""
+    return _separable_net((8, 12, 16, 20, 20), num_classes)
+
+
+@register_model("lean-1k")
+def lean_1k(num_classes: int = 10) -> nn.Module:
+    """986 parameters: the < 1,000 stretch net (no dropout)."""
+    return _separable_net((6, 8, 10, 12, 12), num_classes)

@@ -44,6 +44,10 @@ class VariantResult:
     def best_test(self) -> list[float]:
         return [run.best_test_accuracy for run in self.runs]
 
+    def last_epochs_test(self, last_k: int) -> list[float]:
+        """The test accuracy of each of the last K epochs of every run: what a record is judged on."""
+        return [record["test_accuracy"] for run in self.runs for record in run.records[-last_k:]]
+
     def accuracy_gap(self) -> list[float]:
         return [run.last["train_accuracy"] - run.last["test_accuracy"] for run in self.runs]
 

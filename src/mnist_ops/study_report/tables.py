@@ -32,9 +32,9 @@ def plural(count: int | float, noun: str) -> str:
     return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
-def mean_std_min(values: list[float]) -> str:
+def mean_std_min(values: list[float], one: str = "1 seed") -> str:
     if len(values) == 1:
-        return f"{percent(values[0])} (1 seed)"
+        return f"{percent(values[0])} ({one})"
     return f"{percent(float(np.mean(values)))} ± {percent(float(np.std(values, ddof=1)))} (min {percent(min(values))})"
 
 
@@ -100,6 +100,7 @@ def accuracy_table(variants: list[VariantResult], spec: Spec) -> Table:
 def generalization_table(variants: list[VariantResult], spec: Spec) -> Table:
     header = ["Variant", "Gap at end: train − test acc (pp)", "Gap at end: test − train loss",
               *[f"First epoch ≥ {threshold}% (mean)" for threshold in THRESHOLDS],
+              f"Test % in the last {plural(spec.last_k, 'epoch')}, every seed (mean ± std, min)",
               f"Held ≥ {spec.target_accuracy}% in each of the last {plural(spec.last_k, 'epoch')}"]
     rows = []
     for variant in variants:
@@ -107,6 +108,7 @@ def generalization_table(variants: list[VariantResult], spec: Spec) -> Table:
         rows.append([variant.name, signed(float(np.mean(variant.accuracy_gap()))),
                      signed(float(np.mean(variant.loss_gap())), 4),
                      *[describe_first_epoch(variant.runs, threshold) for threshold in THRESHOLDS],
+                     mean_std_min(variant.last_epochs_test(spec.last_k), one="1 epoch"),
                      f"{held}/{len(variant.runs)} seeds"])
     return Table(header, rows)
 
