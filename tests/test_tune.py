@@ -226,3 +226,21 @@ def test_bad_tune_flags_are_one_line_errors(tmp_path, capsys, extra, message):
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and message in error[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_search_run_again_with_more_trials_draws_new_parameters(train_only_root, tmp_path):
+    """Found on the lean-5k search: with the first run's sampler seeds, a rerun's random start-up trials
+    repeated the first run's parameters one for one."""
+    import optuna
+
+    from mnist_ops.distributed import embedded_url
+    from mnist_ops.tune import run_tune
+
+    values = tiny_values(base={"epochs": 1, "limit_train": 300, "batch_size": 64, "device": "cpu"},
+                         sampler={"kind": "random"}, pruner={"kind": "none"})
+    for trials in (2, 4):
+        run_tune(parse_tune_spec(values, "tiny.toml", trials=trials), tmp_path / "out", data_root=train_only_root,
+                 log=lambda message: None)
+    study = optuna.load_study(study_name="tiny", storage=embedded_url(tmp_path / "out"))
+    params = [tuple(sorted(trial.params.items())) for trial in study.get_trials(deepcopy=False)]
+    assert len(params) == 4 and len(set(params)) == 4, params

@@ -454,6 +454,9 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
     parallel = workers > 1 or storage is not None
     # On a shared storage each command's workers draw different seeds; alone, the spec's seed is used as is.
     offset = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 100_000 if storage else 0
+    # A search run again goes on with new draws: with the first run's seeds, its random start-up
+    # trials would repeat the first run's parameters one for one (seen here: trials 8, 9 = 0, 1).
+    offset += 1000 * len(study.trials)
     worker = TuneWorker(spec, url, name, out, data_root, heartbeat or HEARTBEAT_SECONDS, log, offset, parallel)
     log(f"tune {spec.name}: study '{name}' in {describe_url(url)}, {spec.trials} trials, {workers} worker(s), "
         f"{trial_counts(study)} so far")
