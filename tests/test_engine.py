@@ -34,6 +34,7 @@ def test_checkpoint_rule_reproduces_the_seed_log():
 
 def test_checkpoint_rule_needs_the_target():
     assert checkpoint_decision(5, 99.0, 98.0, target=99.4)[0] is False
+    assert checkpoint_decision(5, 99.5, 98.0, 99.4, "validation")[1].startswith("Target achieved: 99.50% validation accuracy")
     assert checkpoint_decision(2, 99.9, 98.0, target=99.4)[0] is False
     assert checkpoint_decision(3, 99.5, 99.5, target=99.4)[0] is False
 

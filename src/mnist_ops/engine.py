@@ -230,15 +230,16 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, devic
 
 # ---------------------------------------------------------------------------- checkpoints
 
-def checkpoint_decision(epoch: int, accuracy: float, best_before: float, target: float) -> tuple[bool, str]:
-    """The seed's rule: save when epoch >= 3, accuracy is a new best and >= the target."""
+def checkpoint_decision(epoch: int, accuracy: float, best_before: float, target: float,
+                        split: str = "test") -> tuple[bool, str]:
+    """The seed's rule: save when epoch >= 3, accuracy (on `split`) is a new best and >= the target."""
     if epoch < CHECKPOINT_MIN_EPOCH:
         return False, f"no checkpoint before epoch {CHECKPOINT_MIN_EPOCH}"
     if accuracy <= best_before:
         return False, f"not a new best ({accuracy:.2f}% <= {best_before:.2f}%)"
     if accuracy < target:
         return False, f"new best {accuracy:.2f}% is below the target {target:.2f}%"
-    return True, f"Target achieved: {accuracy:.2f}% test accuracy, new best: saved best.pt"
+    return True, f"Target achieved: {accuracy:.2f}% {split} accuracy, new best: saved best.pt"
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> None:

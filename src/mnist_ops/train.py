@@ -228,7 +228,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             history.append(record)
 
             save, reason = checkpoint_decision(epoch, record[f"{name}_accuracy"], best_accuracy,
-                                               config.target_accuracy)
+                                               config.target_accuracy, "validation" if name == "val" else name)
             if record[f"{name}_accuracy"] > best_accuracy:
                 best_accuracy, best_epoch = record[f"{name}_accuracy"], epoch
             checkpoint = {
