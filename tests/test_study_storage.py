@@ -101,3 +101,13 @@ def test_a_run_that_failed_is_queued_again_by_the_next_invocation_once(train_onl
     assert trials[1].system_attrs["retry_history"] == [0] and trials[1].params == {"run": "plain/seed1"}
     assert sum("failed earlier" in message for message in messages) == 1
     assert json.loads((out / "plain" / "seed1" / "done.json").read_text())["seed"] == 1
+
+
+def test_runs_are_queued_seed_by_seed_so_a_partial_study_has_every_variant():
+    from mnist_ops.study import parse_spec
+    from mnist_ops.study_storage import queue_order, spec_labels
+
+    spec = parse_spec({"name": "q", "seeds": 2, "variant": [{"name": "a", "preset": "seed-lean"},
+                                                            {"name": "b", "preset": "seed-lean"}]}, "q.toml")
+    assert queue_order(spec) == ["a/seed1", "b/seed1", "a/seed2", "b/seed2"]
+    assert sorted(queue_order(spec)) == sorted(spec_labels(spec))
