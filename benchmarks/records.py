@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
 from mnist_ops.errors import UserError
 from mnist_ops.study_report.load import held_target, load_study
-from mnist_ops.study_report.tables import percent
+from mnist_ops.study_report.tables import mean_std_min, percent
 
 
 def records_markdown(study_dir: str, bar: float | None = None) -> str:
@@ -25,18 +23,17 @@ def records_markdown(study_dir: str, bar: float | None = None) -> str:
     bar = spec.target_accuracy if bar is None else bar
     blocks = []
     for variant in variants:
-        last = variant.runs[0].records[-spec.last_k:]
-        epochs = [str(record["epoch"]) for record in last]
-        pooled = variant.last_epochs_test(spec.last_k)
+        epochs = {tuple(record["epoch"] for record in run.records[-spec.last_k:]) for run in variant.runs}
+        if len(epochs) != 1:
+            raise UserError(f"{study_dir}: the runs of {variant.name} end at different epochs; finish the study first")
         held = sum(held_target(run.records, bar, spec.last_k) for run in variant.runs)
         lines = [f"**{variant.name}**: {variant.runs[0].summary['parameters']:,} parameters, "
-                 f"{len(variant.runs[0].records)} epochs; last {spec.last_k} epochs over {len(variant.runs)} seeds: "
-                 f"{percent(float(np.mean(pooled)))} ± {percent(float(np.std(pooled, ddof=1)))}%, "
-                 f"min {percent(min(pooled))}%; held ≥ {bar}% on {held} of {len(variant.runs)} seeds "
-                 f"([report]({study_dir}/report.md)).",
+                 f"{len(variant.runs[0].records)} epochs; test % in the last {spec.last_k} epochs of {len(variant.runs)} "
+                 f"seeds: {mean_std_min(variant.last_epochs_test(spec.last_k), one='1 epoch')}; "
+                 f"held ≥ {bar}% on {held} of {len(variant.runs)} seeds.",
                  "",
-                 "| seed | " + " | ".join(f"epoch {epoch}" for epoch in epochs) + " | min |",
-                 "|---:|" + "---:|" * (len(epochs) + 1)]
+                 "| seed | " + " | ".join(f"epoch {epoch}" for epoch in epochs.pop()) + " | min |",
+                 "|---:|" + "---:|" * (spec.last_k + 1)]
         for run in variant.runs:
             values = [record["test_accuracy"] for record in run.records[-spec.last_k:]]
             lines.append(f"| {run.seed} | " + " | ".join(map(percent, values)) + f" | {percent(min(values))} |")

@@ -536,7 +536,7 @@ def lean_5k(dropout: float = DEFAULT_DROPOUT, num_classes: int = 10) -> nn.Modul
     return _compact_net((6, 8, 12, 6, 10, 12, 12), dropout, num_classes)
 
 
-# ------------------------------------------------------- the < 2k and < 1k nets: separable convs
+# ------------------------------------------------------------- the < 2k net: separable convs
 
 def separable_block(in_channels: int, out_channels: int) -> nn.Sequential:
     """Depthwise 3x3 (one filter per channel), pointwise 1x1 (mixes channels), BatchNorm, ReLU.
@@ -553,12 +553,11 @@ def separable_block(in_channels: int, out_channels: int) -> nn.Sequential:
 def _separable_net(widths: tuple[int, ...], num_classes: int) -> Classifier:
     """A full 3x3 conv, a separable block, max-pool, three separable blocks, global average pool, 1x1.
 
-    28 -> 26 -> 24 -> pool 12 -> 10 -> 8 -> 6 -> GAP 1. Measured on the validation split, seed 1
-    (`mnist-ops train --preset lean-2k --validation 10000 --precision bf16 --channels-last`, the
-    lean-2k recipe: 20 epochs, light augmentation): widths (8, 12, 16, 20, 20), 1,936 parameters,
-    ended at 99.20%; `_compact_net` widths (4, 4, 8, 4, 6, 8, 8), 1,888 parameters, at 99.06%. At
-    8k the full convs win: (12, 24, 32, 48, 48), 6,856 parameters, read 99.41, 99.46, 99.45% in the
-    last 3 epochs of the lean-8k recipe, against 99.51, 99.48, 99.49% for lean-8k.
+    28 -> 26 -> 24 -> pool 12 -> 10 -> 8 -> 6 -> GAP 1. On the validation split, seed 1, with the
+    lean-2k recipe, widths (8, 12, 16, 20, 20) (1,936 parameters) ended at 99.20%, and `_compact_net`
+    at widths (4, 4, 8, 4, 6, 8, 8) (1,888 parameters) at 99.06%. At 8k the full convs win: widths
+    (12, 24, 32, 48, 48) (6,856 parameters) read 99.41, 99.46, 99.45% in the last 3 epochs, against
+    99.51, 99.48, 99.49% for lean-8k, both with rotation alone. Commands: benchmarks/candidate_nets.py.
     """
     c1, c2, c3, c4, c5 = widths
     return Classifier(

@@ -452,7 +452,7 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
     study = create_study(spec, url, name)  # a bad --storage fails here, before spec.toml is written
     atomic_write_bytes(out / "spec.toml", tune_spec_to_toml(spec).encode())
     parallel = workers > 1 or storage is not None
-    # On a shared storage each command's workers draw different seeds; alone, the spec's seed is used as is.
+    # On a shared storage each command's workers draw different seeds; alone, the first run uses the spec's seed.
     offset = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 100_000 if storage else 0
     # A search run again goes on with new draws: with the first run's seeds, its random start-up
     # trials would repeat the first run's parameters one for one (seen here: trials 8, 9 = 0, 1).
