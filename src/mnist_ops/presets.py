@@ -69,9 +69,10 @@ PRESETS: dict[str, Config] = {
 DEFAULT_PRESET = "seed-regularized"
 
 
-def get_preset(name: str) -> Config:
+def get_preset(name: str, where: str = "") -> Config:
+    """The named preset; an unknown name is a UserError, prefixed with `where` (a spec file, a variant)."""
     if not isinstance(name, str) or name not in PRESETS:
-        raise UserError(f"unknown preset {show(name)}{did_you_mean(name, PRESETS)}; "
+        raise UserError(f"{where + ': ' if where else ''}unknown preset {show(name)}{did_you_mean(name, PRESETS)}; "
                         f"choose one of: {', '.join(sorted(PRESETS))}")
     return PRESETS[name]
 

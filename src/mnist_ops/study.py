@@ -118,10 +118,7 @@ def _parse_variant(table: Any, defaults: dict, overrides: dict, source: str) -> 
     preset = keys.pop("preset", None)
     if not isinstance(preset, str):
         raise UserError(f"{where}: needs a 'preset' name, got {show(preset)}")
-    try:
-        config = get_preset(preset)
-    except UserError as error:
-        raise UserError(f"{where}: {error}") from None
+    config = get_preset(preset, where=where)
     config = resolve(config, defaults, source=f"{source}: [defaults]")
     config = resolve(config, keys, source=where)
     config = resolve(config, overrides, source="command line")

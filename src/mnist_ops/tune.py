@@ -176,10 +176,7 @@ def parse_tune_spec(values: dict, source: str, trials: int | None = None) -> Tun
     preset = values.get("preset")
     if not isinstance(preset, str):
         raise UserError(f"{source}: needs 'preset', the base recipe (see `mnist-ops list`), got {show(preset)}")
-    try:
-        base = get_preset(preset)
-    except UserError as error:
-        raise UserError(f"{source}: {error}") from None
+    base = get_preset(preset, where=source)
     base_keys = _table(values, "base", source)
     if "validation" in base_keys:
         raise UserError(f"{source}: set the validation split with the top-level 'validation', not in [base]")
