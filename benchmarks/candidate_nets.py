@@ -11,14 +11,14 @@
 
 from torch import nn
 
-from mnist_ops.models import _compact_net, _separable_net
+from mnist_ops.models import compact_net, separable_net
 
 
 def compact_2k(num_classes: int = 10) -> nn.Module:
     """lean-8k's layout (full 3x3 convs) at widths (4, 4, 8, 4, 6, 8, 8): 1,888 parameters."""
-    return _compact_net((4, 4, 8, 4, 6, 8, 8), None, num_classes)
+    return compact_net((4, 4, 8, 4, 6, 8, 8), None, num_classes)
 
 
 def separable_8k(num_classes: int = 10) -> nn.Module:
     """lean-2k's layout (separable convs) at widths (12, 24, 32, 48, 48): 6,856 parameters."""
-    return _separable_net((12, 24, 32, 48, 48), num_classes)
+    return separable_net((12, 24, 32, 48, 48), num_classes)

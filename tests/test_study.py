@@ -135,6 +135,8 @@ def test_study_writes_spec_and_one_finished_run_per_variant_and_seed(tiny_study)
         done = json.loads((tiny_study / name / "seed1" / DONE_FILE).read_text())
         assert done["seed"] == 1 and done["summary"]["epochs"] == 1
         assert (tiny_study / name / "seed1" / "last.pt").is_file()
+        environment = json.loads((tiny_study / name / "seed1" / "environment.json").read_text())
+        assert done["environment"] == environment and environment["threads"] >= 1  # the report's machine line
 
 
 @pytest.mark.integration

@@ -1,13 +1,8 @@
-import json
 import statistics
 
 import pytest
 
-from mnist_ops.engine import save_checkpoint
-from mnist_ops.fileio import atomic_write_bytes
-from mnist_ops.engine import build_model
-from mnist_ops.models import count_parameters
-from mnist_ops.study import parse_spec, spec_to_toml
+from fake_study import CURVES, write_fake_study
 from mnist_ops.study_report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -15,42 +10,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # ---------------------------------------------------------------------------- the report
 
-# Test accuracy per epoch, one list per seed. 'bn' reaches 99.0% in epoch 2 in every seed, 99.4% in
-# 2 of 3 seeds, and holds 99.4% over the last 2 epochs in those 2.
-CURVES = {
-    "plain": [[97.0, 97.8, 98.0], [97.1, 98.0, 98.2], [97.3, 98.1, 98.4]],
-    "bn": [[98.9, 99.42, 99.45], [98.8, 99.45, 99.5], [98.7, 99.2, 99.3]],
-}
-TRAIN_GAP = {"plain": 1.5, "bn": 0.25}  # train accuracy = test accuracy + gap
-
-
-def write_fake_run(directory, config, seed, accuracies):
-    records = [{"epoch": epoch, "train_loss": 0.1, "train_accuracy": accuracy + TRAIN_GAP[directory.parent.name],
-                "test_loss": 0.12, "test_accuracy": accuracy, "lr": 0.05, "seconds": 2.0,
-                "train_images_per_second": 500.0} for epoch, accuracy in enumerate(accuracies)]
-    model = build_model(config)
-    summary = {"parameters": count_parameters(model), "best_test_accuracy": max(accuracies),
-               "epochs": len(accuracies), "seconds": 6.0}
-    atomic_write_bytes(directory / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
-    save_checkpoint(directory / "last.pt", {"model_name": config.model, "model": model.state_dict(),
-                                            "config": config.to_dict(), "epoch": len(accuracies) - 1,
-                                            "metrics": records[-1], "mean": 0.1307, "std": 0.3081})
-    atomic_write_bytes(directory / "done.json", json.dumps({"seed": seed, "summary": summary}).encode())
-
-
 @pytest.fixture(scope="module")
 def fake_study(tmp_path_factory):
-    """A finished study written by hand, so every number in the report is known."""
-    directory = tmp_path_factory.mktemp("fake") / "study"
-    spec = parse_spec({"name": "fake", "seeds": 3, "last_k": 2, "variant": [
-        {"name": "plain", "preset": "seed-lean", "model": "seed-lean-plain", "augment": "none", "epochs": 3},
-        {"name": "bn", "preset": "seed-lean", "model": "seed-lean-bn", "augment": "none", "epochs": 3},
-    ]}, "fake.toml")
-    atomic_write_bytes(directory / "spec.toml", spec_to_toml(spec).encode())
-    for variant in spec.variants:
-        for seed, accuracies in zip(spec.seeds, CURVES[variant.name]):
-            write_fake_run(directory / variant.name / f"seed{seed}", variant.config, seed, accuracies)
-    return directory
+    return write_fake_study(tmp_path_factory.mktemp("fake") / "study")
 
 
 def mean_std_min(values):

@@ -2,8 +2,8 @@ from pathlib import Path
 
 from mnist_ops.study import parse_spec
 from mnist_ops.study_report.load import Run, VariantResult
-from mnist_ops.study_report.tables import (context_lines, describe_first_epoch, generalization_table, observations,
-                                           per_epoch_table, plural, signed)
+from mnist_ops.study_report.tables import (context_lines, describe_first_epoch, generalization_table, interval_note,
+                                           observations, per_epoch_table, plural, signed)
 
 
 def record(epoch, train, test):
@@ -71,3 +71,31 @@ def test_context_lines_say_1_epoch_and_the_code_version():
     assert recipe.endswith("batch 128, 1 epoch (numbered from 0)")
     assert "Code: v0.1-3-gabc1234" in lines
     assert lines[-1] == "Total time: 1.0 min of training over 1 run (1.5 min wall clock over 1 invocation(s))"
+
+
+def test_machine_and_code_lines_come_from_each_runs_environment():
+    spec = parse_spec({"name": "s", "seeds": 3, "variant": [{"name": "a", "preset": "seed-lean", "epochs": 1}]},
+                      "s.toml")
+    runs = variant("a", [(90, 97.0)], [(90, 97.0)], [(90, 97.0)]).runs
+    runs = [Run(run.seed, run.records, run.summary, run.directory, environment)
+            for run, environment in zip(runs, [{"code_version": "0.1.0 (aaa)", "threads": 1, "torch": "2.13.0"},
+                                               {"code_version": "0.1.0 (bbb)", "threads": 1, "torch": "2.13.0"},
+                                               {}])]  # the third recorded nothing: study.json's machine stands in
+    info = {"machine": {"cpu": "AMD EPYC", "cores": 2, "code_version": "0.1.0 (bbb)", "threads": 1,
+                        "torch": "2.13.0"}, "invocations": []}
+    lines = context_lines(spec, [VariantResult("a", spec.variants[0].config.to_dict(), runs)], info, 10_000)
+    assert "Machine: AMD EPYC (2 cores), torch 2.13.0, 1 thread per run" in lines
+    assert "Code: 0.1.0 (aaa) (1 run), 0.1.0 (bbb) (2 runs)" in lines
+    info["machine"]["threads"] = 2  # the report built where two threads ran, the runs' own record says 1
+    runs[2] = Run(3, runs[2].records, runs[2].summary, runs[2].directory, {"threads": 2})
+    lines = context_lines(spec, [VariantResult("a", spec.variants[0].config.to_dict(), runs)], info, 10_000)
+    assert any(line.endswith("threads per run: 1 (2 runs), 2 (1 run)") for line in lines)
+
+
+def test_the_interval_note_counts_the_finished_seeds_not_the_planned_ones():
+    three, two = variant("a", [(90, 97)], [(90, 97)], [(90, 97)]), variant("b", [(90, 97)], [(90, 97)])
+    assert "over 3 seeds per variant;" in interval_note([three, three], planned=3)
+    assert "over 2 to 3 seeds per variant (the study plans 3; rerun its command to finish it)" in \
+        interval_note([three, two], planned=3)
+    one = variant("c", [(90, 97)])
+    assert interval_note([one, one], planned=3).startswith("With 1 seed per variant (the study plans 3;")

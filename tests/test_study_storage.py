@@ -100,7 +100,8 @@ def test_a_run_that_failed_is_queued_again_by_the_next_invocation_once(train_onl
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].system_attrs["retry_history"] == [0] and trials[1].params == {"run": "plain/seed1"}
     assert sum("failed earlier" in message for message in messages) == 1
-    assert json.loads((out / "plain" / "seed1" / "done.json").read_text())["seed"] == 1
+    done = json.loads((out / "plain" / "seed1" / "done.json").read_text())
+    assert done["seed"] == 1 and done["environment"]["code_version"]  # travels in the storage with done.json
 
 
 def test_runs_are_queued_seed_by_seed_so_a_partial_study_has_every_variant():

@@ -504,7 +504,7 @@ def seed_lean_bn(num_classes: int = 10) -> nn.Module:
 
 # ------------------------------------------------------------- the < 8k challenge nets
 
-def _compact_net(widths: tuple[int, ...], dropout: float, num_classes: int) -> Classifier:
+def compact_net(widths: tuple[int, ...], dropout: float, num_classes: int) -> Classifier:
     """Three 3x3 convs, max-pool, a 1x1 squeeze, three 3x3 convs, global average pool, 1x1 to logits.
 
     widths = (c1, c2, c3, squeeze, c4, c5, c6); every conv is bias-free and followed by BN, ReLU, Dropout.
@@ -527,13 +527,13 @@ def _compact_net(widths: tuple[int, ...], dropout: float, num_classes: int) -> C
 @register_model("lean-8k")
 def lean_8k(dropout: float = DEFAULT_DROPOUT, num_classes: int = 10) -> nn.Module:
     """7,588 parameters: the < 8,000 challenge net."""
-    return _compact_net((8, 10, 16, 8, 12, 16, 16), dropout, num_classes)
+    return compact_net((8, 10, 16, 8, 12, 16, 16), dropout, num_classes)
 
 
 @register_model("lean-5k")
 def lean_5k(dropout: float = DEFAULT_DROPOUT, num_classes: int = 10) -> nn.Module:
     """The < 5,000 stretch net."""
-    return _compact_net((6, 8, 12, 6, 10, 12, 12), dropout, num_classes)
+    return compact_net((6, 8, 12, 6, 10, 12, 12), dropout, num_classes)
 
 
 # ------------------------------------------------------------- the < 2k net: separable convs
@@ -550,11 +550,11 @@ def separable_block(in_channels: int, out_channels: int) -> nn.Sequential:
     ]))
 
 
-def _separable_net(widths: tuple[int, ...], num_classes: int) -> Classifier:
+def separable_net(widths: tuple[int, ...], num_classes: int) -> Classifier:
     """A full 3x3 conv, a separable block, max-pool, three separable blocks, global average pool, 1x1.
 
     28 -> 26 -> 24 -> pool 12 -> 10 -> 8 -> 6 -> GAP 1. On the validation split, seed 1, with the
-    lean-2k recipe, widths (8, 12, 16, 20, 20) (1,936 parameters) ended at 99.20%, and `_compact_net`
+    lean-2k recipe, widths (8, 12, 16, 20, 20) (1,936 parameters) ended at 99.20%, and `compact_net`
     at widths (4, 4, 8, 4, 6, 8, 8) (1,888 parameters) at 99.06%. At 8k the full convs win: widths
     (12, 24, 32, 48, 48) (6,856 parameters) read 99.41, 99.46, 99.45% in the last 3 epochs, against
     99.51, 99.48, 99.49% for lean-8k, both with rotation alone. Commands: benchmarks/candidate_nets.py.
@@ -572,4 +572,4 @@ def _separable_net(widths: tuple[int, ...], num_classes: int) -> Classifier:
 @register_model("lean-2k")
 def lean_2k(num_classes: int = 10) -> nn.Module:
     """1,936 parameters: the < 2,000 net (no dropout)."""
-    return _separable_net((8, 12, 16, 20, 20), num_classes)
+    return separable_net((8, 12, 16, 20, 20), num_classes)

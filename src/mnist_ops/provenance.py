@@ -12,6 +12,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+ENVIRONMENT_FILE = "environment.json"  # in every run directory: run_provenance() and the device, per (re)start
+
 
 def _git(*args: str) -> str | None:
     """A git command's output in the package's checkout, or None outside one (an installed wheel)."""

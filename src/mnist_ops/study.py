@@ -23,6 +23,7 @@ from typing import Any, Callable
 from mnist_ops.config import RANGES, RESULT_NEUTRAL_KEYS, Config, check_combination, read_toml, resolve, show_key, to_toml
 from mnist_ops.errors import UserError, did_you_mean, show
 from mnist_ops.fileio import DirectoryLock, atomic_write_bytes
+from mnist_ops.provenance import ENVIRONMENT_FILE
 
 SPEC_FILE = "spec.toml"
 STUDY_FILE = "study.json"  # command, machine, train size, per-invocation wall time (interrupted ones too)
@@ -203,6 +204,14 @@ def run_dir(study_dir: str | os.PathLike, variant: str, seed: int) -> Path:
     return Path(study_dir) / variant / f"seed{seed}"
 
 
+def done_record(directory: Path, variant: str, seed: int, summary: dict, config: Config) -> dict:
+    """done.json: the run's summary and config, and the code, torch and threads it ran with
+    (environment.json, which a storage-built study directory would not have)."""
+    environment = directory / ENVIRONMENT_FILE
+    return {"variant": variant, "seed": seed, "summary": summary, "config": config.to_dict(),
+            "environment": json.loads(environment.read_text()) if environment.is_file() else {}}
+
+
 def is_finished(directory: Path) -> bool:
     return (directory / DONE_FILE).is_file()
 
@@ -336,7 +345,7 @@ def _run_claimed(spec: Spec, study_dir: Path, data_root, command: str, log: Call
             log(f"{label}: training{_remaining_time(started, number - 1, len(pending))}")
             config = variant.config.replace(seed=seed)
             summary = fit(config, directory, data_root=data_root, log=log, progress=progress, resume=resume)
-            done = {"variant": variant.name, "seed": seed, "summary": summary, "config": config.to_dict()}
+            done = done_record(directory, variant.name, seed, summary, config)
             atomic_write_bytes(directory / DONE_FILE, (json.dumps(done, indent=2) + "\n").encode())
         completed = True
     finally:  # an interrupted invocation's wall time counts too

@@ -23,7 +23,7 @@ from typing import Callable
 
 from mnist_ops.errors import UserError
 from mnist_ops.fileio import atomic_write_bytes
-from mnist_ops.study import (DONE_FILE, PREDICTIONS_FILE, SPEC_FILE, STUDY_FILE, Spec, claim_study_dir,
+from mnist_ops.study import (DONE_FILE, PREDICTIONS_FILE, SPEC_FILE, STUDY_FILE, Spec, claim_study_dir, done_record,
                              machine_description, run_dir, spec_to_toml)
 
 QUEUED_WAIT_SECONDS = 120  # how long a loading process waits for the creating one to queue the runs
@@ -175,7 +175,7 @@ class StudyWorker:
         records = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
         trial.set_user_attr("metrics", records)  # every epoch, also those before a resume
         predictions = checkpoint_predictions(directory, self.data_root)[1].tolist()
-        done = {"variant": variant_name, "seed": seed, "summary": summary, "config": config.to_dict()}
+        done = done_record(directory, variant_name, seed, summary, config)
         trial.set_user_attr("done", done)
         trial.set_user_attr("test_predictions", predictions)
         write_run_files(directory, done, predictions)

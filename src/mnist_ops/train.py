@@ -31,6 +31,7 @@ from mnist_ops.data import dataset_info
 from mnist_ops.errors import TrainingDiverged, UserError
 from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, remove_stale_temporaries
 from mnist_ops.models import build_record, count_parameters
+from mnist_ops.provenance import ENVIRONMENT_FILE, run_provenance
 from mnist_ops.replicas import one_thread_per_replica
 
 ACCURACY_DIGITS = 4  # 100 * correct / N, rounded: exact for N = 10,000 (2 decimals) and 60,000
@@ -77,8 +78,6 @@ def train_one_epoch(step: TrainStep, data: FitData, config: Config, generator: t
 
 def run_environment(device: torch.device) -> dict:
     """What a reader needs to repeat the run: code version and commit, torch, threads, device."""
-    from mnist_ops.provenance import run_provenance
-
     return {**run_provenance(), "device": str(device)}
 
 
@@ -173,7 +172,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
 
         parameters = count_parameters(model)
         atomic_write_bytes(out / "config.toml", to_toml(config.to_dict()).encode())
-        write_environment(out / "environment.json", run_environment(device), log)
+        write_environment(out / ENVIRONMENT_FILE, run_environment(device), log)
         mode = config.precision + (f", {config.replicas} model copies (replicas)" if config.replicas > 1 else "")
         log(f"run {out}: preset {config.preset}, model {config.model} ({parameters:,} parameters), "
             f"device {device}, {mode}, {len(data.train):,} train / {len(data.evaluation):,} {name} images, "

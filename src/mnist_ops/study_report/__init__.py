@@ -9,6 +9,7 @@ rendered twice, as `report.md` and `index.html`, so both always show the same nu
   figures.py   test accuracy and generalization gap per epoch, bands over seeds
   best_run.py  the best run on the test set: confusion matrix, misclassified digits
   render.py    blocks -> markdown and HTML
+  records.py   the records tables: every seed, each of the last K epochs
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def build_report(study_dir: str | os.PathLike, data_root=None) -> list[Block]:
         ("image", Image("gap.png", "Train − test accuracy per epoch")),
         *([("heading", "Each step against the one before"),
            ("table", comparison_table(variants)),
-           ("paragraph", interval_note(len(spec.seeds)))] if len(variants) > 1 else []),
+           ("paragraph", interval_note(variants, len(spec.seeds)))] if len(variants) > 1 else []),
         ("heading", "Test accuracy per epoch, every run"),
         ("table", per_epoch_table(variants)),
         ("heading", "Observations"),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mnist_ops.errors import UserError
+from mnist_ops.provenance import ENVIRONMENT_FILE
 from mnist_ops.study import DONE_FILE, SPEC_FILE, STUDY_FILE, Spec, read_spec, run_dir
 
 
@@ -17,6 +18,7 @@ class Run:
     records: list[dict]  # metrics.jsonl: one dict per epoch, `epoch` counted from 0
     summary: dict
     directory: Path
+    environment: dict = field(default_factory=dict)  # code version, torch, threads ({} if not recorded)
 
     @property
     def last(self) -> dict:
@@ -70,7 +72,10 @@ def held_target(records: list[dict], target: float, last_k: int) -> bool:
 def _load_run(directory: Path) -> Run:
     done = json.loads((directory / DONE_FILE).read_text())
     lines = (directory / "metrics.jsonl").read_text().splitlines()
-    return Run(done["seed"], [json.loads(line) for line in lines], done["summary"], directory)
+    environment = done.get("environment")
+    if environment is None and (directory / ENVIRONMENT_FILE).is_file():  # a done.json older than its environment key
+        environment = json.loads((directory / ENVIRONMENT_FILE).read_text())
+    return Run(done["seed"], [json.loads(line) for line in lines], done["summary"], directory, environment or {})
 
 
 def load_study(study_dir: str | os.PathLike) -> tuple[Spec, list[VariantResult], dict]:

@@ -5,6 +5,8 @@ Epochs are counted from 0 everywhere, as in metrics.jsonl and the console.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from mnist_ops.study import Spec
@@ -172,11 +174,25 @@ def observations(variants: list[VariantResult]) -> str:
     return " ".join(sentences)
 
 
-def interval_note(seeds: int) -> str:
-    if seeds < 2:
-        return "With 1 seed per variant there is no spread to build an interval from: run with --seeds 3 or more."
-    return (f"Intervals are Welch t intervals over {seeds} seeds per variant; with so few seeds they are wide, "
-            "and a step counts as distinguishable from noise only if its interval excludes 0.")
+def interval_note(variants: list[VariantResult], planned: int) -> str:
+    """How many seeds the intervals rest on: the finished runs, which a study stopped partway has fewer of."""
+    counts = sorted({len(variant.runs) for variant in variants})
+    unfinished = f" (the study plans {planned}; rerun its command to finish it)" if counts[0] < planned else ""
+    if counts[-1] < 2:
+        return (f"With 1 seed per variant{unfinished} there is no spread to build an interval from: "
+                "run with --seeds 3 or more.")
+    seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    return (f"Intervals are Welch t intervals over {seeds} seeds per variant{unfinished}; with so few seeds they "
+            "are wide, and a step counts as distinguishable from noise only if its interval excludes 0.")
+
+
+def run_values(runs: list[Run], key: str, machine: dict) -> str:
+    """The runs' own record of a key (environment.json), with how many runs had each value if they differ;
+    study.json's machine (the last invocation's) for runs that recorded none."""
+    counts = Counter(str(run.environment.get(key, machine.get(key, "not recorded"))) for run in runs)
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{value} ({plural(count, 'run')})" for value, count in sorted(counts.items()))
 
 
 def _interrupted(invocations: list[dict]) -> str:
@@ -194,6 +210,7 @@ def context_lines(spec: Spec, variants: list[VariantResult], info: dict, test_im
     invocations = info.get("invocations", [])
     wall_minutes = sum(entry["seconds"] for entry in invocations) / 60
     epochs = sorted({config["epochs"] for config in configs})
+    threads = run_values(runs, "threads", machine)
     return [
         f"Command: `{info.get('command', 'unknown (study.json missing)')}`",
         f"Data: {distinct(configs, 'dataset')}, {distinct(train_images, 'train_images')} train images; "
@@ -204,9 +221,9 @@ def context_lines(spec: Spec, variants: list[VariantResult], info: dict, test_im
         f"{'epoch' if epochs == [1] else 'epochs'} (numbered from 0)",
         f"Seeds: {', '.join(map(str, spec.seeds))}",
         f"Machine: {machine.get('cpu', '?')} ({machine.get('cores', '?')} cores), "
-        f"torch {machine.get('torch', '?')}, "
-        + (plural(machine["threads"], "thread") if "threads" in machine else "? threads"),
-        f"Code: {machine.get('code_version', 'not recorded')}",
+        f"torch {run_values(runs, 'torch', machine)}, "
+        + (f"{plural(int(threads), 'thread')} per run" if threads.isdigit() else f"threads per run: {threads}"),
+        f"Code: {run_values(runs, 'code_version', machine)}",
         f"Total time: {training_minutes:.1f} min of training over {plural(len(runs), 'run')} "
         f"({wall_minutes:.1f} min wall clock over {len(invocations)} invocation(s)"
         f"{_interrupted(invocations)})",
