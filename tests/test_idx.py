@@ -11,7 +11,7 @@ import torch
 from hypothesis import example, given, strategies as st
 
 from mnist_ops.errors import UserError
-from mnist_ops.idx import CHUNK, MAX_DATA_BYTES, encode_idx, parse_idx, read_idx, write_idx
+from mnist_ops.idx import CHUNK, MAX_DATA_BYTES, encode_idx, parse_idx, read_idx, read_idx_shape, write_idx
 
 
 @pytest.mark.parametrize("name", ["images.idx", "images.idx.gz"])
@@ -21,6 +21,26 @@ def test_round_trip_raw_and_gz(tmp_path, name):
     assert torch.equal(read_idx(tmp_path / name), images)
     if name.endswith(".gz"):
         assert gzip.decompress((tmp_path / name).read_bytes()) == encode_idx(images)
+
+
+@pytest.mark.parametrize("name", ["labels.idx", "labels.idx.gz"])
+def test_shape_from_the_header_alone(tmp_path, name):
+    write_idx(tmp_path / name, torch.zeros(7, 2, 3, dtype=torch.uint8))
+    with (tmp_path / name).open("ab") as handle:  # data the shape does not cover: read_idx refuses it
+        handle.write(b"\x00")
+    assert read_idx_shape(tmp_path / name) == (7, 2, 3)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x00\x00\x0d\x01", "data type 0x0d"), (b"\x00\x00\x08\x02\x00", "truncated header"),
+    (b"\x01\x02", "too short"), (b"\x00\x00\x08\x01" + (2**32 - 1).to_bytes(4, "big"), "more than"),
+])
+def test_shape_of_a_bad_header_is_the_same_user_error_as_read_idx(tmp_path, content, message):
+    (tmp_path / "bad.idx").write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        read_idx_shape(tmp_path / "bad.idx")
+    with pytest.raises(UserError, match="not found"):
+        read_idx_shape(tmp_path / "absent.idx")
 
 
 def test_header_layout():

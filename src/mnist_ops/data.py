@@ -11,7 +11,6 @@ size) are one-line errors.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -30,7 +29,7 @@ import torch
 
 from mnist_ops.errors import UserError, did_you_mean
 from mnist_ops.fileio import DirectoryLock, atomic_write_bytes
-from mnist_ops.idx import gunzip_idx, parse_idx
+from mnist_ops.idx import gunzip_idx, parse_idx, read_idx_shape
 
 # MNIST's names (train-images-idx3-ubyte, t10k-labels-idx1-ubyte; KMNIST uses them too), EMNIST's
 # (emnist-digits-test-images-idx3-ubyte), raw or .gz.
@@ -155,22 +154,6 @@ def dataset_info(name: str) -> DatasetInfo:
                     "or pass a directory holding the four IDX files")
 
 
-def _header(path: Path) -> tuple[int, ...]:
-    """An IDX file's shape, from its header alone."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as handle:
-            head = handle.read(4)
-            if len(head) < 4 or head[:3] != b"\x00\x00\x08" or head[3] == 0:
-                raise UserError(f"{path}: not an IDX file of unsigned bytes (header {head.hex()})")
-            dims = handle.read(4 * head[3])
-    except (OSError, EOFError, zlib.error) as error:
-        raise UserError(f"{path}: cannot read ({error})") from None
-    if len(dims) < 4 * head[3]:
-        raise UserError(f"{path}: truncated IDX header")
-    return tuple(int.from_bytes(dims[i:i + 4], "big") for i in range(0, len(dims), 4))
-
-
 def _read_settings(directory: Path) -> dict:
     path = directory / DATASET_TOML
     if not path.is_file():
@@ -207,7 +190,7 @@ def local_dataset(path: str | os.PathLike) -> DatasetInfo:
     image_shapes = {}
     labels = {}
     for split, (image_file, label_file) in files.items():
-        shape, label_shape = _header(directory / image_file), _header(directory / label_file)
+        shape, label_shape = read_idx_shape(directory / image_file), read_idx_shape(directory / label_file)
         if len(shape) != 3 or len(label_shape) != 1:
             raise UserError(f"{directory}: {image_file} must hold images [N, H, W] and {label_file} labels [N]; "
                             f"found shapes {list(shape)} and {list(label_shape)}")

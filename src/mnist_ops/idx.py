@@ -17,7 +17,7 @@ import math
 import os
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -71,11 +71,17 @@ def parse_idx(content: bytes | bytearray, name: str = "<bytes>") -> torch.Tensor
     return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
-def _read_bounded(handle: BinaryIO, name: str) -> bytearray:
-    """The header, then at most one byte more than the data size it declares, in chunks."""
+def _read_header(handle: BinaryIO) -> bytearray:
+    """The header's bytes (fewer if the file is not IDX or is truncated: _header says which)."""
     content = bytearray(handle.read(4))
     if len(content) == 4 and content[:3] == bytes([0, 0, UNSIGNED_BYTE]):
         content += handle.read(4 * content[3])
+    return content
+
+
+def _read_bounded(handle: BinaryIO, name: str) -> bytearray:
+    """The header, then at most one byte more than the data size it declares, in chunks."""
+    content = _read_header(handle)
     _, header_size, data_size = _header(content, name)
     remaining = header_size + data_size + 1 - len(content)  # the extra byte tells "too long" from "exact"
     while remaining > 0 and (chunk := handle.read(min(CHUNK, remaining))):
@@ -91,17 +97,25 @@ def gunzip_idx(content: bytes, name: str = "<bytes>") -> bytearray:
         return _read_bounded(handle, name)
 
 
-def read_idx(path: str | os.PathLike) -> torch.Tensor:
-    """Read a raw or `.gz` IDX file into a uint8 tensor."""
-    path = Path(path)
+def _read_file(path: Path, read: Callable[[BinaryIO, str], bytearray]) -> bytearray:
     try:
         with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as handle:
-            content = _read_bounded(handle, str(path))
+            return read(handle, str(path))
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
         raise UserError(f"{path}: cannot read ({error}); delete it and fetch it again") from None
-    return parse_idx(content, str(path))
+
+
+def read_idx(path: str | os.PathLike) -> torch.Tensor:
+    """Read a raw or `.gz` IDX file into a uint8 tensor."""
+    return parse_idx(_read_file(Path(path), _read_bounded), str(path))
+
+
+def read_idx_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """A raw or `.gz` IDX file's shape, from its header alone (checked as read_idx checks it)."""
+    path = Path(path)
+    return _header(_read_file(path, lambda handle, name: _read_header(handle)), str(path))[0]
 
 
 def encode_idx(tensor: torch.Tensor) -> bytes:
