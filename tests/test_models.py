@@ -257,3 +257,20 @@ def test_rebuild_refuses_a_model_file_that_moved_or_changed(student_net):
     student_net.rename(student_net.with_name("moved.py"))
     with pytest.raises(UserError, match=r"nets.py, which is gone \(moved or deleted\)"):
         rebuild_model(record)
+
+
+def _trust_many(worker: int) -> None:
+    from mnist_ops.models import trust
+
+    for index in range(25):
+        trust({"kind": "file", "target": f"nets{worker}.py:net{index}", "sha256": f"{worker}-{index}"})
+
+
+def test_workers_trusting_at_once_lose_no_line(tmp_path, monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setenv("MNIST_OPS_TRUSTED_MODELS", str(tmp_path / "trusted"))
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        pool.map(_trust_many, range(4))
+    lines = (tmp_path / "trusted").read_text().splitlines()
+    assert len(lines) == 100 and len(set(lines)) == 100

@@ -294,15 +294,16 @@ def trust(record: dict) -> None:
     checkpoints rebuild without asking."""
     if record.get("kind") not in ("file", "module"):
         return
-    from mnist_ops.fileio import atomic_write_bytes
+    from mnist_ops.fileio import DirectoryLock, atomic_write_bytes
 
     path, line = _trust_file(), _trust_line(record)
-    known = path.read_text().splitlines() if path.is_file() else []
-    if line not in known:
-        try:
-            atomic_write_bytes(path, "".join(entry + "\n" for entry in [*known, line]).encode())
-        except OSError:  # an unwritable home: checkpoints then ask for MNIST_OPS_TRUST_MODEL_CODE=1
-            pass
+    try:  # locked: two workers adding their lines at once must not drop one
+        with DirectoryLock(path.parent, "trust list").acquire(wait=True):
+            known = path.read_text().splitlines() if path.is_file() else []
+            if line not in known:
+                atomic_write_bytes(path, "".join(entry + "\n" for entry in [*known, line]).encode())
+    except OSError:  # an unwritable home: checkpoints then ask for MNIST_OPS_TRUST_MODEL_CODE=1
+        pass
 
 
 def _check_trusted(record: dict) -> None:
