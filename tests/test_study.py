@@ -12,7 +12,7 @@ from fuzzing import FLOATS, INTEGERS, NAMES, TEXT, TOML_VALUES, assert_one_line,
 from mnist_ops.config import RANGES
 from mnist_ops.errors import UserError
 from mnist_ops.presets import PRESETS
-from mnist_ops.study import (DONE_FILE, SPEC_FILE, VARIANT_NAME, built_in_spec, grow_spec, parse_spec, read_spec,
+from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, SPEC_FILE, VARIANT_NAME, built_in_spec, grow_spec, parse_spec, read_spec,
                              run_study, spec_to_toml)
 from mnist_ops.study_report import write_report
 
@@ -203,6 +203,32 @@ def test_an_interrupted_invocation_still_records_its_wall_time(mnist_root, tmp_p
     run_study(spec, tmp_path / "study", data_root=mnist_root, command="test", log=quiet)  # resume, finish
     report = write_report(tmp_path / "study", data_root=mnist_root).read_text()
     assert "wall clock over 2 invocation(s), 1 of them interrupted)" in report
+
+
+@pytest.mark.integration
+def test_a_diverging_run_is_recorded_and_the_study_goes_on(mnist_root, tmp_path):
+    from mnist_ops.study_report.records import records_markdown
+
+    # seed-baseline at lr 10: NaN within epoch 0 (test_faults), on every seed
+    spec = parse_spec(spec_values(seeds=[1, 2], variant=[
+        {"name": "hot", "preset": "seed-baseline", "augment": "none", "lr": 10.0},
+        {"name": "bn", "preset": "seed-lean", "model": "seed-lean-bn", "augment": "none"}]), "tiny.toml")
+    messages = []
+    run_study(spec, tmp_path / "study", data_root=mnist_root, command="test", log=messages.append)
+    for seed in (1, 2):
+        diverged = json.loads((tmp_path / "study" / "hot" / f"seed{seed}" / DIVERGED_FILE).read_text())
+        assert diverged["seed"] == seed and diverged["diverged"].startswith("training loss became nan at epoch 0")
+        assert (tmp_path / "study" / "bn" / f"seed{seed}" / DONE_FILE).is_file()
+    assert sum("diverged, training loss became nan" in message for message in messages) == 2
+    messages.clear()
+    run_study(spec, tmp_path / "study", data_root=mnist_root, command="test", log=messages.append)
+    assert "4 runs, 4 finished earlier, 0 to train" in messages[0]  # a seeded divergence is not retried
+    report = write_report(tmp_path / "study", data_root=mnist_root).read_text()
+    assert "| hot | seed-baseline |  | none |" in report and "| 0 of 2, 2 diverged |" in report
+    assert "Diverged (the loss became NaN or infinite" in report and "hot seed 2: training loss became nan" in report
+    assert "| hot | diverged |" in report and "0/2 seeds |" in report
+    assert "**hot**: held ≥ 99.4% on 0 of 2 seeds. Seed 1 diverged: training loss became nan" in \
+        records_markdown(tmp_path / "study")
 
 
 # ---------------------------------------------------------------------------- fuzzed (hypothesis)

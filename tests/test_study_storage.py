@@ -104,6 +104,32 @@ def test_a_run_that_failed_is_queued_again_by_the_next_invocation_once(train_onl
     assert done["seed"] == 1 and done["environment"]["code_version"]  # travels in the storage with done.json
 
 
+@pytest.mark.integration
+def test_a_diverging_run_is_pruned_once_and_exported_as_diverged(mnist_root, tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from mnist_ops.distributed import embedded_url, open_storage
+    from mnist_ops.study import DIVERGED_FILE, parse_spec
+    from mnist_ops.study_storage import run_shared_study
+
+    spec = parse_spec({"name": "hot", "seeds": [1], "defaults": {"epochs": 1, "limit_train": 1000, "batch_size": 64,
+                                                           "device": "cpu"},
+                       "variant": [{"name": "hot", "preset": "seed-baseline", "lr": 10.0},  # NaN in epoch 0
+                                   {"name": "plain", "preset": "seed-lean", "model": "seed-lean-plain"}]}, "hot.toml")
+    out, url, messages = tmp_path / "study", embedded_url(tmp_path), []
+    for _ in range(2):  # the second invocation finds the study finished: the divergence is not retried
+        run_shared_study(spec, out, url, "hot", data_root=mnist_root, log=messages.append)
+    trials = optuna.load_study(study_name="hot", storage=open_storage(url)).get_trials()
+    assert sorted((t.params["run"], t.state) for t in trials) == [("hot/seed1", TrialState.PRUNED),
+                                                                  ("plain/seed1", TrialState.COMPLETE)]
+    diverged = json.loads((out / "hot" / "seed1" / DIVERGED_FILE).read_text())
+    assert diverged["diverged"].startswith("training loss became nan at epoch 0")
+    exported = export_study(url, "hot", tmp_path / "elsewhere")
+    assert json.loads((exported / "hot" / "seed1" / DIVERGED_FILE).read_text()) == diverged
+    assert (exported / "plain" / "seed1" / "done.json").is_file()
+
+
 def test_runs_are_queued_seed_by_seed_so_a_partial_study_has_every_variant():
     from mnist_ops.study import parse_spec
     from mnist_ops.study_storage import queue_order, spec_labels

@@ -23,9 +23,15 @@ class UserError(Exception):
 
 
 class TrainingDiverged(UserError):
-    """The training loss became NaN or infinite; the run stopped with last.pt at its last finite state."""
+    """The training loss became NaN or infinite; the run stopped with last.pt at its last finite state.
+
+    `what` says what happened and when (a study report lists it), the message adds what to do."""
 
     exit_code = 3
+
+    def __init__(self, what: str, advice: str):
+        super().__init__(f"{what}: {advice}")
+        self.what = what
 
 
 def require_extra(extra: str, *modules: str) -> None:

@@ -12,6 +12,7 @@ run resumes.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -59,6 +60,11 @@ def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> None:
         Path(temp_name).unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def atomic_write_json(path: str | os.PathLike, record) -> None:
+    """`record` as indented JSON with a final newline, written as atomic_write_bytes writes."""
+    atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:

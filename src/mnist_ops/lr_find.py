@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from torch import nn
 from mnist_ops.config import Config
 from mnist_ops.data import Split
 from mnist_ops.errors import UserError
-from mnist_ops.fileio import atomic_write_bytes
+from mnist_ops.fileio import atomic_write_json
 
 SKIP_START, SKIP_END = 10, 5  # torch-lr-finder's defaults for plotting and suggesting
 FEW_ITERATIONS = 50  # a suggestion from fewer points than this comes with a warning
@@ -173,7 +172,7 @@ def lr_find(config: Config, start_lr: float, end_lr: float, iterations: int, out
               "suggested_lr": result.suggested_lr, "diverged": result.diverged,
               "warning": few_iterations_warning(len(result.losses), iterations), "provenance": run_provenance(),
               "learning_rates": result.learning_rates, "losses": result.losses}
-    atomic_write_bytes(out / "lr_find.json", (json.dumps(record, indent=2) + "\n").encode())
+    atomic_write_json(out / "lr_find.json", record)
     log(f"suggested lr {result.suggested_lr:.3g} (steepest descent of the smoothed loss; the preset uses "
         f"{config.lr:g}); wrote {out / 'lr_find.png'}")
     return result

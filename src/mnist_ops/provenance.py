@@ -6,7 +6,6 @@ overwritten: a doc may cite one, and a rerun would silently change what it cites
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -57,9 +56,9 @@ def refuse_existing(path: str | os.PathLike) -> Path:
 
 def write_results(path: str | os.PathLike, results: dict) -> Path:
     """Write a results JSON file with its provenance (unless it has one); refuses an existing file."""
-    from mnist_ops.fileio import atomic_write_bytes
+    from mnist_ops.fileio import atomic_write_json
 
     path = refuse_existing(path)
     record = {**results, "provenance": results.get("provenance") or run_provenance()}
-    atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
+    atomic_write_json(path, record)
     return path

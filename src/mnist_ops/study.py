@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mnist_ops.config import RANGES, RESULT_NEUTRAL_KEYS, Config, check_combination, read_toml, resolve, show_key, to_toml
-from mnist_ops.errors import UserError, did_you_mean, show
-from mnist_ops.fileio import DirectoryLock, atomic_write_bytes
+from mnist_ops.errors import TrainingDiverged, UserError, did_you_mean, show
+from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, atomic_write_json
 from mnist_ops.provenance import ENVIRONMENT_FILE
 
 SPEC_FILE = "spec.toml"
 STUDY_FILE = "study.json"  # command, machine, train size, per-invocation wall time (interrupted ones too)
 DONE_FILE = "done.json"  # written after fit() returned: the run is finished
+DIVERGED_FILE = "diverged.json"  # written when fit() raised TrainingDiverged: finished too, and not retried
 PREDICTIONS_FILE = "test_predictions.json"  # runs of a study on a storage: last.pt's class for each test image
 SPEC_KEYS = ("name", "seeds", "defaults", "target_accuracy", "last_k", "variant")
 VARIANT_NAME = re.compile(r"[A-Za-z0-9+_-][A-Za-z0-9+._-]*")  # study and variant names: directory names (fullmatch)
@@ -212,8 +213,14 @@ def done_record(directory: Path, variant: str, seed: int, summary: dict, config:
             "environment": json.loads(environment.read_text()) if environment.is_file() else {}}
 
 
+def diverged_record(directory: Path, variant: str, seed: int, config: Config, error: TrainingDiverged) -> dict:
+    """diverged.json: a seeded run diverges again when retried, so the study records it and goes on; the
+    report lists it, and counts it as a seed that did not hold the target."""
+    return {**done_record(directory, variant, seed, {}, config), "diverged": error.what}
+
+
 def is_finished(directory: Path) -> bool:
-    return (directory / DONE_FILE).is_file()
+    return (directory / DONE_FILE).is_file() or (directory / DIVERGED_FILE).is_file()
 
 
 def grow_spec(old: Spec, new: Spec, study_dir: Path) -> Spec:
@@ -302,7 +309,7 @@ def _record_invocation(study_dir: Path, command: str, train_sizes: dict[str, int
     record.setdefault("train_images", {}).update(train_sizes)
     record["invocations"].append({"command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                                   "seconds": round(seconds, 1), "completed": completed})
-    atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
+    atomic_write_json(path, record)
 
 
 def _remaining_time(started: float, done: int, total: int) -> str:
@@ -344,9 +351,14 @@ def _run_claimed(spec: Spec, study_dir: Path, data_root, command: str, log: Call
                 log(f"{label}: unfinished run found with no finished epoch, starting it again")
             log(f"{label}: training{_remaining_time(started, number - 1, len(pending))}")
             config = variant.config.replace(seed=seed)
-            summary = fit(config, directory, data_root=data_root, log=log, progress=progress, resume=resume)
-            done = done_record(directory, variant.name, seed, summary, config)
-            atomic_write_bytes(directory / DONE_FILE, (json.dumps(done, indent=2) + "\n").encode())
+            try:
+                summary = fit(config, directory, data_root=data_root, log=log, progress=progress, resume=resume)
+            except TrainingDiverged as error:
+                log(f"{label}: diverged, {error.what}; the study goes on, and its report lists the run "
+                    f"(delete {directory} to train it again)")
+                atomic_write_json(directory / DIVERGED_FILE, diverged_record(directory, variant.name, seed, config, error))
+                continue
+            atomic_write_json(directory / DONE_FILE, done_record(directory, variant.name, seed, summary, config))
         completed = True
     finally:  # an interrupted invocation's wall time counts too
         _record_invocation(study_dir, command, train_sizes, time.perf_counter() - started, completed)

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mnist_ops.errors import UserError
-from mnist_ops.fileio import atomic_write_bytes
-from mnist_ops.study import (DONE_FILE, PREDICTIONS_FILE, SPEC_FILE, STUDY_FILE, Spec, claim_study_dir, done_record,
-                             machine_description, run_dir, spec_to_toml)
+from mnist_ops.errors import TrainingDiverged, UserError
+from mnist_ops.fileio import atomic_write_bytes, atomic_write_json
+from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, PREDICTIONS_FILE, SPEC_FILE, STUDY_FILE, Spec, claim_study_dir,
+                             diverged_record, done_record, is_finished, machine_description, run_dir, spec_to_toml)
 
 QUEUED_WAIT_SECONDS = 120  # how long a loading process waits for the creating one to queue the runs
 INVOCATION_PREFIX = "invocation:"
@@ -99,6 +99,17 @@ def prepare_study(spec: Spec, url: str, name: str, train_sizes: dict[str, int], 
     return study
 
 
+def is_finished_trial(trial) -> bool:
+    """A run that trained to the end, or diverged (pruned, with its diverged.json record: not retried)."""
+    from optuna.trial import TrialState
+
+    return trial.state == TrialState.COMPLETE or (trial.state == TrialState.PRUNED and "diverged" in trial.user_attrs)
+
+
+def finished_runs(trials) -> set[str]:
+    return {trial_run(trial) for trial in trials if is_finished_trial(trial)}
+
+
 def requeue_failed_runs(study, storage, log: Callable[[str], None]) -> None:
     """Queue again each run whose last trial raised an error (a dead worker's trials are re-queued
     by heartbeat instead). `_claim` makes sure only one process queues each failed trial."""
@@ -106,7 +117,7 @@ def requeue_failed_runs(study, storage, log: Callable[[str], None]) -> None:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
-    done = {trial_run(trial) for trial in trials if trial.state == TrialState.COMPLETE}
+    done = finished_runs(trials)
     retried = {number for trial in trials for number in trial.system_attrs.get("retry_history", [])}
     callback = optuna.storages.RetryHeartbeatStaleTrialCallback()
     for trial in trials:
@@ -127,7 +138,7 @@ def record_invocation(study, command: str, seconds: float, completed: bool) -> N
 
 def write_run_files(directory: Path, done: dict, predictions: list[int]) -> None:
     atomic_write_bytes(directory / PREDICTIONS_FILE, json.dumps(predictions).encode())
-    atomic_write_bytes(directory / DONE_FILE, (json.dumps(done, indent=2) + "\n").encode())
+    atomic_write_json(directory / DONE_FILE, done)
 
 
 @dataclass
@@ -168,6 +179,12 @@ class StudyWorker:
         try:
             summary = fit(config, directory, data_root=self.data_root, log=self.log, progress=self.progress,
                           on_epoch=on_epoch, resume=resume)
+        except TrainingDiverged as error:  # seeded: a retry would diverge again; recorded, and the study goes on
+            self.log(f"{label}: diverged, {error.what}; the study goes on, and its report lists the run")
+            diverged = diverged_record(directory, variant_name, seed, config, error)
+            trial.set_user_attr("diverged", diverged)
+            atomic_write_json(directory / DIVERGED_FILE, diverged)
+            raise optuna.TrialPruned(f"diverged: {error.what}") from None
         except BaseException as error:  # an error or Ctrl-C: the next invocation queues the run again
             # Its own number: a retry copies the user attributes, and must not look failed from the start.
             trial.set_user_attr("error", {"trial": trial.number, "message": f"{type(error).__name__}: {error}"[:500]})
@@ -191,7 +208,7 @@ class StudyWorker:
         labels = set(spec_labels(self.spec))
         while True:
             trials = study.get_trials(deepcopy=False)
-            if labels <= {trial_run(t) for t in trials if t.state == TrialState.COMPLETE}:
+            if labels <= finished_runs(trials):
                 return
             states = {trial.state for trial in trials}
             if TrialState.WAITING in states:
@@ -203,7 +220,7 @@ class StudyWorker:
                 time.sleep(poll_seconds(self.heartbeat))
                 fail_dead_trials(study)
             else:
-                missing = sorted(labels - {trial_run(t) for t in trials if t.state == TrialState.COMPLETE})
+                missing = sorted(labels - finished_runs(trials))
                 raise UserError(f"run(s) {', '.join(missing)} failed and nothing is queued; fix the cause (see the "
                                 "log) and run the same command again to retry them")
 
@@ -298,14 +315,19 @@ def export_study(url: str, study_name: str, directory: str | os.PathLike) -> Pat
             "train_images": attrs.get("train_images", {}),
             "invocations": [{key: entry[key] for key in ("command", "finished", "seconds", "completed")}
                             for entry in invocations]}
-    atomic_write_bytes(directory / STUDY_FILE, (json.dumps(info, indent=2) + "\n").encode())
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    atomic_write_json(directory / STUDY_FILE, info)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if not is_finished_trial(trial):
+            continue
         variant, seed = parse_label(trial_run(trial))
         run = run_dir(directory, variant, seed)
-        if (run / DONE_FILE).is_file():
+        if is_finished(run):
             continue
         if run.exists():  # left by a worker that died on this machine; another one finished the run
             shutil.rmtree(run)
+        if "diverged" in trial.user_attrs:
+            atomic_write_json(run / DIVERGED_FILE, trial.user_attrs["diverged"])
+            continue
         records = trial.user_attrs["metrics"]
         atomic_write_bytes(run / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
         write_run_files(run, trial.user_attrs["done"], trial.user_attrs["test_predictions"])

@@ -29,7 +29,7 @@ from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_
                               restore_random_states, save_checkpoint, seed_everything)
 from mnist_ops.data import dataset_info
 from mnist_ops.errors import TrainingDiverged, UserError
-from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, remove_stale_temporaries
+from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, atomic_write_json, remove_stale_temporaries
 from mnist_ops.models import build_record, count_parameters
 from mnist_ops.provenance import ENVIRONMENT_FILE, run_provenance
 from mnist_ops.replicas import one_thread_per_replica
@@ -93,7 +93,12 @@ def write_environment(path: Path, environment: dict, log: Callable[[str], None])
         record = {**first, "resumes": [*first.get("resumes", []), environment]}
     else:
         record = environment
-    atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
+    atomic_write_json(path, record)
+
+
+def _diverged_advice(epoch: int, config: Config) -> str:
+    return ("the run stopped and last.pt holds " + (f"epoch {epoch - 1}" if epoch else "no epoch yet") +
+            f"; start a new run with a lower lr (e.g. --lr {config.lr / 10:g}) and another --out")
 
 
 def _refuse_changed_config(checkpoint: dict, config: Config, out: Path) -> None:
@@ -188,10 +193,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 with one_thread_per_replica(config.replicas):
                     train_loss, train_accuracy = train_one_epoch(step, data, config, generator, bar)
             except NonFiniteLoss as error:
-                raise TrainingDiverged(
-                    f"training loss became {error.loss} at epoch {epoch}, step {error.step}: "
-                    f"the run stopped and last.pt holds " + (f"epoch {epoch - 1}" if epoch else "no epoch yet") +
-                    f"; start a new run with a lower lr (e.g. --lr {config.lr / 10:g}) and another --out") from None
+                raise TrainingDiverged(f"training loss became {error.loss} at epoch {epoch}, step {error.step}",
+                                       _diverged_advice(epoch, config)) from None
             finally:
                 if bar is not None:
                     bar.close()
@@ -211,10 +214,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             # the step that blows up the weights can still have a finite loss: check them before saving
             if not math.isfinite(result.loss) or not all(torch.isfinite(value).all() for value in
                                                          model.state_dict().values() if value.is_floating_point()):
-                raise TrainingDiverged(
-                    f"the weights became non-finite in epoch {epoch} ({name} loss {result.loss}): the run stopped "
-                    "and last.pt holds " + (f"epoch {epoch - 1}" if epoch else "no epoch yet") +
-                    f"; start a new run with a lower lr (e.g. --lr {config.lr / 10:g}) and another --out")
+                raise TrainingDiverged(f"the weights became non-finite in epoch {epoch} ({name} loss {result.loss})",
+                                       _diverged_advice(epoch, config))
             seconds = time.perf_counter() - epoch_start
             record = {
                 "epoch": epoch, "train_loss": round(train_loss, LOSS_DIGITS),

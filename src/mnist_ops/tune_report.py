@@ -91,7 +91,7 @@ def confirm_blocks(directory: Path) -> list[tuple[str, object]]:
     if not (confirm / "spec.toml").is_file():
         return [("paragraph", "Not confirmed yet: `--confirm N` trains best.toml on the full training set for "
                               "N seeds and reports test accuracy here.")]
-    spec, variants, _ = load_study(confirm)
+    spec, variants, _ = load_study(confirm)  # raises if every confirm run diverged
     runs = variants[0].runs
     rows = [[str(run.seed), percent(run.best_test_accuracy), percent(run.last["test_accuracy"]),
              "yes" if all(r["test_accuracy"] >= spec.target_accuracy for r in run.records[-spec.last_k:]) else "no"]

@@ -23,14 +23,16 @@ from mnist_ops.study_report.best_run import analyse_best_run, has_test_predictio
 from mnist_ops.study_report.figures import record_accuracy_gap, plot_band, record_test_accuracy
 from mnist_ops.study_report.load import load_study
 from mnist_ops.study_report.render import Block, Image, Table, render_html, render_markdown
-from mnist_ops.study_report.tables import (accuracy_table, comparison_table, context_lines, generalization_table,
-                                           interval_note, mean_last_test, observations, per_epoch_table, percent)
+from mnist_ops.study_report.tables import (accuracy_table, comparison_table, context_lines, diverged_note,
+                                           generalization_table, interval_note, mean_last_test, observations,
+                                           per_epoch_table, percent)
 
 
 def build_report(study_dir: str | os.PathLike, data_root=None) -> list[Block]:
     """Draw the figures into the study directory; return the report's blocks."""
     study_dir = Path(study_dir)
-    spec, variants, info = load_study(study_dir)
+    spec, loaded, info = load_study(study_dir)
+    variants = [variant for variant in loaded if variant.runs]  # the tables and figures: runs that trained to the end
     best = max(variants, key=mean_last_test)
     best_run = max(best.runs, key=lambda run: run.last["test_accuracy"])
     if not (best_run.directory / "last.pt").is_file() and not has_test_predictions(best_run):  # before any figure
@@ -45,13 +47,14 @@ def build_report(study_dir: str | os.PathLike, data_root=None) -> list[Block]:
     classes = [str(index) for index in range(len(analysis.per_class))]
     return [
         ("heading", f"Study: {spec.name}"),
-        ("list", context_lines(spec, variants, info, analysis.test_images)),
+        ("list", context_lines(spec, loaded, info, analysis.test_images)),
         ("heading", "Accuracy"),
-        ("table", accuracy_table(variants, spec)),
+        ("table", accuracy_table(loaded, spec)),
+        *([("paragraph", diverged_note(loaded))] if any(variant.diverged for variant in loaded) else []),
         ("paragraph", "Train accuracy is the running accuracy during each epoch, with dropout and augmentation "
                       "active, so it can sit below test accuracy."),
         ("heading", "Generalization and speed"),
-        ("table", generalization_table(variants, spec)),
+        ("table", generalization_table(loaded, spec)),
         ("paragraph", "Epochs are numbered from 0, as in each run's metrics.jsonl and console log."),
         ("image", Image("test_accuracy.png", "Test accuracy per epoch")),
         ("image", Image("gap.png", "Train − test accuracy per epoch")),

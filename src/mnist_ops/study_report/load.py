@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mnist_ops.errors import UserError
 from mnist_ops.provenance import ENVIRONMENT_FILE
-from mnist_ops.study import DONE_FILE, SPEC_FILE, STUDY_FILE, Spec, read_spec, run_dir
+from mnist_ops.study import DIVERGED_FILE, DONE_FILE, SPEC_FILE, STUDY_FILE, Spec, read_spec, run_dir
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,13 @@ class Run:
 class VariantResult:
     name: str
     config: dict
-    runs: list[Run]
+    runs: list[Run]  # trained to the end; empty if every finished run diverged
+    diverged: dict[int, str] = field(default_factory=dict)  # seed -> what happened (diverged.json)
+
+    @property
+    def seeds_finished(self) -> int:
+        """Runs that trained to the end or diverged: the seeds a record claim is counted over."""
+        return len(self.runs) + len(self.diverged)
 
     def final(self, key: str) -> list[float]:
         """The key's value in the last epoch of each run."""
@@ -79,7 +85,7 @@ def _load_run(directory: Path) -> Run:
 
 
 def load_study(study_dir: str | os.PathLike) -> tuple[Spec, list[VariantResult], dict]:
-    """The spec, each variant's finished runs (variants without any are left out), study.json."""
+    """The spec, each variant's finished and diverged runs (variants with neither are left out), study.json."""
     study_dir = Path(study_dir)
     if not (study_dir / SPEC_FILE).is_file():
         raise UserError(f"{study_dir} holds no {SPEC_FILE}: not a study directory; run `mnist-ops study` first")
@@ -88,10 +94,14 @@ def load_study(study_dir: str | os.PathLike) -> tuple[Spec, list[VariantResult],
     for variant in spec.variants:
         directories = [run_dir(study_dir, variant.name, seed) for seed in spec.seeds]
         runs = [_load_run(directory) for directory in directories if (directory / DONE_FILE).is_file()]
-        if runs:
-            results.append(VariantResult(variant.name, variant.config.to_dict(), runs))
-    if not results:
-        raise UserError(f"{study_dir} has no finished runs yet; run the study first")
+        diverged = {seed: json.loads((directory / DIVERGED_FILE).read_text())["diverged"]
+                    for seed, directory in zip(spec.seeds, directories) if (directory / DIVERGED_FILE).is_file()}
+        if runs or diverged:
+            results.append(VariantResult(variant.name, variant.config.to_dict(), runs, diverged))
+    if not any(result.runs for result in results):
+        raise UserError(f"{study_dir} has no finished runs yet; run the study first" if not results else
+                        f"every finished run of {study_dir} diverged (the loss became NaN or infinite): "
+                        "lower the lr in the spec and train the study again in another directory")
     info_path = study_dir / STUDY_FILE
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return spec, results, info

@@ -19,6 +19,10 @@ def records_markdown(study_dir: str | os.PathLike, bar: float | None = None) -> 
     bar = spec.target_accuracy if bar is None else bar
     blocks = []
     for variant in variants:
+        diverged = "".join(f" Seed {seed} diverged: {what}." for seed, what in sorted(variant.diverged.items()))
+        if not variant.runs:
+            blocks.append(f"**{variant.name}**: held ≥ {bar}% on 0 of {variant.seeds_finished} seeds.{diverged}")
+            continue
         epochs = {tuple(record["epoch"] for record in run.records[-spec.last_k:]) for run in variant.runs}
         if len(epochs) != 1:
             raise UserError(f"{study_dir}: the runs of {variant.name} end at different epochs; "
@@ -27,7 +31,7 @@ def records_markdown(study_dir: str | os.PathLike, bar: float | None = None) -> 
         lines = [f"**{variant.name}**: {variant.runs[0].summary['parameters']:,} parameters, "
                  f"{len(variant.runs[0].records)} epochs; test % in the last {spec.last_k} epochs of "
                  f"{len(variant.runs)} seeds: {mean_std_min(variant.last_epochs_test(spec.last_k), one='1 epoch')}; "
-                 f"held ≥ {bar}% on {held} of {len(variant.runs)} seeds.",
+                 f"held ≥ {bar}% on {held} of {variant.seeds_finished} seeds.{diverged}",
                  "",
                  "| seed | " + " | ".join(f"epoch {epoch}" for epoch in epochs.pop()) + " | min |",
                  "|---:|" + "---:|" * (spec.last_k + 1)]

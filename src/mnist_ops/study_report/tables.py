@@ -92,11 +92,24 @@ def accuracy_table(variants: list[VariantResult], spec: Spec) -> Table:
               "Last test % (mean ± std, min)", "Last train % (mean ± std, min)", "Seeds"]
     rows = []
     for variant in variants:
+        seeds = f"{len(variant.runs)} of {len(spec.seeds)}" + (f", {len(variant.diverged)} diverged"
+                                                                 if variant.diverged else "")
+        if not variant.runs:
+            rows.append([variant.name, variant.config["model"], "", variant.config["augment"],
+                         effective_dropout(variant.config), "diverged", "diverged", "diverged", seeds])
+            continue
         rows.append([variant.name, variant.config["model"], f"{variant.runs[0].summary['parameters']:,}",
                      variant.config["augment"], effective_dropout(variant.config), mean_std_min(variant.best_test()),
-                     mean_std_min(variant.last_test()), mean_std_min(variant.final("train_accuracy")),
-                     f"{len(variant.runs)} of {len(spec.seeds)}"])
+                     mean_std_min(variant.last_test()), mean_std_min(variant.final("train_accuracy")), seeds])
     return Table(header, rows)
+
+
+def diverged_note(variants: list[VariantResult]) -> str:
+    runs = "; ".join(f"{variant.name} seed {seed}: {what}" for variant in variants
+                     for seed, what in sorted(variant.diverged.items()))
+    return (f"Diverged (the loss became NaN or infinite; a seeded run would diverge again, so it is not retried): "
+            f"{runs}. These runs are left out of every mean and figure, and count as seeds that did not hold "
+            "the target.")
 
 
 def generalization_table(variants: list[VariantResult], spec: Spec) -> Table:
@@ -107,11 +120,14 @@ def generalization_table(variants: list[VariantResult], spec: Spec) -> Table:
     rows = []
     for variant in variants:
         held = sum(held_target(run.records, spec.target_accuracy, spec.last_k) for run in variant.runs)
+        if not variant.runs:
+            rows.append([variant.name, *["diverged"] * (len(header) - 2), f"0/{variant.seeds_finished} seeds"])
+            continue
         rows.append([variant.name, signed(float(np.mean(variant.accuracy_gap()))),
                      signed(float(np.mean(variant.loss_gap())), 4),
                      *[describe_first_epoch(variant.runs, threshold) for threshold in THRESHOLDS],
                      mean_std_min(variant.last_epochs_test(spec.last_k), one="1 epoch"),
-                     f"{held}/{len(variant.runs)} seeds"])
+                     f"{held}/{variant.seeds_finished} seeds"])
     return Table(header, rows)
 
 
