@@ -25,10 +25,11 @@ def test_round_trip_raw_and_gz(tmp_path, name):
 
 @pytest.mark.parametrize("name", ["labels.idx", "labels.idx.gz"])
 def test_shape_from_the_header_alone(tmp_path, name):
-    write_idx(tmp_path / name, torch.zeros(7, 2, 3, dtype=torch.uint8))
-    with (tmp_path / name).open("ab") as handle:  # data the shape does not cover: read_idx refuses it
-        handle.write(b"\x00")
-    assert read_idx_shape(tmp_path / name) == (7, 2, 3)
+    content = encode_idx(torch.zeros(7, 2, 3, dtype=torch.uint8)) + b"\x00"  # a byte the shape does not cover
+    (tmp_path / name).write_bytes(gzip.compress(content) if name.endswith(".gz") else content)
+    with pytest.raises(UserError, match="unexpected bytes"):
+        read_idx(tmp_path / name)
+    assert read_idx_shape(tmp_path / name) == (7, 2, 3)  # the header alone is read
 
 
 @pytest.mark.parametrize("content, message", [

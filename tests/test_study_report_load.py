@@ -42,6 +42,29 @@ def test_load_study_reads_finished_runs_only(tmp_path):
     assert loaded_spec == spec and info == {}
     assert [(v.name, [run.seed for run in v.runs]) for v in variants] == [("a", [2])]
     assert variants[0].last_test() == [97.0]
+    assert variants[0].runs[0].environment == {}  # neither done.json nor environment.json says
+
+
+def test_environment_and_diverged_runs(tmp_path):
+    spec = parse_spec({"name": "s", "seeds": 3, "variant": [{"name": "a", "preset": "seed-lean"},
+                                                             {"name": "b", "preset": "seed-lean"}]}, "s.toml")
+    (tmp_path / "spec.toml").write_text(spec_to_toml(spec))
+    for seed, done in [(1, {"environment": {"threads": 1}}), (2, {})]:  # seed 2: a done.json from older code
+        run = tmp_path / "a" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "test_accuracy": 97.0}) + "\n")
+        (run / "done.json").write_text(json.dumps({"seed": seed, "summary": {}, **done}))
+        (run / "environment.json").write_text(json.dumps({"threads": 2}))
+    (tmp_path / "a" / "seed2" / "diverged.json").write_text(json.dumps({"diverged": "stale"}))  # done.json wins
+    for variant, seed in [("a", 3), ("b", 1)]:
+        (tmp_path / variant / f"seed{seed}").mkdir(parents=True)
+        (tmp_path / variant / f"seed{seed}" / "diverged.json").write_text(
+            json.dumps({"seed": seed, "diverged": f"loss nan, {variant}{seed}"}))
+    _, variants, _ = load_study(tmp_path)
+    a, b = variants
+    assert [run.environment for run in a.runs] == [{"threads": 1}, {"threads": 2}]
+    assert a.diverged == {3: "loss nan, a3"} and a.seeds_finished == 3
+    assert b.runs == [] and b.diverged == {1: "loss nan, b1"} and b.seeds_finished == 1
 
 
 def test_a_directory_without_a_spec_is_not_a_study(tmp_path):

@@ -52,3 +52,17 @@ def test_the_script_prints_the_tables_or_one_line_and_exit_2(fake_study, tmp_pat
     failed = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True)
     assert failed.returncode == 2 and failed.stdout == ""
     assert failed.stderr.startswith("error: ") and failed.stderr.count("\n") == 1
+
+
+def test_a_diverged_seed_counts_against_the_bar_and_is_named(tmp_path):
+    import json
+    import shutil
+
+    study = write_fake_study(tmp_path / "study")
+    shutil.rmtree(study / "bn" / "seed1")  # seed 1 held 99.4%; now it diverged instead
+    (study / "bn" / "seed1").mkdir()
+    (study / "bn" / "seed1" / "diverged.json").write_text(json.dumps({"seed": 1, "diverged": "loss nan at epoch 2"}))
+    bn = block(records_markdown(study), "bn")
+    assert "test % in the last 2 epochs of 2 seeds" in bn
+    assert "held ≥ 99.4% on 1 of 3 seeds. Seed 1 diverged: loss nan at epoch 2." in bn
+    assert "| 1 |" not in bn and "| 2 |" in bn

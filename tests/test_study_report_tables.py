@@ -99,3 +99,6 @@ def test_the_interval_note_counts_the_finished_seeds_not_the_planned_ones():
         interval_note([three, two], planned=3)
     one = variant("c", [(90, 97)])
     assert interval_note([one, one], planned=3).startswith("With 1 seed per variant (the study plans 3;")
+    two_and_diverged = VariantResult("d", {}, two.runs, {3: "loss nan"})  # rerunning would not add seed 3
+    assert "over 2 to 3 seeds per variant (the study plans 3; the others diverged)" in \
+        interval_note([three, two_and_diverged], planned=3)

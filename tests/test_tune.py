@@ -209,6 +209,8 @@ def test_embedded_storage_two_local_workers_one_killed_then_confirm(train_only_r
     assert done["config"]["validation"] == 0 and done["config"]["lr"] == build_config(None, out / "best.toml").lr
     last_test = done["summary"]["last_test_accuracy"]
     assert f"| 1 | {done['summary']['best_test_accuracy']:.2f} | {last_test:.2f} |" in (out / "report.md").read_text()
+    assert "`confirm/report.md`" in (out / "report.md").read_text()  # and the link holds:
+    assert "## Best variant: best (seed 1, last.pt)" in (out / "confirm" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("extra, message", [

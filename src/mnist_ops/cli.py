@@ -537,6 +537,9 @@ def command_tune(args) -> None:
         confirm = confirm_spec(out, spec, args.confirm)
         run_study_command(confirm, out / "confirm", args.storage, f"{args.study_name or spec.name}-confirm",
                           args.workers, args.heartbeat, args.data_root, command, progress=False)
+        from mnist_ops.study_report import write_report
+
+        print(f"wrote {write_report(out / 'confirm', data_root=args.data_root)}")  # the tune report links it
     print(f"wrote {write_tune_report(out, spec, args.storage, args.study_name, command)}")
 
 

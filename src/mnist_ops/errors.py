@@ -29,8 +29,8 @@ class TrainingDiverged(UserError):
 
     exit_code = 3
 
-    def __init__(self, what: str, advice: str):
-        super().__init__(f"{what}: {advice}")
+    def __init__(self, what: str, advice: str = ""):  # advice optional: pickling rebuilds it from the message
+        super().__init__(f"{what}: {advice}" if advice else what)
         self.what = what
 
 

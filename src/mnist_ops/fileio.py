@@ -78,13 +78,13 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
 
 
 class DirectoryLock:
-    """An exclusive lock on `directory/.lock` (flock), held while a process writes there.
+    """An exclusive lock on `directory/.lock` (or another file name there; flock), held while a process writes there.
 
     The kernel drops it when the process ends, however it ends, so a killed run never leaves a
     stale lock. A second process asking for it gets a UserError at once instead of waiting."""
 
-    def __init__(self, directory: str | os.PathLike, what: str = "run directory"):
-        self.path = Path(directory) / ".lock"
+    def __init__(self, directory: str | os.PathLike, what: str = "run directory", name: str = ".lock"):
+        self.path = Path(directory) / name
         self.what = what
         self._handle = None
 

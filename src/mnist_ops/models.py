@@ -297,8 +297,8 @@ def trust(record: dict) -> None:
     from mnist_ops.fileio import DirectoryLock, atomic_write_bytes
 
     path, line = _trust_file(), _trust_line(record)
-    try:  # locked: two workers adding their lines at once must not drop one
-        with DirectoryLock(path.parent, "trust list").acquire(wait=True):
+    try:  # locked (its own lock file: the folder may be a run directory that fit has locked)
+        with DirectoryLock(path.parent, "trust list", name=f".{path.name}.lock").acquire(wait=True):
             known = path.read_text().splitlines() if path.is_file() else []
             if line not in known:
                 atomic_write_bytes(path, "".join(entry + "\n" for entry in [*known, line]).encode())

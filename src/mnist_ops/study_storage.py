@@ -103,7 +103,7 @@ def is_finished_trial(trial) -> bool:
     """A run that trained to the end, or diverged (pruned, with its diverged.json record: not retried)."""
     from optuna.trial import TrialState
 
-    return trial.state == TrialState.COMPLETE or (trial.state == TrialState.PRUNED and "diverged" in trial.user_attrs)
+    return trial.state == TrialState.COMPLETE or (trial.state == TrialState.PRUNED and trial.user_attrs.get("diverged"))
 
 
 def finished_runs(trials) -> set[str]:
@@ -176,15 +176,20 @@ class StudyWorker:
             trial.report(record["test_accuracy"], epoch)
 
         self.log(f"{label}: {'resuming' if (directory / 'last.pt').is_file() else 'training'} (trial {trial.number})")
+        if trial.user_attrs.get("diverged"):  # copied into a retry from a worker that died while pruning
+            trial.set_user_attr("diverged", None)
         try:
-            summary = fit(config, directory, data_root=self.data_root, log=self.log, progress=self.progress,
-                          on_epoch=on_epoch, resume=resume)
-        except TrainingDiverged as error:  # seeded: a retry would diverge again; recorded, and the study goes on
-            self.log(f"{label}: diverged, {error.what}; the study goes on, and its report lists the run")
-            diverged = diverged_record(directory, variant_name, seed, config, error)
-            trial.set_user_attr("diverged", diverged)
-            atomic_write_json(directory / DIVERGED_FILE, diverged)
-            raise optuna.TrialPruned(f"diverged: {error.what}") from None
+            try:
+                summary = fit(config, directory, data_root=self.data_root, log=self.log, progress=self.progress,
+                              on_epoch=on_epoch, resume=resume)
+            except TrainingDiverged as error:  # seeded: a retry would diverge again; recorded, the study goes on
+                self.log(f"{label}: diverged, {error.what}; the study goes on, and its report lists the run")
+                diverged = diverged_record(directory, variant_name, seed, config, error)
+                atomic_write_json(directory / DIVERGED_FILE, diverged)
+                trial.set_user_attr("diverged", diverged)
+                raise optuna.TrialPruned(f"diverged: {error.what}") from None
+        except optuna.TrialPruned:
+            raise
         except BaseException as error:  # an error or Ctrl-C: the next invocation queues the run again
             # Its own number: a retry copies the user attributes, and must not look failed from the start.
             trial.set_user_attr("error", {"trial": trial.number, "message": f"{type(error).__name__}: {error}"[:500]})
@@ -325,7 +330,7 @@ def export_study(url: str, study_name: str, directory: str | os.PathLike) -> Pat
             continue
         if run.exists():  # left by a worker that died on this machine; another one finished the run
             shutil.rmtree(run)
-        if "diverged" in trial.user_attrs:
+        if trial.state == TrialState.PRUNED:
             atomic_write_json(run / DIVERGED_FILE, trial.user_attrs["diverged"])
             continue
         records = trial.user_attrs["metrics"]

@@ -85,21 +85,23 @@ def _state_line(trials: list) -> str:
 
 def confirm_blocks(directory: Path) -> list[tuple[str, object]]:
     """The confirm study's runs: test accuracy of the best config trained on the full training set."""
-    from mnist_ops.study_report.load import load_study
+    from mnist_ops.study_report.load import held_target, load_study
 
     confirm = directory / CONFIRM_DIR
     if not (confirm / "spec.toml").is_file():
         return [("paragraph", "Not confirmed yet: `--confirm N` trains best.toml on the full training set for "
                               "N seeds and reports test accuracy here.")]
-    spec, variants, _ = load_study(confirm)  # raises if every confirm run diverged
-    runs = variants[0].runs
+    spec, variants, _ = load_study(confirm)
+    runs, diverged = variants[0].runs, variants[0].diverged
     rows = [[str(run.seed), percent(run.best_test_accuracy), percent(run.last["test_accuracy"]),
-             "yes" if all(r["test_accuracy"] >= spec.target_accuracy for r in run.records[-spec.last_k:]) else "no"]
-            for run in runs]
+             "yes" if held_target(run.records, spec.target_accuracy, spec.last_k) else "no"] for run in runs]
+    rows += [[str(seed), f"diverged: {what}", "", "no"] for seed, what in sorted(diverged.items())]
     last = [run.last["test_accuracy"] for run in runs]
+    result = f"last-epoch test accuracy {mean_std_min(last)}" if runs else "every run diverged"
     return [("paragraph", f"best.toml trained on the full training set (no validation split) and tested on the "
-                          f"test set, {len(runs)} of {len(spec.seeds)} seeds: last-epoch test accuracy "
-                          f"{mean_std_min(last)}. The study report is `{CONFIRM_DIR}/report.md`."),
+                          f"test set, {len(runs) + len(diverged)} of {len(spec.seeds)} seeds"
+                          + (f" ({len(diverged)} diverged)" if diverged else "") +
+                          f": {result}. The study report is `{CONFIRM_DIR}/report.md`."),
             ("table", Table(["Seed", "Best test %", "Last test %",
                              f"Held ≥ {spec.target_accuracy}% in the last {spec.last_k} epochs"], rows))]
 

@@ -32,7 +32,10 @@ def build_report(study_dir: str | os.PathLike, data_root=None) -> list[Block]:
     """Draw the figures into the study directory; return the report's blocks."""
     study_dir = Path(study_dir)
     spec, loaded, info = load_study(study_dir)
-    variants = [variant for variant in loaded if variant.runs]  # the tables and figures: runs that trained to the end
+    variants = [variant for variant in loaded if variant.runs]  # figures, comparisons: runs trained to the end
+    if not variants:
+        raise UserError(f"every finished run of {study_dir} diverged (the loss became NaN or infinite): lower "
+                        "the lr in the spec and train the study again in another directory")
     best = max(variants, key=mean_last_test)
     best_run = max(best.runs, key=lambda run: run.last["test_accuracy"])
     if not (best_run.directory / "last.pt").is_file() and not has_test_predictions(best_run):  # before any figure

@@ -95,13 +95,12 @@ def load_study(study_dir: str | os.PathLike) -> tuple[Spec, list[VariantResult],
         directories = [run_dir(study_dir, variant.name, seed) for seed in spec.seeds]
         runs = [_load_run(directory) for directory in directories if (directory / DONE_FILE).is_file()]
         diverged = {seed: json.loads((directory / DIVERGED_FILE).read_text())["diverged"]
-                    for seed, directory in zip(spec.seeds, directories) if (directory / DIVERGED_FILE).is_file()}
+                    for seed, directory in zip(spec.seeds, directories)
+                    if (directory / DIVERGED_FILE).is_file() and not (directory / DONE_FILE).is_file()}
         if runs or diverged:
             results.append(VariantResult(variant.name, variant.config.to_dict(), runs, diverged))
-    if not any(result.runs for result in results):
-        raise UserError(f"{study_dir} has no finished runs yet; run the study first" if not results else
-                        f"every finished run of {study_dir} diverged (the loss became NaN or infinite): "
-                        "lower the lr in the spec and train the study again in another directory")
+    if not results:
+        raise UserError(f"{study_dir} has no finished runs yet; run the study first")
     info_path = study_dir / STUDY_FILE
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     return spec, results, info

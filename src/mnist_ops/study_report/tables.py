@@ -109,7 +109,7 @@ def diverged_note(variants: list[VariantResult]) -> str:
                      for seed, what in sorted(variant.diverged.items()))
     return (f"Diverged (the loss became NaN or infinite; a seeded run would diverge again, so it is not retried): "
             f"{runs}. These runs are left out of every mean and figure, and count as seeds that did not hold "
-            "the target.")
+            "the target; a variant whose every run diverged is left out of the step comparison.")
 
 
 def generalization_table(variants: list[VariantResult], spec: Spec) -> Table:
@@ -191,9 +191,14 @@ def observations(variants: list[VariantResult]) -> str:
 
 
 def interval_note(variants: list[VariantResult], planned: int) -> str:
-    """How many seeds the intervals rest on: the finished runs, which a study stopped partway has fewer of."""
+    """How many seeds the intervals rest on: the runs trained to the end. A study stopped partway has
+    fewer (rerunning it trains them), and so does one with diverged runs (rerunning changes nothing)."""
     counts = sorted({len(variant.runs) for variant in variants})
-    unfinished = f" (the study plans {planned}; rerun its command to finish it)" if counts[0] < planned else ""
+    unfinished = ""
+    if min(variant.seeds_finished for variant in variants) < planned:
+        unfinished = f" (the study plans {planned}; rerun its command to finish it)"
+    elif counts[0] < planned:
+        unfinished = f" (the study plans {planned}; the others diverged)"
     if counts[-1] < 2:
         return (f"With 1 seed per variant{unfinished} there is no spread to build an interval from: "
                 "run with --seeds 3 or more.")
