@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -144,3 +145,35 @@ def test_a_run_stopped_after_an_epoch_and_resumed_equals_the_uninterrupted_run(m
     for name in ("last.pt", "best.pt"):
         a, b = load_checkpoint(tmp_path / "straight" / name), load_checkpoint(tmp_path / "resumed" / name)
         assert a["epoch"] == b["epoch"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def _momentum_of_another_shape(checkpoint):
+    state = checkpoint["optimizer"]["state"]
+    first = next(iter(state))
+    state[first]["momentum_buffer"] = torch.zeros(3)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("damage, problem", [
+    (_momentum_of_another_shape, r"optimizer momentum_buffer of shape \(3,\) for a parameter of shape"),
+    (lambda c: c["scheduler"].update(optimizer=None), "its lr schedule state is not this schedule's"),
+    (lambda c: c["scheduler"].update(total_steps="many"), "its lr schedule state is not this schedule's"),
+    (lambda c: c.update(history=[{"epoch": 3}]), "its history is not one record per epoch"),
+    (lambda c: c.update(best_accuracy="high"), "its best accuracy or epoch is not a number"),
+    (lambda c: c["random_states"].update(generator=torch.zeros(2)), "RuntimeError|Invalid|state"),
+    (lambda c: c["optimizer"]["param_groups"].append(c["optimizer"]["param_groups"][0]), "parameter group"),
+], ids=["momentum-shape", "scheduler-key", "scheduler-type", "history", "best", "random-state", "param-groups"])
+def test_resume_refuses_damaged_state_in_one_line_before_training(mnist_root, tmp_path, damage, problem):
+    from mnist_ops.engine import save_checkpoint
+
+    config = build_config("lean-8k", None, {"epochs": 2, "limit_train": 300, "validation": 100, "batch_size": 64})
+    with pytest.raises(Interrupted):
+        fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False, on_epoch=_stop_after(0))
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    damage(checkpoint)
+    save_checkpoint(tmp_path / "run" / "last.pt", checkpoint)
+    before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    with pytest.raises(UserError, match="last.pt holds resume state that does not fit this run") as error:
+        fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False, resume=True)
+    assert re.search(problem, str(error.value)) and "\n" not in str(error.value)
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before

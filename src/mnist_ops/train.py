@@ -101,6 +101,41 @@ def _diverged_advice(epoch: int, config: Config) -> str:
             f"; start a new run with a lower lr (e.g. --lr {config.lr / 10:g}) and another --out")
 
 
+def _restore(checkpoint: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+             generator: torch.Generator, path: Path) -> None:
+    """Model, optimizer, scheduler and random states from last.pt. It loaded with weights_only, but a
+    damaged or crafted file can still hold state that fails here or at the first step: check it first."""
+    def refuse(problem: str) -> UserError:
+        return UserError(f"{path} holds resume state that does not fit this run ({problem}); "
+                         "start a new run with another --out")
+
+    history, best = checkpoint["history"], (checkpoint["best_accuracy"], checkpoint["best_epoch"])
+    if not isinstance(history, list) or any(not isinstance(record, dict) or record.get("epoch") != epoch
+                                            for epoch, record in enumerate(history)):
+        raise refuse("its history is not one record per epoch")
+    if any(isinstance(value, bool) or not isinstance(value, (int, float)) for value in best):
+        raise refuse("its best accuracy or epoch is not a number")
+    expected, state = scheduler.state_dict(), checkpoint["scheduler"]
+    # LRScheduler.load_state_dict copies every key into the scheduler's attributes: take only its own
+    if not isinstance(state, dict) or set(state) != set(expected) or any(
+            type(state[key]) is not type(value) and not {type(state[key]), type(value)} <= {int, float}
+            for key, value in expected.items() if value is not None):
+        raise refuse("its lr schedule state is not this schedule's")
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        for group in optimizer.param_groups:  # load_state_dict checks the groups' sizes, not the buffers' shapes
+            for parameter in group["params"]:
+                for name, value in optimizer.state.get(parameter, {}).items():
+                    if torch.is_tensor(value) and value.dim() and value.shape != parameter.shape:
+                        raise ValueError(f"optimizer {name} of shape {tuple(value.shape)} for a parameter "
+                                         f"of shape {tuple(parameter.shape)}")
+        scheduler.load_state_dict(state)
+        restore_random_states(checkpoint["random_states"], generator)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+        raise refuse(str(error).strip().splitlines()[0][:200] or type(error).__name__) from None
+
+
 def _refuse_changed_config(checkpoint: dict, config: Config, out: Path) -> None:
     # a key the run's config lacks (added to Config since) had its default value then
     saved = {**Config().to_dict(), **checkpoint["config"]}
@@ -160,10 +195,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 raise UserError(f"{out / 'last.pt'} holds no resume state ({', '.join(missing)}): written by an "
                                 "older mnist-ops; start a new run with another --out")
             _refuse_changed_config(checkpoint, config, out)
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            restore_random_states(checkpoint["random_states"], generator)
+            _restore(checkpoint, model, optimizer, scheduler, generator, out / "last.pt")
             history = checkpoint["history"]
             best_accuracy, best_epoch = checkpoint["best_accuracy"], checkpoint["best_epoch"]
             seconds_before = checkpoint.get("seconds", 0.0)
