@@ -134,6 +134,31 @@ def test_a_non_finite_loss_stops_the_step_before_the_weights_change():
         assert torch.equal(value, before[name]), name
 
 
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_ema_follows_the_trained_weights_and_batchnorm_statistics_step_by_step(replicas):
+    from mnist_ops.engine import make_ema
+
+    torch.manual_seed(0)
+    config = build_config("lean-8k", None, {"ema": 0.75, "replicas": replicas})
+    model = create_model("lean-8k", dropout=0.0)
+    assert make_ema(config.replace(ema=0.0), model) is None
+    ema = make_ema(config, model)
+    step = TrainStep(model, make_optimizer(config, model), config, ema=ema)
+    x, y = torch.randn(8, 1, 28, 28), torch.arange(8)
+    try:
+        step(x, y)  # the first update copies
+        first = {name: value.detach().clone() for name, value in model.state_dict().items()}
+        assert all(torch.equal(ema.module.state_dict()[name], value) for name, value in first.items())
+        step(x, y)
+    finally:
+        step.close()
+    for name, value in model.state_dict().items():
+        if value.is_floating_point():  # weights, biases, running mean and variance
+            expected = 0.75 * first[name] + 0.25 * value
+            assert torch.allclose(ema.module.state_dict()[name], expected, atol=1e-6), name
+            assert not torch.equal(value, first[name]), name  # the step changed it: the average means something
+
+
 def test_random_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
     import random
 

@@ -127,6 +127,7 @@ def _stop_after(epoch_to_stop: int):
     ("seed-lean", {}),  # dropout masks from torch's generator
     ("seed-lean", {"fast_dropout": True}),  # FastDropout's seeds
     ("lean-8k-fast", {}),  # two model copies (replicas), bf16, channels_last
+    ("lean-8k", {"ema": 0.9}),  # the average resumes too
 ])
 def test_a_run_stopped_after_an_epoch_and_resumed_equals_the_uninterrupted_run(mnist_root, tmp_path, preset,
                                                                                  changes):
@@ -162,11 +163,15 @@ def _momentum_of_another_shape(checkpoint):
     (lambda c: c.update(best_accuracy="high"), "its best accuracy or epoch is not a number"),
     (lambda c: c["random_states"].update(generator=torch.zeros(2)), "RuntimeError|Invalid|state"),
     (lambda c: c["optimizer"]["param_groups"].append(c["optimizer"]["param_groups"][0]), "parameter group"),
-], ids=["momentum-shape", "scheduler-key", "scheduler-type", "history", "best", "random-state", "param-groups"])
+    (lambda c: c.update(ema_updates=-1), "its count of averaged steps is not a count"),
+    (lambda c: c["train_model"].pop("conv1.conv.weight"), "Missing key"),
+], ids=["momentum-shape", "scheduler-key", "scheduler-type", "history", "best", "random-state", "param-groups",
+        "ema-count", "ema-weights"])
 def test_resume_refuses_damaged_state_in_one_line_before_training(mnist_root, tmp_path, damage, problem):
     from mnist_ops.engine import save_checkpoint
 
-    config = build_config("lean-8k", None, {"epochs": 2, "limit_train": 300, "validation": 100, "batch_size": 64})
+    config = build_config("lean-8k", None, {"epochs": 2, "limit_train": 300, "validation": 100, "batch_size": 64,
+                                            "ema": 0.9})
     with pytest.raises(Interrupted):
         fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False, on_epoch=_stop_after(0))
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
@@ -177,3 +182,21 @@ def test_resume_refuses_damaged_state_in_one_line_before_training(mnist_root, tm
         fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False, resume=True)
     assert re.search(problem, str(error.value)) and "\n" not in str(error.value)
     assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
+
+
+@pytest.mark.integration
+def test_with_ema_the_checkpoint_holds_the_average_and_evaluates_to_the_logged_accuracy(mnist_root, tmp_path):
+    from mnist_ops.batches import load_fit_data, normalize
+    from mnist_ops.engine import evaluate, model_from_checkpoint
+
+    config = build_config("lean-8k", None, {"epochs": 2, "limit_train": 2000, "validation": 500, "ema": 0.9,
+                                            "target_accuracy": 0.0})
+    fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False)
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert checkpoint["ema_updates"] == 2 * 16  # 2,000 images in batches of 128, two epochs
+    assert any(not torch.equal(checkpoint["model"][key], checkpoint["train_model"][key]) for key in checkpoint["model"])
+    data = load_fit_data(config, mnist_root)
+    inputs = normalize(data.evaluation.images, data.mean, data.std)
+    result = evaluate(model_from_checkpoint(checkpoint), inputs, data.evaluation.labels, torch.device("cpu"), 1000,
+                      config.precision)
+    assert result.correct == checkpoint["metrics"]["val_correct"]  # what was logged is what the file holds

@@ -45,6 +45,8 @@ class Config:
     batch_size: int = _key(128, "training images per step")
     eval_batch_size: int = _key(1000, "images per evaluation batch")
     label_smoothing: float = _key(0.0, "cross-entropy label smoothing")
+    ema: float = _key(0.0, "decay of an exponential moving average of the weights (and BatchNorm statistics), "
+                           "updated every step; > 0 evaluates and saves the average (0 = off)")
     target_accuracy: float = _key(99.4, "percent; best.pt is saved from epoch 3 on at a new best >= this")
     seed: int = _key(1, "seeds torch, numpy, Python and the shuffling/augmentation generator")
     device: str = _key("auto", "auto, cpu, cuda or mps (config.toml records the one used)")
@@ -80,6 +82,7 @@ RANGES = {  # key: (lowest allowed, highest allowed or None), inclusive
     "batch_size": (1, None),
     "eval_batch_size": (1, None),
     "label_smoothing": (0.0, 0.5),
+    "ema": (0.0, 0.9999),
     "target_accuracy": (0.0, 100.0),
     "seed": (0, 2**63 - 1),
     "limit_train": (0, None),

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mnist_ops.config import FIELD_TYPES, Config, resolve
 from mnist_ops.errors import UserError, show
@@ -134,6 +135,14 @@ def make_scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_e
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def make_ema(config: Config, model: nn.Module) -> AveragedModel | None:
+    """With config.ema > 0, an exponential moving average of the model's weights and buffers (so BatchNorm's
+    running statistics are averaged too), which TrainStep updates after every optimizer step."""
+    if config.ema == 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+
+
 class NonFiniteLoss(Exception):
     """Raised by TrainStep before the optimizer steps, so the weights stay finite."""
 
@@ -148,8 +157,8 @@ class TrainStep:
     the batch in their own thread (replicas.py). Returns the batch's logits and mean loss, detached."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, config: Config,
-                 scheduler=None, device: torch.device = torch.device("cpu")):
-        self.model, self.optimizer, self.scheduler, self.device = model, optimizer, scheduler, device
+                 scheduler=None, device: torch.device = torch.device("cpu"), ema: AveragedModel | None = None):
+        self.model, self.optimizer, self.scheduler, self.device, self.ema = model, optimizer, scheduler, device, ema
         self.precision, self.label_smoothing = config.precision, config.label_smoothing
         self.layout = memory_format(config)
         self.replicas = ThreadReplicas(model, config.replicas, self.forward_loss) if config.replicas > 1 else None
@@ -177,6 +186,8 @@ class TrainStep:
             self.scheduler.step()
         if self.replicas is not None:
             self.replicas.synchronize()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return logits.detach(), loss.detach()
 
     def close(self) -> None:

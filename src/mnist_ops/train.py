@@ -25,7 +25,7 @@ from mnist_ops.analysis import format_receptive_field, model_summary, receptive_
 from mnist_ops.batches import FitData, iterate_batches, load_fit_data, normalize
 from mnist_ops.config import RESULT_NEUTRAL_KEYS, Config, check_combination, to_toml
 from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, load_checkpoint,
-                              make_optimizer, make_scheduler, memory_format, random_states, resolve_device,
+                              make_ema, make_optimizer, make_scheduler, memory_format, random_states, resolve_device,
                               restore_random_states, save_checkpoint, seed_everything)
 from mnist_ops.data import dataset_info
 from mnist_ops.errors import TrainingDiverged, UserError
@@ -37,6 +37,7 @@ from mnist_ops.replicas import one_thread_per_replica
 ACCURACY_DIGITS = 4  # 100 * correct / N, rounded: exact for N = 10,000 (2 decimals) and 60,000
 LOSS_DIGITS = 6
 RESUME_KEYS = {"optimizer", "scheduler", "random_states", "history", "best_accuracy", "best_epoch"}
+EMA_KEYS = {"train_model", "ema_updates"}  # with ema > 0: the trained weights ("model" is their average)
 TIMING_KEYS = ("seconds", "train_images_per_second")  # the only fields that differ between repeated runs
 
 
@@ -102,7 +103,7 @@ def _diverged_advice(epoch: int, config: Config) -> str:
 
 
 def _restore(checkpoint: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-             generator: torch.Generator, path: Path) -> None:
+             generator: torch.Generator, ema, path: Path) -> None:
     """Model, optimizer, scheduler and random states from last.pt. It loaded with weights_only, but a
     damaged or crafted file can still hold state that fails here or at the first step: check it first."""
     def refuse(problem: str) -> UserError:
@@ -121,8 +122,16 @@ def _restore(checkpoint: dict, model: torch.nn.Module, optimizer: torch.optim.Op
             type(state[key]) is not type(value) and not {type(state[key]), type(value)} <= {int, float}
             for key, value in expected.items() if value is not None):
         raise refuse("its lr schedule state is not this schedule's")
+    if ema is not None and (isinstance(checkpoint["ema_updates"], bool) or not isinstance(checkpoint["ema_updates"], int)
+                            or checkpoint["ema_updates"] < 0):
+        raise refuse("its count of averaged steps is not a count")
     try:
-        model.load_state_dict(checkpoint["model"])
+        if ema is None:
+            model.load_state_dict(checkpoint["model"])
+        else:
+            model.load_state_dict(checkpoint["train_model"])
+            ema.module.load_state_dict(checkpoint["model"])
+            ema.n_averaged.fill_(checkpoint["ema_updates"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         for group in optimizer.param_groups:  # load_state_dict checks the groups' sizes, not the buffers' shapes
             for parameter in group["params"]:
@@ -133,7 +142,7 @@ def _restore(checkpoint: dict, model: torch.nn.Module, optimizer: torch.optim.Op
         scheduler.load_state_dict(state)
         restore_random_states(checkpoint["random_states"], generator)
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
-        raise refuse(str(error).strip().splitlines()[0][:200] or type(error).__name__) from None
+        raise refuse(" ".join(str(error).split())[:200] or type(error).__name__) from None  # one line
 
 
 def _refuse_changed_config(checkpoint: dict, config: Config, out: Path) -> None:
@@ -177,6 +186,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         model = model.to(device, memory_format=memory_format(config))
         optimizer = make_optimizer(config, model)
         scheduler = make_scheduler(config, optimizer, math.ceil(len(data.train) / config.batch_size))
+        ema = make_ema(config, model)
+        evaluated = model if ema is None else ema.module  # what is evaluated, and saved as the checkpoint's model
         # torchinfo draws its example input from torch's generator: keep it here, before training (and
         # before a resume restores the random states), so runs repeat those recorded before resume existed
         inspection = (model_summary(model, (1, 1, *image_size)) + "\n\nReceptive field\n"
@@ -190,12 +201,12 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             log(f"{out} holds no finished epoch yet: starting it from the beginning")
         elif resume:
             checkpoint = load_checkpoint(out / "last.pt")
-            missing = sorted(RESUME_KEYS - set(checkpoint))
+            missing = sorted((RESUME_KEYS | (EMA_KEYS if ema is not None else set())) - set(checkpoint))
             if missing:
                 raise UserError(f"{out / 'last.pt'} holds no resume state ({', '.join(missing)}): written by an "
                                 "older mnist-ops; start a new run with another --out")
             _refuse_changed_config(checkpoint, config, out)
-            _restore(checkpoint, model, optimizer, scheduler, generator, out / "last.pt")
+            _restore(checkpoint, model, optimizer, scheduler, generator, ema, out / "last.pt")
             history = checkpoint["history"]
             best_accuracy, best_epoch = checkpoint["best_accuracy"], checkpoint["best_epoch"]
             seconds_before = checkpoint.get("seconds", 0.0)
@@ -215,7 +226,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             f"device {device}, {mode}, {len(data.train):,} train / {len(data.evaluation):,} {name} images, "
             f"mean {data.mean:.4f} std {data.std:.4f}")
 
-        step = TrainStep(model, optimizer, config, scheduler, device)
+        step = TrainStep(model, optimizer, config, scheduler, device, ema)
         board = tensorboard.open(out, model, evaluation_inputs[:2], log) if config.tensorboard else None
         for epoch in range(len(history), config.epochs):
             epoch_start = time.perf_counter()
@@ -239,13 +250,14 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                     bar.set_postfix(loss=f"{loss_sum.item() / len(labels):.4f}",
                                     acc=f"{(predictions == labels).double().mean().item() * 100:.2f}%", refresh=False)
 
-            result = evaluate(model, evaluation_inputs, data.evaluation.labels, device, config.eval_batch_size,
+            result = evaluate(evaluated, evaluation_inputs, data.evaluation.labels, device, config.eval_batch_size,
                               config.precision, show if test_bar is not None else None)
             if test_bar is not None:
                 test_bar.close()
             # the step that blows up the weights can still have a finite loss: check them before saving
             if not math.isfinite(result.loss) or not all(torch.isfinite(value).all() for value in
-                                                         model.state_dict().values() if value.is_floating_point()):
+                                                         [*model.state_dict().values(), *evaluated.state_dict().values()]
+                                                         if value.is_floating_point()):
                 raise TrainingDiverged(f"the weights became non-finite in epoch {epoch} ({name} loss {result.loss})",
                                        _diverged_advice(epoch, config))
             seconds = time.perf_counter() - epoch_start
@@ -264,7 +276,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             if record[f"{name}_accuracy"] > best_accuracy:
                 best_accuracy, best_epoch = record[f"{name}_accuracy"], epoch
             checkpoint = {
-                "model_name": config.model, "model_source": build_record(model), "model": model.state_dict(),
+                "model_name": config.model, "model_source": build_record(model), "model": evaluated.state_dict(),
                 "config": config.to_dict(),
                 "epoch": epoch, "metrics": record, "mean": data.mean, "std": data.std,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -272,6 +284,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 "random_states": random_states(generator),
                 "seconds": round(seconds_before + time.perf_counter() - started, 1),  # over every invocation
             }
+            if ema is not None:  # "model" holds the average; training goes on from these
+                checkpoint.update(train_model=model.state_dict(), ema_updates=int(ema.n_averaged))
             if save:
                 save_checkpoint(out / "best.pt", checkpoint)
             save_checkpoint(out / "last.pt", checkpoint)  # the commit point of the epoch
