@@ -299,3 +299,14 @@ def test_fuzz_read_spec_random_bytes(content):
         path = Path(directory) / "fuzz.toml"
         path.write_bytes(content)
         _check_spec(lambda: read_spec(path))
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "studies").glob("*.toml")), ids=lambda p: p.name)
+def test_every_committed_spec_parses(path):
+    """The specs in studies/ are what README and docs tell users to run: each must parse as it stands."""
+    from mnist_ops.tune import read_tune_spec
+
+    if "space" in tomllib.loads(path.read_text()):
+        assert read_tune_spec(path, None).space
+    else:
+        assert read_spec(path).variants
