@@ -138,3 +138,24 @@ def test_runs_are_queued_seed_by_seed_so_a_partial_study_has_every_variant():
                                                             {"name": "b", "preset": "seed-lean"}]}, "q.toml")
     assert queue_order(spec) == ["a/seed1", "b/seed1", "a/seed2", "b/seed2"]
     assert sorted(queue_order(spec)) == sorted(spec_labels(spec))
+
+
+def test_a_stored_study_outlives_a_new_config_key(tmp_path):
+    """Specs are compared parsed: a study stored by older code (without a key added since) resumes."""
+    import optuna
+
+    from mnist_ops.distributed import embedded_url, open_storage
+    from mnist_ops.study import parse_spec, spec_to_toml
+    from mnist_ops.study_storage import prepare_study
+
+    values = {"name": "old", "seeds": [1], "variant": [{"name": "a", "preset": "seed-lean"}]}
+    spec, url = parse_spec(values, "old.toml"), embedded_url(tmp_path)
+    prepare_study(spec, url, "old", {"a": 60000}, log=lambda message: None)
+    study = optuna.load_study(study_name="old", storage=open_storage(url))
+    older = "".join(line for line in spec_to_toml(spec).splitlines(keepends=True) if not line.startswith("ema ="))
+    assert older != spec_to_toml(spec)
+    study.set_user_attr("spec", older)  # as written before Config had `ema`
+    prepare_study(spec, url, "old", {"a": 60000}, log=lambda message: None)
+    changed = parse_spec({**values, "variant": [{"name": "a", "preset": "seed-lean", "lr": 0.2}]}, "old.toml")
+    with pytest.raises(UserError, match="was made by a different spec"):
+        prepare_study(changed, url, "old", {"a": 60000}, log=lambda message: None)

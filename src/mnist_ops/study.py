@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -179,6 +180,12 @@ def parse_spec(values: dict, source: str, seeds: int | None = None, overrides: d
 
 def read_spec(path: str | os.PathLike, seeds: int | None = None, overrides: dict | None = None) -> Spec:
     return parse_spec(read_toml(path), str(path), seeds, overrides)
+
+
+def spec_from_text(text: str, source: str) -> Spec:
+    """A spec stored as text (spec_to_toml). Keys added to Config since it was written take their
+    defaults, so compare specs parsed, never as text: a stored study outlives a code upgrade."""
+    return parse_spec(tomllib.loads(text), source)
 
 
 def built_in_spec(name: str, seeds: int | None = None, overrides: dict | None = None) -> Spec:

@@ -24,7 +24,8 @@ from typing import Callable
 from mnist_ops.errors import TrainingDiverged, UserError
 from mnist_ops.fileio import atomic_write_bytes, atomic_write_json
 from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, PREDICTIONS_FILE, SPEC_FILE, STUDY_FILE, Spec, claim_study_dir,
-                             diverged_record, done_record, is_finished, machine_description, run_dir, spec_to_toml)
+                             diverged_record, done_record, is_finished, machine_description, read_spec, run_dir,
+                             spec_from_text, spec_to_toml)
 
 QUEUED_WAIT_SECONDS = 120  # how long a loading process waits for the creating one to queue the runs
 INVOCATION_PREFIX = "invocation:"
@@ -92,7 +93,7 @@ def prepare_study(spec: Spec, url: str, name: str, train_sizes: dict[str, int], 
             raise UserError(f"study '{name}' exists but its runs were never queued (its creator died?); delete it "
                             f"with `optuna delete-study --study-name {name} --storage URL` and start again")
         time.sleep(1)
-    if study.user_attrs["spec"] != text:
+    if spec_from_text(study.user_attrs["spec"], f"study '{name}' in the storage") != spec:
         raise UserError(f"study '{name}' in the storage was made by a different spec; pass another --study-name, "
                         "or the spec it was made with")
     requeue_failed_runs(study, storage, log)
@@ -310,7 +311,8 @@ def export_study(url: str, study_name: str, directory: str | os.PathLike) -> Pat
         raise UserError(f"study '{study_name}' in {describe_url(url)} is not an mnist-ops study (no spec); "
                         "pass the --study-name of a study run with `mnist-ops study --storage`")
     existing = directory / SPEC_FILE
-    if existing.is_file() and existing.read_text() != attrs["spec"]:
+    stored = spec_from_text(attrs["spec"], f"study '{study_name}' in {describe_url(url)}")
+    if existing.is_file() and read_spec(existing) != stored:
         raise UserError(f"{directory} holds a different study; pass another directory")
     atomic_write_bytes(existing, attrs["spec"].encode())
     invocations = sorted((value for key, value in attrs.items() if key.startswith(INVOCATION_PREFIX)),
