@@ -12,8 +12,8 @@ from fuzzing import FLOATS, INTEGERS, NAMES, TEXT, TOML_VALUES, assert_one_line,
 from mnist_ops.config import RANGES
 from mnist_ops.errors import UserError
 from mnist_ops.presets import PRESETS
-from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, SPEC_FILE, VARIANT_NAME, built_in_spec, grow_spec, parse_spec, read_spec,
-                             run_study, spec_to_toml)
+from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, SPEC_FILE, VARIANT_NAME, built_in_spec, directory_status,
+                             format_status, grow_spec, parse_spec, read_spec, run_study, spec_to_toml)
 from mnist_ops.study_report import write_report
 
 
@@ -200,6 +200,8 @@ def test_an_interrupted_invocation_still_records_its_wall_time(mnist_root, tmp_p
     assert invocations[0]["completed"] is False and invocations[0]["seconds"] > 0
     assert (tmp_path / "study" / "plain" / "seed1" / DONE_FILE).is_file()
     assert not (tmp_path / "study" / "bn" / "seed1").exists()
+    assert [(row.state, row.epochs) for row in directory_status(spec, tmp_path / "study")] == \
+        [("done", 1), ("not started", 0)]
     run_study(spec, tmp_path / "study", data_root=mnist_root, command="test", log=quiet)  # resume, finish
     report = write_report(tmp_path / "study", data_root=mnist_root).read_text()
     assert "wall clock over 2 invocation(s), 1 of them interrupted)" in report
@@ -223,6 +225,10 @@ def test_a_diverging_run_is_recorded_and_the_study_goes_on(mnist_root, tmp_path)
     messages.clear()
     run_study(spec, tmp_path / "study", data_root=mnist_root, command="test", log=messages.append)
     assert "4 runs, 4 finished earlier, 0 to train" in messages[0]  # a seeded divergence is not retried
+    status = format_status(spec.name, directory_status(spec, tmp_path / "study")).splitlines()
+    assert status[0] == "study tiny: 4 runs: 2 diverged, 2 done"
+    assert status[1].split()[:4] == ["hot/seed1", "diverged", "0/1", "epochs"] and "loss became nan" in status[1]
+    assert status[3].split()[:3] == ["bn/seed1", "done", "1/1"] and "epochs, last " in status[3]
     report = write_report(tmp_path / "study", data_root=mnist_root).read_text()
     assert "| hot | seed-baseline |  | none |" in report and "| 0 of 2, 2 diverged |" in report
     assert "Diverged (the loss became NaN or infinite" in report and "hot seed 2: training loss became nan" in report

@@ -125,6 +125,10 @@ def test_a_diverging_run_is_pruned_once_and_exported_as_diverged(mnist_root, tmp
                                                                   ("plain/seed1", TrialState.COMPLETE)]
     diverged = json.loads((out / "hot" / "seed1" / DIVERGED_FILE).read_text())
     assert diverged["diverged"].startswith("training loss became nan at epoch 0")
+    status = run_cli("study", "status", str(out)).splitlines()  # the embedded storage in the study directory
+    assert status[0] == "study hot: 2 runs: 1 diverged, 1 done"
+    assert status[1].split()[:3] == ["hot/seed1", "diverged", "0/1"] and "loss became nan" in status[1]
+    assert status[2].split()[:3] == ["plain/seed1", "done", "1/1"]
     exported = export_study(url, "hot", tmp_path / "elsewhere")
     assert json.loads((exported / "hot" / "seed1" / DIVERGED_FILE).read_text()) == diverged
     assert (exported / "plain" / "seed1" / "done.json").is_file()

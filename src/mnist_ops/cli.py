@@ -100,9 +100,9 @@ def _add_measurement_parsers(commands, data_commands) -> None:
     """`study`, `lr-find` and `data preview`."""
     study = commands.add_parser("study", help="train a grid of variants x seeds, write a report",
                                 description="mnist-ops study --spec FILE.toml | study regularization | "
-                                            "study report DIR")
-    study.add_argument("name", nargs="?", help="a built-in study (regularization), or 'report'")
-    study.add_argument("directory", nargs="?", help="with 'report': the study directory")
+                                            "study report DIR | study status DIR")
+    study.add_argument("name", nargs="?", help="a built-in study (regularization), 'report' or 'status'")
+    study.add_argument("directory", nargs="?", help="with 'report' or 'status': the study directory")
     study.add_argument("--spec", default=None, help="TOML file: [[variant]] tables (name, preset, config keys)")
     study.add_argument("--seeds", type=int, help="number of seeds (1..N), replacing the spec's")
     study.add_argument("--epochs", type=int, help="epochs for every variant")
@@ -424,18 +424,41 @@ def run_study_command(spec, out: Path, storage: str | None, study_name: str | No
                      command, progress)
 
 
+def study_status(args) -> str:
+    """`study status DIR`: each run's state, from the storage (--storage, or DIR's embedded file) or DIR."""
+    from mnist_ops.distributed import EMBEDDED_FILE, embedded_url, storage_url
+    from mnist_ops.study import SPEC_FILE, directory_status, format_status, read_spec
+
+    directory = Path(args.directory)
+    if args.storage or (directory / EMBEDDED_FILE).is_file():
+        from mnist_ops.study_storage import only_study_name, storage_status
+
+        url = storage_url(args.storage, directory) if args.storage else embedded_url(directory)
+        name = args.study_name or only_study_name(url)
+        return format_status(name, storage_status(url, name)[1])
+    if not (directory / SPEC_FILE).is_file():
+        raise UserError(f"{directory} holds no {SPEC_FILE} and no {EMBEDDED_FILE}: not a study directory; pass the "
+                        "study's --out, or --storage URL for a study on a server")
+    spec = read_spec(directory / SPEC_FILE)
+    return format_status(spec.name, directory_status(spec, directory))
+
+
 def command_study(args) -> None:
     from mnist_ops.study_report import write_report
 
-    if args.name == "report":
+    if args.name in ("report", "status"):
         if not args.directory:
-            raise UserError("`study report` needs the study directory: mnist-ops study report DIR")
+            raise UserError(f"`study {args.name}` needs the study directory: mnist-ops study {args.name} DIR")
         ignored = [flag for flag, value in (("--spec", args.spec), ("--seeds", args.seeds), ("--epochs", args.epochs),
                                             ("--limit-train", args.limit_train), ("--out", args.out))
                    if value is not None] + (["--report-only"] if args.report_only else [])
         if ignored:
-            raise UserError(f"`study report DIR` rebuilds the report from the finished runs and takes no "
-                            f"{', '.join(ignored)}; drop it, or train with `mnist-ops study --spec FILE`")
+            what = "rebuilds the report from the finished runs" if args.name == "report" else "shows each run's state"
+            raise UserError(f"`study {args.name} DIR` {what} and takes no {', '.join(ignored)}; drop it, or train "
+                            "with `mnist-ops study --spec FILE`")
+        if args.name == "status":
+            print(study_status(args))
+            return
         if args.storage:
             from mnist_ops.distributed import storage_url
             from mnist_ops.study_storage import export_study, only_study_name

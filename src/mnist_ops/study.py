@@ -220,6 +220,56 @@ def done_record(directory: Path, variant: str, seed: int, summary: dict, config:
             "environment": json.loads(environment.read_text()) if environment.is_file() else {}}
 
 
+@dataclass(frozen=True)
+class RunStatus:
+    label: str  # variant/seedN
+    state: str  # done, diverged, running, started, queued, failed, not started
+    epochs: int  # epochs finished (metrics.jsonl, or the storage's per-epoch records)
+    planned: int
+    last_accuracy: float | None  # the last finished epoch's test (or validation) accuracy
+    detail: str = ""  # what diverged or failed, or which worker runs it
+
+
+def last_accuracy(records: list[dict]) -> float | None:
+    if not records:
+        return None
+    return records[-1].get("test_accuracy", records[-1].get("val_accuracy"))
+
+
+def directory_status(spec: Spec, study_dir: Path) -> list[RunStatus]:
+    """Each run's state from the study directory alone (a study trained without --storage)."""
+    rows = []
+    for variant in spec.variants:
+        for seed in spec.seeds:
+            directory = run_dir(study_dir, variant.name, seed)
+            metrics = directory / "metrics.jsonl"
+            records = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+            label, planned = f"{variant.name}/seed{seed}", variant.config.epochs
+            if (directory / DONE_FILE).is_file():
+                rows.append(RunStatus(label, "done", len(records), planned, last_accuracy(records)))
+            elif (directory / DIVERGED_FILE).is_file():
+                what = json.loads((directory / DIVERGED_FILE).read_text()).get("diverged", "")
+                rows.append(RunStatus(label, "diverged", len(records), planned, last_accuracy(records), what))
+            elif directory.exists():  # training now, or stopped: the next invocation resumes it
+                rows.append(RunStatus(label, "started", len(records), planned, last_accuracy(records)))
+            else:
+                rows.append(RunStatus(label, "not started", 0, planned, None))
+    return rows
+
+
+def format_status(name: str, rows: list[RunStatus]) -> str:
+    counts = {}
+    for row in rows:
+        counts[row.state] = counts.get(row.state, 0) + 1
+    lines = [f"study {name}: {len(rows)} runs: " + ", ".join(f"{count} {state}" for state, count in counts.items())]
+    width = max(len(row.label) for row in rows)
+    for row in rows:
+        accuracy = "" if row.last_accuracy is None else f", last {row.last_accuracy:.2f}%"
+        detail = f"  {row.detail}" if row.detail else ""
+        lines.append(f"  {row.label:<{width}}  {row.state:<11}  {row.epochs:>3}/{row.planned} epochs{accuracy}{detail}")
+    return "\n".join(lines)
+
+
 def diverged_record(directory: Path, variant: str, seed: int, config: Config, error: TrainingDiverged) -> dict:
     """diverged.json: a seeded run diverges again when retried, so the study records it and goes on; the
     report lists it, and counts it as a seed that did not hold the target."""

@@ -23,9 +23,9 @@ from typing import Callable
 
 from mnist_ops.errors import TrainingDiverged, UserError
 from mnist_ops.fileio import atomic_write_bytes, atomic_write_json
-from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, PREDICTIONS_FILE, SPEC_FILE, STUDY_FILE, Spec, claim_study_dir,
-                             diverged_record, done_record, is_finished, machine_description, read_spec, run_dir,
-                             spec_from_text, spec_to_toml)
+from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, PREDICTIONS_FILE, SPEC_FILE, STUDY_FILE, RunStatus, Spec,
+                             last_accuracy, claim_study_dir, diverged_record, done_record, is_finished,
+                             machine_description, read_spec, run_dir, spec_from_text, spec_to_toml)
 
 QUEUED_WAIT_SECONDS = 120  # how long a loading process waits for the creating one to queue the runs
 INVOCATION_PREFIX = "invocation:"
@@ -276,6 +276,57 @@ def run_shared_study(spec: Spec, out: str | os.PathLike, url: str, study_name: s
 
 # ---------------------------------------------------------------------------- export
 
+def _load_mnist_study(url: str, study_name: str):
+    import optuna
+
+    from mnist_ops.distributed import describe_url, open_storage
+
+    storage = open_storage(url)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = ", ".join(sorted(s.study_name for s in optuna.get_all_study_summaries(storage))) or "none"
+        raise UserError(f"no study '{study_name}' in {describe_url(url)} (studies there: {names}); "
+                        "pass --study-name") from None
+    if "spec" not in study.user_attrs:
+        raise UserError(f"study '{study_name}' in {describe_url(url)} is not an mnist-ops study (no spec); "
+                        "pass the --study-name of a study run with `mnist-ops study --storage`")
+    return study
+
+
+def storage_status(url: str, study_name: str) -> tuple[Spec, list[RunStatus]]:
+    """Each run's state from the storage (any machine can ask): its latest trial decides."""
+    from optuna.trial import TrialState
+
+    from mnist_ops.distributed import describe_url
+
+    study = _load_mnist_study(url, study_name)
+    spec = spec_from_text(study.user_attrs["spec"], f"study '{study_name}' in {describe_url(url)}")
+    latest = {}
+    for trial in study.get_trials(deepcopy=False):
+        if trial_run(trial) is not None:
+            latest[trial_run(trial)] = trial  # trials come in number order: a retry replaces its original
+    planned = {variant.name: variant.config.epochs for variant in spec.variants}
+    rows = []
+    for label in spec_labels(spec):
+        trial = latest.get(label)
+        epochs = planned[parse_label(label)[0]]
+        if trial is None:
+            rows.append(RunStatus(label, "not started", 0, epochs, None))
+            continue
+        records = trial.user_attrs.get("metrics") or []  # a retry shows its original's epochs until it resumes
+        if trial.state == TrialState.RUNNING:
+            state, detail = "running", f"worker {trial.user_attrs.get('worker', '?')}"
+        elif trial.state == TrialState.FAIL:
+            state, detail = "failed", (trial.user_attrs.get("error") or {}).get("message", "")
+        elif is_finished_trial(trial) and trial.state == TrialState.PRUNED:
+            state, detail = "diverged", trial.user_attrs["diverged"].get("diverged", "")
+        else:
+            state, detail = {TrialState.COMPLETE: "done", TrialState.WAITING: "queued"}.get(trial.state, "pruned"), ""
+        rows.append(RunStatus(label, state, len(records), epochs, last_accuracy(records), detail))
+    return spec, rows
+
+
 def only_study_name(url: str) -> str:
     """The name of the one mnist-ops study in the storage; with several, the user must pick."""
     import optuna
@@ -293,23 +344,13 @@ def only_study_name(url: str) -> str:
 def export_study(url: str, study_name: str, directory: str | os.PathLike) -> Path:
     """Write the study directory from the storage: spec.toml, study.json and, for every finished run,
     done.json, metrics.jsonl and its test predictions. Files a run wrote on this machine are kept."""
-    import optuna
     from optuna.trial import TrialState
 
-    from mnist_ops.distributed import describe_url, open_storage
+    from mnist_ops.distributed import describe_url
 
     directory = Path(directory)
-    storage = open_storage(url)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        names = ", ".join(sorted(s.study_name for s in optuna.get_all_study_summaries(storage))) or "none"
-        raise UserError(f"no study '{study_name}' in {describe_url(url)} (studies there: {names}); "
-                        "pass --study-name") from None
+    study = _load_mnist_study(url, study_name)
     attrs = study.user_attrs
-    if "spec" not in attrs:
-        raise UserError(f"study '{study_name}' in {describe_url(url)} is not an mnist-ops study (no spec); "
-                        "pass the --study-name of a study run with `mnist-ops study --storage`")
     existing = directory / SPEC_FILE
     stored = spec_from_text(attrs["spec"], f"study '{study_name}' in {describe_url(url)}")
     if existing.is_file() and read_spec(existing) != stored:
