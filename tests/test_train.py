@@ -200,3 +200,17 @@ def test_with_ema_the_checkpoint_holds_the_average_and_evaluates_to_the_logged_a
     result = evaluate(model_from_checkpoint(checkpoint), inputs, data.evaluation.labels, torch.device("cpu"), 1000,
                       config.precision)
     assert result.correct == checkpoint["metrics"]["val_correct"]  # what was logged is what the file holds
+
+
+@pytest.mark.integration
+def test_a_run_started_over_gets_a_new_environment_record(mnist_root, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "environment.json").write_text(json.dumps({"commit": "older", "threads": 99}))  # killed in epoch 0
+    messages = []
+    config = build_config("lean-8k", None, {"epochs": 1, "limit_train": 300, "validation": 100})
+    fit(config, out, data_root=mnist_root, log=messages.append, progress=False, resume=True)
+    environment = json.loads((out / "environment.json").read_text())
+    assert environment["commit"] != "older" and "resumes" not in environment
+    assert not any("differ from the run's start" in message for message in messages)
+    assert any("holds no finished epoch yet: starting it from the beginning" in message for message in messages)

@@ -82,10 +82,11 @@ def run_environment(device: torch.device) -> dict:
     return {**run_provenance(), "device": str(device)}
 
 
-def write_environment(path: Path, environment: dict, log: Callable[[str], None]) -> None:
+def write_environment(path: Path, environment: dict, log: Callable[[str], None], resumed: bool) -> None:
     """environment.json: the first invocation's record, plus one per resume (a warning when threads,
-    torch or the code differ: the run then no longer repeats an uninterrupted one exactly)."""
-    if path.is_file():
+    torch or the code differ: the run then no longer repeats an uninterrupted one exactly). A run
+    started over (no epoch had finished) gets a new record."""
+    if resumed and path.is_file():
         first = json.loads(path.read_text())
         changed = [key for key in ("threads", "torch", "commit") if first.get(key) != environment.get(key)]
         if changed:
@@ -220,7 +221,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
 
         parameters = count_parameters(model)
         atomic_write_bytes(out / "config.toml", to_toml(config.to_dict()).encode())
-        write_environment(out / ENVIRONMENT_FILE, run_environment(device), log)
+        write_environment(out / ENVIRONMENT_FILE, run_environment(device), log, resumed=bool(history))
         mode = config.precision + (f", {config.replicas} model copies (replicas)" if config.replicas > 1 else "")
         log(f"run {out}: preset {config.preset}, model {config.model} ({parameters:,} parameters), "
             f"device {device}, {mode}, {len(data.train):,} train / {len(data.evaluation):,} {name} images, "
