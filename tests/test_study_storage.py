@@ -163,3 +163,29 @@ def test_a_stored_study_outlives_a_new_config_key(tmp_path):
     changed = parse_spec({**values, "variant": [{"name": "a", "preset": "seed-lean", "lr": 0.2}]}, "old.toml")
     with pytest.raises(UserError, match="was made by a different spec"):
         prepare_study(changed, url, "old", {"a": 60000}, log=lambda message: None)
+
+
+def test_status_tells_a_running_run_from_one_whose_worker_stopped_beating(tmp_path):
+    import time
+
+    import optuna
+
+    from mnist_ops.distributed import embedded_url, open_storage
+    from mnist_ops.study import parse_spec
+    from mnist_ops.study_storage import prepare_study, storage_status
+
+    spec = parse_spec({"name": "beats", "seeds": [1, 2], "variant": [{"name": "a", "preset": "seed-lean"}]}, "b.toml")
+    url = embedded_url(tmp_path)
+    prepare_study(spec, url, "beats", {"a": 60000}, log=lambda message: None)
+    storage = open_storage(url, heartbeat=1)
+    study = optuna.load_study(study_name="beats", storage=storage)
+    with pytest.warns(UserWarning, match="Heartbeat of storage is supposed to be used with Study.optimize"):
+        trial = study.ask()  # takes the first queued run, as a worker's optimize does
+    trial.set_user_attr("worker", "elsewhere:42")
+    storage.record_heartbeat(trial._trial_id)
+    rows = {row.label: row for row in storage_status(url, "beats", heartbeat=1)[1]}
+    assert (rows["a/seed1"].state, rows["a/seed1"].detail) == ("running", "worker elsewhere:42")
+    assert rows["a/seed2"].state == "queued"
+    time.sleep(2.5)  # more than twice the heartbeat without one
+    row = storage_status(url, "beats", heartbeat=1)[1][0]
+    assert row.state == "stalled" and "worker elsewhere:42 stopped beating" in row.detail

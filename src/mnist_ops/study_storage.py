@@ -276,12 +276,12 @@ def run_shared_study(spec: Spec, out: str | os.PathLike, url: str, study_name: s
 
 # ---------------------------------------------------------------------------- export
 
-def _load_mnist_study(url: str, study_name: str):
+def _load_mnist_study(url: str, study_name: str, heartbeat: int | None = None):
     import optuna
 
-    from mnist_ops.distributed import describe_url, open_storage
+    from mnist_ops.distributed import HEARTBEAT_SECONDS, describe_url, open_storage
 
-    storage = open_storage(url)
+    storage = open_storage(url, heartbeat or HEARTBEAT_SECONDS)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
@@ -294,19 +294,22 @@ def _load_mnist_study(url: str, study_name: str):
     return study
 
 
-def storage_status(url: str, study_name: str) -> tuple[Spec, list[RunStatus]]:
-    """Each run's state from the storage (any machine can ask): its latest trial decides."""
+def storage_status(url: str, study_name: str, heartbeat: int | None = None) -> tuple[Spec, list[RunStatus]]:
+    """Each run's state from the storage (any machine can ask): its latest trial decides. A running
+    run whose worker sent no heartbeat for twice `heartbeat` (the workers' --heartbeat) is stalled."""
     from optuna.trial import TrialState
 
     from mnist_ops.distributed import describe_url
 
-    study = _load_mnist_study(url, study_name)
+    study = _load_mnist_study(url, study_name, heartbeat)
     spec = spec_from_text(study.user_attrs["spec"], f"study '{study_name}' in {describe_url(url)}")
     latest = {}
     for trial in study.get_trials(deepcopy=False):
         if trial_run(trial) is not None:
             latest[trial_run(trial)] = trial  # trials come in number order: a retry replaces its original
     planned = {variant.name: variant.config.epochs for variant in spec.variants}
+    # RUNNING trials whose worker stopped beating: what optuna.storages.fail_stale_trials looks up
+    stale = set(study._storage._get_stale_trial_ids(study._study_id))
     rows = []
     for label in spec_labels(spec):
         trial = latest.get(label)
@@ -315,7 +318,10 @@ def storage_status(url: str, study_name: str) -> tuple[Spec, list[RunStatus]]:
             rows.append(RunStatus(label, "not started", 0, epochs, None))
             continue
         records = trial.user_attrs.get("metrics") or []  # a retry shows its original's epochs until it resumes
-        if trial.state == TrialState.RUNNING:
+        if trial.state == TrialState.RUNNING and trial._trial_id in stale:
+            state, detail = "stalled", (f"worker {trial.user_attrs.get('worker', '?')} stopped beating (it died?); "
+                                        "the next `mnist-ops study` invocation queues the run again")
+        elif trial.state == TrialState.RUNNING:
             state, detail = "running", f"worker {trial.user_attrs.get('worker', '?')}"
         elif trial.state == TrialState.FAIL:
             state, detail = "failed", (trial.user_attrs.get("error") or {}).get("message", "")
