@@ -399,3 +399,18 @@ def test_junk_config_files_are_one_line(tmp_path, content, fragment):
     code, _, stderr = run_cli("train", "--config", str(tmp_path / "junk.toml"), "--out", str(tmp_path / "run"))
     assert_one_line_error(code, stderr, fragment)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", [[], ["--precision", "bf16", "--channels-last", "--ema", "0.9"]],
+                         ids=["fp32", "bf16-channels-last-ema"])
+def test_evaluate_reads_the_accuracy_the_run_logged(mnist_root, tmp_path, capsys, mode):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "lean-8k", "--epochs", "1", "--limit-train", "2000", *mode,
+                 "--out", str(out), "--data-root", str(mnist_root), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "last.pt"), "--data-root", str(mnist_root), "--json"]) == 0
+    logged = torch.load(out / "last.pt", weights_only=True)["metrics"]
+    result = json.loads(capsys.readouterr().out)
+    assert result["correct"] == logged["test_correct"]  # to the image, as trained
+    assert result["test_loss"] == round(logged["test_loss"], 4)  # same precision, layout and batches

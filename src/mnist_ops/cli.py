@@ -315,18 +315,16 @@ def command_evaluate(args) -> None:
     import json
 
     from mnist_ops.analysis import confusion_matrix, format_confusion, per_class_accuracy
-    from mnist_ops.batches import normalize
     from mnist_ops.data import dataset_info, load_split
-    from mnist_ops.engine import evaluate, find_checkpoint, load_checkpoint, model_from_checkpoint, resolve_device
+    from mnist_ops.engine import evaluate_checkpoint, find_checkpoint, load_checkpoint, resolve_device
 
     say = (lambda message: print(message, file=sys.stderr)) if args.json else print  # stdout: only the JSON
     path = find_checkpoint(args.checkpoint, log=say)
     checkpoint = load_checkpoint(path)
     dataset = checkpoint["config"].get("dataset", "mnist")
     device = resolve_device(args.device)
-    model = model_from_checkpoint(checkpoint).to(device)
     test = load_split(dataset, "test", args.data_root)
-    result = evaluate(model, normalize(test.images, checkpoint["mean"], checkpoint["std"]), test.labels, device)
+    result = evaluate_checkpoint(checkpoint, test.images, test.labels, device)
     classes = dataset_info(dataset).classes
     matrix = confusion_matrix(test.labels, result.predictions, len(classes))
     per_class = per_class_accuracy(matrix)

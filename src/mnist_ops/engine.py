@@ -205,6 +205,21 @@ class Evaluation:
     predictions: torch.Tensor  # int64 [N]
 
 
+def evaluate_checkpoint(checkpoint: dict, images: torch.Tensor, labels: torch.Tensor,
+                        device: torch.device) -> Evaluation:
+    """The checkpoint's model on uint8 images [N, H, W], evaluated as its run evaluated each epoch: the
+    run's normalization, precision, memory format and batch size, so a checkpoint of a bf16 run reads
+    the accuracy its metrics.jsonl logged (fp32 would differ by a few images)."""
+    from mnist_ops.batches import normalize
+
+    config = resolve(Config(), {key: value for key, value in checkpoint["config"].items() if key in FIELD_TYPES},
+                     source="checkpoint config")
+    layout = memory_format(config)
+    model = model_from_checkpoint(checkpoint).to(device, memory_format=layout)
+    inputs = normalize(images, checkpoint["mean"], checkpoint["std"]).contiguous(memory_format=layout)
+    return evaluate(model, inputs, labels, device, config.eval_batch_size, config.precision)
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """An eval-mode copy with each BatchNorm folded into the conv before it (torch.fx `fuse`).
     Same function up to float rounding, one pass over memory less per layer: evaluation of
