@@ -176,16 +176,18 @@ def test_status_tells_a_running_run_from_one_whose_worker_stopped_beating(tmp_pa
 
     spec = parse_spec({"name": "beats", "seeds": [1, 2], "variant": [{"name": "a", "preset": "seed-lean"}]}, "b.toml")
     url = embedded_url(tmp_path)
-    prepare_study(spec, url, "beats", {"a": 60000}, log=lambda message: None)
+    prepare_study(spec, url, "beats", {"a": 60000}, log=lambda message: None, heartbeat=1)  # the workers' --heartbeat
     storage = open_storage(url, heartbeat=1)
     study = optuna.load_study(study_name="beats", storage=storage)
     with pytest.warns(UserWarning, match="Heartbeat of storage is supposed to be used with Study.optimize"):
         trial = study.ask()  # takes the first queued run, as a worker's optimize does
     trial.set_user_attr("worker", "elsewhere:42")
     storage.record_heartbeat(trial._trial_id)
-    rows = {row.label: row for row in storage_status(url, "beats", heartbeat=1)[1]}
+    rows = {row.label: row for row in storage_status(url, "beats")}  # judged by the recorded heartbeat
     assert (rows["a/seed1"].state, rows["a/seed1"].detail) == ("running", "worker elsewhere:42")
     assert rows["a/seed2"].state == "queued"
-    time.sleep(2.5)  # more than twice the heartbeat without one
-    row = storage_status(url, "beats", heartbeat=1)[1][0]
+    deadline = time.monotonic() + 15  # twice the heartbeat without one, in the storage's clock (whole seconds)
+    while (row := storage_status(url, "beats")[0]).state == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert row.state == "stalled" and "worker elsewhere:42 stopped beating" in row.detail
+    assert storage_status(url, "beats", heartbeat=60)[0].state == "running"  # a longer --heartbeat: not yet

@@ -155,23 +155,27 @@ def _momentum_of_another_shape(checkpoint):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("damage, problem", [
-    (_momentum_of_another_shape, r"optimizer momentum_buffer of shape \(3,\) for a parameter of shape"),
-    (lambda c: c["scheduler"].update(optimizer=None), "its lr schedule state is not this schedule's"),
-    (lambda c: c["scheduler"].update(total_steps="many"), "its lr schedule state is not this schedule's"),
-    (lambda c: c.update(history=[{"epoch": 3}]), "its history is not one record per epoch"),
-    (lambda c: c.update(best_accuracy="high"), "its best accuracy or epoch is not a number"),
-    (lambda c: c["random_states"].update(generator=torch.zeros(2)), "RuntimeError|Invalid|state"),
-    (lambda c: c["optimizer"]["param_groups"].append(c["optimizer"]["param_groups"][0]), "parameter group"),
-    (lambda c: c.update(ema_updates=-1), "its count of averaged steps is not a count"),
-    (lambda c: c["train_model"].pop("conv1.conv.weight"), "Missing key"),
-], ids=["momentum-shape", "scheduler-key", "scheduler-type", "history", "best", "random-state", "param-groups",
-        "ema-count", "ema-weights"])
-def test_resume_refuses_damaged_state_in_one_line_before_training(mnist_root, tmp_path, damage, problem):
+@pytest.mark.parametrize("ema, damage, problem", [
+    (0.0, _momentum_of_another_shape, r"optimizer momentum_buffer of shape \(3,\) for a parameter of shape"),
+    (0.0, lambda c: c["scheduler"].update(optimizer=None), "its lr schedule state is not this schedule's"),
+    (0.0, lambda c: c["scheduler"].update(total_steps="many"), "its lr schedule state is not this schedule's"),
+    (0.0, lambda c: c["scheduler"].update(base_lrs=["x"]), "its lr schedule state is not this schedule's"),
+    (0.0, lambda c: c.update(history=[{"epoch": 3}]), "its history is not one record per epoch"),
+    (0.0, lambda c: c.update(best_accuracy="high"), "its best accuracy or epoch is not a number"),
+    (0.0, lambda c: c["random_states"].update(generator=torch.zeros(2)), "RNG state must be a torch.ByteTensor"),
+    (0.0, lambda c: c["optimizer"]["param_groups"].append(c["optimizer"]["param_groups"][0]),
+     "its optimizer settings are not this optimizer's"),
+    (0.0, lambda c: c["optimizer"]["param_groups"][0].update(lr="x"), "its optimizer settings are not this optimizer's"),
+    (0.0, lambda c: c["model"].pop("conv1.conv.weight"), "Missing key"),
+    (0.9, lambda c: c.update(ema_updates=-1), "its count of averaged steps is not a count"),
+    (0.9, lambda c: c["train_model"].pop("conv1.conv.weight"), "Missing key"),
+], ids=["momentum-shape", "scheduler-key", "scheduler-type", "scheduler-list", "history", "best", "random-state",
+        "param-groups", "group-lr", "weights", "ema-count", "ema-weights"])
+def test_resume_refuses_damaged_state_in_one_line_before_training(mnist_root, tmp_path, ema, damage, problem):
     from mnist_ops.engine import save_checkpoint
 
     config = build_config("lean-8k", None, {"epochs": 2, "limit_train": 300, "validation": 100, "batch_size": 64,
-                                            "ema": 0.9})
+                                            "ema": ema})
     with pytest.raises(Interrupted):
         fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False, on_epoch=_stop_after(0))
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")

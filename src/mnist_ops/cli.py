@@ -433,7 +433,7 @@ def study_status(args) -> str:
 
         url = storage_url(args.storage, directory) if args.storage else embedded_url(directory)
         name = args.study_name or only_study_name(url)
-        return format_status(name, storage_status(url, name, args.heartbeat)[1])
+        return format_status(name, storage_status(url, name, args.heartbeat))
     if not (directory / SPEC_FILE).is_file():
         raise UserError(f"{directory} holds no {SPEC_FILE} and no {EMBEDDED_FILE}: not a study directory; pass the "
                         "study's --out, or --storage URL for a study on a server")

@@ -97,6 +97,15 @@ RESULT_NEUTRAL_KEYS = {"tensorboard"}  # may change on resume or in a grown stud
 FIELD_TYPES = {field.name: type(field.default) for field in fields(Config)}
 
 
+def stored_table(table: dict, skip: set[str] = frozenset(), keep: set[str] = frozenset()) -> dict:
+    """A config table as older code stored it (a study's or tune's spec in an Optuna storage): keys
+    Config gained since take their defaults, which is what that code ran with, and keys Config no
+    longer has are dropped. `skip`: config keys the table never holds; `keep`: its other keys."""
+    defaults = Config().to_dict()
+    return {**{key: value for key, value in defaults.items() if key not in table and key not in skip},
+            **{key: value for key, value in table.items() if key in defaults or key in keep}}
+
+
 def show_key(key: Any) -> str:
     """A key as TOML writes it bare, else quoted like `show`."""
     return key if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_-]+", key) else show(key)

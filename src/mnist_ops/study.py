@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mnist_ops.config import RANGES, RESULT_NEUTRAL_KEYS, Config, check_combination, read_toml, resolve, show_key, to_toml
+from mnist_ops.config import (RANGES, RESULT_NEUTRAL_KEYS, Config, check_combination, read_toml, resolve, show_key,
+                              stored_table, to_toml)
 from mnist_ops.errors import TrainingDiverged, UserError, did_you_mean, show
 from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, atomic_write_json
 from mnist_ops.provenance import ENVIRONMENT_FILE
@@ -183,9 +184,11 @@ def read_spec(path: str | os.PathLike, seeds: int | None = None, overrides: dict
 
 
 def spec_from_text(text: str, source: str) -> Spec:
-    """A spec stored as text (spec_to_toml). Keys added to Config since it was written take their
-    defaults, so compare specs parsed, never as text: a stored study outlives a code upgrade."""
-    return parse_spec(tomllib.loads(text), source)
+    """A spec stored as text (spec_to_toml), maybe by older code (config.stored_table). Compare specs
+    parsed, never as text: a stored study outlives a code upgrade."""
+    values = tomllib.loads(text)
+    values["variant"] = [stored_table(table, skip={"seed"}, keep={"name"}) for table in values.get("variant", [])]
+    return parse_spec(values, source)
 
 
 def built_in_spec(name: str, seeds: int | None = None, overrides: dict | None = None) -> Spec:

@@ -17,10 +17,12 @@ import os
 import shutil
 import socket
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from mnist_ops.config import Config
 from mnist_ops.errors import TrainingDiverged, UserError
 from mnist_ops.fileio import atomic_write_bytes, atomic_write_json
 from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, PREDICTIONS_FILE, SPEC_FILE, STUDY_FILE, RunStatus, Spec,
@@ -66,7 +68,8 @@ def _claim(storage, name: str) -> bool:
         return False
 
 
-def prepare_study(spec: Spec, url: str, name: str, train_sizes: dict[str, int], log: Callable[[str], None]):
+def prepare_study(spec: Spec, url: str, name: str, train_sizes: dict[str, int], log: Callable[[str], None],
+                  heartbeat: int | None = None):
     """Create the study and queue every run, or load it (another machine made it, or a resume).
 
     Runs whose training raised an error are queued again, each by exactly one process."""
@@ -83,6 +86,7 @@ def prepare_study(spec: Spec, url: str, name: str, train_sizes: dict[str, int], 
         for label in queue_order(spec):
             study.enqueue_trial({"run": label}, user_attrs={"run": label})
         study.set_user_attr("queued", len(spec_labels(spec)))
+        _record_heartbeat(study, heartbeat)
         log(f"study '{name}': created, {len(spec_labels(spec))} runs queued")
         return study
     except optuna.exceptions.DuplicatedStudyError:
@@ -97,7 +101,17 @@ def prepare_study(spec: Spec, url: str, name: str, train_sizes: dict[str, int], 
         raise UserError(f"study '{name}' in the storage was made by a different spec; pass another --study-name, "
                         "or the spec it was made with")
     requeue_failed_runs(study, storage, log)
+    _record_heartbeat(study, heartbeat)
     return study
+
+
+def _record_heartbeat(study, heartbeat: int | None) -> None:
+    """The longest --heartbeat any invocation's workers use: `study status` judges stalled runs by it."""
+    from mnist_ops.distributed import HEARTBEAT_SECONDS
+
+    heartbeat = heartbeat or HEARTBEAT_SECONDS
+    if study.user_attrs.get("heartbeat", 0) < heartbeat:
+        study.set_user_attr("heartbeat", heartbeat)
 
 
 def is_finished_trial(trial) -> bool:
@@ -255,7 +269,7 @@ def run_shared_study(spec: Spec, out: str | os.PathLike, url: str, study_name: s
     started = time.perf_counter()
     out = Path(out)
     claim_study_dir(spec, out)  # this directory holds this spec's runs only
-    study = prepare_study(spec, url, study_name, _train_sizes(spec, data_root), log)
+    study = prepare_study(spec, url, study_name, _train_sizes(spec, data_root), log, heartbeat)
     log(f"study '{study_name}' in {describe_url(url)}: {len(spec_labels(spec))} runs, {workers} local worker(s)")
     worker = StudyWorker(spec, url, study_name, out, data_root, heartbeat or HEARTBEAT_SECONDS,
                          progress and workers == 1, log)
@@ -276,12 +290,12 @@ def run_shared_study(spec: Spec, out: str | os.PathLike, url: str, study_name: s
 
 # ---------------------------------------------------------------------------- export
 
-def _load_mnist_study(url: str, study_name: str, heartbeat: int | None = None):
+def _load_mnist_study(url: str, study_name: str):
     import optuna
 
-    from mnist_ops.distributed import HEARTBEAT_SECONDS, describe_url, open_storage
+    from mnist_ops.distributed import describe_url, open_storage
 
-    storage = open_storage(url, heartbeat or HEARTBEAT_SECONDS)
+    storage = open_storage(url)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
@@ -294,24 +308,26 @@ def _load_mnist_study(url: str, study_name: str, heartbeat: int | None = None):
     return study
 
 
-def storage_status(url: str, study_name: str, heartbeat: int | None = None) -> tuple[Spec, list[RunStatus]]:
-    """Each run's state from the storage (any machine can ask): its latest trial decides. A running
-    run whose worker sent no heartbeat for twice `heartbeat` (the workers' --heartbeat) is stalled."""
+def storage_status(url: str, study_name: str, heartbeat: int | None = None) -> list[RunStatus]:
+    """Each run's state from the storage (any machine can ask, without the runs' model code): its latest
+    trial decides. A running run whose worker sent no heartbeat for twice the workers' --heartbeat
+    (recorded in the study; `heartbeat` overrides it) is stalled."""
+    from mnist_ops.distributed import HEARTBEAT_SECONDS, open_storage
+
+    study = _load_mnist_study(url, study_name)
     from optuna.trial import TrialState
 
-    from mnist_ops.distributed import describe_url
-
-    study = _load_mnist_study(url, study_name, heartbeat)
-    spec = spec_from_text(study.user_attrs["spec"], f"study '{study_name}' in {describe_url(url)}")
+    stored = tomllib.loads(study.user_attrs["spec"])  # fully resolved by spec_to_toml: read, not parsed
+    planned = {table["name"]: table.get("epochs", Config().epochs) for table in stored.get("variant", [])}
+    heartbeat = heartbeat or study.user_attrs.get("heartbeat") or HEARTBEAT_SECONDS
+    # RUNNING trials whose worker stopped beating: what optuna.storages.fail_stale_trials looks up
+    stale = set(open_storage(url, heartbeat)._get_stale_trial_ids(study._study_id))
     latest = {}
     for trial in study.get_trials(deepcopy=False):
         if trial_run(trial) is not None:
             latest[trial_run(trial)] = trial  # trials come in number order: a retry replaces its original
-    planned = {variant.name: variant.config.epochs for variant in spec.variants}
-    # RUNNING trials whose worker stopped beating: what optuna.storages.fail_stale_trials looks up
-    stale = set(study._storage._get_stale_trial_ids(study._study_id))
     rows = []
-    for label in spec_labels(spec):
+    for label in [run_label(name, seed) for name in planned for seed in stored.get("seeds", [])]:
         trial = latest.get(label)
         epochs = planned[parse_label(label)[0]]
         if trial is None:
@@ -330,7 +346,7 @@ def storage_status(url: str, study_name: str, heartbeat: int | None = None) -> t
         else:
             state, detail = {TrialState.COMPLETE: "done", TrialState.WAITING: "queued"}.get(trial.state, "pruned"), ""
         rows.append(RunStatus(label, state, len(records), epochs, last_accuracy(records), detail))
-    return spec, rows
+    return rows
 
 
 def only_study_name(url: str) -> str:

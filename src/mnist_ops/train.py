@@ -119,10 +119,13 @@ def _restore(checkpoint: dict, model: torch.nn.Module, optimizer: torch.optim.Op
         raise refuse("its best accuracy or epoch is not a number")
     expected, state = scheduler.state_dict(), checkpoint["scheduler"]
     # LRScheduler.load_state_dict copies every key into the scheduler's attributes: take only its own
-    if not isinstance(state, dict) or set(state) != set(expected) or any(
-            type(state[key]) is not type(value) and not {type(state[key]), type(value)} <= {int, float}
-            for key, value in expected.items() if value is not None):
+    # keys (another torch version may have fewer), each holding what this schedule holds there
+    if not isinstance(state, dict) or not set(state) <= set(expected) or not all(
+            _same_kind(state[key], expected[key]) for key in state):
         raise refuse("its lr schedule state is not this schedule's")
+    groups = checkpoint["optimizer"].get("param_groups") if isinstance(checkpoint["optimizer"], dict) else None
+    if not _same_kind(groups, optimizer.state_dict()["param_groups"]):  # lr, momentum...: numbers, as here
+        raise refuse("its optimizer settings are not this optimizer's")
     if ema is not None and (isinstance(checkpoint["ema_updates"], bool) or not isinstance(checkpoint["ema_updates"], int)
                             or checkpoint["ema_updates"] < 0):
         raise refuse("its count of averaged steps is not a count")
@@ -144,6 +147,23 @@ def _restore(checkpoint: dict, model: torch.nn.Module, optimizer: torch.optim.Op
         restore_random_states(checkpoint["random_states"], generator)
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
         raise refuse(" ".join(str(error).split())[:200] or type(error).__name__) from None  # one line
+
+
+def _same_kind(value, like) -> bool:
+    """`value` has the structure of `like`: numbers where it has numbers, lists of its length, dicts with
+    some of its keys (another torch version may store fewer; None in `like` takes anything)."""
+    if like is None:
+        return True
+    if isinstance(like, bool) or isinstance(value, bool):
+        return type(value) is type(like)
+    if isinstance(like, (int, float)):
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    if isinstance(like, (list, tuple)):
+        return (isinstance(value, (list, tuple)) and len(value) == len(like)
+                and all(_same_kind(v, l) for v, l in zip(value, like)))
+    if isinstance(like, dict):
+        return isinstance(value, dict) and set(value) <= set(like) and all(_same_kind(value[k], like[k]) for k in value)
+    return type(value) is type(like)
 
 
 def _refuse_changed_config(checkpoint: dict, config: Config, out: Path) -> None:

@@ -15,12 +15,13 @@ import json
 import os
 import socket
 import time
+import tomllib
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mnist_ops.config import FIELD_TYPES, Config, check_combination, read_toml, resolve, to_toml
+from mnist_ops.config import FIELD_TYPES, Config, check_combination, read_toml, resolve, stored_table, to_toml
 from mnist_ops.errors import TrainingDiverged, UserError, show
 from mnist_ops.fileio import atomic_write_bytes
 
@@ -408,10 +409,18 @@ def create_study(spec: TuneSpec, url: str, study_name: str):
     deadline = time.monotonic() + 60
     while "spec" not in study.user_attrs and time.monotonic() < deadline:  # its creator is storing it
         time.sleep(0.5)
-    if study.user_attrs.get("spec") != text:
+    if "spec" not in study.user_attrs or tune_spec_from_text(study.user_attrs["spec"], study_name) != \
+            dataclasses.replace(spec, trials=1):
         raise UserError(f"study '{study_name}' in the storage was made by a different tune spec; "
                         "pass another --study-name, or the spec it was made with")
     return study
+
+
+def tune_spec_from_text(text: str, study_name: str) -> TuneSpec:
+    """A tune spec stored by tune_spec_to_toml, maybe by older code: compared parsed, not as text."""
+    values = tomllib.loads(text)
+    values["base"] = stored_table(values.get("base", {}), skip={"preset", "validation"})
+    return parse_tune_spec(values, f"study '{study_name}' in the storage")
 
 
 def best_config(study, spec: TuneSpec) -> tuple[Config, Any]:
