@@ -246,3 +246,17 @@ def test_a_search_run_again_with_more_trials_draws_new_parameters(train_only_roo
     study = optuna.load_study(study_name="tiny", storage=embedded_url(tmp_path / "out"))
     params = [tuple(sorted(trial.params.items())) for trial in study.get_trials(deepcopy=False)]
     assert len(params) == 4 and len(set(params)) == 4, params
+
+
+def test_a_tune_spec_stored_before_a_config_key_existed_still_matches():
+    import dataclasses
+
+    from mnist_ops.tune import tune_spec_from_text
+
+    spec = parse_tune_spec(tiny_values(), "tiny.toml")
+    text = tune_spec_to_toml(spec)
+    older = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("ema ="))
+    assert older != text  # as written before Config had `ema`
+    assert tune_spec_from_text(older, "tiny") == spec
+    changed = tune_spec_to_toml(dataclasses.replace(spec, base=spec.base.replace(lr=0.3)))
+    assert tune_spec_from_text(changed, "tiny") != spec
