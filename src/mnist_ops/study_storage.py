@@ -183,11 +183,10 @@ class StudyWorker:
         config = variant.config.replace(seed=seed)
         directory = run_dir(self.out, variant_name, seed)
         resume = directory.exists()  # a worker on this machine died: fit goes on from last.pt, or starts over
-        records: list[dict] = []
-
         def on_epoch(epoch: int, record: dict) -> None:
-            records.append(record)
-            trial.set_user_attr("metrics", records)
+            # metrics.jsonl, just written: every epoch, also those before a resume (`study status` shows them)
+            trial.set_user_attr("metrics", [json.loads(line) for line in
+                                            (directory / "metrics.jsonl").read_text().splitlines()])
             trial.report(record["test_accuracy"], epoch)
 
         self.log(f"{label}: {'resuming' if (directory / 'last.pt').is_file() else 'training'} (trial {trial.number})")
