@@ -116,7 +116,8 @@ def test_a_diverging_run_is_pruned_once_and_exported_as_diverged(mnist_root, tmp
     spec = parse_spec({"name": "hot", "seeds": [1], "defaults": {"epochs": 1, "limit_train": 1000, "batch_size": 64,
                                                            "device": "cpu"},
                        "variant": [{"name": "hot", "preset": "seed-baseline", "lr": 10.0},  # NaN in epoch 0
-                                   {"name": "plain", "preset": "seed-lean", "model": "seed-lean-plain"}]}, "hot.toml")
+                                   {"name": "plain", "preset": "seed-lean", "model": "seed-lean-plain",
+                                    "precision": "bf16", "channels_last": True}]}, "hot.toml")
     out, url, messages = tmp_path / "study", embedded_url(tmp_path), []
     for _ in range(2):  # the second invocation finds the study finished: the divergence is not retried
         run_shared_study(spec, out, url, "hot", data_root=mnist_root, log=messages.append)
@@ -132,6 +133,13 @@ def test_a_diverging_run_is_pruned_once_and_exported_as_diverged(mnist_root, tmp
     exported = export_study(url, "hot", tmp_path / "elsewhere")
     assert json.loads((exported / "hot" / "seed1" / DIVERGED_FILE).read_text()) == diverged
     assert (exported / "plain" / "seed1" / "done.json").is_file()
+    # the predictions the worker recorded are those of the run's own (bf16) evaluation, image for image
+    predictions = json.loads((exported / "plain" / "seed1" / "test_predictions.json").read_text())
+    logged = json.loads((out / "plain" / "seed1" / "metrics.jsonl").read_text().splitlines()[-1])
+    from mnist_ops.data import load_split
+
+    labels = load_split("mnist", "test", mnist_root).labels.tolist()
+    assert sum(p == y for p, y in zip(predictions, labels)) == logged["test_correct"]
 
 
 def test_runs_are_queued_seed_by_seed_so_a_partial_study_has_every_variant():

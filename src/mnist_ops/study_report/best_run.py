@@ -22,17 +22,15 @@ class BestRunAnalysis:
 
 
 def checkpoint_predictions(run_directory: Path, data_root=None):
-    """(test split, the class the run's last.pt predicts for each image, dataset name)."""
-    from mnist_ops.batches import normalize
+    """(test split, the class the run's last.pt predicts for each image, dataset name), evaluated as the
+    run evaluated its epochs (engine.evaluate_checkpoint), so they agree with its last test accuracy."""
     from mnist_ops.data import load_split
-    from mnist_ops.engine import evaluate, load_checkpoint, model_from_checkpoint, resolve_device
+    from mnist_ops.engine import evaluate_checkpoint, load_checkpoint, resolve_device
 
     checkpoint = load_checkpoint(run_directory / "last.pt")
     dataset = checkpoint["config"].get("dataset", "mnist")
     test = load_split(dataset, "test", data_root)
-    device = resolve_device("cpu")
-    model = model_from_checkpoint(checkpoint).to(device)
-    result = evaluate(model, normalize(test.images, checkpoint["mean"], checkpoint["std"]), test.labels, device)
+    result = evaluate_checkpoint(checkpoint, test.images, test.labels, resolve_device("cpu"))
     return test, result.predictions, dataset
 
 
