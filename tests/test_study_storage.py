@@ -199,3 +199,22 @@ def test_status_tells_a_running_run_from_one_whose_worker_stopped_beating(tmp_pa
         time.sleep(0.5)
     assert row.state == "stalled" and "worker elsewhere:42 stopped beating" in row.detail
     assert storage_status(url, "beats", heartbeat=60)[0].state == "running"  # a longer --heartbeat: not yet
+
+
+@pytest.mark.integration
+def test_one_worker_on_a_directory_with_an_embedded_study_joins_it_instead_of_training_beside_it(mnist_root, tmp_path):
+    import optuna
+
+    from mnist_ops.distributed import embedded_url, open_storage
+
+    (tmp_path / "spec.toml").write_text(SPEC)
+    out = tmp_path / "study"
+    common = ("--spec", str(tmp_path / "spec.toml"), "--seeds", "1", "--out", str(out), "--no-progress",
+              "--data-root", str(mnist_root))
+    run_cli("study", *common, "--workers", "2")
+    (out / "bn" / "seed1" / "done.json").unlink()  # as if its worker died after training; the storage has it
+    joined = run_cli("study", *common)  # --workers 1, no --storage
+    assert "study 'tiny-shared' in sqlite:///" in joined and "finished earlier" not in joined
+    trials = optuna.load_study(study_name="tiny-shared", storage=open_storage(embedded_url(out))).get_trials()
+    assert len(trials) == 2  # nothing trained again: the storage's record of bn/seed1 stands
+    assert (out / "bn" / "seed1" / "done.json").is_file()  # and the export wrote it back

@@ -409,13 +409,14 @@ def run_study_command(spec, out: Path, storage: str | None, study_name: str | No
                       heartbeat: int | None, data_root, command: str, progress: bool) -> None:
     """Train a study: one run after another in this process (no --storage, one worker), or on an Optuna
     storage shared by --workers local processes and any other machine running the same command."""
+    from mnist_ops.distributed import EMBEDDED_FILE, storage_url
     from mnist_ops.study import run_study
 
     workers = max(1, min(workers, len(spec.variants) * len(spec.seeds)))  # no more workers than runs
-    if storage is None and workers == 1:
+    # a directory whose study runs on its embedded storage is joined, never trained beside it
+    if storage is None and workers == 1 and not (out / EMBEDDED_FILE).is_file():
         run_study(spec, out, data_root=data_root, command=command, progress=progress)
         return
-    from mnist_ops.distributed import storage_url
     from mnist_ops.study_storage import run_shared_study
 
     run_shared_study(spec, out, storage_url(storage, out), study_name or spec.name, workers, heartbeat, data_root,
