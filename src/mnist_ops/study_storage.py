@@ -183,10 +183,11 @@ class StudyWorker:
         config = variant.config.replace(seed=seed)
         directory = run_dir(self.out, variant_name, seed)
         resume = directory.exists()  # a worker on this machine died: fit goes on from last.pt, or starts over
+        def read_metrics() -> list[dict]:  # every epoch, also those before a resume
+            return [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+
         def on_epoch(epoch: int, record: dict) -> None:
-            # metrics.jsonl, just written: every epoch, also those before a resume (`study status` shows them)
-            trial.set_user_attr("metrics", [json.loads(line) for line in
-                                            (directory / "metrics.jsonl").read_text().splitlines()])
+            trial.set_user_attr("metrics", read_metrics())  # fit has just written it; `study status` shows it
             trial.report(record["test_accuracy"], epoch)
 
         self.log(f"{label}: {'resuming' if (directory / 'last.pt').is_file() else 'training'} (trial {trial.number})")
@@ -208,8 +209,7 @@ class StudyWorker:
             # Its own number: a retry copies the user attributes, and must not look failed from the start.
             trial.set_user_attr("error", {"trial": trial.number, "message": f"{type(error).__name__}: {error}"[:500]})
             raise
-        records = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
-        trial.set_user_attr("metrics", records)  # every epoch, also those before a resume
+        trial.set_user_attr("metrics", read_metrics())  # a run that was finished before this trial has no on_epoch
         predictions = checkpoint_predictions(directory, self.data_root)[1].tolist()
         done = done_record(directory, variant_name, seed, summary, config)
         trial.set_user_attr("done", done)
