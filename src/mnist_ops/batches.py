@@ -10,7 +10,9 @@ That is what tuning uses, so that no recipe is picked on test accuracy.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
@@ -96,3 +98,22 @@ def iterate_batches(train: Split, config: Config, mean: float, std: float, gener
     end = len(order) - len(order) % config.batch_size if drop_last else len(order)
     for start in range(0, end, config.batch_size):
         yield make_batch(train, order[start:start + config.batch_size], config.augment, mean, std, generator)
+
+
+def prefetched(batches: Iterator, enabled: bool = True) -> Iterator:
+    """Yield `batches`, building the next one in a background thread (one intra-op thread) while the
+    caller trains on the current one. The batches and the random draws behind them are the same,
+    in the same order: one thread at a time advances the iterator.
+
+    Used with replicas, where the main thread only waits while the copies compute: it overlaps
+    the augmentation with the train step instead of running it between steps.
+    """
+    if not enabled:
+        yield from batches
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch",
+                            initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        pending = pool.submit(next, batches, None)
+        while (batch := pending.result()) is not None:
+            pending = pool.submit(next, batches, None)
+            yield batch

@@ -1,0 +1,56 @@
+import threading
+
+import pytest
+import torch
+
+from mnist_ops.batches import iterate_batches, prefetched
+from mnist_ops.config import Config
+from mnist_ops.data import Split
+
+
+def small_split(count=300):
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (count, 28, 28), dtype=torch.uint8, generator=generator)
+    return Split(images=images, labels=torch.arange(count) % 10)
+
+
+@pytest.mark.parametrize("augment", ["seed", "light", "none"])
+def test_prefetched_batches_and_random_draws_are_those_of_the_plain_loop(augment):
+    split, config = small_split(), Config(augment=augment, batch_size=64)
+    plain_generator = torch.Generator().manual_seed(3)
+    plain = list(iterate_batches(split, config, 0.13, 0.31, plain_generator))
+    generator = torch.Generator().manual_seed(3)
+    fetched = list(prefetched(iterate_batches(split, config, 0.13, 0.31, generator)))
+    assert len(fetched) == len(plain) == 5  # 4 of 64 and one of 44
+    for (x, y), (x_plain, y_plain) in zip(fetched, plain):
+        assert torch.equal(x, x_plain) and torch.equal(y, y_plain)
+    assert torch.equal(generator.get_state(), plain_generator.get_state())  # a resumed run draws the same next
+
+
+def test_prefetching_builds_in_another_thread_and_passes_errors_through():
+    built_in = []
+
+    def batches():
+        for number in range(3):
+            built_in.append(threading.current_thread().name)
+            if number == 2:
+                raise ValueError("damaged batch")
+            yield number
+
+    seen = []
+    with pytest.raises(ValueError, match="damaged batch"):
+        for number in prefetched(batches()):
+            seen.append(number)
+    assert seen == [0, 1]
+    assert all(name.startswith("prefetch") for name in built_in)
+
+
+def test_without_prefetching_the_batches_are_built_in_the_callers_thread():
+    names = []
+
+    def batches():
+        names.append(threading.current_thread().name)
+        yield 1
+
+    assert list(prefetched(batches(), enabled=False)) == [1]
+    assert names == [threading.current_thread().name]
