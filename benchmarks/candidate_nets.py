@@ -43,3 +43,8 @@ def fast_8k(num_classes: int = 10) -> nn.Module:
     return Classifier(conv1=block(1, 8), pool1=nn.MaxPool2d(2, 2), conv2=block(8, 12), conv3=block(12, 16),
                       conv4=block(16, 16), conv5=block(16, 16), gap=nn.AvgPool2d(5),
                       head=nn.Conv2d(16, num_classes, 1, bias=False))
+
+
+def separable_1k(num_classes: int = 10) -> nn.Module:
+    """lean-2k's layout (separable convs) at widths (6, 8, 10, 12, 12): 986 parameters, for the < 1,000 stretch."""
+    return separable_net((6, 8, 10, 12, 12), num_classes)
