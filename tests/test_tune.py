@@ -69,6 +69,8 @@ def test_spec_resolves_base_space_and_defaults(tmp_path):
     ({"sampler": {"kind": "cmaes"}}, r"\[sampler\] 'kind' must be one of tpe, random"),
     ({"pruner": {"kind": "asha"}}, r"\[pruner\] 'kind' must be one of median, hyperband, none"),
     ({"objective": {"last_k": 3}}, "last_k = 3 is more than the epochs trained"),
+    ({"objective": {"last_k": 1, "seeds": 0}}, r"\[objective\].*'seeds' must be an integer >= 1"),
+    ({"objective": {"last_k": 1, "seeds": 11}}, "at most 10 seeds per trial"),
     ({"base": {"validation": 10}}, "top-level 'validation'"),
     ({"trials": 0}, "'trials' .* must be an integer >= 1"),
     ({"budget": 3}, r"unknown key\(s\) budget"),
@@ -260,3 +262,30 @@ def test_a_tune_spec_stored_before_a_config_key_existed_still_matches():
     assert tune_spec_from_text(older, "tiny") == spec
     changed = tune_spec_to_toml(dataclasses.replace(spec, base=spec.base.replace(lr=0.3)))
     assert tune_spec_from_text(changed, "tiny") != spec
+
+
+def test_a_trial_scored_over_two_seeds_trains_both_and_averages_them(train_only_root, tmp_path):
+    """One seed's luck is as large as what a search for a record ranks (docs/records.md): `[objective]
+    seeds = 2` trains every trial on seeds 1 and 2 and scores the mean."""
+    import optuna
+
+    from mnist_ops.distributed import embedded_url
+    from mnist_ops.tune import run_tune, tune_spec_from_text
+
+    values = tiny_values(base={"epochs": 2, "limit_train": 300, "batch_size": 64, "device": "cpu"},
+                         sampler={"kind": "random"}, pruner={"kind": "none"}, objective={"last_k": 1, "seeds": 2})
+    spec = parse_tune_spec(values, "tiny.toml", trials=1)
+    assert spec.seeds == 2 and tune_spec_from_text(tune_spec_to_toml(spec), "tiny") == spec
+    run_tune(spec, tmp_path / "out", data_root=train_only_root, log=lambda message: None)
+    trial = optuna.load_study(study_name="tiny", storage=embedded_url(tmp_path / "out")).trials[0]
+    finals = {}
+    for seed in (1, 2):
+        run = tmp_path / "out" / "trials" / "trial0000" / f"seed{seed}"
+        assert f"seed = {seed}" in (run / "config.toml").read_text()
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert len(records) == 2
+        finals[str(seed)] = records[-1]["val_accuracy"]
+    assert trial.user_attrs["seed_values"] == pytest.approx(finals)
+    assert trial.value == pytest.approx((finals["1"] + finals["2"]) / 2)
+    assert trial.user_attrs["epochs_trained"] == 4
+    assert list(trial.intermediate_values) == [0, 1]  # each epoch of the first seed, for the pruner

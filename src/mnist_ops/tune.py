@@ -36,6 +36,7 @@ PRUNERS = ("median", "hyperband", "none")
 TRIALS_DIR = "trials"
 BEST_CONFIG = "best.toml"
 CONFIRM_DIR = "confirm"
+MAX_SEEDS_PER_TRIAL = 10
 MAX_CORNERS = 4096  # spec check: every combination of bounds and choices is built, up to this many
 
 
@@ -79,6 +80,7 @@ class TuneSpec:
     pruner: str
     warmup_epochs: int
     last_k: int  # objective: mean validation accuracy over the last K epochs
+    seeds: int = 1  # objective: ... averaged over this many seeds (base seed, base seed + 1, ...)
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -203,8 +205,11 @@ def parse_tune_spec(values: dict, source: str, trials: int | None = None) -> Tun
     if pruner_kind not in PRUNERS:
         raise UserError(f"{source}: [pruner] 'kind' must be one of {', '.join(PRUNERS)}, got {pruner_kind!r}")
     objective = _table(values, "objective", source)
-    _reject_unknown(objective, ("last_k",), f"{source}: [objective]")
+    _reject_unknown(objective, ("last_k", "seeds"), f"{source}: [objective]")
     last_k = _integer(objective, "last_k", 3, 1, f"{source}: [objective]")
+    seeds = _integer(objective, "seeds", 1, 1, f"{source}: [objective]")
+    if seeds > MAX_SEEDS_PER_TRIAL:
+        raise UserError(f"{source}: [objective] seeds = {seeds}: at most {MAX_SEEDS_PER_TRIAL} seeds per trial")
     max_epochs = max([base.epochs] + [value for param in space if param.name == "epochs" for value in param.corners()])
     if last_k > max_epochs:
         raise UserError(f"{source}: [objective] last_k = {last_k} is more than the epochs trained ({max_epochs})")
@@ -213,7 +218,7 @@ def parse_tune_spec(values: dict, source: str, trials: int | None = None) -> Tun
         raise UserError(f"{source}: 'trials' (or --trials) must be an integer >= 1, got {count!r}")
     return TuneSpec(name, base, space, count, sampler_kind, _integer(sampler, "seed", 0, 0, f"{source}: [sampler]"),
                     _integer(sampler, "startup_trials", 10, 0, f"{source}: [sampler]"), pruner_kind,
-                    _integer(pruner, "warmup_epochs", 1, 0, f"{source}: [pruner]"), last_k)
+                    _integer(pruner, "warmup_epochs", 1, 0, f"{source}: [pruner]"), last_k, seeds)
 
 
 def read_tune_spec(path: str | os.PathLike, trials: int | None = None) -> TuneSpec:
@@ -229,7 +234,7 @@ def tune_spec_to_toml(spec: TuneSpec) -> str:
     text += "\n[sampler]\n" + to_toml({"kind": spec.sampler, "seed": spec.sampler_seed,
                                         "startup_trials": spec.startup_trials})
     text += "\n[pruner]\n" + to_toml({"kind": spec.pruner, "warmup_epochs": spec.warmup_epochs})
-    text += "\n[objective]\n" + to_toml({"last_k": spec.last_k})
+    text += "\n[objective]\n" + to_toml({"last_k": spec.last_k, "seeds": spec.seeds})
     for param in spec.space:
         text += f"\n[space.{param.name}]\n" + to_toml({"type": param.kind})
         if param.kind == "categorical":
@@ -309,21 +314,34 @@ class TuneWorker:
             raise SurplusTrial(f"trial {trial.number} started after the budget of {self.spec.trials} was taken")
         params = {param.name: param.suggest(trial) for param in self.spec.space}
         config = check_combination(resolve(self.spec.base, params, source=f"trial {trial.number}"))
-        records: list[dict] = []
-
-        def on_epoch(epoch: int, record: dict) -> None:
-            records.append(record)
-            trial.report(record["val_accuracy"], epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"validation accuracy {record['val_accuracy']:.2f}% after epoch {epoch}")
+        seeds = [config.seed + index for index in range(self.spec.seeds)]
+        trial_dir = self.out / TRIALS_DIR / f"trial{trial.number:04d}"
+        epochs_trained = 0
 
         shown = ", ".join(f"{key} = {value:.4g}" if isinstance(value, float) else f"{key} = {value}"
                           for key, value in params.items())
         self.log(f"trial {trial.number}: {shown}")
         started = time.perf_counter()
+        values = []
         try:
-            fit(config, self.out / TRIALS_DIR / f"trial{trial.number:04d}", data_root=self.data_root,
-                log=lambda message: None, progress=False, on_epoch=on_epoch)
+            for seed in seeds:
+                records: list[dict] = []
+
+                # The pruner judges a trial on its first seed, epoch by epoch; the other seeds run whole.
+                def on_epoch(epoch: int, record: dict, records=records, first=seed == seeds[0]) -> None:
+                    records.append(record)
+                    if first:
+                        trial.report(record["val_accuracy"], epoch)
+                        if trial.should_prune():
+                            raise optuna.TrialPruned(f"validation accuracy {record['val_accuracy']:.2f}% "
+                                                     f"after epoch {epoch}")
+
+                try:
+                    fit(config.replace(seed=seed), trial_dir if len(seeds) == 1 else trial_dir / f"seed{seed}",
+                        data_root=self.data_root, log=lambda message: None, progress=False, on_epoch=on_epoch)
+                finally:
+                    epochs_trained += len(records)
+                values.append(objective_value(records, self.spec.last_k))
         except optuna.TrialPruned as pruned:
             self.log(f"trial {trial.number}: pruned, {pruned} ({time.perf_counter() - started:.0f} s)")
             raise
@@ -332,11 +350,15 @@ class TuneWorker:
             self.log(f"trial {trial.number}: pruned, the loss diverged ({diverged})")
             raise optuna.TrialPruned(f"diverged: {diverged}") from None
         finally:
-            trial.set_user_attr("epochs_trained", len(records))
+            trial.set_user_attr("epochs_trained", epochs_trained)
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
-        value = objective_value(records, self.spec.last_k)
-        self.log(f"trial {trial.number}: {value:.2f}% mean validation accuracy over the last "
-                 f"{min(self.spec.last_k, len(records))} epochs ({time.perf_counter() - started:.0f} s)")
+        value = sum(values) / len(values)
+        over = f"the last {min(self.spec.last_k, len(records))} epochs"
+        if len(seeds) > 1:
+            trial.set_user_attr("seed_values", dict(zip(map(str, seeds), values)))
+            over += f" of seeds {', '.join(map(str, seeds))} ({', '.join(f'{v:.2f}' for v in values)})"
+        self.log(f"trial {trial.number}: {value:.2f}% mean validation accuracy over {over} "
+                 f"({time.perf_counter() - started:.0f} s)")
         return value
 
     def run(self) -> None:

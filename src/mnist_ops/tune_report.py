@@ -121,7 +121,9 @@ def build_tune_report(directory: Path, spec: TuneSpec, study, storage: str, comm
         + (f", first {base.limit_train:,} training images" if base.limit_train else ""),
         f"Validation: {base.validation:,} training images held out (stratified, the same for every trial); "
         "trials train on the rest and never read the test set",
-        f"Objective: mean validation accuracy over the last {spec.last_k} epochs (maximized)",
+        f"Objective: mean validation accuracy over the last {spec.last_k} epochs"
+        + (f", averaged over seeds {base.seed}-{base.seed + spec.seeds - 1} (the pruner judges the first)"
+           if spec.seeds > 1 else f", seed {base.seed}") + " (maximized)",
         f"Sampler: {spec.sampler} (seed {spec.sampler_seed}, {spec.startup_trials} start-up trials); "
         f"pruner: {spec.pruner}",
         _state_line(trials),
