@@ -31,7 +31,7 @@ def fast_8k(num_classes: int = 10) -> nn.Module:
     Pooling after the first conv roughly doubles the train step's img/s (lean-8k spends most of its
     step on conv2 and conv3 at 24x24 and 22x22). On the validation split it matched lean-8k at 6
     epochs (99.44 / 99.39% on seeds 1 / 2 against 99.38 / 99.41%), but on the test set with
-    lean-8k-fast's 7 epochs it never reached 99.4% on seeds 5 and 7 (docs/speed.md):
+    lean-8k-fast's 7 epochs it never reached 99.4% on seeds 5, 7 and 10 (docs/records.md):
         python benchmarks/time_to_accuracy.py --preset lean-8k-fast --seeds 1 2 3 4 5 6 7 8 9 10 31 77 \\
             -- --model benchmarks/candidate_nets.py:fast_8k
     """

@@ -260,11 +260,14 @@ def test_a_tune_spec_stored_before_a_config_key_existed_still_matches():
     older = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("ema ="))
     assert older != text  # as written before Config had `ema`
     assert tune_spec_from_text(older, "tiny") == spec
+    assert "seeds" not in text  # a single-seed search reads as before [objective] had `seeds`
+    several = dataclasses.replace(spec, seeds=2)
+    assert "seeds = 2" in tune_spec_to_toml(several) and tune_spec_from_text(tune_spec_to_toml(several), "tiny") != spec
     changed = tune_spec_to_toml(dataclasses.replace(spec, base=spec.base.replace(lr=0.3)))
     assert tune_spec_from_text(changed, "tiny") != spec
 
 
-def test_a_trial_scored_over_two_seeds_trains_both_and_averages_them(train_only_root, tmp_path):
+def test_a_trial_scored_over_two_seeds_trains_both_and_averages_them(train_only_root, tmp_path, monkeypatch):
     """One seed's luck is as large as what a search for a record ranks (docs/records.md): `[objective]
     seeds = 2` trains every trial on seeds 1 and 2 and scores the mean."""
     import optuna
@@ -276,6 +279,14 @@ def test_a_trial_scored_over_two_seeds_trains_both_and_averages_them(train_only_
                          sampler={"kind": "random"}, pruner={"kind": "none"}, objective={"last_k": 1, "seeds": 2})
     spec = parse_tune_spec(values, "tiny.toml", trials=1)
     assert spec.seeds == 2 and tune_spec_from_text(tune_spec_to_toml(spec), "tiny") == spec
+    reports = []
+    original_report = optuna.trial.Trial.report
+
+    def counted_report(self, value, step):
+        reports.append(step)
+        return original_report(self, value, step)
+
+    monkeypatch.setattr(optuna.trial.Trial, "report", counted_report)
     run_tune(spec, tmp_path / "out", data_root=train_only_root, log=lambda message: None)
     trial = optuna.load_study(study_name="tiny", storage=embedded_url(tmp_path / "out")).trials[0]
     finals = {}
@@ -288,4 +299,10 @@ def test_a_trial_scored_over_two_seeds_trains_both_and_averages_them(train_only_
     assert trial.user_attrs["seed_values"] == pytest.approx(finals)
     assert trial.value == pytest.approx((finals["1"] + finals["2"]) / 2)
     assert trial.user_attrs["epochs_trained"] == 4
-    assert list(trial.intermediate_values) == [0, 1]  # each epoch of the first seed, for the pruner
+    assert reports == [0, 1]  # each epoch of the first seed, for the pruner; the second seed reports none
+    from mnist_ops.tune_report import write_tune_report
+
+    report = write_tune_report(tmp_path / "out", spec, None, None, "mnist-ops tune --spec tiny.toml").read_text()
+    assert "averaged over seeds 1-2" in report and f"seed 2: {finals['2']:.2f}" in report
+    listed = json.loads((tmp_path / "out" / "trials.json").read_text())
+    assert listed[0]["seed_values"] == pytest.approx(finals)

@@ -103,7 +103,8 @@ def iterate_batches(train: Split, config: Config, mean: float, std: float, gener
 def prefetched(batches: Iterator, enabled: bool = True) -> Iterator:
     """Yield `batches`, building the next one in a background thread (one intra-op thread) while the
     caller trains on the current one. The batches and the random draws behind them are the same,
-    in the same order: one thread at a time advances the iterator.
+    in the same order: one thread at a time advances the iterator. A caller that stops early leaves
+    one batch more drawn than the plain loop would (fit always runs its epochs to the end).
 
     Used with replicas, where the main thread only waits while the copies compute: it overlaps
     the augmentation with the train step instead of running it between steps.

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from mnist_ops.augment import perspective_matrices, random_perspective_points
 from mnist_ops.config import Config
 from mnist_ops.data import Split
-from mnist_ops.batches import iterate_batches, load_training_split, make_batch
+from mnist_ops.batches import iterate_batches, load_training_split, make_batch, prefetched
 from mnist_ops.engine import TrainStep, build_model, make_optimizer, memory_format
 from mnist_ops.provenance import run_provenance
 from mnist_ops.replicas import one_thread_per_replica
@@ -116,7 +116,8 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
     step_b = make_step(build_model(config), config)
 
     def as_in_fit(run: Callable[[], int]) -> Callable[[], int]:
-        """(b) runs as fit() does: with replicas, one thread per copy and for making batches."""
+        """(b) runs as fit() does: with replicas, one thread per copy and for making batches (end to end,
+        the next batch is made in a background thread while the copies train)."""
         def measured() -> int:
             with one_thread_per_replica(config.replicas):
                 return run()
@@ -128,7 +129,8 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
         "train step": (lambda: train_steps(step_a, x, y, batches),
                        as_in_fit(lambda: train_steps(step_b, x, y, batches))),
         "end to end": (lambda: _take(iter(loader), batches, step_a),
-                       as_in_fit(lambda: _take(our_batches(train, config, mean, std, generator), batches, step_b))),
+                       as_in_fit(lambda: _take(prefetched(our_batches(train, config, mean, std, generator),
+                                                          enabled=config.replicas > 1), batches, step_b))),
     }
     ours = (f"{config.precision}, channels_last={config.channels_last}, replicas={config.replicas}, "
             f"fast_dropout={config.fast_dropout}" + (", 1 thread per copy" if config.replicas > 1 else ""))

@@ -234,7 +234,8 @@ def tune_spec_to_toml(spec: TuneSpec) -> str:
     text += "\n[sampler]\n" + to_toml({"kind": spec.sampler, "seed": spec.sampler_seed,
                                         "startup_trials": spec.startup_trials})
     text += "\n[pruner]\n" + to_toml({"kind": spec.pruner, "warmup_epochs": spec.warmup_epochs})
-    text += "\n[objective]\n" + to_toml({"last_k": spec.last_k, "seeds": spec.seeds})
+    # `seeds` only when searched over several: a single-seed spec reads as it did before the key existed
+    text += "\n[objective]\n" + to_toml({"last_k": spec.last_k, **({"seeds": spec.seeds} if spec.seeds > 1 else {})})
     for param in spec.space:
         text += f"\n[space.{param.name}]\n" + to_toml({"type": param.kind})
         if param.kind == "categorical":
@@ -353,7 +354,7 @@ class TuneWorker:
             trial.set_user_attr("epochs_trained", epochs_trained)
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
         value = sum(values) / len(values)
-        over = f"the last {min(self.spec.last_k, len(records))} epochs"
+        over = f"the last {min(self.spec.last_k, config.epochs)} epochs"
         if len(seeds) > 1:
             trial.set_user_attr("seed_values", dict(zip(map(str, seeds), values)))
             over += f" of seeds {', '.join(map(str, seeds))} ({', '.join(f'{v:.2f}' for v in values)})"

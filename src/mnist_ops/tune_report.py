@@ -62,11 +62,19 @@ def draw_plots(study, directory: Path, completed: int) -> list[tuple[str, object
 
 
 def trials_table(trials: list, space_names: list[str]) -> Table:
-    header = ["Trial", "Objective %", *space_names, "Epochs", "Seconds", "Worker"]
+    by_seed = any("seed_values" in trial.user_attrs for trial in trials)
+    header = ["Trial", "Objective %", *space_names, *(["Per seed %"] if by_seed else []),
+              "Epochs (all seeds)" if by_seed else "Epochs", "Seconds", "Worker"]
     rows = [[str(trial.number), percent(trial.value), *(_format(trial.params.get(name, "")) for name in space_names),
+             *([_seed_values(trial)] if by_seed else []),
              str(trial.user_attrs.get("epochs_trained", "")), _format(trial.user_attrs.get("seconds", "")),
              str(trial.user_attrs.get("worker", ""))] for trial in trials]
     return Table(header, rows)
+
+
+def _seed_values(trial) -> str:
+    """'seed 1: 99.48, seed 2: 99.52' for a trial scored over several seeds (a pruned one has none)."""
+    return ", ".join(f"seed {seed}: {value:.2f}" for seed, value in trial.user_attrs.get("seed_values", {}).items())
 
 
 def _state_line(trials: list) -> str:
@@ -122,7 +130,8 @@ def build_tune_report(directory: Path, spec: TuneSpec, study, storage: str, comm
         f"Validation: {base.validation:,} training images held out (stratified, the same for every trial); "
         "trials train on the rest and never read the test set",
         f"Objective: mean validation accuracy over the last {spec.last_k} epochs"
-        + (f", averaged over seeds {base.seed}-{base.seed + spec.seeds - 1} (the pruner judges the first)"
+        + (f", averaged over seeds {base.seed}-{base.seed + spec.seeds - 1}"
+           + (" (the pruner judges the first; a pruned trial's value is its first seed's)" if spec.pruner != "none" else "")
            if spec.seeds > 1 else f", seed {base.seed}") + " (maximized)",
         f"Sampler: {spec.sampler} (seed {spec.sampler_seed}, {spec.startup_trials} start-up trials); "
         f"pruner: {spec.pruner}",
@@ -167,6 +176,7 @@ def write_tune_report(directory: str | os.PathLike, spec: TuneSpec, storage: str
     atomic_write_bytes(directory / "index.html", render_html(blocks).encode())
     atomic_write_bytes(directory / "trials.json", (json.dumps(
         [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-          "epochs_trained": t.user_attrs.get("epochs_trained"), "worker": t.user_attrs.get("worker")}
+          "epochs_trained": t.user_attrs.get("epochs_trained"), "worker": t.user_attrs.get("worker"),
+          **({"seed_values": t.user_attrs["seed_values"]} if "seed_values" in t.user_attrs else {})}
          for t in study.get_trials(deepcopy=False)], indent=1) + "\n").encode())
     return directory / "report.md"
