@@ -41,3 +41,37 @@ def test_processes_opening_an_empty_postgres_at_once_all_succeed(postgres):
     for process in processes:
         process.join(timeout=120)
     assert [results.get(timeout=5) for _ in processes] == ["ok"] * 4
+
+
+def _take_queued_trials(url: str, barrier, results) -> None:
+    import optuna
+
+    study = optuna.load_study(study_name="queue", storage=open_storage(url))
+    barrier.wait()
+    taken = []
+    while True:
+        trial_id = study._pop_waiting_trial_id()  # what study.ask() and optimize() do to take a queued trial
+        if trial_id is None:
+            break
+        taken.append(trial_id)
+    results.put(taken)
+
+
+def test_workers_on_an_embedded_sqlite_storage_never_take_the_same_queued_trial(tmp_path):
+    """SQLite ignores the row lock Optuna takes to hand out a queued trial; without open_storage's
+    BEGIN IMMEDIATE two workers sometimes both got one (seen in CI: a study run trained twice at once)."""
+    import optuna
+
+    url = embedded_url(tmp_path)
+    study = optuna.create_study(study_name="queue", storage=open_storage(url))
+    for number in range(60):
+        study.enqueue_trial({"x": number})
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(4), context.Queue()
+    processes = [context.Process(target=_take_queued_trials, args=(url, barrier, results)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    taken = [trial_id for _ in processes for trial_id in results.get(timeout=120)]
+    for process in processes:
+        process.join(timeout=30)
+    assert sorted(taken) == sorted(trial._trial_id for trial in study.get_trials(deepcopy=False))  # each once

@@ -82,6 +82,28 @@ def require_optuna() -> None:
     require_extra("tune", "optuna", "sqlalchemy")
 
 
+def _write_lock_on_begin(engine) -> None:
+    """Every SQLite transaction takes the write lock when it begins (BEGIN IMMEDIATE).
+
+    Optuna hands a queued (WAITING) trial to one worker by reading its state and setting RUNNING
+    in one transaction, row-locked with SELECT ... FOR UPDATE. SQLite ignores FOR UPDATE, and its
+    default transactions take the write lock only at the first write, so two workers could both
+    read WAITING and both run the same trial (seen in CI: the second hit the run directory's lock
+    and failed the trial under the first). SQLAlchemy's recipe for SQLite: let the driver leave
+    transactions alone and begin each one ourselves."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection, connection_record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while Optuna created its tables predate the hooks
+
+
 def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, retry_stale: int | None = None):
     """An RDBStorage with heartbeat and retry of dead workers' trials.
 
@@ -97,8 +119,11 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, retry_stale: int 
     engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}} if url.startswith("sqlite") else {}
     for attempt in range(1, CREATE_ATTEMPTS + 1):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-                                              heartbeat_stale_trial_callback=callback)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                                                 heartbeat_stale_trial_callback=callback)
+            if url.startswith("sqlite"):
+                _write_lock_on_begin(storage.engine)
+            return storage
         except sqlalchemy.exc.ArgumentError as error:
             raise UserError(f"storage URL {url!r} is not a database URL ({error}); "
                             "use e.g. postgresql://user:password@host:5432/dbname") from None
