@@ -100,6 +100,12 @@ def iterate_batches(train: Split, config: Config, mean: float, std: float, gener
         yield make_batch(train, order[start:start + config.batch_size], config.augment, mean, std, generator)
 
 
+def fit_batches(train: Split, config: Config, mean: float, std: float, generator: torch.Generator,
+                drop_last: bool = False) -> Iterator:
+    """The batches fit() trains on: `iterate_batches`, built one ahead in a background thread with replicas."""
+    return prefetched(iterate_batches(train, config, mean, std, generator, drop_last), enabled=config.replicas > 1)
+
+
 def prefetched(batches: Iterator, enabled: bool = True) -> Iterator:
     """Yield `batches`, building the next one in a background thread (one intra-op thread) while the
     caller trains on the current one. The batches and the random draws behind them are the same,

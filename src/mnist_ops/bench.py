@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from mnist_ops.augment import perspective_matrices, random_perspective_points
 from mnist_ops.config import Config
 from mnist_ops.data import Split
-from mnist_ops.batches import iterate_batches, load_training_split, make_batch, prefetched
+from mnist_ops.batches import fit_batches, iterate_batches, load_training_split, make_batch
 from mnist_ops.engine import TrainStep, build_model, make_optimizer, memory_format
 from mnist_ops.provenance import run_provenance
 from mnist_ops.replicas import one_thread_per_replica
@@ -129,8 +129,8 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
         "train step": (lambda: train_steps(step_a, x, y, batches),
                        as_in_fit(lambda: train_steps(step_b, x, y, batches))),
         "end to end": (lambda: _take(iter(loader), batches, step_a),
-                       as_in_fit(lambda: _take(prefetched(our_batches(train, config, mean, std, generator),
-                                                          enabled=config.replicas > 1), batches, step_b))),
+                       as_in_fit(lambda: _take(fit_batches(train, config, mean, std, generator, drop_last=True),
+                                               batches, step_b))),
     }
     ours = (f"{config.precision}, channels_last={config.channels_last}, replicas={config.replicas}, "
             f"fast_dropout={config.fast_dropout}" + (", 1 thread per copy" if config.replicas > 1 else ""))

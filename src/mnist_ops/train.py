@@ -22,7 +22,7 @@ import torch
 
 from mnist_ops import tensorboard
 from mnist_ops.analysis import format_receptive_field, model_summary, receptive_field
-from mnist_ops.batches import FitData, iterate_batches, load_fit_data, normalize, prefetched
+from mnist_ops.batches import FitData, fit_batches, load_fit_data, normalize
 from mnist_ops.config import RESULT_NEUTRAL_KEYS, Config, check_combination, to_toml
 from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, load_checkpoint,
                               make_ema, make_optimizer, make_scheduler, memory_format, random_states, resolve_device,
@@ -60,8 +60,7 @@ def train_one_epoch(step: TrainStep, data: FitData, config: Config, generator: t
     loss_sum = torch.zeros((), dtype=torch.float64)
     correct = torch.zeros((), dtype=torch.int64)
     seen = 0
-    batches = iterate_batches(data.train, config, data.mean, data.std, generator)
-    for number, (x, y) in enumerate(prefetched(batches, enabled=config.replicas > 1)):
+    for number, (x, y) in enumerate(fit_batches(data.train, config, data.mean, data.std, generator)):
         try:
             logits, loss = step(x, y)
         except NonFiniteLoss as error:
