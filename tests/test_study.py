@@ -81,6 +81,8 @@ def variant_with(**keys):
     ({"last_k": 0}, "'last_k' must be"),
     ({"budget": 3}, r"unknown key\(s\) budget"),
     (variant_with(seed=4), "list seeds in the top-level 'seeds'"),
+    (variant_with(validation=10000), "variant 'only': sets validation = 10000, but a study judges every run on the test"),
+    ({"defaults": {"validation": 500}}, "sets validation = 500, .*mnist-ops tune"),
     (variant_with(replicas=2), "variant 'only': replicas = 2 needs dropout = 0"),  # seed-lean has dropout
 ])
 def test_bad_specs_are_refused_by_name(changes, message):

@@ -130,6 +130,10 @@ def _parse_variant(table: Any, defaults: dict, overrides: dict, source: str) -> 
         check_combination(config)
     except UserError as error:
         raise UserError(f"{where}: {error}") from None
+    if config.validation:  # a study's report, records and Optuna values all read the test set
+        raise UserError(f"{where}: sets validation = {config.validation}, but a study judges every run on the test "
+                        f"set; compare recipes on a validation split with `mnist-ops tune` (its [objective] seeds "
+                        f"= N scores each trial over N seeds) or `mnist-ops train --validation N`")
     try:
         resolve_model(config.model)  # imports a model file or module the variant names, before any run
     except UserError as error:

@@ -1,0 +1,83 @@
+"""Compare recipes on the validation split over several seeds, never reading the test set.
+
+Each arm is a name and `mnist-ops train` flags; every arm trains every seed with `--validation N`,
+one thread per run, `--jobs` runs at a time. Then one table: per seed, the minimum validation
+accuracy over the last K epochs (what a record is judged on), and per arm its mean over seeds.
+A finished run (its NAME-seedS.done marker) is read, not retrained, so a stopped comparison resumes.
+
+    python benchmarks/compare_on_validation.py --out /work/runs/val-5k --seeds 1 2 3 4 \\
+        --arm lean-5k="--preset lean-5k --ema 0" --arm lean-5k-ema="--preset lean-5k --ema 0.999" \\
+        -- --precision bf16 --channels-last
+
+(Flags after `--` go to every arm.) A study (`mnist-ops study`) judges on the test set, so it cannot
+do this; `mnist-ops tune` searches a space rather than comparing fixed arms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+def read_records(directory: Path) -> list[dict]:
+    with open(directory / "metrics.jsonl") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def train(directory: Path, flags: list[str], seed: int, validation: int) -> Path:
+    marker = directory.parent / f"{directory.name}.done"
+    if marker.is_file():
+        return directory
+    command = ["mnist-ops", "train", *flags, "--seed", str(seed), "--validation", str(validation),
+               "--out", str(directory), "--no-progress"]
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f"{directory.name}.log", "w") as log:
+        print("$", shlex.join(command), flush=True)
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    marker.touch()
+    return directory
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    common = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arm", action="append", required=True, metavar="NAME=FLAGS")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("--validation", type=int, default=10000)
+    parser.add_argument("--last-k", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    arms = dict(arm.split("=", 1) for arm in args.arm)
+
+    runs = [(name, seed) for seed in args.seeds for name in arms]  # seed-major: every arm advances together
+    with ThreadPoolExecutor(args.jobs) as pool:
+        directories = list(pool.map(
+            lambda run: train(args.out / f"{run[0]}-seed{run[1]}", shlex.split(arms[run[0]]) + common,
+                              run[1], args.validation), runs))
+
+    lows = {name: {} for name in arms}
+    for (name, seed), directory in zip(runs, directories):
+        tail = read_records(directory)[-args.last_k:]
+        lows[name][seed] = min(record["val_accuracy"] for record in tail)
+    print(f"\nminimum validation accuracy (%) over the last {args.last_k} epochs, {args.validation:,} held-out images")
+    print("| arm | " + " | ".join(f"seed {seed}" for seed in args.seeds) + " | mean | min |")
+    print("|---|" + "---:|" * (len(args.seeds) + 2))
+    for name, by_seed in lows.items():
+        values = [by_seed[seed] for seed in args.seeds]
+        print(f"| {name} | " + " | ".join(f"{value:.2f}" for value in values)
+              + f" | {statistics.mean(values):.3f} | {min(values):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
