@@ -9,7 +9,7 @@ import tomli_w
 from hypothesis import example, given, strategies as st
 
 from fuzzing import FLOATS, INTEGERS, NAMES, TEXT, TOML_VALUES, assert_one_line, assert_valid_config, config_changes
-from mnist_ops.config import RANGES
+from mnist_ops.config import RANGES, stored_table
 from mnist_ops.errors import UserError
 from mnist_ops.presets import PRESETS
 from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, SPEC_FILE, VARIANT_NAME, built_in_spec, directory_status,
@@ -318,3 +318,30 @@ def test_every_committed_spec_parses(path):
         assert read_tune_spec(path, None).space
     else:
         assert read_spec(path).variants
+
+
+def _committed_reports():
+    root = Path(__file__).parents[1]
+    for path in sorted((root / "studies").glob("*.toml")):
+        values = tomllib.loads(path.read_text())
+        report = root / "docs" / str(values.get("name")) / "spec.toml"
+        if report.is_file():
+            yield pytest.param(path, report, id=path.name)
+
+
+@pytest.mark.parametrize("path, report", list(_committed_reports()))
+def test_a_committed_spec_still_runs_the_recipe_of_its_committed_report(path, report):
+    """A preset may change (lean-5k took an EMA); the studies and searches behind docs/ pin what they
+    ran, so rerunning one reproduces its report instead of silently training another recipe. A report's
+    spec.toml stores every config key its code had; a key it lacks came later, so it ran its default."""
+    from mnist_ops.tune import read_tune_spec
+
+    stored = tomllib.loads(report.read_text())
+    if "space" in stored:
+        ran = stored_table({**stored["base"], "preset": stored["preset"], "validation": stored["validation"]})
+        assert read_tune_spec(path, None).base.to_dict() == ran
+        return
+    committed = read_spec(path).variants
+    assert [variant.name for variant in committed] == [table["name"] for table in stored["variant"]]
+    for variant, table in zip(committed, stored["variant"]):
+        assert variant.config.to_dict() == stored_table({k: v for k, v in table.items() if k != "name"}), variant.name
