@@ -9,7 +9,7 @@ A finished run (its NAME-seedS.done marker) is read, not retrained, so a stopped
         --arm lean-5k="--preset lean-5k --ema 0" --arm lean-5k-ema="--preset lean-5k --ema 0.999" \\
         -- --precision bf16 --channels-last
 
-(Flags after `--` go to every arm.) A study (`mnist-ops study`) judges on the test set, so it cannot
+(Flags after `--` go to every arm; `--report-only` prints the table from finished runs.) A study (`mnist-ops study`) judges on the test set, so it cannot
 do this; `mnist-ops tune` searches a space rather than comparing fixed arms.
 """
 
@@ -31,11 +31,15 @@ def read_records(directory: Path) -> list[dict]:
         return [json.loads(line) for line in lines if line.strip()]
 
 
-def train(directory: Path, flags: list[str], seed: int, validation: int) -> Path:
+def train(directory: Path, flags: list[str], seed: int, validation: int, report_only: bool) -> Path:
     marker = directory.parent / f"{directory.name}.done"
     if marker.is_file():
         return directory
-    command = ["mnist-ops", "train", *flags, "--seed", str(seed), "--validation", str(validation),
+    if report_only:
+        print(f"{directory} is not finished ({marker.name} is missing): run without --report-only to train it",
+              file=sys.stderr)
+        sys.exit(2)
+    command = [sys.executable, "-m", "mnist_ops", "train", *flags, "--seed", str(seed), "--validation", str(validation),
                "--out", str(directory), "--no-progress"]
     directory.parent.mkdir(parents=True, exist_ok=True)
     with open(directory.parent / f"{directory.name}.log", "w") as log:
@@ -57,14 +61,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--last-k", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--report-only", action="store_true", help="print the table of finished runs, train nothing")
     args = parser.parse_args(argv)
+    if any("=" not in arm for arm in args.arm):
+        parser.error("each --arm is NAME=FLAGS, e.g. --arm lean-5k-ema=\"--preset lean-5k --ema 0.999\"")
     arms = dict(arm.split("=", 1) for arm in args.arm)
 
     runs = [(name, seed) for seed in args.seeds for name in arms]  # seed-major: every arm advances together
     with ThreadPoolExecutor(args.jobs) as pool:
         directories = list(pool.map(
             lambda run: train(args.out / f"{run[0]}-seed{run[1]}", shlex.split(arms[run[0]]) + common,
-                              run[1], args.validation), runs))
+                              run[1], args.validation, args.report_only), runs))
 
     lows = {name: {} for name in arms}
     for (name, seed), directory in zip(runs, directories):
