@@ -32,11 +32,13 @@ PRESETS: dict[str, Config] = {
     # The < 8k challenge: >= 99.4% in each of the last 3 epochs, <= 15 epochs, < 8,000 parameters.
     # The seed's augmentation, no dropout: 5 of 5 seeds held (docs/lean-8k/report.md has all seeds).
     # Rotation ±7° alone (`light`) won on the validation split but lost on the test set: seed 2 fell
-    # to 99.37% (docs/records.md), so the seed's augmentation stays.
+    # to 99.37% (docs/records.md), so the seed's augmentation stays. An EMA of the weights (0.999)
+    # beat the recipe without it on the validation split over seeds 1-4, on this net and on a wider one;
+    # on the test set it held 99.5% (the record bar) on 9 of 10 seeds, against 4 of 5 without it.
     "lean-8k": Config(
         preset="lean-8k", model="lean-8k", dropout=0.0, augment="seed",
         optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, schedule="onecycle",
-        epochs=15, batch_size=128, target_accuracy=99.4,
+        epochs=15, batch_size=128, target_accuracy=99.4, ema=0.999,
     ),
     # The < 5k net with the lean-8k recipe and an EMA of the weights (decay 0.999, evaluated and saved
     # in place of the trained weights), which beat the same recipe without it and a 4,996-parameter net
