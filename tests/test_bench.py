@@ -4,8 +4,9 @@ import time
 import pytest
 import torch
 
-from mnist_ops.bench import PerSampleDataset, images_per_second, run_bench, too_few_warning
+from mnist_ops.bench import PerSampleDataset, images_per_second, make_step, run_bench, too_few_warning
 from mnist_ops.data import Split
+from mnist_ops.models import create_model
 from mnist_ops.presets import build_config
 
 
@@ -65,3 +66,14 @@ def test_images_per_second_times_each_repeat_after_one_warm_up():
 def test_too_few_batches_or_repeats_are_flagged_and_the_defaults_are_not():
     assert too_few_warning(60, 3) is None and too_few_warning(20, 3) is None
     assert "below 20 x 3" in too_few_warning(2, 1) and "--batches >= 20 --repeats >= 3" in too_few_warning(60, 1)
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_the_benched_step_updates_an_ema_when_the_recipe_has_one(ema):
+    """bench times the step training runs: with an EMA, the average is updated on every step too."""
+    config = build_config("lean-8k", None, {"ema": ema})
+    step = make_step(create_model("lean-8k", dropout=0.0), config)
+    step(torch.randn(8, 1, 28, 28), torch.arange(8))
+    assert (step.ema is not None) == (ema > 0)
+    if ema:
+        assert int(step.ema.n_averaged) == 1

@@ -25,7 +25,7 @@ from mnist_ops.augment import perspective_matrices, random_perspective_points
 from mnist_ops.config import Config
 from mnist_ops.data import Split
 from mnist_ops.batches import fit_batches, iterate_batches, load_training_split, make_batch
-from mnist_ops.engine import TrainStep, build_model, make_optimizer, memory_format
+from mnist_ops.engine import TrainStep, build_model, make_ema, make_optimizer, memory_format
 from mnist_ops.provenance import run_provenance
 from mnist_ops.replicas import one_thread_per_replica
 
@@ -71,11 +71,12 @@ def our_batches(split: Split, config: Config, mean: float, std: float, generator
 
 def make_step(model: torch.nn.Module, config: Config, compile_model: bool = False) -> Callable:
     """The engine's train step for `model` under `config`'s recipe (lr, schedule aside: the lr stays at
-    config.lr); with `replicas` > 1, run it under one_thread_per_replica. `compile_model` runs the
-    single-copy forward through torch.compile."""
+    config.lr), with its EMA of the weights if the recipe has one; with `replicas` > 1, run it under
+    one_thread_per_replica. `compile_model` runs the single-copy forward through torch.compile."""
     model = model.to(memory_format=memory_format(config)).train()
     forward = torch.compile(model) if compile_model else model
-    return TrainStep(forward, make_optimizer(config, model), config)  # its replica threads end with the process
+    return TrainStep(forward, make_optimizer(config, model), config,  # its replica threads end with the process
+                     ema=make_ema(config, model))
 
 
 def images_per_second(run: Callable[[], int], repeats: int) -> list[float]:

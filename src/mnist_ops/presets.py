@@ -57,7 +57,7 @@ PRESETS: dict[str, Config] = {
         optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, schedule="onecycle",
         epochs=20, batch_size=128, target_accuracy=99.0,
     ),
-    # lean-8k raced to 99.4%: the same model and augmentation; bf16 autocast + channels_last, two
+    # lean-8k raced to 99.4%: the same model and augmentation, no EMA; bf16 autocast + channels_last, two
     # model copies (one thread each, 128 images each: replicas.py), batch 256 at lr 0.3, 7 epochs.
     # Against the same recipe in fp32 on one copy, seeds 1-5: last epoch 99.47 ± 0.01% vs
     # 99.48 ± 0.05% (docs/lean-8k-fast). Time to 99.4%: docs/speed.md. A 4-epoch recipe with rotation
