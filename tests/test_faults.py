@@ -22,7 +22,7 @@ from mnist_ops.train import TIMING_KEYS
 # 5 short epochs, evaluated on a 1,000-image validation split: a run takes a few seconds. Target 0:
 # best.pt is written at every new best from epoch 3 on, so kills also land in its writes.
 RUN = ["--preset", "lean-8k", "--epochs", "5", "--limit-train", "1500", "--validation", "1000",
-       "--target-accuracy", "0", "--no-progress"]
+       "--target-accuracy", "0", "--ema", "0", "--no-progress"]  # no EMA: over 60 steps it would not move, nor best.pt
 WRITES = (".last.pt.", ".best.pt.", ".metrics.jsonl.")  # temp-file prefixes of the per-epoch writes
 
 
