@@ -26,6 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
+class RunFailed(Exception):
+    """A training run exited non-zero (its log's last line says why), or is missing under --report-only."""
+
+
 def read_records(directory: Path) -> list[dict]:
     with open(directory / "metrics.jsonl") as lines:
         return [json.loads(line) for line in lines if line.strip()]
@@ -36,16 +40,17 @@ def train(directory: Path, flags: list[str], seed: int, validation: int, report_
     if marker.is_file():
         return directory
     if report_only:
-        print(f"{directory} is not finished ({marker.name} is missing): run without --report-only to train it",
-              file=sys.stderr)
-        sys.exit(2)
+        raise RunFailed(f"{directory} is not finished ({marker.name} is missing): run without --report-only to train it")
     command = [sys.executable, "-m", "mnist_ops", "train", *flags, "--seed", str(seed), "--validation", str(validation),
                "--out", str(directory), "--no-progress"]
     directory.parent.mkdir(parents=True, exist_ok=True)
     with open(directory.parent / f"{directory.name}.log", "w") as log:
         print("$", shlex.join(command), flush=True)
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
+    if code != 0:
+        last = (directory.parent / f"{directory.name}.log").read_text().strip().splitlines()[-1:] or [""]
+        raise RunFailed(f"{directory.name} failed (exit {code}): {last[0]}")
     marker.touch()
     return directory
 
@@ -69,9 +74,14 @@ def main(argv: list[str] | None = None) -> None:
 
     runs = [(name, seed) for seed in args.seeds for name in arms]  # seed-major: every arm advances together
     with ThreadPoolExecutor(args.jobs) as pool:
-        directories = list(pool.map(
-            lambda run: train(args.out / f"{run[0]}-seed{run[1]}", shlex.split(arms[run[0]]) + common,
-                              run[1], args.validation, args.report_only), runs))
+        try:
+            directories = list(pool.map(
+                lambda run: train(args.out / f"{run[0]}-seed{run[1]}", shlex.split(arms[run[0]]) + common,
+                                  run[1], args.validation, args.report_only), runs))
+        except RunFailed as error:
+            pool.shutdown(cancel_futures=True)
+            print(f"compare_on_validation: {error}", file=sys.stderr)
+            sys.exit(2)
 
     lows = {name: {} for name in arms}
     for (name, seed), directory in zip(runs, directories):
