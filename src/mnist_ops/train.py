@@ -243,7 +243,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         atomic_write_bytes(out / "config.toml", to_toml(config.to_dict()).encode())
         write_environment(out / ENVIRONMENT_FILE, run_environment(device), log, resumed=bool(history))
         mode = (config.precision + (f", {config.replicas} model copies (replicas)" if config.replicas > 1 else "")
-                + (f", evaluating an EMA of the weights (decay {config.ema}; it lags in the first epochs)"
+                + (f", evaluating an EMA of the weights (decay {config.ema}; it lags in the first epochs, "
+                   "so a run of a few epochs may want --ema 0)"
                    if ema is not None else ""))
         log(f"run {out}: preset {config.preset}, model {config.model} ({parameters:,} parameters), "
             f"device {device}, {mode}, {len(data.train):,} train / {len(data.evaluation):,} {name} images, "
