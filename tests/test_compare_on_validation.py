@@ -1,0 +1,42 @@
+"""benchmarks/compare_on_validation.py over finished runs (no training): the table and the refusals."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "compare_on_validation.py"
+CURVES = {("a", 1): [99.0, 99.3, 99.5, 99.4], ("a", 2): [99.1, 99.2, 99.6, 99.7],
+          ("b", 1): [98.0, 99.45, 99.46, 99.47], ("b", 2): [98.5, 99.1, 99.2, 99.3]}
+
+
+def finished_runs(out: Path) -> Path:
+    for (arm, seed), curve in CURVES.items():
+        run = out / f"{arm}-seed{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": i, "val_accuracy": value}) + "\n"
+                                                   for i, value in enumerate(curve)))
+        (out / f"{arm}-seed{seed}.done").touch()
+    return out
+
+
+def compare(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_the_table_holds_each_seeds_minimum_over_the_last_k_epochs_and_their_mean(tmp_path):
+    out = finished_runs(tmp_path / "cmp")
+    done = compare("--report-only", "--out", str(out), "--seeds", "1", "2", "--arm", "a=--x", "--arm", "b=--y")
+    assert done.returncode == 0, done.stderr
+    assert "| a | 99.30 | 99.20 | 99.250 | 99.20 |" in done.stdout  # min of (99.3, 99.5, 99.4), (99.2, 99.6, 99.7)
+    assert "| b | 99.45 | 99.10 | 99.275 | 99.10 |" in done.stdout
+    two = compare("--report-only", "--last-k", "2", "--out", str(out), "--seeds", "1", "--arm", "a=--x")
+    assert "| a | 99.40 | 99.400 | 99.40 |" in two.stdout
+
+
+def test_a_missing_run_or_a_malformed_arm_is_one_line_and_exit_2(tmp_path):
+    out = finished_runs(tmp_path / "cmp")
+    missing = compare("--report-only", "--out", str(out), "--seeds", "3", "--arm", "a=--x")
+    assert missing.returncode == 2 and "a-seed3 is not finished" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 and "Traceback" not in missing.stderr
+    malformed = compare("--out", str(out), "--arm", "a")
+    assert malformed.returncode == 2 and "each --arm is NAME=FLAGS" in malformed.stderr
