@@ -416,3 +416,16 @@ def test_evaluate_reads_the_accuracy_the_run_logged(mnist_root, tmp_path, capsys
     result = json.loads(capsys.readouterr().out)
     assert result["correct"] == logged["test_correct"]  # to the image, as trained
     assert result["test_loss"] == round(logged["test_loss"], 4)  # same precision, layout and batches
+
+
+@pytest.mark.parametrize("key", ["batch_size", "precision", "channels_last", "fast_dropout", "ema"])
+def test_bench_flags_reach_the_config_it_measures(key):
+    from mnist_ops.cli import BENCH_KEYS, build_parser, config_overrides
+
+    assert key in BENCH_KEYS
+    base = build_config("lean-8k")
+    value = _other_value(key, getattr(base, key))
+    flag = "--" + key.replace("_", "-")
+    words = [flag] if value is True else [f"--no-{key.replace('_', '-')}"] if value is False else [flag, str(value)]
+    args = build_parser().parse_args(["bench", "--preset", "lean-8k", *words])
+    assert getattr(build_config(args.preset, None, config_overrides(args, BENCH_KEYS)), key) == value

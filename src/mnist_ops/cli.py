@@ -57,7 +57,7 @@ def config_overrides(args, keys: tuple[str, ...] | None = None) -> dict:
             and getattr(args, field.name, None) is not None}
 
 
-BENCH_KEYS = ("batch_size", "precision", "channels_last", "fast_dropout")
+BENCH_KEYS = ("batch_size", "precision", "channels_last", "fast_dropout", "ema")
 
 
 class VersionAction(argparse.Action):
