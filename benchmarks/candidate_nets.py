@@ -55,7 +55,8 @@ def wide_5k(num_classes: int = 10) -> nn.Module:
 
     lean-5k's remaining budget (4,590 -> 4,999) spent where a channel is cheapest in parameters (the
     first conv, at full resolution) and where it widens what the head sees (the last conv).
-    Compared with lean-5k on the validation split: studies/val-5k.toml.
+    Compared with lean-5k on the validation split (benchmarks/compare_on_validation.py; docs/records.md):
+    no better, so lean-5k keeps its net.
     """
     return compact_net((8, 8, 12, 6, 10, 12, 14), None, num_classes)
 
@@ -63,7 +64,7 @@ def wide_5k(num_classes: int = 10) -> nn.Module:
 def wide_8k(num_classes: int = 10) -> nn.Module:
     """lean-8k's layout with a wider first and last conv, (10, 10, 16, 8, 12, 16, 17): 7,946 parameters.
 
-    The same idea as wide_5k for lean-8k's remaining budget (7,588 -> 7,999). Compared with lean-8k on
-    the validation split: studies/val-8k.toml.
+    The same idea as wide_5k for lean-8k's remaining budget (7,588 -> 7,999). Best on the validation split
+    (docs/records.md), but on the test set it held 99.5% on 8 of 10 seeds (docs/wide-8k-ema), so dropped.
     """
     return compact_net((10, 10, 16, 8, 12, 16, 17), None, num_classes)

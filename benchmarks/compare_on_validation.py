@@ -3,7 +3,9 @@
 Each arm is a name and `mnist-ops train` flags; every arm trains every seed with `--validation N`,
 one thread per run, `--jobs` runs at a time. Then one table: per seed, the minimum validation
 accuracy over the last K epochs (what a record is judged on), and per arm its mean over seeds.
-A finished run (its NAME-seedS.done marker) is read, not retrained, so a stopped comparison resumes.
+A finished run (its NAME-seedS.done marker) is read, not retrained, and a stopped one is resumed
+(`mnist-ops train --resume`), so a stopped comparison picks up where it was. `--report-only` reads
+runs by arm name and seed; it does not check their flags against the ones given.
 
     python benchmarks/compare_on_validation.py --out /work/runs/val-5k --seeds 1 2 3 4 \\
         --arm lean-5k="--preset lean-5k --ema 0" --arm lean-5k-ema="--preset lean-5k --ema 0.999" \\
@@ -41,10 +43,13 @@ def train(directory: Path, flags: list[str], seed: int, validation: int, report_
         return directory
     if report_only:
         raise RunFailed(f"{directory} is not finished ({marker.name} is missing): run without --report-only to train it")
-    command = [sys.executable, "-m", "mnist_ops", "train", *flags, "--seed", str(seed), "--validation", str(validation),
-               "--out", str(directory), "--no-progress"]
+    if (directory / "config.toml").is_file():  # stopped part-way: train's own resume goes on from its last.pt
+        command = [sys.executable, "-m", "mnist_ops", "train", "--resume", str(directory), "--no-progress"]
+    else:
+        command = [sys.executable, "-m", "mnist_ops", "train", *flags, "--seed", str(seed),
+                   "--validation", str(validation), "--out", str(directory), "--no-progress"]
     directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.parent / f"{directory.name}.log", "w") as log:
+    with open(directory.parent / f"{directory.name}.log", "a") as log:  # a resumed run's log goes on
         print("$", shlex.join(command), flush=True)
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
                               env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
@@ -71,6 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     if any("=" not in arm for arm in args.arm):
         parser.error("each --arm is NAME=FLAGS, e.g. --arm lean-5k-ema=\"--preset lean-5k --ema 0.999\"")
     arms = dict(arm.split("=", 1) for arm in args.arm)
+    if len(arms) < len(args.arm) or len(set(args.seeds)) < len(args.seeds):
+        parser.error("each arm name and each seed may be given once")
+    if min(args.validation, args.last_k, args.jobs) < 1:
+        parser.error("--validation, --last-k and --jobs must be at least 1")
 
     runs = [(name, seed) for seed in args.seeds for name in arms]  # seed-major: every arm advances together
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -4,6 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from mnist_ops.presets import PRESETS
+
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "compare_on_validation.py"
 CURVES = {("a", 1): [99.0, 99.3, 99.5, 99.4], ("a", 2): [99.1, 99.2, 99.6, 99.7],
           ("b", 1): [98.0, 99.45, 99.46, 99.47], ("b", 2): [98.5, 99.1, 99.2, 99.3]}
@@ -30,13 +34,28 @@ def test_the_table_holds_each_seeds_minimum_over_the_last_k_epochs_and_their_mea
     assert "| a | 99.30 | 99.20 | 99.250 | 99.20 |" in done.stdout  # min of (99.3, 99.5, 99.4), (99.2, 99.6, 99.7)
     assert "| b | 99.45 | 99.10 | 99.275 | 99.10 |" in done.stdout
     two = compare("--report-only", "--last-k", "2", "--out", str(out), "--seeds", "1", "--arm", "a=--x")
-    assert "| a | 99.40 | 99.400 | 99.40 |" in two.stdout
+    assert two.returncode == 0 and "| a | 99.40 | 99.400 | 99.40 |" in two.stdout
 
 
-def test_a_missing_run_or_a_malformed_arm_is_one_line_and_exit_2(tmp_path):
+def test_a_missing_or_failed_run_is_one_line_and_exit_2(tmp_path):
     out = finished_runs(tmp_path / "cmp")
     missing = compare("--report-only", "--out", str(out), "--seeds", "3", "--arm", "a=--x")
     assert missing.returncode == 2 and "a-seed3 is not finished" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1 and "Traceback" not in missing.stderr
-    malformed = compare("--out", str(out), "--arm", "a")
-    assert malformed.returncode == 2 and "each --arm is NAME=FLAGS" in malformed.stderr
+    failed = compare("--out", str(tmp_path / "new"), "--seeds", "1", "--arm", "bad=--preset nope")  # refused at once
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert failed.stderr.strip() == ("compare_on_validation: bad-seed1 failed (exit 2): mnist-ops: error: unknown "
+                                     "preset 'nope'; choose one of: " + ", ".join(sorted(PRESETS)))
+    assert not (tmp_path / "new" / "bad-seed1.done").exists()
+
+
+@pytest.mark.parametrize("flags, problem", [
+    (["--arm", "a"], "each --arm is NAME=FLAGS"),
+    (["--arm", "a=--x", "--arm", "a=--y"], "each arm name and each seed may be given once"),
+    (["--arm", "a=--x", "--seeds", "1", "1"], "each arm name and each seed may be given once"),
+    (["--arm", "a=--x", "--last-k", "0"], "must be at least 1"),
+    (["--arm", "a=--x", "--validation", "0"], "must be at least 1"),
+])
+def test_bad_arguments_are_refused_by_argparse_with_exit_2(tmp_path, flags, problem):
+    refused = compare("--out", str(tmp_path / "cmp"), *flags)
+    assert refused.returncode == 2 and problem in refused.stderr and not (tmp_path / "cmp").exists()

@@ -324,9 +324,13 @@ def _committed_reports():
     root = Path(__file__).parents[1]
     for path in sorted((root / "studies").glob("*.toml")):
         values = tomllib.loads(path.read_text())
-        report = root / "docs" / str(values.get("name")) / "spec.toml"
+        report = root / "docs" / str(values.get("name", path.stem)) / "spec.toml"
         if report.is_file():
             yield pytest.param(path, report, id=path.name)
+
+
+def test_the_committed_reports_are_found():
+    assert len(list(_committed_reports())) >= 15  # the studies and searches behind docs/ on 2026-11-26
 
 
 @pytest.mark.parametrize("path, report", list(_committed_reports()))
