@@ -49,12 +49,13 @@ def train(directory: Path, flags: list[str], seed: int, validation: int, report_
         command = [sys.executable, "-m", "mnist_ops", "train", *flags, "--seed", str(seed),
                    "--validation", str(validation), "--out", str(directory), "--no-progress"]
     directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.parent / f"{directory.name}.log", "a") as log:  # a resumed run's log goes on
+    log_path = directory.parent / f"{directory.name}.log"
+    with open(log_path, "a") as log:  # a resumed run's log goes on
         print("$", shlex.join(command), flush=True)
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
                               env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
     if code != 0:
-        last = (directory.parent / f"{directory.name}.log").read_text().strip().splitlines()[-1:] or [""]
+        last = log_path.read_text().strip().splitlines()[-1:] or [""]
         raise RunFailed(f"{directory.name} failed (exit {code}): {last[0]}")
     marker.touch()
     return directory

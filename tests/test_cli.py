@@ -261,6 +261,12 @@ def _other_value(key: str, value):
     return round(value / 2, 6) if value else 0.1
 
 
+def _flag_words(key: str, value) -> list[str]:
+    """The command-line words that set config `key` to `value`: --key VALUE, --key or --no-key."""
+    flag = "--" + key.replace("_", "-")
+    return [flag] if value is True else [f"--no-{key.replace('_', '-')}"] if value is False else [flag, str(value)]
+
+
 def _config_keys():
     from dataclasses import fields
 
@@ -275,10 +281,8 @@ def test_every_config_key_has_a_train_flag_that_reaches_the_config(key):
 
     base = build_config("lean-8k")
     value = _other_value(key, getattr(base, key))
-    flag = "--" + key.replace("_", "-")
-    words = ([flag] if value is True else [f"--no-{key.replace('_', '-')}"] if value is False else [flag, str(value)])
     extra = ["--dropout", "0"] if key == "replicas" else []
-    config = train_config(build_parser().parse_args(["train", "--preset", "lean-8k", *words, *extra]))
+    config = train_config(build_parser().parse_args(["train", "--preset", "lean-8k", *_flag_words(key, value), *extra]))
     assert getattr(config, key) == value
 
 
@@ -422,10 +426,6 @@ def test_evaluate_reads_the_accuracy_the_run_logged(mnist_root, tmp_path, capsys
 def test_bench_flags_reach_the_config_it_measures(key):
     from mnist_ops.cli import BENCH_KEYS, build_parser, config_overrides
 
-    assert key in BENCH_KEYS
-    base = build_config("lean-8k")
-    value = _other_value(key, getattr(base, key))
-    flag = "--" + key.replace("_", "-")
-    words = [flag] if value is True else [f"--no-{key.replace('_', '-')}"] if value is False else [flag, str(value)]
-    args = build_parser().parse_args(["bench", "--preset", "lean-8k", *words])
+    value = _other_value(key, getattr(build_config("lean-8k"), key))
+    args = build_parser().parse_args(["bench", "--preset", "lean-8k", *_flag_words(key, value)])
     assert getattr(build_config(args.preset, None, config_overrides(args, BENCH_KEYS)), key) == value
