@@ -18,7 +18,6 @@ do this; `mnist-ops tune` searches a space rather than comparing fixed arms.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -27,14 +26,11 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from mnist_ops.fileio import read_jsonl
+
 
 class RunFailed(Exception):
     """A training run exited non-zero (its log's last line says why), or is missing under --report-only."""
-
-
-def read_records(directory: Path) -> list[dict]:
-    with open(directory / "metrics.jsonl") as lines:
-        return [json.loads(line) for line in lines if line.strip()]
 
 
 def train(directory: Path, flags: list[str], seed: int, validation: int, report_only: bool) -> Path:
@@ -95,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
 
     lows = {name: {} for name in arms}
     for (name, seed), directory in zip(runs, directories):
-        tail = read_records(directory)[-args.last_k:]
+        tail = read_jsonl(directory / "metrics.jsonl")[-args.last_k:]
         lows[name][seed] = min(record["val_accuracy"] for record in tail)
     print(f"\nminimum validation accuracy (%) over the last {args.last_k} epochs, {args.validation:,} held-out images")
     print("| arm | " + " | ".join(f"seed {seed}" for seed in args.seeds) + " | mean | min |")

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mnist_ops.errors import UserError
-from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, remove_stale_temporaries
+from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, read_jsonl, remove_stale_temporaries, write_jsonl
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
@@ -21,6 +21,17 @@ def test_written_files_get_the_permissions_of_an_ordinary_new_file(tmp_path, uma
         os.umask(before)
     assert (tmp_path / "file.bin").stat().st_mode & 0o777 == mode
     assert (tmp_path / "file.bin").stat().st_mode & 0o777 == (tmp_path / "plain.bin").stat().st_mode & 0o777
+
+
+def test_jsonl_records_read_back_in_order_one_per_line(tmp_path):
+    records = [{"epoch": 0, "test_accuracy": 98.5}, {"epoch": 1, "test_accuracy": 99.25, "note": "a\nb"}]
+    write_jsonl(tmp_path / "metrics.jsonl", records)
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 2  # a newline inside a value stays escaped
+    assert read_jsonl(tmp_path / "metrics.jsonl") == records
+    (tmp_path / "metrics.jsonl").write_text((tmp_path / "metrics.jsonl").read_text() + "\n")  # a trailing blank line
+    assert read_jsonl(tmp_path / "metrics.jsonl") == records
+    write_jsonl(tmp_path / "empty.jsonl", [])
+    assert read_jsonl(tmp_path / "empty.jsonl") == []
 
 
 def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path, monkeypatch):

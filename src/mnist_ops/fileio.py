@@ -67,6 +67,16 @@ def atomic_write_json(path: str | os.PathLike, record) -> None:
     atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
 
 
+def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
+    """One JSON object per line (a run's metrics.jsonl), written atomically."""
+    atomic_write_bytes(path, "".join(json.dumps(record) + "\n" for record in records).encode())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The records `write_jsonl` wrote, in order (blank lines skipped)."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
     """Delete temp files that a killed writer left in `directory`; returns what was removed."""
     removed = []

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from mnist_ops.config import (RANGES, RESULT_NEUTRAL_KEYS, Config, check_combination, read_toml, resolve, show_key,
                               stored_table, to_toml)
 from mnist_ops.errors import TrainingDiverged, UserError, did_you_mean, show
-from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, atomic_write_json
+from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, atomic_write_json, read_jsonl
 from mnist_ops.provenance import ENVIRONMENT_FILE
 
 SPEC_FILE = "spec.toml"
@@ -250,7 +250,7 @@ def directory_status(spec: Spec, study_dir: Path) -> list[RunStatus]:
         for seed in spec.seeds:
             directory = run_dir(study_dir, variant.name, seed)
             metrics = directory / "metrics.jsonl"
-            records = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+            records = read_jsonl(metrics) if metrics.is_file() else []
             label, planned = f"{variant.name}/seed{seed}", variant.config.epochs
             if (directory / DONE_FILE).is_file():
                 rows.append(RunStatus(label, "done", len(records), planned, last_accuracy(records)))

@@ -24,7 +24,7 @@ from typing import Callable
 
 from mnist_ops.config import Config
 from mnist_ops.errors import TrainingDiverged, UserError
-from mnist_ops.fileio import atomic_write_bytes, atomic_write_json
+from mnist_ops.fileio import atomic_write_bytes, atomic_write_json, read_jsonl, write_jsonl
 from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, PREDICTIONS_FILE, SPEC_FILE, STUDY_FILE, RunStatus, Spec,
                              last_accuracy, claim_study_dir, diverged_record, done_record, is_finished,
                              machine_description, read_spec, run_dir, spec_from_text, spec_to_toml)
@@ -184,7 +184,7 @@ class StudyWorker:
         directory = run_dir(self.out, variant_name, seed)
         resume = directory.exists()  # a worker on this machine died: fit goes on from last.pt, or starts over
         def read_metrics() -> list[dict]:  # every epoch, also those before a resume
-            return [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+            return read_jsonl(directory / "metrics.jsonl")
 
         def on_epoch(epoch: int, record: dict) -> None:
             trial.set_user_attr("metrics", read_metrics())  # fit has just written it; `study status` shows it
@@ -398,6 +398,6 @@ def export_study(url: str, study_name: str, directory: str | os.PathLike) -> Pat
             atomic_write_json(run / DIVERGED_FILE, trial.user_attrs["diverged"])
             continue
         records = trial.user_attrs["metrics"]
-        atomic_write_bytes(run / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
+        write_jsonl(run / "metrics.jsonl", records)
         write_run_files(run, trial.user_attrs["done"], trial.user_attrs["test_predictions"])
     return directory

@@ -29,7 +29,8 @@ from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_
                               restore_random_states, save_checkpoint, seed_everything)
 from mnist_ops.data import dataset_info
 from mnist_ops.errors import TrainingDiverged, UserError
-from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, atomic_write_json, remove_stale_temporaries
+from mnist_ops.fileio import (DirectoryLock, atomic_write_bytes, atomic_write_json, remove_stale_temporaries,
+                              write_jsonl)
 from mnist_ops.models import build_record, count_parameters
 from mnist_ops.provenance import ENVIRONMENT_FILE, run_provenance
 from mnist_ops.replicas import one_thread_per_replica
@@ -333,10 +334,6 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         if step is not None:
             step.close()
         lock.release()
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    atomic_write_bytes(path, "".join(json.dumps(record) + "\n" for record in records).encode())
 
 
 def finish_run(out: Path, config: Config, inspection: str, history: list[dict], best_accuracy: float, best_epoch: int,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mnist_ops.errors import UserError
+from mnist_ops.fileio import read_jsonl
 from mnist_ops.provenance import ENVIRONMENT_FILE
 from mnist_ops.study import DIVERGED_FILE, DONE_FILE, SPEC_FILE, STUDY_FILE, Spec, read_spec, run_dir
 
@@ -77,11 +78,10 @@ def held_target(records: list[dict], target: float, last_k: int) -> bool:
 
 def _load_run(directory: Path) -> Run:
     done = json.loads((directory / DONE_FILE).read_text())
-    lines = (directory / "metrics.jsonl").read_text().splitlines()
     environment = done.get("environment")
     if environment is None and (directory / ENVIRONMENT_FILE).is_file():  # a done.json older than its environment key
         environment = json.loads((directory / ENVIRONMENT_FILE).read_text())
-    return Run(done["seed"], [json.loads(line) for line in lines], done["summary"], directory, environment or {})
+    return Run(done["seed"], read_jsonl(directory / "metrics.jsonl"), done["summary"], directory, environment or {})
 
 
 def load_study(study_dir: str | os.PathLike) -> tuple[Spec, list[VariantResult], dict]:
