@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mnist_ops.errors import UserError
+from mnist_ops.fileio import read_jsonl
 from mnist_ops.presets import build_config
 from mnist_ops.tune import parse_tune_spec, read_tune_spec, tune_spec_to_toml
 
@@ -71,6 +72,7 @@ def test_spec_resolves_base_space_and_defaults(tmp_path):
     ({"objective": {"last_k": 3}}, "last_k = 3 is more than the epochs trained"),
     ({"objective": {"last_k": 1, "seeds": 0}}, r"\[objective\].*'seeds' must be an integer >= 1"),
     ({"objective": {"last_k": 1, "seeds": 11}}, "at most 10 seeds per trial"),
+    ({"objective": {"score": "median"}}, r"\[objective\] 'score' must be one of mean, worst, got 'median'"),
     ({"base": {"validation": 10}}, "top-level 'validation'"),
     ({"trials": 0}, "'trials' .* must be an integer >= 1"),
     ({"budget": 3}, r"unknown key\(s\) budget"),
@@ -260,25 +262,30 @@ def test_a_tune_spec_stored_before_a_config_key_existed_still_matches():
     older = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("ema ="))
     assert older != text  # as written before Config had `ema`
     assert tune_spec_from_text(older, "tiny") == spec
-    assert "seeds" not in text  # a single-seed search reads as before [objective] had `seeds`
+    assert "seeds" not in text and "score" not in text  # an older spec reads as before [objective] had these keys
+    worst = dataclasses.replace(spec, score="worst")
+    assert 'score = "worst"' in tune_spec_to_toml(worst) and tune_spec_from_text(tune_spec_to_toml(worst), "tiny") == worst
     several = dataclasses.replace(spec, seeds=2)
     assert "seeds = 2" in tune_spec_to_toml(several) and tune_spec_from_text(tune_spec_to_toml(several), "tiny") != spec
     changed = tune_spec_to_toml(dataclasses.replace(spec, base=spec.base.replace(lr=0.3)))
     assert tune_spec_from_text(changed, "tiny") != spec
 
 
-def test_a_trial_scored_over_two_seeds_trains_both_and_averages_them(train_only_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("score", ["mean", "worst"])
+def test_a_trial_scored_over_two_seeds_trains_both_and_combines_them(train_only_root, tmp_path, monkeypatch, score):
     """One seed's luck is as large as what a search for a record ranks (docs/records.md): `[objective]
-    seeds = 2` trains every trial on seeds 1 and 2 and scores the mean."""
+    seeds = 2` trains every trial on seeds 1 and 2 and scores the mean of their last-K means, or with
+    `score = "worst"` the lowest epoch of either seed in the last K (the record rule)."""
     import optuna
 
     from mnist_ops.distributed import embedded_url
     from mnist_ops.tune import run_tune, tune_spec_from_text
 
     values = tiny_values(base={"epochs": 2, "limit_train": 300, "batch_size": 64, "device": "cpu"},
-                         sampler={"kind": "random"}, pruner={"kind": "none"}, objective={"last_k": 1, "seeds": 2})
+                         sampler={"kind": "random"}, pruner={"kind": "none"},
+                         objective={"last_k": 2, "seeds": 2, "score": score})
     spec = parse_tune_spec(values, "tiny.toml", trials=1)
-    assert spec.seeds == 2 and tune_spec_from_text(tune_spec_to_toml(spec), "tiny") == spec
+    assert spec.seeds == 2 and spec.score == score and tune_spec_from_text(tune_spec_to_toml(spec), "tiny") == spec
     reports = []
     original_report = optuna.trial.Trial.report
 
@@ -293,16 +300,19 @@ def test_a_trial_scored_over_two_seeds_trains_both_and_averages_them(train_only_
     for seed in (1, 2):
         run = tmp_path / "out" / "trials" / "trial0000" / f"seed{seed}"
         assert f"seed = {seed}" in (run / "config.toml").read_text()
-        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        assert len(records) == 2
-        finals[str(seed)] = records[-1]["val_accuracy"]
+        accuracies = [record["val_accuracy"] for record in read_jsonl(run / "metrics.jsonl")]
+        assert len(accuracies) == 2
+        finals[str(seed)] = min(accuracies) if score == "worst" else sum(accuracies) / 2
     assert trial.user_attrs["seed_values"] == pytest.approx(finals)
-    assert trial.value == pytest.approx((finals["1"] + finals["2"]) / 2)
+    expected = min(finals.values()) if score == "worst" else (finals["1"] + finals["2"]) / 2
+    assert trial.value == pytest.approx(expected)
     assert trial.user_attrs["epochs_trained"] == 4
     assert reports == [0, 1]  # each epoch of the first seed, for the pruner; the second seed reports none
     from mnist_ops.tune_report import write_tune_report
 
     report = write_tune_report(tmp_path / "out", spec, None, None, "mnist-ops tune --spec tiny.toml").read_text()
-    assert "averaged over seeds 1-2" in report and f"seed 2: {finals['2']:.2f}" in report
+    assert ("averaged over seeds 1-2" if score == "mean" else "the lowest validation accuracy in the last 2 epochs "
+            "(the record rule), the worst over seeds 1-2") in report
+    assert f"seed 2: {finals['2']:.2f}" in report
     listed = json.loads((tmp_path / "out" / "trials.json").read_text())
     assert listed[0]["seed_values"] == pytest.approx(finals)

@@ -33,6 +33,8 @@ NOT_TUNABLE = ("preset", "dataset", "seed", "device", "validation", "limit_train
 DEFAULT_VALIDATION = 10_000
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
+SCORES = ("mean", "worst")  # [objective] score: how the last K epochs (and the seeds) make one number
+SCORE_WORDS = {"mean": "mean", "worst": "lowest"}
 TRIALS_DIR = "trials"
 BEST_CONFIG = "best.toml"
 CONFIRM_DIR = "confirm"
@@ -81,6 +83,7 @@ class TuneSpec:
     warmup_epochs: int
     last_k: int  # objective: mean validation accuracy over the last K epochs
     seeds: int = 1  # objective: ... averaged over this many seeds (base seed, base seed + 1, ...)
+    score: str = "mean"  # "worst": the minimum over the last K epochs and the seeds instead (a record's rule)
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -205,7 +208,10 @@ def parse_tune_spec(values: dict, source: str, trials: int | None = None) -> Tun
     if pruner_kind not in PRUNERS:
         raise UserError(f"{source}: [pruner] 'kind' must be one of {', '.join(PRUNERS)}, got {pruner_kind!r}")
     objective = _table(values, "objective", source)
-    _reject_unknown(objective, ("last_k", "seeds"), f"{source}: [objective]")
+    _reject_unknown(objective, ("last_k", "seeds", "score"), f"{source}: [objective]")
+    score = objective.get("score", "mean")
+    if score not in SCORES:
+        raise UserError(f"{source}: [objective] 'score' must be one of {', '.join(SCORES)}, got {score!r}")
     last_k = _integer(objective, "last_k", 3, 1, f"{source}: [objective]")
     seeds = _integer(objective, "seeds", 1, 1, f"{source}: [objective]")
     if seeds > MAX_SEEDS_PER_TRIAL:
@@ -218,7 +224,7 @@ def parse_tune_spec(values: dict, source: str, trials: int | None = None) -> Tun
         raise UserError(f"{source}: 'trials' (or --trials) must be an integer >= 1, got {count!r}")
     return TuneSpec(name, base, space, count, sampler_kind, _integer(sampler, "seed", 0, 0, f"{source}: [sampler]"),
                     _integer(sampler, "startup_trials", 10, 0, f"{source}: [sampler]"), pruner_kind,
-                    _integer(pruner, "warmup_epochs", 1, 0, f"{source}: [pruner]"), last_k, seeds)
+                    _integer(pruner, "warmup_epochs", 1, 0, f"{source}: [pruner]"), last_k, seeds, score)
 
 
 def read_tune_spec(path: str | os.PathLike, trials: int | None = None) -> TuneSpec:
@@ -234,8 +240,9 @@ def tune_spec_to_toml(spec: TuneSpec) -> str:
     text += "\n[sampler]\n" + to_toml({"kind": spec.sampler, "seed": spec.sampler_seed,
                                         "startup_trials": spec.startup_trials})
     text += "\n[pruner]\n" + to_toml({"kind": spec.pruner, "warmup_epochs": spec.warmup_epochs})
-    # `seeds` only when searched over several: a single-seed spec reads as it did before the key existed
-    text += "\n[objective]\n" + to_toml({"last_k": spec.last_k, **({"seeds": spec.seeds} if spec.seeds > 1 else {})})
+    # `seeds` and `score` only when not their defaults: an older spec reads as it did before the keys existed
+    text += "\n[objective]\n" + to_toml({"last_k": spec.last_k, **({"seeds": spec.seeds} if spec.seeds > 1 else {}),
+                                          **({"score": spec.score} if spec.score != "mean" else {})})
     for param in spec.space:
         text += f"\n[space.{param.name}]\n" + to_toml({"type": param.kind})
         if param.kind == "categorical":
@@ -271,10 +278,16 @@ def make_pruner(spec: TuneSpec):
     return optuna.pruners.NopPruner()
 
 
-def objective_value(records: list[dict], last_k: int) -> float:
-    """Mean validation accuracy over the last K epochs (all epochs if fewer were trained)."""
-    tail = records[-last_k:]
-    return sum(record["val_accuracy"] for record in tail) / len(tail)
+def objective_value(records: list[dict], last_k: int, score: str = "mean") -> float:
+    """Validation accuracy over the last K epochs (all epochs if fewer were trained): their mean, or
+    with score "worst" their minimum, as a record is judged ("held in each of the last K epochs")."""
+    tail = [record["val_accuracy"] for record in records[-last_k:]]
+    return min(tail) if score == "worst" else sum(tail) / len(tail)
+
+
+def combine_seeds(values: list[float], score: str = "mean") -> float:
+    """A trial's value from its seeds' values: their mean, or with score "worst" the worst seed's."""
+    return min(values) if score == "worst" else sum(values) / len(values)
 
 
 class SurplusTrial(Exception):
@@ -342,7 +355,7 @@ class TuneWorker:
                         data_root=self.data_root, log=lambda message: None, progress=False, on_epoch=on_epoch)
                 finally:
                     epochs_trained += len(records)
-                values.append(objective_value(records, self.spec.last_k))
+                values.append(objective_value(records, self.spec.last_k, self.spec.score))
         except optuna.TrialPruned as pruned:
             self.log(f"trial {trial.number}: pruned, {pruned} ({time.perf_counter() - started:.0f} s)")
             raise
@@ -353,12 +366,12 @@ class TuneWorker:
         finally:
             trial.set_user_attr("epochs_trained", epochs_trained)
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
-        value = sum(values) / len(values)
+        value = combine_seeds(values, self.spec.score)
         over = f"the last {min(self.spec.last_k, config.epochs)} epochs"
         if len(seeds) > 1:
             trial.set_user_attr("seed_values", dict(zip(map(str, seeds), values)))
             over += f" of seeds {', '.join(map(str, seeds))} ({', '.join(f'{v:.2f}' for v in values)})"
-        self.log(f"trial {trial.number}: {value:.2f}% mean validation accuracy over {over} "
+        self.log(f"trial {trial.number}: {value:.2f}% {SCORE_WORDS[self.spec.score]} validation accuracy over {over} "
                  f"({time.perf_counter() - started:.0f} s)")
         return value
 

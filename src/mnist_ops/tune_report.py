@@ -129,8 +129,9 @@ def build_tune_report(directory: Path, spec: TuneSpec, study, storage: str, comm
         + (f", first {base.limit_train:,} training images" if base.limit_train else ""),
         f"Validation: {base.validation:,} training images held out (stratified, the same for every trial); "
         "trials train on the rest and never read the test set",
-        f"Objective: mean validation accuracy over the last {spec.last_k} epochs"
-        + (f", averaged over seeds {base.seed}-{base.seed + spec.seeds - 1}"
+        (f"Objective: mean validation accuracy over the last {spec.last_k} epochs" if spec.score == "mean" else
+         f"Objective: the lowest validation accuracy in the last {spec.last_k} epochs (the record rule)")
+        + (f", {'averaged' if spec.score == 'mean' else 'the worst'} over seeds {base.seed}-{base.seed + spec.seeds - 1}"
            + (" (the pruner judges the first; a pruned trial's value is its first seed's)" if spec.pruner != "none" else "")
            if spec.seeds > 1 else f", seed {base.seed}") + " (maximized)",
         f"Sampler: {spec.sampler} (seed {spec.sampler_seed}, {spec.startup_trials} start-up trials); "
