@@ -2,10 +2,13 @@
 
     python benchmarks/records.py docs/lean-2k
     python benchmarks/records.py --bar 99.5 docs/lean-8k      # count the seeds against another bar
+    python benchmarks/records.py --pool docs/lean-5k-ema-alone docs/lean-5k-ema-more-seeds   # one recipe, pooled
 
 For each study and variant: the parameters, every seed's test accuracy in each of the last K
 epochs (the study's `last_k`), their mean ± std and minimum over all seeds, how many seeds held
 the target (the study's, or --bar) in each of those epochs, and the study's command. Printed as markdown.
+--pool adds one line over all the studies given (one recipe, different seeds; refused otherwise): the
+seeds that held, and the 95% Clopper-Pearson interval for the chance that a new seed holds.
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ import argparse
 import sys
 
 from mnist_ops.errors import UserError
-from mnist_ops.study_report.records import records_markdown
+from mnist_ops.study_report.records import pooled_markdown, records_markdown
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("studies", nargs="+", help="study directories")
     parser.add_argument("--bar", type=float, help="count the seeds that held this accuracy (default: each study's target)")
+    parser.add_argument("--pool", action="store_true",
+                        help="also one line over every study given, as one recipe: seeds held and a 95%% interval")
     args = parser.parse_args()
     try:
-        print("\n\n".join(records_markdown(study, args.bar) for study in args.studies))
+        blocks = [records_markdown(study, args.bar) for study in args.studies]
+        print("\n\n".join(blocks + ([pooled_markdown(args.studies, args.bar)] if args.pool else [])))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

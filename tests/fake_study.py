@@ -3,7 +3,7 @@
 import json
 
 from mnist_ops.engine import build_model, save_checkpoint
-from mnist_ops.fileio import atomic_write_bytes
+from mnist_ops.fileio import atomic_write_bytes, write_jsonl
 from mnist_ops.models import count_parameters
 from mnist_ops.study import parse_spec, spec_to_toml
 
@@ -23,19 +23,24 @@ def write_fake_run(directory, config, seed, accuracies):
     model = build_model(config)
     summary = {"parameters": count_parameters(model), "best_test_accuracy": max(accuracies),
                "epochs": len(accuracies), "seconds": 6.0}
-    atomic_write_bytes(directory / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
+    write_jsonl(directory / "metrics.jsonl", records)
     save_checkpoint(directory / "last.pt", {"model_name": config.model, "model": model.state_dict(),
                                             "config": config.to_dict(), "epoch": len(accuracies) - 1,
                                             "metrics": records[-1], "mean": 0.1307, "std": 0.3081})
     atomic_write_bytes(directory / "done.json", json.dumps({"seed": seed, "summary": summary}).encode())
 
 
-def write_fake_study(directory, curves=CURVES):
-    """'plain' and 'bn', 3 seeds, last_k 2; curves[variant][seed index] = test accuracy per epoch."""
-    spec = parse_spec({"name": "fake", "seeds": 3, "last_k": 2, "variant": [
-        {"name": "plain", "preset": "seed-lean", "model": "seed-lean-plain", "augment": "none", "epochs": 3},
-        {"name": "bn", "preset": "seed-lean", "model": "seed-lean-bn", "augment": "none", "epochs": 3},
-    ]}, "fake.toml")
+VARIANTS = {
+    "plain": {"name": "plain", "preset": "seed-lean", "model": "seed-lean-plain", "augment": "none", "epochs": 3},
+    "bn": {"name": "bn", "preset": "seed-lean", "model": "seed-lean-bn", "augment": "none", "epochs": 3},
+}
+
+
+def write_fake_study(directory, curves=CURVES, seeds=(1, 2, 3), last_k=2):
+    """The variants of `curves` ('plain' and 'bn'), the seeds given, last_k 2;
+    curves[variant][seed index] = test accuracy per epoch."""
+    spec = parse_spec({"name": "fake", "seeds": list(seeds), "last_k": last_k,
+                       "variant": [VARIANTS[name] for name in curves]}, "fake.toml")
     atomic_write_bytes(directory / "spec.toml", spec_to_toml(spec).encode())
     for variant in spec.variants:
         for seed, accuracies in zip(spec.seeds, curves[variant.name]):

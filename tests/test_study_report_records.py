@@ -7,7 +7,8 @@ import pytest
 
 from fake_study import CURVES, write_fake_study
 from mnist_ops.errors import UserError
-from mnist_ops.study_report.records import records_markdown
+from mnist_ops.study_report.records import pooled_markdown, records_markdown
+from mnist_ops.study_report.stats import share_interval
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "records.py"
 
@@ -66,3 +67,51 @@ def test_a_diverged_seed_counts_against_the_bar_and_is_named(tmp_path):
     assert "test % in the last 2 epochs of 2 seeds" in bn
     assert "held ≥ 99.4% on 1 of 3 seeds. Seed 1 diverged: loss nan at epoch 2." in bn
     assert "| 1 |" not in bn and "| 2 |" in bn
+
+
+def test_pooled_studies_of_one_recipe_count_every_seed_with_an_exact_interval(tmp_path):
+    first = write_fake_study(tmp_path / "first", {"bn": CURVES["bn"]})  # seeds 1-3: 1 and 2 hold 99.4%
+    more = write_fake_study(tmp_path / "more", {"bn": [[98.9, 99.5, 99.6], [98.9, 99.41, 99.39]]}, seeds=(4, 5))
+    line = pooled_markdown([first, more])
+    low, high = share_interval(3, 5)
+    last_two = [value for curve in CURVES["bn"] for value in curve[-2:]] + [99.5, 99.6, 99.41, 99.39]
+    assert line == (f"**Pooled over 2 studies** (seed-lean-bn, seeds 1, 2, 3, 4, 5): held ≥ 99.4% in each of the last "
+                    f"2 epochs on 3 of 5 seeds; test % in those epochs {statistics.mean(last_two):.2f} ± "
+                    f"{statistics.stdev(last_two):.2f} (min 99.20). The chance that a new seed holds it: "
+                    f"95% interval {low * 100:.1f}-{high * 100:.1f}% (Clopper-Pearson).")
+    assert "on 2 of 5 seeds" in pooled_markdown([first, more], bar=99.45)  # seeds 2 and 4
+
+
+@pytest.mark.parametrize("successes, trials, low, high", [
+    (14, 15, 0.6805, 0.9983), (0, 3, 0.0, 0.7076), (5, 5, 0.4782, 1.0), (1, 2, 0.0126, 0.9874)])
+def test_the_share_interval_is_clopper_pearsons(successes, trials, low, high):
+    """Values from the beta quantiles by hand: 5 of 5 gives a low end of 0.025 ** (1 / 5)."""
+    assert share_interval(successes, trials) == pytest.approx((low, high), abs=1e-4)
+    assert share_interval(5, 5)[0] == pytest.approx(0.025 ** (1 / 5))
+
+
+def test_pooling_two_recipes_or_one_seed_twice_is_refused(tmp_path):
+    bn = write_fake_study(tmp_path / "bn", {"bn": CURVES["bn"]})
+    plain = write_fake_study(tmp_path / "plain", {"plain": CURVES["plain"]}, seeds=(4, 5, 6))
+    with pytest.raises(UserError, match=r"differ in model \('seed-lean-bn' against 'seed-lean-plain'\); "
+                                        "pool only runs of one recipe"):
+        pooled_markdown([bn, plain])
+    again = write_fake_study(tmp_path / "again", {"bn": CURVES["bn"]}, seeds=(3, 4, 5))
+    with pytest.raises(UserError, match="seed.s. 3 appear in more than one run"):
+        pooled_markdown([bn, again])
+    other_k = write_fake_study(tmp_path / "other_k", {"bn": CURVES["bn"]}, seeds=(7, 8, 9), last_k=3)
+    with pytest.raises(UserError, match="judged on the same epochs"):
+        pooled_markdown([bn, other_k])
+    both = write_fake_study(tmp_path / "both", seeds=(10, 11, 12))  # 'plain' and 'bn' in one study
+    with pytest.raises(UserError, match="pool only runs of one recipe"):
+        pooled_markdown([both])
+
+
+def test_the_script_adds_the_pooled_line_with_pool(tmp_path):
+    first = write_fake_study(tmp_path / "first", {"bn": CURVES["bn"]})
+    more = write_fake_study(tmp_path / "more", {"bn": CURVES["bn"]}, seeds=(4, 5, 6))
+    done = subprocess.run([sys.executable, str(SCRIPT), "--pool", str(first), str(more)], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stdout == "\n\n".join([records_markdown(first), records_markdown(more), pooled_markdown([first, more])]) + "\n"
+    refused = subprocess.run([sys.executable, str(SCRIPT), "--pool", str(first), str(first)], capture_output=True, text=True)
+    assert refused.returncode == 2 and refused.stdout == "" and refused.stderr.count("\n") == 1

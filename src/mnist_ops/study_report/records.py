@@ -1,7 +1,9 @@
 """The records tables (README, docs/records.md): each seed's test accuracy in a study's last K epochs.
 
 A record is "held" only if every one of the last K epochs reaches the bar, on every seed: no epoch
-or seed is picked on the test set. `benchmarks/records.py` prints these for study directories.
+or seed is picked on the test set. `benchmarks/records.py` prints these for study directories, and
+with --pool one line over the seeds of several studies of one recipe: how many held the bar, and
+the exact (Clopper-Pearson) interval for the chance that a new seed does.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import os
 
 from mnist_ops.errors import UserError
+from mnist_ops.config import RESULT_NEUTRAL_KEYS
 from mnist_ops.study_report.load import held_target, load_study
+from mnist_ops.study_report.stats import share_interval
 from mnist_ops.study_report.tables import mean_std_min, percent
 
 
@@ -41,3 +45,46 @@ def records_markdown(study_dir: str | os.PathLike, bar: float | None = None) -> 
         lines += ["", f"`{info.get('command', 'mnist-ops study --spec ' + str(study_dir) + '/spec.toml')}`"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def pooled_markdown(study_dirs: list[str | os.PathLike], bar: float | None = None, confidence: float = 0.95) -> str:
+    """Every run of every variant of the studies given, pooled as one recipe: the seeds that held the bar
+    in each of the last K epochs, and the interval for a new seed's chance of holding it.
+
+    Refused unless every variant trained the same config (the seed and result-neutral keys aside) and the
+    studies judge the same last K epochs and target: pooling two recipes would credit one with the other's seeds.
+    """
+    studies = [(study_dir, *load_study(study_dir)) for study_dir in study_dirs]
+    first_dir, first_spec, first_variants, _ = studies[0]
+    bar = first_spec.target_accuracy if bar is None else bar
+    ignored = {"seed", *RESULT_NEUTRAL_KEYS}
+    recipe = {key: value for key, value in first_variants[0].config.items() if key not in ignored}
+    held = finished = 0
+    seeds: list[int] = []
+    values: list[float] = []
+    for study_dir, spec, variants, _ in studies:
+        if spec.last_k != first_spec.last_k:
+            raise UserError(f"cannot pool {study_dir} (last {spec.last_k} epochs) with {first_dir} "
+                            f"(last {first_spec.last_k}): pool studies judged on the same epochs")
+        for variant in variants:
+            config = {key: value for key, value in variant.config.items() if key not in ignored}
+            differ = sorted(key for key in recipe.keys() | config.keys() if recipe.get(key) != config.get(key))
+            if differ:
+                shown = ", ".join(f"{key} ({recipe.get(key)!r} against {config.get(key)!r})" for key in differ)
+                raise UserError(f"cannot pool {study_dir}:{variant.name} with {first_dir}:{first_variants[0].name}: "
+                                f"they differ in {shown}; pool only runs of one recipe")
+            held += sum(held_target(run.records, bar, spec.last_k) for run in variant.runs)
+            finished += variant.seeds_finished
+            seeds += [run.seed for run in variant.runs] + list(variant.diverged)
+            values += variant.last_epochs_test(spec.last_k)
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise UserError(f"seed(s) {', '.join(map(str, repeated))} appear in more than one run: "
+                        "pool studies of different seeds, or a seed would count twice")
+    low, high = share_interval(held, finished, confidence)
+    return (f"**Pooled over {len(studies)} {'study' if len(studies) == 1 else 'studies'}** "
+            f"({first_variants[0].config['model']}, seeds {', '.join(map(str, sorted(seeds)))}): "
+            f"held ≥ {bar}% in each of the last {first_spec.last_k} epochs on {held} of {finished} seeds; "
+            f"test % in those epochs {mean_std_min(values, one='1 epoch')}. "
+            f"The chance that a new seed holds it: {confidence:.0%} interval {low * 100:.1f}-{high * 100:.1f}% "
+            f"(Clopper-Pearson).")
