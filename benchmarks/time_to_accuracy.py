@@ -46,7 +46,8 @@ def per_sample_training(train_flags: list[str]) -> None:
     test_inputs = normalize(test.images, mean, std)
     seed_everything(config.seed)
     model = build_model(config)
-    loader = per_sample_loader(train, mean, std, config.augment, config.batch_size, workers=2)
+    loader = per_sample_loader(train, mean, std, config.augment, config.batch_size, workers=2,
+                               interpolation=config.interpolation)
     optimizer = make_optimizer(config, model)
     step = TrainStep(model, optimizer, config, make_scheduler(config, optimizer, len(loader)))
     for epoch in range(config.epochs):

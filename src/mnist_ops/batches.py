@@ -84,10 +84,10 @@ def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 
 
 def make_batch(train: Split, index: torch.Tensor, augment: str, mean: float, std: float,
-               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+               generator: torch.Generator, interpolation: str = "nearest") -> tuple[torch.Tensor, torch.Tensor]:
     """Gather a batch of uint8 images, augment the whole batch at once, normalize."""
     x = train.images[index].unsqueeze(1).float().div_(255.0)
-    x = augment_batch(augment, x, fill=mean, generator=generator)
+    x = augment_batch(augment, x, fill=mean, generator=generator, interpolation=interpolation)
     return x.sub_(mean).div_(std), train.labels[index]
 
 
@@ -97,7 +97,8 @@ def iterate_batches(train: Split, config: Config, mean: float, std: float, gener
     order = torch.randperm(len(train), generator=generator)
     end = len(order) - len(order) % config.batch_size if drop_last else len(order)
     for start in range(0, end, config.batch_size):
-        yield make_batch(train, order[start:start + config.batch_size], config.augment, mean, std, generator)
+        yield make_batch(train, order[start:start + config.batch_size], config.augment, mean, std, generator,
+                         config.interpolation)
 
 
 def fit_batches(train: Split, config: Config, mean: float, std: float, generator: torch.Generator,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mnist_ops.augment import perspective_matrices, random_perspective_points
+from mnist_ops.augment import elastic_augment, perspective_matrices, random_perspective_points
 from mnist_ops.config import Config
 from mnist_ops.data import Split
 from mnist_ops.batches import fit_batches, iterate_batches, load_training_split, make_batch
@@ -35,9 +35,9 @@ MIN_BATCHES, MIN_REPEATS = 20, 3  # the defaults are 60 and 3
 class PerSampleDataset(Dataset):
     """One image at a time, through PIL, as a torchvision-style transform pipeline would."""
 
-    def __init__(self, split: Split, mean: float, std: float, augment: str):
+    def __init__(self, split: Split, mean: float, std: float, augment: str, interpolation: str = "nearest"):
         self.images, self.labels = split.images.numpy(), split.labels
-        self.mean, self.std, self.augment = mean, std, augment
+        self.mean, self.std, self.augment, self.interpolation = mean, std, augment, interpolation
         self.fill = int(round(mean * 255))
 
     def __len__(self) -> int:
@@ -46,22 +46,27 @@ class PerSampleDataset(Dataset):
     def __getitem__(self, index: int):
         from PIL import Image
 
+        if self.augment == "elastic":  # no PIL transform bends strokes: the batched code on a batch of one
+            tensor = torch.from_numpy(self.images[index].astype(np.float32) / 255.0)[None, None]
+            tensor = elastic_augment(tensor, fill=self.mean, mode=self.interpolation)[0]
+            return (tensor - self.mean) / self.std, self.labels[index]
         image = Image.fromarray(self.images[index], mode="L")
+        resample = Image.BILINEAR if self.interpolation == "bilinear" else Image.NEAREST
         if self.augment == "seed" and torch.rand(1).item() < 0.5:  # RandomPerspective(0.2, p=0.5)
             start, end = random_perspective_points(1, 28, 28, 0.2)
             coefficients = perspective_matrices(start, end).flatten()[:8].tolist()
-            image = image.transform(image.size, Image.PERSPECTIVE, coefficients, Image.NEAREST, fillcolor=0)
+            image = image.transform(image.size, Image.PERSPECTIVE, coefficients, resample, fillcolor=0)
         if self.augment in ("seed", "light"):  # RandomRotation(±15° or ±7°, fill = mean)
             degrees = 15.0 if self.augment == "seed" else 7.0
             angle = float(torch.empty(1).uniform_(-degrees, degrees))
-            image = image.rotate(angle, Image.NEAREST, fillcolor=self.fill)
+            image = image.rotate(angle, resample, fillcolor=self.fill)
         tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).unsqueeze(0)  # ToTensor
         return (tensor - self.mean) / self.std, self.labels[index]  # Normalize
 
 
 def per_sample_loader(split: Split, mean: float, std: float, augment: str, batch_size: int,
-                      workers: int) -> DataLoader:
-    return DataLoader(PerSampleDataset(split, mean, std, augment), batch_size=batch_size, shuffle=True,
+                      workers: int, interpolation: str = "nearest") -> DataLoader:
+    return DataLoader(PerSampleDataset(split, mean, std, augment, interpolation), batch_size=batch_size, shuffle=True,
                       num_workers=workers, persistent_workers=False, drop_last=True)
 
 
@@ -107,7 +112,7 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
     torch.manual_seed(config.seed)
     train, mean, std = load_training_split(config, data_root)
     generator = torch.Generator().manual_seed(config.seed)
-    loader = per_sample_loader(train, mean, std, config.augment, config.batch_size, workers)
+    loader = per_sample_loader(train, mean, std, config.augment, config.batch_size, workers, config.interpolation)
     x, y = make_batch(train, torch.arange(config.batch_size), "none", mean, std, generator)
 
     plain = config.replace(precision="fp32", channels_last=False, replicas=1, fast_dropout=False)

@@ -34,7 +34,10 @@ class Config:
     model: str = _key("seed-regularized", "a registered model name (mnist-ops list), path/to/nets.py:Net "
                                           "or package.module:build")
     dropout: float = _key(0.05, "dropout probability after each ReLU, for models that have dropout")
-    augment: str = _key("seed", "seed (perspective + rotation ±15°), light (rotation ±7°) or none")
+    augment: str = _key("seed", "seed (perspective + rotation ±15°), light (rotation ±7°), "
+                                "elastic (rotation ±15° + elastic distortion) or none")
+    interpolation: str = _key("nearest", "how augmentation resamples: nearest (torchvision's default, the seed's) "
+                                         "or bilinear")
     optimizer: str = _key("sgd", "sgd or adam")
     lr: float = _key(0.015, "learning rate (the peak lr with schedule onecycle)")
     momentum: float = _key(0.9, "SGD momentum")
@@ -67,7 +70,8 @@ class Config:
 
 
 CHOICES = {
-    "augment": ("none", "seed", "light"),
+    "augment": ("none", "seed", "light", "elastic"),
+    "interpolation": ("nearest", "bilinear"),
     "optimizer": ("sgd", "adam"),
     "schedule": ("constant", "onecycle"),
     "device": ("auto", "cpu", "cuda", "mps"),

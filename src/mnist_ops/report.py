@@ -111,6 +111,7 @@ def plot_digit_gallery(images, captions: list[str], path: str | os.PathLike, tit
 AUGMENTATION_TITLES = {
     "seed": "augment 'seed': perspective (p 0.5), then rotation ±15°",
     "light": "augment 'light': rotation ±7°",
+    "elastic": "augment 'elastic': rotation ±15° and an elastic distortion (alpha 34, sigma 4)",
     "none": "augment 'none': the preset trains on the digits unchanged",
 }
 
@@ -137,7 +138,8 @@ def plot_augmentation_preview(config, count: int, seed: int, path: str | os.Path
     generator = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(train), generator=generator)[:count]
     before = train.images[index].unsqueeze(1).float().div(255.0)
-    after = augment_batch(config.augment, before.clone(), fill=mean, generator=generator)
+    after = augment_batch(config.augment, before.clone(), fill=mean, generator=generator,
+                          interpolation=config.interpolation)
     columns = min(count, PREVIEW_COLUMNS)
     pairs = (count + columns - 1) // columns
     figure = Figure(figsize=(max(columns, 2) * 1.1, pairs * 2.3 + 0.3))
@@ -155,6 +157,7 @@ def plot_augmentation_preview(config, count: int, seed: int, path: str | os.Path
                 axes.set_yticks([])
             line[0].set_ylabel(label)
     what = AUGMENTATION_TITLES.get(config.augment, f"augment '{config.augment}'")
+    what += f", {config.interpolation}" if config.augment != "none" and config.interpolation != "nearest" else ""
     figure.suptitle(f"{config.preset}: {what}", fontsize=9)
     save_figure(figure, path)
     return Path(path)
