@@ -4,8 +4,10 @@ Each arm is a name and `mnist-ops train` flags; every arm trains every seed with
 one thread per run, `--jobs` runs at a time. Then one table: per seed, the minimum validation
 accuracy over the last K epochs (what a record is judged on), and per arm its mean over seeds.
 A finished run (its NAME-seedS.done marker) is read, not retrained, and a stopped one is resumed
-(`mnist-ops train --resume`), so a stopped comparison picks up where it was. `--report-only` reads
-runs by arm name and seed; it does not check their flags against the ones given.
+(`mnist-ops train --resume`), so a stopped comparison picks up where it was. A run found under an
+arm's name must have trained that arm's recipe (its config.toml against the flags given, the device
+aside): one that differs stops the comparison with one line naming the keys, so an arm renamed or
+edited between invocations never mixes two recipes in one row. `--report-only` trains nothing.
 
     python benchmarks/compare_on_validation.py --out /work/runs/val-5k --seeds 1 2 3 4 \\
         --arm lean-5k="--preset lean-5k --ema 0" --arm lean-5k-ema="--preset lean-5k --ema 0.999" \\
@@ -33,8 +35,31 @@ class RunFailed(Exception):
     """A training run exited non-zero (its log's last line says why), or is missing under --report-only."""
 
 
+def recipe_differences(directory: Path, flags: list[str], seed: int, validation: int) -> list[str]:
+    """The config keys on which the run in `directory` differs from what `flags` ask for (none: same recipe).
+    A key the run's config.toml lacks was added to Config later: that run had its default."""
+    from mnist_ops.cli import build_parser, train_config
+    from mnist_ops.config import RESULT_NEUTRAL_KEYS, read_toml, stored_table
+
+    arguments = build_parser().parse_args(["train", *flags, "--seed", str(seed), "--validation", str(validation)])
+    asked = train_config(arguments).to_dict()
+    ran = stored_table(read_toml(directory / "config.toml"))
+    return [f"{key} ({ran.get(key)!r}, the arm asks {asked[key]!r})" for key in asked
+            if key not in {"device", *RESULT_NEUTRAL_KEYS} and ran.get(key) != asked[key]]
+
+
 def train(directory: Path, flags: list[str], seed: int, validation: int, report_only: bool) -> Path:
+    from mnist_ops.errors import UserError
+
     marker = directory.parent / f"{directory.name}.done"
+    if (directory / "config.toml").is_file():
+        try:
+            differ = recipe_differences(directory, flags, seed, validation)
+        except UserError as error:
+            raise RunFailed(f"{directory.name}: the arm's flags do not make a config: {error}") from None
+        if differ:
+            raise RunFailed(f"{directory} trained another recipe than its arm's flags: {', '.join(differ)}; "
+                            "give the arm a new name or use another --out")
     if marker.is_file():
         return directory
     if report_only:

@@ -59,3 +59,24 @@ def test_a_missing_or_failed_run_is_one_line_and_exit_2(tmp_path):
 def test_bad_arguments_are_refused_by_argparse_with_exit_2(tmp_path, flags, problem):
     refused = compare("--out", str(tmp_path / "cmp"), *flags)
     assert refused.returncode == 2 and problem in refused.stderr and not (tmp_path / "cmp").exists()
+
+
+def test_a_run_of_another_recipe_under_an_arms_name_is_refused(tmp_path):
+    """An arm edited between invocations would mix two recipes in one row: its old runs are checked."""
+    from mnist_ops.config import to_toml
+    from mnist_ops.presets import build_config
+
+    out = finished_runs(tmp_path / "cmp")
+    for seed in (1, 2):
+        config = build_config("lean-5k", None, {"ema": 0.999, "seed": seed, "validation": 10000, "device": "cpu"})
+        stored = {key: value for key, value in config.to_dict().items() if key != "interpolation"}  # older code's file
+        (out / f"a-seed{seed}" / "config.toml").write_text(to_toml(stored))
+    same = compare("--report-only", "--out", str(out), "--seeds", "1", "2", "--arm", "a=--preset lean-5k --ema 0.999")
+    assert same.returncode == 0, same.stderr
+    assert "| a | 99.30 | 99.20 | 99.250 | 99.20 |" in same.stdout
+    edited = compare("--report-only", "--out", str(out), "--seeds", "1", "--arm", "a=--preset lean-5k --ema 0")
+    assert edited.returncode == 2 and edited.stderr.count("\n") == 1
+    assert "a-seed1 trained another recipe than its arm's flags: ema (0.999, the arm asks 0.0)" in edited.stderr
+    newer = compare("--report-only", "--out", str(out), "--seeds", "1", "--arm",
+                    "a=--preset lean-5k --ema 0.999 --interpolation bilinear")
+    assert newer.returncode == 2 and "interpolation ('nearest', the arm asks 'bilinear')" in newer.stderr
