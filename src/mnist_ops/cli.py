@@ -58,6 +58,7 @@ def config_overrides(args, keys: tuple[str, ...] | None = None) -> dict:
 
 
 BENCH_KEYS = ("batch_size", "precision", "channels_last", "fast_dropout", "ema")
+PREVIEW_KEYS = ("augment", "interpolation")  # what `data preview` draws may differ from the preset's
 
 
 class VersionAction(argparse.Action):
@@ -146,6 +147,7 @@ def _add_measurement_parsers(commands, data_commands) -> None:
     preview.add_argument("--seed", type=int, default=0, help="which digits and augmentation draws (default 0)")
     preview.add_argument("--out", default=None, help="image path: .png, .jpg, .svg or .pdf "
                                                      "(default: runs/preview-<preset>.png)")
+    add_config_flags(preview, PREVIEW_KEYS)
     _add_data_args(preview)
 
 
@@ -363,11 +365,12 @@ def command_data_preview(args) -> None:
     from mnist_ops.presets import build_config
     from mnist_ops.report import plot_augmentation_preview
 
-    config = build_config(args.preset, None, {"dataset": args.dataset})
-    out = args.out or Path("runs") / f"preview-{config.preset}.png"
+    overrides = config_overrides(args, PREVIEW_KEYS)
+    config = build_config(args.preset, None, {"dataset": args.dataset, **overrides})
+    out = args.out or Path("runs") / ("-".join(["preview", config.preset, *overrides.values()]) + ".png")
     plot_augmentation_preview(config, args.count, args.seed, out, data_root=args.root)
     print(f"wrote {out}: {args.count} training digits, each row before and the row below it after "
-          f"augment '{config.augment}'")
+          f"augment '{config.augment}' ({config.interpolation})")
 
 
 def study_command_line(args) -> str:
