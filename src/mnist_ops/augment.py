@@ -1,8 +1,10 @@
 """Batched augmentation on tensors: every sample gets its own random parameters.
 
-Both transforms are projective warps: a 3x3 matrix per sample maps an output pixel
+The seed's transforms are projective warps: a 3x3 matrix per sample maps an output pixel
 position to the input position it reads (pixel centres at i + 0.5, as torchvision's
-tensor `perspective` does), and one `grid_sample` call resamples the whole batch.
+tensor `perspective` does), and one `grid_sample` call resamples the whole batch. The elastic
+distortion adds a smooth per-pixel displacement to that position, in the same call. Resampling
+copies the nearest pixel (torchvision's default) or, with interpolation "bilinear", blends four.
 `OMP_NUM_THREADS=1 python benchmarks/augment_speed.py` measures this against a per-image PIL path
 as torchvision would take: 11,918 vs 4,012 img/s (3.0x) for the seed's augmentation, on one thread
 of a machine shared with other jobs (docs/benchmarks/augment-speed.json).
