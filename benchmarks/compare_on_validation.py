@@ -48,18 +48,23 @@ def recipe_differences(directory: Path, flags: list[str], seed: int, validation:
             if key not in {"device", *RESULT_NEUTRAL_KEYS} and ran.get(key) != asked[key]]
 
 
-def train(directory: Path, flags: list[str], seed: int, validation: int, report_only: bool) -> Path:
+def check_recipe(directory: Path, flags: list[str], seed: int, validation: int) -> None:
+    """RunFailed if a run already in `directory` trained another recipe than `flags` make."""
     from mnist_ops.errors import UserError
 
+    if not (directory / "config.toml").is_file():
+        return
+    try:
+        differ = recipe_differences(directory, flags, seed, validation)
+    except UserError as error:
+        raise RunFailed(f"{directory.name}: the arm's flags do not make a config: {error}") from None
+    if differ:
+        raise RunFailed(f"{directory} trained another recipe than its arm's flags: {', '.join(differ)}; "
+                        "give the arm a new name or use another --out")
+
+
+def train(directory: Path, flags: list[str], seed: int, validation: int, report_only: bool) -> Path:
     marker = directory.parent / f"{directory.name}.done"
-    if (directory / "config.toml").is_file():
-        try:
-            differ = recipe_differences(directory, flags, seed, validation)
-        except UserError as error:
-            raise RunFailed(f"{directory.name}: the arm's flags do not make a config: {error}") from None
-        if differ:
-            raise RunFailed(f"{directory} trained another recipe than its arm's flags: {', '.join(differ)}; "
-                            "give the arm a new name or use another --out")
     if marker.is_file():
         return directory
     if report_only:
@@ -104,6 +109,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--validation, --last-k and --jobs must be at least 1")
 
     runs = [(name, seed) for seed in args.seeds for name in arms]  # seed-major: every arm advances together
+    try:  # every run already there is checked before any trains: a refusal costs no training
+        for name, seed in runs:
+            check_recipe(args.out / f"{name}-seed{seed}", shlex.split(arms[name]) + common, seed, args.validation)
+    except RunFailed as error:
+        print(f"compare_on_validation: {error}", file=sys.stderr)
+        sys.exit(2)
     with ThreadPoolExecutor(args.jobs) as pool:
         try:
             directories = list(pool.map(

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mnist_ops.augment import (AUGMENTATIONS, augment_batch, elastic_augment, elastic_displacement,
-                               perspective_matrices, random_perspective_points, rotation_matrices, seed_augment, warp)
+                               perspective_matrices, random_perspective_points, rotation_matrices, warp)
 
 
 def batch(n=4, size=28, seed=0):
@@ -53,7 +53,8 @@ def test_each_sample_gets_its_own_parameters_and_draws_are_repeatable(kind, inte
     again = augment_batch(kind, images, 0.13, torch.Generator().manual_seed(3), interpolation)
     assert torch.equal(first, again)
     distinct = {tuple(sample.flatten().tolist()) for sample in first}
-    assert len(distinct) >= 12  # 'light' nearest: angles within a degree or so can copy the same pixels
+    # 'light' with nearest: angles within a degree or so of each other can copy the same pixels
+    assert len(distinct) >= (12 if (kind, interpolation) == ("light", "nearest") else 16)
 
 
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])

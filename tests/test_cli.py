@@ -171,18 +171,24 @@ def test_data_preview_writes_the_format_its_suffix_names_in_rows_of_ten(mnist_ro
 
 @pytest.mark.integration
 def test_data_preview_draws_another_augmentation_than_the_presets(mnist_root, tmp_path, capsys, monkeypatch):
-    import numpy as np
-    from PIL import Image
+    import mnist_ops.augment
 
+    drawn = []
+    real = mnist_ops.augment.augment_batch
+
+    def recorded(kind, images, fill, generator=None, interpolation="nearest"):
+        drawn.append((kind, interpolation))
+        return real(kind, images, fill, generator, interpolation)
+
+    monkeypatch.setattr(mnist_ops.augment, "augment_batch", recorded)
     monkeypatch.chdir(tmp_path)  # the default path is runs/preview-<preset>[-<augment>-<interpolation>].png
     common = ["data", "preview", "--preset", "lean-5k", "--root", str(mnist_root)]
     assert main(common) == 0
     assert "after augment 'seed' (nearest)" in capsys.readouterr().out
     assert main([*common, "--augment", "elastic", "--interpolation", "bilinear"]) == 0
     assert "runs/preview-lean-5k-elastic-bilinear.png" in capsys.readouterr().out
-    preset, elastic = (np.asarray(Image.open(tmp_path / "runs" / name)) for name in
-                       ("preview-lean-5k.png", "preview-lean-5k-elastic-bilinear.png"))
-    assert preset.shape == elastic.shape and not np.array_equal(preset, elastic)
+    assert drawn == [("seed", "nearest"), ("elastic", "bilinear")]
+    assert (tmp_path / "runs" / "preview-lean-5k.png").is_file()
     code, _, stderr = run_cli("data", "preview", "--augment", "wobbly")
     assert_one_line_error(code, stderr, "invalid choice: 'wobbly'")
 

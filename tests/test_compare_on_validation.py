@@ -80,3 +80,8 @@ def test_a_run_of_another_recipe_under_an_arms_name_is_refused(tmp_path):
     newer = compare("--report-only", "--out", str(out), "--seeds", "1", "--arm",
                     "a=--preset lean-5k --ema 0.999 --interpolation bilinear")
     assert newer.returncode == 2 and "interpolation ('nearest', the arm asks 'bilinear')" in newer.stderr
+    # Checked before anything trains: the new arm's seed 1 (listed first) is never started.
+    first = compare("--out", str(out), "--seeds", "1", "--arm", "fresh=--preset lean-5k --epochs 1 --limit-train 100",
+                    "--arm", "a=--preset lean-5k --ema 0")
+    assert first.returncode == 2 and "a-seed1 trained another recipe" in first.stderr
+    assert not (out / "fresh-seed1").exists() and "$" not in first.stdout

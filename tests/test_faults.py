@@ -3,7 +3,6 @@ diverging loss, a full disk, two processes on one run directory or one data dire
 `python benchmarks/kill_soak.py` runs the kill cycle at length; docs/reliability.md has the tally."""
 
 import gzip
-import json
 import os
 import random
 import shutil
@@ -17,7 +16,7 @@ import pytest
 import torch
 
 from mnist_ops.engine import load_checkpoint
-from mnist_ops.train import TIMING_KEYS
+from run_records import learned
 
 # 5 short epochs, evaluated on a 1,000-image validation split: a run takes a few seconds. Target 0:
 # best.pt is written at every new best from epoch 3 on, so kills also land in its writes.
@@ -32,11 +31,6 @@ def command(*args: str) -> list[str]:
 
 def environment(mnist_root) -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MNIST_OPS_DATA": str(mnist_root)}
-
-
-def learned(run: Path) -> list[dict]:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
 def finished_epochs(out: Path) -> int:

@@ -1,5 +1,3 @@
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +7,7 @@ from mnist_ops.models import create_model
 from mnist_ops.presets import build_config
 from mnist_ops.replicas import ThreadReplicas
 from mnist_ops.train import fit
+from run_records import learned
 
 
 def plain_loss(model, x, y):
@@ -71,13 +70,8 @@ def test_training_with_replicas_repeats_and_learns(mnist_root, tmp_path):
     for name in ("a", "b"):
         fit(config, tmp_path / name, data_root=mnist_root, log=quiet, progress=False)
 
-    def learned(name):
-        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(line).items() if k not in {"seconds", "train_images_per_second"}}
-                for line in lines]
-
-    assert learned("a") == learned("b")
-    assert learned("a")[-1]["test_accuracy"] >= 90.0
+    assert learned(tmp_path / "a") == learned(tmp_path / "b")
+    assert learned(tmp_path / "a")[-1]["test_accuracy"] >= 90.0
     assert torch.get_num_threads() == threads  # one thread per copy while training, then restored
 
 
@@ -119,8 +113,6 @@ def test_runs_with_replicas_repeat_across_thread_counts(mnist_root, tmp_path):
         subprocess.run([sys.executable, "-m", "mnist_ops", "train", "--preset", "lean-8k-fast", "--epochs", "1",
                         "--limit-train", "3000", "--no-progress", "--out", str(out)],
                        check=True, env=env, capture_output=True, timeout=600)
-        lines = (out / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(line).items() if k not in {"seconds", "train_images_per_second"}}
-                for line in lines]
+        return learned(out)
 
     assert metrics("1") == metrics("2")

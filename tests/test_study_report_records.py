@@ -1,3 +1,4 @@
+import json
 import statistics
 import subprocess
 import sys
@@ -82,11 +83,26 @@ def test_pooled_studies_of_one_recipe_count_every_seed_with_an_exact_interval(tm
     assert "on 2 of 5 seeds" in pooled_markdown([first, more], bar=99.45)  # seeds 2 and 4
 
 
+def test_a_pool_whose_every_run_diverged_counts_them_all_as_misses(tmp_path):
+    import shutil
+
+    study = write_fake_study(tmp_path / "study", {"bn": CURVES["bn"]})
+    for seed in (1, 2, 3):
+        shutil.rmtree(study / "bn" / f"seed{seed}")
+        (study / "bn" / f"seed{seed}").mkdir()
+        (study / "bn" / f"seed{seed}" / "diverged.json").write_text(json.dumps({"seed": seed, "diverged": "nan"}))
+    line = pooled_markdown([study])
+    assert "on 0 of 3 seeds; every run diverged." in line and "interval 0.0-70.8%" in line
+
+
 @pytest.mark.parametrize("successes, trials, low, high", [
     (14, 15, 0.6805, 0.9983), (0, 3, 0.0, 0.7076), (5, 5, 0.4782, 1.0), (1, 2, 0.0126, 0.9874)])
 def test_the_share_interval_is_clopper_pearsons(successes, trials, low, high):
     """Values from the beta quantiles by hand: 5 of 5 gives a low end of 0.025 ** (1 / 5)."""
     assert share_interval(successes, trials) == pytest.approx((low, high), abs=1e-4)
+
+
+def test_all_of_n_has_a_closed_form_low_end():
     assert share_interval(5, 5)[0] == pytest.approx(0.025 ** (1 / 5))
 
 
@@ -102,6 +118,13 @@ def test_pooling_two_recipes_or_one_seed_twice_is_refused(tmp_path):
     other_k = write_fake_study(tmp_path / "other_k", {"bn": CURVES["bn"]}, seeds=(7, 8, 9), last_k=3)
     with pytest.raises(UserError, match="judged on the same epochs"):
         pooled_markdown([bn, other_k])
+    higher = write_fake_study(tmp_path / "higher", {"bn": CURVES["bn"]}, seeds=(13, 14, 15))
+    spec = (higher / "spec.toml").read_text()
+    assert "target_accuracy = 99.4" in spec
+    (higher / "spec.toml").write_text(spec.replace("target_accuracy = 99.4", "target_accuracy = 99.5"))
+    with pytest.raises(UserError, match=r"target 99.5%.*give the bar to count against with --bar"):
+        pooled_markdown([bn, higher])
+    assert "held ≥ 99.4% in each of the last 2 epochs on 4 of 6 seeds" in pooled_markdown([bn, higher], bar=99.4)
     both = write_fake_study(tmp_path / "both", seeds=(10, 11, 12))  # 'plain' and 'bn' in one study
     with pytest.raises(UserError, match="pool only runs of one recipe"):
         pooled_markdown([both])

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from mnist_ops.errors import UserError
+from mnist_ops.fileio import read_jsonl
 from mnist_ops.study_storage import export_study, parse_label, run_label
 
 
@@ -68,8 +69,7 @@ def test_study_on_postgres_two_workers_every_run_once_report_rebuilt_from_storag
     assert sorted(t.params["run"] for t in trials) == ["bn/seed1", "bn/seed2", "plain/seed1", "plain/seed2"]
     assert {t.state for t in trials} == {TrialState.COMPLETE}
     for trial in trials:
-        lines = (trained / trial.params["run"] / "metrics.jsonl").read_text().splitlines()
-        assert [json.loads(line) for line in lines] == trial.user_attrs["metrics"]
+        assert read_jsonl(trained / trial.params["run"] / "metrics.jsonl") == trial.user_attrs["metrics"]
 
     rebuilt = tmp_path / "rebuilt"
     run_cli("study", "report", str(rebuilt), "--storage", url, "--data-root", str(mnist_root))

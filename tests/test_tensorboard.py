@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from mnist_ops.fileio import read_jsonl
 from mnist_ops.study import parse_spec, run_study
 from mnist_ops.tensorboard import scalar_tags
 
@@ -25,7 +26,7 @@ def test_a_study_writes_one_tensorboard_run_per_variant_and_seed(mnist_root, stu
     run_study(spec, tmp_path / "study", data_root=mnist_root, log=lambda message: None)
     for variant in ("lean", "student"):
         run = tmp_path / "study" / variant / "seed1"
-        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        records = read_jsonl(run / "metrics.jsonl")
         events = read_events(run)
         tags = events.Tags()
         expected = {"loss/train", "loss/test", "accuracy/train", "accuracy/test", "lr", "images_per_second/train"}

@@ -7,7 +7,8 @@ import torch
 from mnist_ops.errors import UserError
 from mnist_ops.presets import build_config
 from mnist_ops.engine import load_checkpoint
-from mnist_ops.train import TIMING_KEYS, fit
+from mnist_ops.train import fit
+from run_records import learned
 
 
 def quiet(message):
@@ -33,16 +34,11 @@ def test_same_seed_gives_identical_metrics(mnist_root, tmp_path):
     config = build_config("seed-lean", None, {"epochs": 2, "limit_train": 1_500, "seed": 5})
     for name in ("a", "b"):
         fit(config, tmp_path / name, data_root=mnist_root, log=quiet, progress=False)
-    timing = {"seconds", "train_images_per_second"}  # wall-clock time cannot repeat
 
-    def learned(name):
-        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines]
-
-    assert learned("a") == learned("b")
-    assert len(learned("a")) == 2
+    assert learned(tmp_path / "a") == learned(tmp_path / "b")
+    assert len(learned(tmp_path / "a")) == 2
     other = fit(config.replace(seed=6), tmp_path / "c", data_root=mnist_root, log=quiet, progress=False)
-    assert learned("c") != learned("a") and other["epochs"] == 2
+    assert learned(tmp_path / "c") != learned(tmp_path / "a") and other["epochs"] == 2
 
 
 @pytest.mark.integration
@@ -138,11 +134,7 @@ def test_a_run_stopped_after_an_epoch_and_resumed_equals_the_uninterrupted_run(m
         fit(config, tmp_path / "resumed", data_root=mnist_root, log=quiet, progress=False, on_epoch=_stop_after(3))
     fit(config, tmp_path / "resumed", data_root=mnist_root, log=quiet, progress=False, resume=True)
 
-    def learned(name):
-        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
-
-    assert learned("resumed") == learned("straight") and len(learned("straight")) == 5
+    assert learned(tmp_path / "resumed") == learned(tmp_path / "straight") and len(learned(tmp_path / "straight")) == 5
     for name in ("last.pt", "best.pt"):
         a, b = load_checkpoint(tmp_path / "straight" / name), load_checkpoint(tmp_path / "resumed" / name)
         assert a["epoch"] == b["epoch"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -306,6 +306,9 @@ def test_a_trial_scored_over_two_seeds_trains_both_and_combines_them(train_only_
     assert trial.user_attrs["seed_values"] == pytest.approx(finals)
     expected = min(finals.values()) if score == "worst" else (finals["1"] + finals["2"]) / 2
     assert trial.value == pytest.approx(expected)
+    words = {"mean": "mean", "worst": "lowest"}[score]
+    assert (tmp_path / "out" / "best.toml").read_text().startswith(
+        f"# Best trial 0: {expected:.4f}% {words} validation accuracy\n")
     assert trial.user_attrs["epochs_trained"] == 4
     assert reports == [0, 1]  # each epoch of the first seed, for the pruner; the second seed reports none
     from mnist_ops.tune_report import write_tune_report

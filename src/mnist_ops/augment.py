@@ -99,7 +99,7 @@ def random_perspective_points(n: int, height: int, width: int, distortion: float
     return start, end
 
 
-def seed_augment(images: torch.Tensor, fill: float, generator: torch.Generator | None = None,
+def seed_augment(images: torch.Tensor, fill: float, generator: torch.Generator | None = None, *,
                  mode: str = "nearest", distortion: float = 0.2, perspective_p: float = 0.5,
                  degrees: float = 15.0) -> torch.Tensor:
     """The seed's train pipeline on a float batch in [0, 1] (before normalization):
@@ -115,7 +115,7 @@ def seed_augment(images: torch.Tensor, fill: float, generator: torch.Generator |
     return warp(images, rotation_matrices(angles, height, width), fill=fill, mode=mode)
 
 
-def light_augment(images: torch.Tensor, fill: float, generator: torch.Generator | None = None,
+def light_augment(images: torch.Tensor, fill: float, generator: torch.Generator | None = None, *,
                   mode: str = "nearest", degrees: float = 7.0) -> torch.Tensor:
     """RandomRotation(±7°, fill = mean, nearest) alone: the usual recipe for small MNIST nets."""
     n, _, height, width = images.shape
@@ -137,7 +137,7 @@ def elastic_displacement(n: int, height: int, width: int, alpha: float, sigma: f
     return field * alpha
 
 
-def elastic_augment(images: torch.Tensor, fill: float, generator: torch.Generator | None = None,
+def elastic_augment(images: torch.Tensor, fill: float, generator: torch.Generator | None = None, *,
                     mode: str = "nearest", degrees: float = 15.0, alpha: float = 34.0,
                     sigma: float = 4.0) -> torch.Tensor:
     """Rotation ±15° (fill = mean) and an elastic distortion (alpha 34, sigma 4: Simard, Steinkraus and

@@ -141,11 +141,12 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
     ours = (f"{config.precision}, channels_last={config.channels_last}, replicas={config.replicas}, "
             f"fast_dropout={config.fast_dropout}" + (", 1 thread per copy" if config.replicas > 1 else ""))
     results = {"preset": config.preset, "model": config.model, "batch_size": config.batch_size,
-               "augment": config.augment, "ours": ours,
+               "augment": config.augment, "interpolation": config.interpolation, "ours": ours,
                "per_sample": f"DataLoader num_workers={workers}, fp32 eager", "batches": batches,
                "repeats": repeats, "provenance": run_provenance(), "measures": {}}
     provenance = results["provenance"]
-    log(f"bench {config.preset}: model {config.model}, batch {config.batch_size}, augment {config.augment}, "
+    log(f"bench {config.preset}: model {config.model}, batch {config.batch_size}, augment {config.augment} "
+        f"({config.interpolation}), "
         f"{batches} batches x {repeats} repeat(s), {provenance['threads']} thread(s), torch {provenance['torch']}, "
         f"code {provenance['code_version']}")
     too_few = too_few_warning(batches, repeats)

@@ -81,8 +81,8 @@ class TuneSpec:
     startup_trials: int
     pruner: str
     warmup_epochs: int
-    last_k: int  # objective: mean validation accuracy over the last K epochs
-    seeds: int = 1  # objective: ... averaged over this many seeds (base seed, base seed + 1, ...)
+    last_k: int  # objective: validation accuracy over the last K epochs (their mean, or with score "worst" their min)
+    seeds: int = 1  # objective: ... over this many seeds (base seed, base seed + 1, ...), averaged or the worst
     score: str = "mean"  # "worst": the minimum over the last K epochs and the seeds instead (a record's rule)
 
 
@@ -470,8 +470,8 @@ def best_config(study, spec: TuneSpec) -> tuple[Config, Any]:
     return resolve(spec.base, trial.params, source=f"trial {trial.number}").replace(validation=0), trial
 
 
-def write_best_config(path: Path, config: Config, trial, command: str) -> None:
-    header = (f"# Best trial {trial.number}: {trial.value:.4f}% mean validation accuracy\n"
+def write_best_config(path: Path, config: Config, trial, command: str, score: str = "mean") -> None:
+    header = (f"# Best trial {trial.number}: {trial.value:.4f}% {SCORE_WORDS[score]} validation accuracy\n"
               f"# from: {command}\n# train it: mnist-ops train --config {path.name}\n")
     atomic_write_bytes(path, (header + to_toml(config.to_dict())).encode())
 
@@ -516,9 +516,10 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
         raise UserError(f"only {finished} of {spec.trials} trials finished (the workers stopped: see above); "
                         "run the same command again to go on")
     config, trial = best_config(study, spec)
-    write_best_config(out / BEST_CONFIG, config, trial, command)
+    write_best_config(out / BEST_CONFIG, config, trial, command, spec.score)
     params = ", ".join(f"{key} = {value}" for key, value in trial.params.items())
-    log(f"best: trial {trial.number}, {trial.value:.2f}% mean validation accuracy: {params}; wrote {out / BEST_CONFIG}")
+    log(f"best: trial {trial.number}, {trial.value:.2f}% {SCORE_WORDS[spec.score]} validation accuracy: {params}; "
+        f"wrote {out / BEST_CONFIG}")
     return out
 
 

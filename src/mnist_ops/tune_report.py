@@ -125,7 +125,8 @@ def build_tune_report(directory: Path, spec: TuneSpec, study, storage: str, comm
         f"Command: `{command}`",
         f"Study: '{study.study_name}' in {storage}",
         f"Base: preset {base.preset}, model {base.model}, {base.epochs} epochs, batch {base.batch_size}, "
-        f"{base.optimizer} lr {base.lr}, {base.schedule} schedule, augment {base.augment}, {base.precision}"
+        f"{base.optimizer} lr {base.lr}, {base.schedule} schedule, augment {base.augment} ({base.interpolation}), "
+        f"{base.precision}"
         + (f", first {base.limit_train:,} training images" if base.limit_train else ""),
         f"Validation: {base.validation:,} training images held out (stratified, the same for every trial); "
         "trials train on the rest and never read the test set",

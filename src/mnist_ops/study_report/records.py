@@ -51,13 +51,15 @@ def pooled_markdown(study_dirs: list[str | os.PathLike], bar: float | None = Non
     """Every run of every variant of the studies given, pooled as one recipe: the seeds that held the bar
     in each of the last K epochs, and the interval for a new seed's chance of holding it.
 
-    Refused unless every variant trained the same config (the seed and result-neutral keys aside) and the
-    studies judge the same last K epochs and target: pooling two recipes would credit one with the other's seeds.
+    Refused unless every variant trained the same config (the seed, its best.pt target and result-neutral keys
+    aside) and the studies judge the same last K epochs and target (or `bar` is given): pooling two recipes
+    would credit one with the other's seeds.
     """
     studies = [(study_dir, *load_study(study_dir)) for study_dir in study_dirs]
     first_dir, first_spec, first_variants, _ = studies[0]
+    asked = bar
     bar = first_spec.target_accuracy if bar is None else bar
-    ignored = {"seed", *RESULT_NEUTRAL_KEYS}
+    ignored = {"seed", "target_accuracy", *RESULT_NEUTRAL_KEYS}  # a run's target only picks which epoch is best.pt
     recipe = {key: value for key, value in first_variants[0].config.items() if key not in ignored}
     held = finished = 0
     seeds: list[int] = []
@@ -66,6 +68,9 @@ def pooled_markdown(study_dirs: list[str | os.PathLike], bar: float | None = Non
         if spec.last_k != first_spec.last_k:
             raise UserError(f"cannot pool {study_dir} (last {spec.last_k} epochs) with {first_dir} "
                             f"(last {first_spec.last_k}): pool studies judged on the same epochs")
+        if spec.target_accuracy != first_spec.target_accuracy and asked is None:
+            raise UserError(f"cannot pool {study_dir} (target {spec.target_accuracy}%) with {first_dir} "
+                            f"(target {first_spec.target_accuracy}%): give the bar to count against with --bar")
         for variant in variants:
             config = {key: value for key, value in variant.config.items() if key not in ignored}
             differ = sorted(key for key in recipe.keys() | config.keys() if recipe.get(key) != config.get(key))
@@ -82,9 +87,10 @@ def pooled_markdown(study_dirs: list[str | os.PathLike], bar: float | None = Non
         raise UserError(f"seed(s) {', '.join(map(str, repeated))} appear in more than one run: "
                         "pool studies of different seeds, or a seed would count twice")
     low, high = share_interval(held, finished, confidence)
+    spread = f"test % in those epochs {mean_std_min(values, one='1 epoch')}" if values else "every run diverged"
     return (f"**Pooled over {len(studies)} {'study' if len(studies) == 1 else 'studies'}** "
             f"({first_variants[0].config['model']}, seeds {', '.join(map(str, sorted(seeds)))}): "
             f"held ≥ {bar}% in each of the last {first_spec.last_k} epochs on {held} of {finished} seeds; "
-            f"test % in those epochs {mean_std_min(values, one='1 epoch')}. "
+            f"{spread}. "
             f"The chance that a new seed holds it: {confidence:.0%} interval {low * 100:.1f}-{high * 100:.1f}% "
             f"(Clopper-Pearson).")
