@@ -8,7 +8,7 @@ import pytest
 
 from fake_study import CURVES, write_fake_study
 from mnist_ops.errors import UserError
-from mnist_ops.study_report.records import pooled_markdown, records_markdown
+from mnist_ops.study_report.records import pooled_markdown, records_markdown, seed_ranges
 from mnist_ops.study_report.stats import share_interval
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "records.py"
@@ -76,7 +76,7 @@ def test_pooled_studies_of_one_recipe_count_every_seed_with_an_exact_interval(tm
     line = pooled_markdown([first, more])
     low, high = share_interval(3, 5)
     last_two = [value for curve in CURVES["bn"] for value in curve[-2:]] + [99.5, 99.6, 99.41, 99.39]
-    assert line == (f"**Pooled over 2 studies** (seed-lean-bn, seeds 1, 2, 3, 4, 5): held ≥ 99.4% in each of the last "
+    assert line == (f"**Pooled over 2 studies** (seed-lean-bn, seeds 1-5): held ≥ 99.4% in each of the last "
                     f"2 epochs on 3 of 5 seeds; test % in those epochs {statistics.mean(last_two):.2f} ± "
                     f"{statistics.stdev(last_two):.2f} (min 99.20). The chance that a new seed holds it: "
                     f"95% interval {low * 100:.1f}-{high * 100:.1f}% (Clopper-Pearson).")
@@ -138,3 +138,9 @@ def test_the_script_adds_the_pooled_line_with_pool(tmp_path):
     assert done.stdout == "\n\n".join([records_markdown(first), records_markdown(more), pooled_markdown([first, more])]) + "\n"
     refused = subprocess.run([sys.executable, str(SCRIPT), "--pool", str(first), str(first)], capture_output=True, text=True)
     assert refused.returncode == 2 and refused.stdout == "" and refused.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("seeds, text", [([3, 1, 2], "1-3"), ([1, 2, 3, 5, 11, 12], "1-3, 5, 11-12"), ([7], "7"),
+                                         ([4, 9], "4, 9")])
+def test_pooled_seeds_are_written_as_ranges(seeds, text):
+    assert seed_ranges(seeds) == text

@@ -47,6 +47,17 @@ def records_markdown(study_dir: str | os.PathLike, bar: float | None = None) -> 
     return "\n\n".join(blocks)
 
 
+def seed_ranges(seeds: list[int]) -> str:
+    """[1, 2, 3, 5, 11, 12] -> '1-3, 5, 11-12'."""
+    parts: list[list[int]] = []
+    for seed in sorted(seeds):
+        if parts and seed == parts[-1][-1] + 1:
+            parts[-1].append(seed)
+        else:
+            parts.append([seed])
+    return ", ".join(f"{part[0]}-{part[-1]}" if len(part) > 1 else f"{part[0]}" for part in parts)
+
+
 def pooled_markdown(study_dirs: list[str | os.PathLike], bar: float | None = None, confidence: float = 0.95) -> str:
     """Every run of every variant of the studies given, pooled as one recipe: the seeds that held the bar
     in each of the last K epochs, and the interval for a new seed's chance of holding it.
@@ -89,7 +100,7 @@ def pooled_markdown(study_dirs: list[str | os.PathLike], bar: float | None = Non
     low, high = share_interval(held, finished, confidence)
     spread = f"test % in those epochs {mean_std_min(values, one='1 epoch')}" if values else "every run diverged"
     return (f"**Pooled over {len(studies)} {'study' if len(studies) == 1 else 'studies'}** "
-            f"({first_variants[0].config['model']}, seeds {', '.join(map(str, sorted(seeds)))}): "
+            f"({first_variants[0].config['model']}, seeds {seed_ranges(seeds)}): "
             f"held ≥ {bar}% in each of the last {first_spec.last_k} epochs on {held} of {finished} seeds; "
             f"{spread}. "
             f"The chance that a new seed holds it: {confidence:.0%} interval {low * 100:.1f}-{high * 100:.1f}% "
