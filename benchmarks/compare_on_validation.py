@@ -13,8 +13,9 @@ edited between invocations never mixes two recipes in one row. `--report-only` t
         --arm lean-5k="--preset lean-5k --ema 0" --arm lean-5k-ema="--preset lean-5k --ema 0.999" \\
         -- --precision bf16 --channels-last
 
-(Flags after `--` go to every arm; `--report-only` prints the table from finished runs.) A study (`mnist-ops study`) judges on the test set, so it cannot
-do this; `mnist-ops tune` searches a space rather than comparing fixed arms.
+(Flags after `--` go to every arm; `--report-only` prints the table from finished runs.) A study
+(`mnist-ops study`) judges on the test set, so it cannot do this; `mnist-ops tune` searches a space
+rather than comparing fixed arms.
 """
 
 from __future__ import annotations
@@ -39,13 +40,12 @@ def recipe_differences(directory: Path, flags: list[str], seed: int, validation:
     """The config keys on which the run in `directory` differs from what `flags` ask for (none: same recipe).
     A key the run's config.toml lacks was added to Config later: that run had its default."""
     from mnist_ops.cli import build_parser, train_config
-    from mnist_ops.config import RESULT_NEUTRAL_KEYS, read_toml, stored_table
+    from mnist_ops.config import changed_keys, read_toml, stored_table
 
     arguments = build_parser().parse_args(["train", *flags, "--seed", str(seed), "--validation", str(validation)])
     asked = train_config(arguments).to_dict()
     ran = stored_table(read_toml(directory / "config.toml"))
-    return [f"{key} ({ran.get(key)!r}, the arm asks {asked[key]!r})" for key in asked
-            if key not in {"device", *RESULT_NEUTRAL_KEYS} and ran.get(key) != asked[key]]
+    return [f"{key} ({ran.get(key)!r}, the arm asks {asked[key]!r})" for key in changed_keys(ran, asked, {"device"})]
 
 
 def check_recipe(directory: Path, flags: list[str], seed: int, validation: int) -> None:

@@ -6,7 +6,7 @@ import tomli_w
 from hypothesis import example, given, strategies as st
 
 from fuzzing import KEYS, NAMES, TOML_VALUES, assert_one_line, assert_valid_config, config_changes
-from mnist_ops.config import Config, read_toml, resolve, to_toml
+from mnist_ops.config import Config, changed_keys, read_toml, resolve, to_toml
 from mnist_ops.errors import UserError
 from mnist_ops.presets import PRESETS, build_config
 
@@ -133,3 +133,14 @@ def test_an_empty_or_false_preset_in_a_file_is_refused_not_defaulted(tmp_path, l
     path.write_text(line + "\n")
     with pytest.raises(UserError, match="preset"):
         build_config(None, str(path), {})
+
+
+def test_changed_keys_are_the_ones_that_make_another_recipe():
+    """One comparison serves the resume check, a growing study, compare_on_validation and records --pool."""
+    before = Config().to_dict()
+    after = {**before, "lr": 0.5, "tensorboard": True, "seed": 9}
+    assert changed_keys(before, after) == ["lr", "seed"]  # tensorboard changes no number computed
+    assert changed_keys(before, after, {"seed"}) == ["lr"]
+    older = {key: value for key, value in before.items() if key != "ema"}
+    assert changed_keys(older, before) == ["ema"] and changed_keys(before, older) == ["ema"]  # a missing key differs
+    assert changed_keys(before, dict(before)) == []

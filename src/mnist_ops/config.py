@@ -110,6 +110,15 @@ def stored_table(table: dict, skip: set[str] = frozenset(), keep: set[str] = fro
             **{key: value for key, value in table.items() if key in defaults or key in keep}}
 
 
+def changed_keys(before: dict, after: dict, ignore: set[str] = frozenset()) -> list[str]:
+    """The keys of two config tables whose values differ (in `after`'s order, then keys only `before`
+    has), leaving out the result-neutral keys and `ignore`: what makes two runs different recipes."""
+    missing = object()
+    skip = RESULT_NEUTRAL_KEYS | set(ignore)
+    keys = [*after, *(key for key in before if key not in after)]
+    return [key for key in keys if key not in skip and before.get(key, missing) != after.get(key, missing)]
+
+
 def show_key(key: Any) -> str:
     """A key as TOML writes it bare, else quoted like `show`."""
     return key if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_-]+", key) else show(key)

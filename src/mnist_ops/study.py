@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mnist_ops.config import (RANGES, RESULT_NEUTRAL_KEYS, Config, check_combination, read_toml, resolve, show_key,
+from mnist_ops.config import (RANGES, Config, changed_keys, check_combination, read_toml, resolve, show_key,
                               stored_table, to_toml)
 from mnist_ops.errors import TrainingDiverged, UserError, did_you_mean, show
 from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, atomic_write_json, read_jsonl
@@ -300,8 +300,7 @@ def grow_spec(old: Spec, new: Spec, study_dir: Path) -> Spec:
         before = recorded.get(variant.name)
         if before is not None and before.config != variant.config:
             old_values, new_values = before.config.to_dict(), variant.config.to_dict()
-            keys = [f"{key} {old_values[key]!r} -> {new_values[key]!r}" for key in new_values
-                    if old_values[key] != new_values[key] and key not in RESULT_NEUTRAL_KEYS]
+            keys = [f"{key} {old_values[key]!r} -> {new_values[key]!r}" for key in changed_keys(old_values, new_values)]
             if keys:
                 changes.append(f"variant '{variant.name}' changes {', '.join(keys)}")
     if changes:

@@ -23,7 +23,7 @@ import torch
 from mnist_ops import tensorboard
 from mnist_ops.analysis import format_receptive_field, model_summary, receptive_field
 from mnist_ops.batches import FitData, fit_batches, load_fit_data, normalize
-from mnist_ops.config import RESULT_NEUTRAL_KEYS, Config, check_combination, to_toml
+from mnist_ops.config import Config, changed_keys, check_combination, to_toml
 from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, load_checkpoint,
                               make_ema, make_optimizer, make_scheduler, memory_format, random_states, resolve_device,
                               restore_random_states, save_checkpoint, seed_everything)
@@ -170,8 +170,8 @@ def _same_kind(value, like) -> bool:
 def _refuse_changed_config(checkpoint: dict, config: Config, out: Path) -> None:
     # a key the run's config lacks (added to Config since) had its default value then
     saved = {**Config().to_dict(), **checkpoint["config"]}
-    changed = [f"{key} ({saved[key]!r} in the run, {value!r} now)" for key, value in config.to_dict().items()
-               if saved[key] != value and key not in RESULT_NEUTRAL_KEYS]
+    now = config.to_dict()
+    changed = [f"{key} ({saved[key]!r} in the run, {now[key]!r} now)" for key in changed_keys(saved, now)]
     if changed:
         raise UserError(f"cannot resume {out} with a different config: {'; '.join(changed)}; drop those flags, "
                         "or start a new run with another --out")

@@ -278,16 +278,15 @@ def make_pruner(spec: TuneSpec):
     return optuna.pruners.NopPruner()
 
 
-def objective_value(records: list[dict], last_k: int, score: str = "mean") -> float:
-    """Validation accuracy over the last K epochs (all epochs if fewer were trained): their mean, or
-    with score "worst" their minimum, as a record is judged ("held in each of the last K epochs")."""
-    tail = [record["val_accuracy"] for record in records[-last_k:]]
-    return min(tail) if score == "worst" else sum(tail) / len(tail)
-
-
-def combine_seeds(values: list[float], score: str = "mean") -> float:
-    """A trial's value from its seeds' values: their mean, or with score "worst" the worst seed's."""
+def scored(values: list[float], score: str = "mean") -> float:
+    """Several accuracies as one number: their mean, or with score "worst" their minimum, as a record is
+    judged ("held in each of the last K epochs, on every seed")."""
     return min(values) if score == "worst" else sum(values) / len(values)
+
+
+def objective_value(records: list[dict], last_k: int, score: str = "mean") -> float:
+    """Validation accuracy over the last K epochs (all epochs if fewer were trained), `scored`."""
+    return scored([record["val_accuracy"] for record in records[-last_k:]], score)
 
 
 class SurplusTrial(Exception):
@@ -366,7 +365,7 @@ class TuneWorker:
         finally:
             trial.set_user_attr("epochs_trained", epochs_trained)
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
-        value = combine_seeds(values, self.spec.score)
+        value = scored(values, self.spec.score)  # the seeds' values as one, the same way
         over = f"the last {min(self.spec.last_k, config.epochs)} epochs"
         if len(seeds) > 1:
             trial.set_user_attr("seed_values", dict(zip(map(str, seeds), values)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from mnist_ops.errors import UserError
-from mnist_ops.config import RESULT_NEUTRAL_KEYS
+from mnist_ops.config import changed_keys
 from mnist_ops.study_report.load import held_target, load_study
 from mnist_ops.study_report.stats import share_interval
 from mnist_ops.study_report.tables import mean_std_min, percent
@@ -70,8 +70,8 @@ def pooled_markdown(study_dirs: list[str | os.PathLike], bar: float | None = Non
     first_dir, first_spec, first_variants, _ = studies[0]
     asked = bar
     bar = first_spec.target_accuracy if bar is None else bar
-    ignored = {"seed", "target_accuracy", *RESULT_NEUTRAL_KEYS}  # a run's target only picks which epoch is best.pt
-    recipe = {key: value for key, value in first_variants[0].config.items() if key not in ignored}
+    ignored = {"seed", "target_accuracy"}  # a run's target only picks which epoch is best.pt
+    recipe = first_variants[0].config
     held = finished = 0
     seeds: list[int] = []
     values: list[float] = []
@@ -83,8 +83,8 @@ def pooled_markdown(study_dirs: list[str | os.PathLike], bar: float | None = Non
             raise UserError(f"cannot pool {study_dir} (target {spec.target_accuracy}%) with {first_dir} "
                             f"(target {first_spec.target_accuracy}%): give the bar to count against with --bar")
         for variant in variants:
-            config = {key: value for key, value in variant.config.items() if key not in ignored}
-            differ = sorted(key for key in recipe.keys() | config.keys() if recipe.get(key) != config.get(key))
+            config = variant.config
+            differ = sorted(changed_keys(recipe, config, ignored))
             if differ:
                 shown = ", ".join(f"{key} ({recipe.get(key)!r} against {config.get(key)!r})" for key in differ)
                 raise UserError(f"cannot pool {study_dir}:{variant.name} with {first_dir}:{first_variants[0].name}: "
