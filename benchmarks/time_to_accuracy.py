@@ -37,6 +37,7 @@ def per_sample_training(train_flags: list[str]) -> None:
     from mnist_ops.batches import load_fit_data, normalize
     from mnist_ops.bench import per_sample_loader
     from mnist_ops.cli import build_parser, train_config
+    from mnist_ops.distill import load_teacher
     from mnist_ops.engine import TrainStep, build_model, make_optimizer, make_scheduler, seed_everything
 
     config = train_config(build_parser().parse_args(["train", *train_flags]))
@@ -49,7 +50,8 @@ def per_sample_training(train_flags: list[str]) -> None:
     loader = per_sample_loader(train, mean, std, config.augment, config.batch_size, workers=2,
                                interpolation=config.interpolation)
     optimizer = make_optimizer(config, model)
-    step = TrainStep(model, optimizer, config, make_scheduler(config, optimizer, len(loader)))
+    step = TrainStep(model, optimizer, config, make_scheduler(config, optimizer, len(loader)),
+                     teacher=load_teacher(config, mean, std, torch.device("cpu")))
     for epoch in range(config.epochs):
         for x, y in loader:
             step(x, y)

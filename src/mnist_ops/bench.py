@@ -26,6 +26,7 @@ from mnist_ops.config import Config
 from mnist_ops.data import Split
 from mnist_ops.batches import fit_batches, iterate_batches, load_training_split, make_batch
 from mnist_ops.engine import TrainStep, build_model, make_ema, make_optimizer, memory_format
+from mnist_ops.distill import load_teacher
 from mnist_ops.provenance import run_provenance
 from mnist_ops.replicas import one_thread_per_replica
 
@@ -74,14 +75,14 @@ def our_batches(split: Split, config: Config, mean: float, std: float, generator
     return iterate_batches(split, config, mean, std, generator, drop_last=True)  # as the DataLoader side
 
 
-def make_step(model: torch.nn.Module, config: Config, compile_model: bool = False) -> Callable:
+def make_step(model: torch.nn.Module, config: Config, compile_model: bool = False, teacher=None) -> Callable:
     """The engine's train step for `model` under `config`'s recipe (lr, schedule aside: the lr stays at
     config.lr), with its EMA of the weights if the recipe has one; with `replicas` > 1, run it under
     one_thread_per_replica. `compile_model` runs the single-copy forward through torch.compile."""
     model = model.to(memory_format=memory_format(config)).train()
     forward = torch.compile(model) if compile_model else model
     return TrainStep(forward, make_optimizer(config, model), config,  # its replica threads end with the process
-                     ema=make_ema(config, model))
+                     ema=make_ema(config, model), teacher=teacher)
 
 
 def images_per_second(run: Callable[[], int], repeats: int) -> list[float]:
@@ -117,9 +118,11 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
 
     plain = config.replace(precision="fp32", channels_last=False, replicas=1, fast_dropout=False)
     torch.manual_seed(config.seed)
-    step_a = make_step(build_model(plain), plain)
+    cpu = torch.device("cpu")
+    step_a = make_step(build_model(plain), plain, teacher=load_teacher(plain, mean, std, cpu))
     torch.manual_seed(config.seed)
-    step_b = make_step(build_model(config), config)
+    step_b = make_step(build_model(config), config,
+                       teacher=load_teacher(config, mean, std, cpu, memory_format(config)))
 
     def as_in_fit(run: Callable[[], int]) -> Callable[[], int]:
         """(b) runs as fit() does: with replicas, one thread per copy and for making batches (end to end,

@@ -50,6 +50,12 @@ class Config:
     label_smoothing: float = _key(0.0, "cross-entropy label smoothing")
     ema: float = _key(0.0, "decay of an exponential moving average of the weights (and BatchNorm statistics), "
                            "updated every step; > 0 evaluates and saves the average (0 = off)")
+    teacher: str = _key("", "checkpoints (best.pt/last.pt of finished runs), comma-separated, whose averaged "
+                            "softened predictions the model also learns from (distill.py; empty = none)")
+    distill_weight: float = _key(0.0, "share of the loss from the teachers' predictions, the rest from the labels "
+                                      "(> 0 needs teacher)")
+    distill_temperature: float = _key(4.0, "softmax temperature of the teachers' and the model's predictions "
+                                           "in that share")
     target_accuracy: float = _key(99.4, "percent; best.pt is saved from epoch 3 on at a new best >= this")
     seed: int = _key(1, "seeds torch, numpy, Python and the shuffling/augmentation generator")
     device: str = _key("auto", "auto, cpu, cuda or mps (config.toml records the one used)")
@@ -87,6 +93,8 @@ RANGES = {  # key: (lowest allowed, highest allowed or None), inclusive
     "eval_batch_size": (1, None),
     "label_smoothing": (0.0, 0.5),
     "ema": (0.0, 0.9999),
+    "distill_weight": (0.0, 1.0),
+    "distill_temperature": (0.1, 100.0),
     "target_accuracy": (0.0, 100.0),
     "seed": (0, 2**63 - 1),
     "limit_train": (0, None),
@@ -141,6 +149,11 @@ def _check_value(key: str, value: Any, source: str) -> Any:
             value = str(Path(value).expanduser().resolve()) if is_local(value) else value
         except (RuntimeError, OSError) as error:  # ~unknown-user, a path the system refuses
             raise UserError(f"{source}: 'dataset' {show(value)} is not a usable path ({error})") from None
+    if key == "teacher":  # checkpoints are recorded by their absolute paths, as a dataset directory
+        try:
+            value = ",".join(str(Path(part.strip()).expanduser().resolve()) for part in value.split(",") if part.strip())
+        except (RuntimeError, OSError) as error:
+            raise UserError(f"{source}: 'teacher' {show(value)} is not a usable path ({error})") from None
     if key in RANGES:  # before any int -> float conversion: Python compares int and float exactly
         low, high = RANGES[key]
         if value < low or (high is not None and value > high):
@@ -164,6 +177,12 @@ def check_combination(config: Config) -> Config:
     if config.replicas > 1 and config.dropout > 0:
         raise UserError(f"replicas = {config.replicas} needs dropout = 0 (dropout masks drawn in several threads "
                         "would make runs unrepeatable); set dropout = 0 (flag --dropout 0) or replicas = 1")
+    if bool(config.teacher.strip()) != (config.distill_weight > 0):
+        raise UserError("teacher and distill_weight go together: a teacher needs distill_weight > 0 "
+                        "(flag --distill-weight 0.5) and distill_weight > 0 needs a teacher (flag --teacher RUN/last.pt)"
+                        if config.teacher.strip() else
+                        f"distill_weight = {config.distill_weight} needs a teacher (flag --teacher RUN/last.pt); "
+                        "set one or set distill_weight = 0")
     if config.replicas > config.batch_size:
         raise UserError(f"replicas = {config.replicas} is more than batch_size = {config.batch_size}; "
                         "lower replicas or raise batch_size")

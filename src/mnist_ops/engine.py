@@ -157,17 +157,24 @@ class TrainStep:
     the batch in their own thread (replicas.py). Returns the batch's logits and mean loss, detached."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, config: Config,
-                 scheduler=None, device: torch.device = torch.device("cpu"), ema: AveragedModel | None = None):
+                 scheduler=None, device: torch.device = torch.device("cpu"), ema: AveragedModel | None = None,
+                 teacher=None):
         self.model, self.optimizer, self.scheduler, self.device, self.ema = model, optimizer, scheduler, device, ema
         self.precision, self.label_smoothing = config.precision, config.label_smoothing
+        if (teacher is None) != (config.distill_weight == 0):
+            raise ValueError("TrainStep needs a teacher (distill.load_teacher) exactly when distill_weight > 0")
+        self.teacher, self.distill_weight = teacher, config.distill_weight
         self.layout = memory_format(config)
         self.replicas = ThreadReplicas(model, config.replicas, self.forward_loss) if config.replicas > 1 else None
 
     def forward_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and mean loss; the replicas call it in their own threads (autocast state is per thread)."""
+        """Logits and mean loss; the replicas call it in their own threads (autocast state is per thread).
+        With a teacher (distill.py) the loss mixes the labels' term with the teachers' soft term."""
         with autocast_context(self.device, self.precision):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+            if self.teacher is not None:
+                loss = (1 - self.distill_weight) * loss + self.distill_weight * self.teacher.loss(logits, x)
         return logits, loss
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

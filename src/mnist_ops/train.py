@@ -28,6 +28,7 @@ from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_
                               make_ema, make_optimizer, make_scheduler, memory_format, random_states, resolve_device,
                               restore_random_states, save_checkpoint, seed_everything)
 from mnist_ops.data import dataset_info
+from mnist_ops.distill import load_teacher
 from mnist_ops.errors import TrainingDiverged, UserError
 from mnist_ops.fileio import (DirectoryLock, atomic_write_bytes, atomic_write_json, remove_stale_temporaries,
                               write_jsonl)
@@ -192,6 +193,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     evaluation_inputs = normalize(data.evaluation.images, data.mean, data.std).contiguous(
         memory_format=memory_format(config))
     name = data.evaluation_name  # "test", or "val" with a validation split: the metrics' key prefix
+    teacher = load_teacher(config, data.mean, data.std, device, memory_format(config), log)  # None without one
 
     out = Path(out_dir)
     try:
@@ -246,12 +248,14 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         mode = (config.precision + (f", {config.replicas} model copies (replicas)" if config.replicas > 1 else "")
                 + (f", evaluating an EMA of the weights (decay {config.ema}; it lags in the first epochs, "
                    "so a run of a few epochs may want --ema 0)"
-                   if ema is not None else ""))
+                   if ema is not None else "")
+                + (f", distilling {len(teacher.models)} teacher(s) (weight {config.distill_weight}, "
+                   f"temperature {config.distill_temperature})" if teacher is not None else ""))
         log(f"run {out}: preset {config.preset}, model {config.model} ({parameters:,} parameters), "
             f"device {device}, {mode}, {len(data.train):,} train / {len(data.evaluation):,} {name} images, "
             f"mean {data.mean:.4f} std {data.std:.4f}")
 
-        step = TrainStep(model, optimizer, config, scheduler, device, ema)
+        step = TrainStep(model, optimizer, config, scheduler, device, ema, teacher)
         board = tensorboard.open(out, model, evaluation_inputs[:2], log) if config.tensorboard else None
         for epoch in range(len(history), config.epochs):
             epoch_start = time.perf_counter()

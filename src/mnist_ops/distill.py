@@ -1,0 +1,87 @@
+"""Knowledge distillation: a student trained on trained nets' softened predictions as well as the labels.
+
+`teacher = "a/last.pt,b/last.pt"` names one or more checkpoints of finished runs. Each batch (the same
+augmented images the student sees) goes through every teacher in eval mode, under no_grad, and their
+softmax at temperature T is averaged. TrainStep's loss is then
+    (1 - distill_weight) * cross-entropy(labels) + distill_weight * T^2 * KL(teachers || student at T)
+(Hinton et al. 2015; the T^2 keeps the soft term's gradients on the scale of the hard one's).
+
+The teachers cost a forward pass each per step. They must not have seen what the run evaluates on:
+with a validation split, a teacher must hold out the same images (`validation` equal), else it
+trained on them and the student's validation accuracy would read too high.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnist_ops.config import Config
+from mnist_ops.engine import fold_batchnorm, load_checkpoint, model_from_checkpoint
+from mnist_ops.errors import UserError
+
+
+def teacher_paths(config: Config) -> list[str]:
+    """The checkpoint paths in config.teacher (comma-separated), in order."""
+    return [part.strip() for part in config.teacher.split(",") if part.strip()]
+
+
+class Teacher:
+    """The teachers' averaged probabilities at a temperature, for inputs normalized as the student's."""
+
+    def __init__(self, models: list[nn.Module], scales: list[tuple[float, float]], temperature: float):
+        self.models, self.scales, self.temperature = models, scales, temperature
+
+    @torch.no_grad()
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        probabilities = None
+        for model, (scale, shift) in zip(self.models, self.scales):
+            inputs = x if (scale, shift) == (1.0, 0.0) else x * scale + shift  # into the teacher's normalization
+            p = F.softmax(model(inputs).float() / self.temperature, dim=1)
+            probabilities = p if probabilities is None else probabilities + p
+        return probabilities / len(self.models)
+
+    def loss(self, student_logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The soft term for the student's logits on inputs `x` (TrainStep mixes it with the labels' term)."""
+        return distillation_loss(student_logits, self.probabilities(x), self.temperature)
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_probabilities: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """T^2 * KL(teacher || student), both at temperature T, averaged over the batch's samples."""
+    log_student = F.log_softmax(student_logits.float() / temperature, dim=1)
+    return F.kl_div(log_student, teacher_probabilities, reduction="batchmean") * temperature ** 2
+
+
+def load_teacher(config: Config, mean: float, std: float, device: torch.device,
+                 layout: torch.memory_format = torch.contiguous_format,
+                 log=lambda line: None) -> Teacher | None:
+    """The config's teachers, checked against the run (dataset, held-out images), or None without one.
+    `mean`, `std`: the student's input normalization; each teacher's own is applied on top."""
+    paths = teacher_paths(config)
+    if not paths:
+        return None
+    models, scales = [], []
+    for path in paths:
+        checkpoint = load_checkpoint(path)
+        trained = {**Config().to_dict(), **checkpoint["config"]}
+        where = f"teacher {path}"
+        if trained["dataset"] != config.dataset:
+            raise UserError(f"{where} was trained on {trained['dataset']}, this run trains on {config.dataset}; "
+                            "pass a teacher trained on the same data set")
+        if config.validation and trained["validation"] != config.validation:
+            held = f"held out {trained['validation']:,}" if trained["validation"] else "held out no"
+            raise UserError(f"{where} {held} training images, this run validates on {config.validation:,}: the "
+                            "teacher trained on images this run validates on; pass a teacher trained with "
+                            f"--validation {config.validation}")
+        model = fold_batchnorm(model_from_checkpoint(checkpoint)).to(device, memory_format=layout)
+        models.append(model)
+        scales.append((std / checkpoint["std"], (mean - checkpoint["mean"]) / checkpoint["std"]))
+        accuracy = {key: value for key, value in checkpoint["metrics"].items() if key.endswith("_accuracy")
+                    and not key.startswith("train")}
+        log(f"teacher {Path(path)}: {checkpoint['model_name']}, epoch {checkpoint['epoch']}"
+            + "".join(f", {key.replace('_', ' ')} {value:.2f}%" for key, value in accuracy.items()))
+    return Teacher(models, scales, config.distill_temperature)
