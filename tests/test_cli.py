@@ -280,6 +280,8 @@ def _other_value(key: str, value):
         return "lean-5k" if value != "lean-5k" else "lean-8k"
     if key == "dataset":
         return "fashion-mnist"
+    if key == "teacher":
+        return "/runs/teacher/last.pt"  # absolute: the config records a teacher by its absolute path
     if isinstance(value, int):
         return value + 1
     return round(value / 2, 6) if value else 0.1
@@ -305,7 +307,8 @@ def test_every_config_key_has_a_train_flag_that_reaches_the_config(key):
 
     base = build_config("lean-8k")
     value = _other_value(key, getattr(base, key))
-    extra = ["--dropout", "0"] if key == "replicas" else []
+    extra = {"replicas": ["--dropout", "0"], "teacher": ["--distill-weight", "0.5"],  # the keys they need
+             "distill_weight": ["--teacher", "/runs/teacher/last.pt"]}.get(key, [])
     config = train_config(build_parser().parse_args(["train", "--preset", "lean-8k", *_flag_words(key, value), *extra]))
     assert getattr(config, key) == value
 

@@ -50,8 +50,8 @@ class Config:
     label_smoothing: float = _key(0.0, "cross-entropy label smoothing")
     ema: float = _key(0.0, "decay of an exponential moving average of the weights (and BatchNorm statistics), "
                            "updated every step; > 0 evaluates and saves the average (0 = off)")
-    teacher: str = _key("", "checkpoints (best.pt/last.pt of finished runs), comma-separated, whose averaged "
-                            "softened predictions the model also learns from (distill.py; empty = none)")
+    teacher: str = _key("", "checkpoints (best.pt or last.pt of finished runs), separated by commas, whose averaged "
+                            "softened predictions the model also learns from (distill.py; empty: none)")
     distill_weight: float = _key(0.0, "share of the loss from the teachers' predictions, the rest from the labels "
                                       "(> 0 needs teacher)")
     distill_temperature: float = _key(4.0, "softmax temperature of the teachers' and the model's predictions "
@@ -177,12 +177,12 @@ def check_combination(config: Config) -> Config:
     if config.replicas > 1 and config.dropout > 0:
         raise UserError(f"replicas = {config.replicas} needs dropout = 0 (dropout masks drawn in several threads "
                         "would make runs unrepeatable); set dropout = 0 (flag --dropout 0) or replicas = 1")
-    if bool(config.teacher.strip()) != (config.distill_weight > 0):
-        raise UserError("teacher and distill_weight go together: a teacher needs distill_weight > 0 "
-                        "(flag --distill-weight 0.5) and distill_weight > 0 needs a teacher (flag --teacher RUN/last.pt)"
-                        if config.teacher.strip() else
-                        f"distill_weight = {config.distill_weight} needs a teacher (flag --teacher RUN/last.pt); "
-                        "set one or set distill_weight = 0")
+    if config.teacher and config.distill_weight == 0:
+        raise UserError("a teacher needs distill_weight > 0 (flag --distill-weight 0.5: half the loss from its "
+                        "predictions); set it, or drop teacher")
+    if config.distill_weight > 0 and not config.teacher:
+        raise UserError(f"distill_weight = {config.distill_weight} needs a teacher (flag --teacher RUN/last.pt); "
+                        "set one, or set distill_weight = 0")
     if config.replicas > config.batch_size:
         raise UserError(f"replicas = {config.replicas} is more than batch_size = {config.batch_size}; "
                         "lower replicas or raise batch_size")

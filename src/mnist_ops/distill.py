@@ -66,7 +66,10 @@ def load_teacher(config: Config, mean: float, std: float, device: torch.device,
         return None
     models, scales = [], []
     for path in paths:
-        checkpoint = load_checkpoint(path)
+        try:
+            checkpoint = load_checkpoint(path)
+        except UserError as error:
+            raise UserError(f"teacher: {error}") from None
         trained = {**Config().to_dict(), **checkpoint["config"]}
         where = f"teacher {path}"
         if trained["dataset"] != config.dataset:

@@ -1,0 +1,145 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mnist_ops.batches import normalize
+from mnist_ops.cli import main
+from mnist_ops.distill import distillation_loss, load_teacher, teacher_paths
+from mnist_ops.engine import TrainStep, load_checkpoint, make_optimizer, model_from_checkpoint
+from mnist_ops.models import create_model
+from mnist_ops.presets import build_config
+from mnist_ops.train import fit
+
+
+def rewritten(checkpoint_path, out, **changes):
+    """A copy of a checkpoint with some top-level values (or, under "config", config values) changed."""
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
+    config_changes = changes.pop("config", {})
+    checkpoint.update(changes)
+    checkpoint["config"] = {**checkpoint["config"], **config_changes}
+    torch.save(checkpoint, out)
+    return out
+
+
+def test_the_soft_term_is_t_squared_kl_per_sample_and_zero_when_the_student_agrees():
+    torch.manual_seed(0)
+    student, other = torch.randn(6, 10), torch.randn(6, 10)
+    for temperature in (1.0, 4.0):
+        agreeing = F.softmax(student / temperature, dim=1)
+        assert distillation_loss(student, agreeing, temperature).abs() < 1e-6
+        teacher = F.softmax(other / temperature, dim=1)
+        log_student = F.log_softmax(student / temperature, dim=1)
+        expected = (teacher * (teacher.log() - log_student)).sum(dim=1).mean() * temperature ** 2
+        assert torch.allclose(distillation_loss(student, teacher, temperature), expected, atol=1e-6)
+        assert distillation_loss(student, teacher, temperature) > 0.1
+
+
+def test_teacher_paths_split_on_commas_and_are_recorded_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = build_config("lean-8k", None, {"teacher": "a/last.pt, b/best.pt", "distill_weight": 0.5})
+    assert teacher_paths(config) == [str(tmp_path / "a" / "last.pt"), str(tmp_path / "b" / "best.pt")]
+
+
+def test_teachers_average_their_probabilities_each_in_its_own_normalization(digit_checkpoint, mnist_test, tmp_path):
+    """A teacher trained with another mean/std gets the student's inputs converted into its own."""
+    other = rewritten(digit_checkpoint, tmp_path / "other.pt", mean=0.2, std=0.25)
+    config = build_config("lean-8k", None, {"teacher": f"{digit_checkpoint},{other}", "distill_weight": 0.5,
+                                            "distill_temperature": 2.0})
+    student_mean, student_std = 0.1, 0.4
+    teacher = load_teacher(config, student_mean, student_std, torch.device("cpu"))
+    images = mnist_test.images[:64]
+    got = teacher.probabilities(normalize(images, student_mean, student_std))
+    expected = []
+    for path in (digit_checkpoint, other):
+        checkpoint = load_checkpoint(path)
+        model = model_from_checkpoint(checkpoint).eval()
+        with torch.no_grad():
+            logits = model(normalize(images, checkpoint["mean"], checkpoint["std"]))
+        expected.append(F.softmax(logits / 2.0, dim=1))
+    assert torch.allclose(got, (expected[0] + expected[1]) / 2, atol=1e-4)
+    assert torch.allclose(got.sum(dim=1), torch.ones(64), atol=1e-5)
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_with_distill_weight_one_the_step_learns_from_the_teacher_alone(digit_checkpoint, replicas):
+    """Weight 1: the labels drop out of the loss, so shuffled labels give the same step; weight 0.5: they do not."""
+    x, y = torch.randn(8, 1, 28, 28), torch.arange(8)
+    after = {}
+    for weight in (1.0, 0.5):
+        config = build_config("lean-8k", None, {"teacher": str(digit_checkpoint), "distill_weight": weight,
+                                                "replicas": replicas, "ema": 0.0})
+        teacher = load_teacher(config, 0.1307, 0.3081, torch.device("cpu"))
+        for labels in (y, y.flip(0)):
+            torch.manual_seed(0)
+            model = create_model("lean-8k", dropout=0.0)
+            step = TrainStep(model, make_optimizer(config, model), config, teacher=teacher)
+            try:
+                _, loss = step(x, labels)
+            finally:
+                step.close()
+            after[weight, tuple(labels.tolist())] = (loss, [p.detach().clone() for p in model.parameters()])
+    for weight, same in ((1.0, True), (0.5, False)):
+        (loss_a, weights_a), (loss_b, weights_b) = after[weight, tuple(y.tolist())], after[weight, tuple(y.flip(0).tolist())]
+        assert (torch.equal(loss_a, loss_b) and all(map(torch.equal, weights_a, weights_b))) == same
+
+
+def test_train_step_refuses_a_teacher_the_config_does_not_weigh():
+    config = build_config("lean-8k", None, {})
+    model = create_model("lean-8k", dropout=0.0)
+    with pytest.raises(ValueError, match="exactly when distill_weight > 0"):
+        TrainStep(model, make_optimizer(config, model), config, teacher=object())
+
+
+def test_fit_distills_and_records_the_teacher(digit_checkpoint, mnist_root, tmp_path):
+    flags = {"epochs": 1, "limit_train": 2_000, "batch_size": 64, "ema": 0.0}
+    lines = []
+    plain = fit(build_config("lean-8k", None, flags), tmp_path / "plain", mnist_root, log=lambda line: None,
+                progress=False)
+    distilled = fit(build_config("lean-8k", None, {**flags, "teacher": str(digit_checkpoint), "distill_weight": 0.7}),
+                    tmp_path / "distilled", mnist_root, log=lines.append, progress=False)
+    assert any(line.startswith(f"teacher {digit_checkpoint}: lean-8k, epoch 0, test accuracy") for line in lines)
+    assert any("distilling 1 teacher(s) (weight 0.7, temperature 4.0)" in line for line in lines)
+    assert plain["last_test_accuracy"] != distilled["last_test_accuracy"]
+    recorded = (tmp_path / "distilled" / "config.toml").read_text()
+    assert f'teacher = "{digit_checkpoint}"' in recorded and "distill_weight = 0.7" in recorded
+    record = json.loads((tmp_path / "distilled" / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["train_loss"] > 0
+
+
+def refusal(capsys, tmp_path, mnist_root, *flags):
+    out = tmp_path / "run"
+    code = main(["train", "--preset", "lean-8k", "--epochs", "1", "--limit-train", "500", *flags,
+                 "--out", str(out), "--data-root", str(mnist_root), "--no-progress"])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and len(error.splitlines()) == 1 and "Traceback" not in error, error
+    assert not out.exists()  # refused before the run directory
+    return error
+
+
+def test_train_refuses_a_teacher_without_a_weight_and_a_weight_without_a_teacher(digit_checkpoint, mnist_root,
+                                                                                tmp_path, capsys):
+    assert "a teacher needs distill_weight > 0" in refusal(capsys, tmp_path, mnist_root, "--teacher",
+                                                           str(digit_checkpoint))
+    assert "distill_weight = 0.5 needs a teacher" in refusal(capsys, tmp_path, mnist_root, "--distill-weight", "0.5")
+
+
+def test_train_refuses_a_teacher_that_is_missing_or_trained_on_other_data(digit_checkpoint, mnist_root, tmp_path,
+                                                                         capsys):
+    missing = refusal(capsys, tmp_path, mnist_root, "--distill-weight", "0.5", "--teacher", str(tmp_path / "nope.pt"))
+    assert missing.startswith("mnist-ops: error: teacher: checkpoint") and "not found" in missing
+    fashion = rewritten(digit_checkpoint, tmp_path / "fashion.pt", config={"dataset": "fashion-mnist"})
+    other = refusal(capsys, tmp_path, mnist_root, "--distill-weight", "0.5", "--teacher", str(fashion))
+    assert "was trained on fashion-mnist, this run trains on mnist" in other
+
+
+def test_train_refuses_a_teacher_that_saw_the_validation_images(digit_checkpoint, mnist_root, tmp_path, capsys):
+    """The teacher trained on all 60,000 training images: distilling it would leak the held-out ones."""
+    error = refusal(capsys, tmp_path, mnist_root, "--distill-weight", "0.5", "--teacher", str(digit_checkpoint),
+                    "--validation", "5000")
+    assert "held out no training images, this run validates on 5,000" in error and "--validation 5000" in error
+    held_out = rewritten(digit_checkpoint, tmp_path / "held.pt", config={"validation": 4000})
+    error = refusal(capsys, tmp_path, mnist_root, "--distill-weight", "0.5", "--teacher", str(held_out),
+                    "--validation", "5000")
+    assert "held out 4,000 training images" in error
