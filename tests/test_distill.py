@@ -143,3 +143,25 @@ def test_train_refuses_a_teacher_that_saw_the_validation_images(digit_checkpoint
     error = refusal(capsys, tmp_path, mnist_root, "--distill-weight", "0.5", "--teacher", str(held_out),
                     "--validation", "5000")
     assert "held out 4,000 training images" in error
+
+
+def test_a_resume_refuses_teacher_files_that_changed_since_the_run_started(digit_checkpoint, mnist_root, tmp_path):
+    import hashlib
+
+    from mnist_ops.errors import UserError
+
+    teacher = tmp_path / "teacher.pt"
+    teacher.write_bytes(digit_checkpoint.read_bytes())
+    config = build_config("lean-8k", None, {"epochs": 1, "limit_train": 1_000, "batch_size": 64, "ema": 0.0,
+                                            "teacher": str(teacher), "distill_weight": 0.5})
+    out = tmp_path / "run"
+    fit(config, out, mnist_root, log=lambda line: None, progress=False)
+    saved = torch.load(out / "last.pt", weights_only=True)["teachers"]
+    assert saved == {str(teacher): hashlib.sha256(teacher.read_bytes()).hexdigest()}
+    lines = []
+    fit(config, out, mnist_root, log=lines.append, progress=False, resume=True)  # the same file: resumes
+    assert any("is finished" in line for line in lines)
+    rewritten(digit_checkpoint, teacher, mean=0.2)  # another teacher at the same path
+    with pytest.raises(UserError, match=r"teacher .*teacher.pt changed since the run started \(sha256 [0-9a-f]{12} "
+                                        r"then, [0-9a-f]{12} now\); put the original file back"):
+        fit(config, out, mnist_root, log=lambda line: None, progress=False, resume=True)

@@ -13,6 +13,7 @@ trained on them and the student's validation accuracy would read too high.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_ops.config import Config
-from mnist_ops.engine import fold_batchnorm, load_checkpoint, model_from_checkpoint
+from mnist_ops.engine import find_checkpoint, fold_batchnorm, load_checkpoint, model_from_checkpoint
 from mnist_ops.errors import UserError
 
 
@@ -32,8 +33,10 @@ def teacher_paths(config: Config) -> list[str]:
 class Teacher:
     """The teachers' averaged probabilities at a temperature, for inputs normalized as the student's."""
 
-    def __init__(self, models: list[nn.Module], scales: list[tuple[float, float]], temperature: float):
+    def __init__(self, models: list[nn.Module], scales: list[tuple[float, float]], temperature: float,
+                 checksums: dict[str, str] | None = None):
         self.models, self.scales, self.temperature = models, scales, temperature
+        self.checksums = checksums or {}  # checkpoint file -> sha256: fit stores it, and a resume compares it
 
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,12 +67,14 @@ def load_teacher(config: Config, mean: float, std: float, device: torch.device,
     paths = teacher_paths(config)
     if not paths:
         return None
-    models, scales = [], []
+    models, scales, checksums = [], [], {}
     for path in paths:
         try:
+            path = str(find_checkpoint(path, log=lambda line: None))  # a run directory: its best.pt, else last.pt
             checkpoint = load_checkpoint(path)
         except UserError as error:
             raise UserError(f"teacher: {error}") from None
+        checksums[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         trained = {**Config().to_dict(), **checkpoint["config"]}
         where = f"teacher {path}"
         if trained["dataset"] != config.dataset:
@@ -85,6 +90,21 @@ def load_teacher(config: Config, mean: float, std: float, device: torch.device,
         scales.append((std / checkpoint["std"], (mean - checkpoint["mean"]) / checkpoint["std"]))
         accuracy = {key: value for key, value in checkpoint["metrics"].items() if key.endswith("_accuracy")
                     and not key.startswith("train")}
-        log(f"teacher {Path(path)}: {checkpoint['model_name']}, epoch {checkpoint['epoch']}"
-            + "".join(f", {key.replace('_', ' ')} {value:.2f}%" for key, value in accuracy.items()))
-    return Teacher(models, scales, config.distill_temperature)
+        log(f"teacher {path}: {checkpoint['model_name']}, epoch {checkpoint['epoch']}"
+            + "".join(f", {key.replace('_', ' ')} {value:.2f}%" for key, value in accuracy.items())
+            + f", sha256 {checksums[path][:12]}")
+    return Teacher(models, scales, config.distill_temperature, checksums)
+
+
+def refuse_changed_teachers(saved, teacher: Teacher | None, out: Path) -> None:
+    """A run resumes with the teacher files it started with (a checkpoint's `teachers`: file -> sha256)."""
+    now = teacher.checksums if teacher is not None else {}
+    if (saved or {}) == now:
+        return
+    if not isinstance(saved, dict):
+        raise UserError(f"{out / 'last.pt'} records its teachers as {saved!r}, not as files and checksums; "
+                        "start a new run with another --out")
+    changed = next(path for path in [*now, *saved] if saved.get(path) != now.get(path))
+    raise UserError(f"cannot resume {out}: teacher {changed} changed since the run started (sha256 "
+                    f"{str(saved.get(changed, 'none'))[:12]} then, {str(now.get(changed, 'none'))[:12]} now); "
+                    "put the original file back, or start a new run with another --out")

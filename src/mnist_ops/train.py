@@ -28,7 +28,7 @@ from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_
                               make_ema, make_optimizer, make_scheduler, memory_format, random_states, resolve_device,
                               restore_random_states, save_checkpoint, seed_everything)
 from mnist_ops.data import dataset_info
-from mnist_ops.distill import load_teacher
+from mnist_ops.distill import load_teacher, refuse_changed_teachers
 from mnist_ops.errors import TrainingDiverged, UserError
 from mnist_ops.fileio import (DirectoryLock, atomic_write_bytes, atomic_write_json, remove_stale_temporaries,
                               write_jsonl)
@@ -230,6 +230,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 raise UserError(f"{out / 'last.pt'} holds no resume state ({', '.join(missing)}): written by an "
                                 "older mnist-ops; start a new run with another --out")
             _refuse_changed_config(checkpoint, config, out)
+            refuse_changed_teachers(checkpoint.get("teachers"), teacher, out)
             _restore(checkpoint, model, optimizer, scheduler, generator, ema, out / "last.pt")
             history = checkpoint["history"]
             best_accuracy, best_epoch = checkpoint["best_accuracy"], checkpoint["best_epoch"]
@@ -313,6 +314,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 "random_states": random_states(generator),
                 "seconds": round(seconds_before + time.perf_counter() - started, 1),  # over every invocation
             }
+            if teacher is not None:  # which files taught it: a resume refuses changed ones
+                checkpoint["teachers"] = teacher.checksums
             if ema is not None:  # "model" holds the average; training goes on from these
                 checkpoint.update(train_model=model.state_dict(), ema_updates=int(ema.n_averaged))
             if save:
