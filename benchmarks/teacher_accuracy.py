@@ -7,7 +7,8 @@ The average is distill.py's: the teachers' softmax outputs averaged (at temperat
 ranks classes as any temperature does), on the images as the run evaluates them. With
 --validation N it reads the held-out training images, as `mnist-ops train --validation N` does, and
 load_teacher refuses teachers that trained on them. It also times the teachers' forward pass on a
-training batch, which is what distilling adds to every step.
+batch of --batch-size images (the first evaluation images: the cost is the same on any), which is
+what distilling adds to every training step.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--validation", type=int, default=0, help="held-out training images (0: the test set)")
+    parser.add_argument("--dataset", default="mnist", help="the teachers' data set (as `mnist-ops train --dataset`)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
-    parser.add_argument("--batch-size", type=int, default=128, help="training batch for the timing")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per timed forward pass")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # as each run of a study or compare_on_validation (one thread per run)
-    config = build_config("lean-8k", None, {"validation": args.validation, "precision": args.precision,
-                                            "channels_last": True})
     try:
+        config = build_config("lean-8k", None, {"validation": args.validation, "precision": args.precision,
+                                                "channels_last": True, "dataset": args.dataset})
         data = load_fit_data(config)
         inputs = normalize(data.evaluation.images, data.mean, data.std).contiguous(memory_format=torch.channels_last)
         device = torch.device("cpu")

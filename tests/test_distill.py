@@ -80,6 +80,10 @@ def test_with_distill_weight_one_the_step_learns_from_the_teacher_alone(digit_ch
             finally:
                 step.close()
             after[weight, tuple(labels.tolist())] = (loss, [p.detach().clone() for p in model.parameters()])
+        reference = model_from_checkpoint(load_checkpoint(digit_checkpoint))
+        for folded in teacher.models:  # the teachers only ever run forward: their weights never move
+            assert all(not p.requires_grad or p.grad is None for p in folded.parameters())
+        assert torch.allclose(teacher.models[0](x), reference.eval()(x), atol=1e-4)
     for weight, same in ((1.0, True), (0.5, False)):
         (loss_a, weights_a), (loss_b, weights_b) = after[weight, tuple(y.tolist())], after[weight, tuple(y.flip(0).tolist())]
         assert (torch.equal(loss_a, loss_b) and all(map(torch.equal, weights_a, weights_b))) == same
@@ -165,3 +169,47 @@ def test_a_resume_refuses_teacher_files_that_changed_since_the_run_started(digit
     with pytest.raises(UserError, match=r"teacher .*teacher.pt changed since the run started \(sha256 [0-9a-f]{12} "
                                         r"then, [0-9a-f]{12} now\); put the original file back"):
         fit(config, out, mnist_root, log=lambda line: None, progress=False, resume=True)
+
+
+def test_an_earlier_epoch_is_refused_as_teacher_only_when_picked_on_the_images_this_run_is_judged_on(
+        digit_checkpoint, mnist_root, tmp_path, capsys):
+    """A best.pt (epoch 0 of 3 here) was picked by its evaluation accuracy: on the test set, if its run had no
+    validation split. A student judged on the test set must not learn from it; one of a held-out split may."""
+    picked_on_test = rewritten(digit_checkpoint, tmp_path / "best.pt", config={"epochs": 3})
+    error = refusal(capsys, tmp_path, mnist_root, "--distill-weight", "0.5", "--teacher", str(picked_on_test))
+    assert "holds epoch 0 of 3 (numbered from 0): an epoch picked by its accuracy on the test set" in error
+    assert "pass the last.pt of a finished run" in error
+    picked_on_validation = rewritten(digit_checkpoint, tmp_path / "val-best.pt",
+                                     config={"epochs": 3, "validation": 5000})
+    config = build_config("lean-8k", None, {"teacher": str(picked_on_validation), "distill_weight": 0.5})
+    assert load_teacher(config, 0.1307, 0.3081, torch.device("cpu")) is not None
+
+
+def test_a_run_directory_teaches_with_its_last_epoch_not_its_best(digit_checkpoint, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(digit_checkpoint.read_bytes())
+    rewritten(digit_checkpoint, run / "best.pt", mean=0.2)
+    teacher = load_teacher(build_config("lean-8k", None, {"teacher": str(run), "distill_weight": 0.5}),
+                           0.1307, 0.3081, torch.device("cpu"))
+    assert list(teacher.checksums) == [str(run / "last.pt")]
+
+
+def test_a_run_started_before_checkpoints_recorded_their_teachers_still_resumes(digit_checkpoint, mnist_root,
+                                                                              tmp_path):
+    config = build_config("lean-8k", None, {"epochs": 2, "limit_train": 500, "batch_size": 64, "ema": 0.0,
+                                            "teacher": str(digit_checkpoint), "distill_weight": 0.5})
+    out = tmp_path / "run"
+
+    def killed(epoch, record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # stopped after epoch 0 of 2
+        fit(config, out, mnist_root, log=lambda line: None, progress=False, on_epoch=killed)
+    checkpoint = torch.load(out / "last.pt", weights_only=True)
+    del checkpoint["teachers"]  # as an older mnist-ops wrote it
+    torch.save(checkpoint, out / "last.pt")
+    summary = fit(config, out, mnist_root, log=lambda line: None, progress=False, resume=True)
+    assert summary["epochs"] == 2
+    assert torch.load(out / "last.pt", weights_only=True)["teachers"] == {
+        str(digit_checkpoint): __import__("hashlib").sha256(digit_checkpoint.read_bytes()).hexdigest()}

@@ -25,8 +25,8 @@ from mnist_ops.augment import elastic_augment, perspective_matrices, random_pers
 from mnist_ops.config import Config
 from mnist_ops.data import Split
 from mnist_ops.batches import fit_batches, iterate_batches, load_training_split, make_batch
-from mnist_ops.engine import TrainStep, build_model, make_ema, make_optimizer, memory_format
 from mnist_ops.distill import load_teacher
+from mnist_ops.engine import TrainStep, build_model, make_ema, make_optimizer, memory_format
 from mnist_ops.provenance import run_provenance
 from mnist_ops.replicas import one_thread_per_replica
 

@@ -50,7 +50,7 @@ class Config:
     label_smoothing: float = _key(0.0, "cross-entropy label smoothing")
     ema: float = _key(0.0, "decay of an exponential moving average of the weights (and BatchNorm statistics), "
                            "updated every step; > 0 evaluates and saves the average (0 = off)")
-    teacher: str = _key("", "checkpoints (best.pt or last.pt of finished runs), separated by commas, whose averaged "
+    teacher: str = _key("", "finished runs (their directories or last.pt files), separated by commas, whose averaged "
                             "softened predictions the model also learns from (distill.py; empty: none)")
     distill_weight: float = _key(0.0, "share of the loss from the teachers' predictions, the rest from the labels "
                                       "(> 0 needs teacher)")

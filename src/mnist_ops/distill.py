@@ -70,7 +70,8 @@ def load_teacher(config: Config, mean: float, std: float, device: torch.device,
     models, scales, checksums = [], [], {}
     for path in paths:
         try:
-            path = str(find_checkpoint(path, log=lambda line: None))  # a run directory: its best.pt, else last.pt
+            path = str(find_checkpoint(Path(path) / "last.pt" if Path(path).is_dir() else path,  # a run: its last epoch
+                                       log=lambda line: None))
             checkpoint = load_checkpoint(path)
         except UserError as error:
             raise UserError(f"teacher: {error}") from None
@@ -85,6 +86,12 @@ def load_teacher(config: Config, mean: float, std: float, device: torch.device,
             raise UserError(f"{where} {held} training images, this run validates on {config.validation:,}: the "
                             "teacher trained on images this run validates on; pass a teacher trained with "
                             f"--validation {config.validation}")
+        final = trained["epochs"] - 1
+        if checkpoint["epoch"] != final and trained["validation"] == config.validation:
+            split = f"the {config.validation:,} held-out images" if config.validation else "the test set"
+            raise UserError(f"{where} holds epoch {checkpoint['epoch']} of {final + 1} (numbered from 0): an epoch "
+                            f"picked by its accuracy on {split} (a best.pt), or a run still training, and this run "
+                            f"is judged on {split} too; pass the last.pt of a finished run")
         model = fold_batchnorm(model_from_checkpoint(checkpoint)).to(device, memory_format=layout)
         models.append(model)
         scales.append((std / checkpoint["std"], (mean - checkpoint["mean"]) / checkpoint["std"]))
@@ -97,8 +104,11 @@ def load_teacher(config: Config, mean: float, std: float, device: torch.device,
 
 
 def refuse_changed_teachers(saved, teacher: Teacher | None, out: Path) -> None:
-    """A run resumes with the teacher files it started with (a checkpoint's `teachers`: file -> sha256)."""
+    """A run resumes with the teacher files it started with (a checkpoint's `teachers`: file -> sha256;
+    absent in checkpoints written before it was recorded)."""
     now = teacher.checksums if teacher is not None else {}
+    if saved is None and teacher is not None:  # written before checkpoints recorded their teachers: nothing to compare
+        return
     if (saved or {}) == now:
         return
     if not isinstance(saved, dict):

@@ -90,6 +90,8 @@ def range_test(config: Config, start_lr: float, end_lr: float, iterations: int, 
     from mnist_ops.engine import build_model, make_optimizer, resolve_device, seed_everything
 
     check_range(start_lr, end_lr, iterations)
+    if config.distill_weight > 0:
+        log("note: the range test ramps the lr on the labels' loss alone; the teacher is not used")
     train, mean, std = load_training_split(config, data_root)
     seed_everything(config.seed)
     device = resolve_device(config.device)
@@ -163,6 +165,8 @@ def lr_find(config: Config, start_lr: float, end_lr: float, iterations: int, out
     from mnist_ops.provenance import run_provenance
 
     check_range(start_lr, end_lr, iterations)
+    if config.distill_weight > 0:
+        log("note: the range test ramps the lr on the labels' loss alone; the teacher is not used")
     out = Path(out_dir)
     check_out_dir(out, force)
     result = range_test(config, start_lr, end_lr, iterations, data_root, log, progress)
