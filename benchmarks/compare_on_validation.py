@@ -2,7 +2,8 @@
 
 Each arm is a name and `mnist-ops train` flags; every arm trains every seed with `--validation N`,
 one thread per run, `--jobs` runs at a time. Then one table: per seed, the minimum validation
-accuracy over the last K epochs (what a record is judged on), and per arm its mean over seeds.
+accuracy over the last K epochs (what a record is judged on), and per arm its mean over seeds; then
+each arm against the first with a paired 95% t interval over the seeds.
 A finished run (its NAME-seedS.done marker) is read, not retrained, and a stopped one is resumed
 (`mnist-ops train --resume`), so a stopped comparison picks up where it was. A run found under an
 arm's name must have trained that arm's recipe (its config.toml against the flags given, the device
@@ -136,6 +137,26 @@ def main(argv: list[str] | None = None) -> None:
         values = [by_seed[seed] for seed in args.seeds]
         print(f"| {name} | " + " | ".join(f"{value:.2f}" for value in values)
               + f" | {statistics.mean(values):.3f} | {min(values):.2f} |")
+    print(paired_lines(lows, args.seeds))
+
+
+def paired_lines(lows: dict[str, dict[int, float]], seeds: list[int]) -> str:
+    """Each arm against the first, seed by seed: the mean difference and its paired 95% t interval. Both arms
+    of a seed start from the same weights and draw the same batches, so the seed's luck largely cancels."""
+    from mnist_ops.study_report.stats import paired_interval
+
+    names = list(lows)
+    base = [lows[names[0]][seed] for seed in seeds]
+    lines = [f"\neach arm minus {names[0]}, seed by seed (points; paired t, 95%):"]
+    for name in names[1:]:
+        interval = paired_interval(base, [lows[name][seed] for seed in seeds])
+        if interval is None:
+            lines.append(f"- {name}: one seed, no interval")
+            continue
+        verdict = "a real difference" if interval.excludes_zero else "not told apart from no difference"
+        lines.append(f"- {name}: {interval.difference:+.3f}, from {interval.low:+.3f} to {interval.high:+.3f} "
+                     f"over {len(seeds)} seeds: {verdict}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

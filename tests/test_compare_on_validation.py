@@ -33,6 +33,9 @@ def test_the_table_holds_each_seeds_minimum_over_the_last_k_epochs_and_their_mea
     assert done.returncode == 0, done.stderr
     assert "| a | 99.30 | 99.20 | 99.250 | 99.20 |" in done.stdout  # min of (99.3, 99.5, 99.4), (99.2, 99.6, 99.7)
     assert "| b | 99.45 | 99.10 | 99.275 | 99.10 |" in done.stdout
+    # b - a per seed: +0.15 and -0.10; mean +0.025, paired t (1 df, 12.706) * sd 0.1768 / sqrt 2 = 1.588
+    assert ("- b: +0.025, from -1.563 to +1.613 over 2 seeds: not told apart from no difference"
+            in done.stdout), done.stdout
     two = compare("--report-only", "--last-k", "2", "--out", str(out), "--seeds", "1", "--arm", "a=--x")
     assert two.returncode == 0 and "| a | 99.40 | 99.400 | 99.40 |" in two.stdout
 

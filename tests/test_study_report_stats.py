@@ -40,3 +40,32 @@ def test_welch_interval_edge_cases():
     assert welch_interval([99.0], [99.5, 99.6]) is None  # one seed has no spread
     constant = welch_interval([99.0, 99.0], [99.5, 99.5])
     assert (constant.low, constant.high) == pytest.approx((0.5, 0.5)) and constant.excludes_zero
+
+
+def test_paired_interval_against_a_hand_computation_and_scipys_paired_t_test():
+    from scipy.stats import ttest_rel
+
+    from mnist_ops.study_report.stats import paired_interval
+
+    first, second = [99.46, 99.43, 99.43, 99.47], [99.44, 99.46, 99.48, 99.48]  # docs/val-8k: preset, distill4
+    interval = paired_interval(first, second)
+    differences = [b - a for a, b in zip(first, second)]
+    margin = 3.182 * statistics.stdev(differences) / 2  # t(0.975, 3) from a printed table, sqrt(4) pairs
+    assert interval.difference == pytest.approx(0.0175)
+    assert (interval.low, interval.high) == pytest.approx((0.0175 - margin, 0.0175 + margin), abs=1e-4)
+    expected = ttest_rel(second, first).confidence_interval(0.95)
+    assert (interval.low, interval.high) == pytest.approx((expected.low, expected.high))
+    assert interval.degrees_of_freedom == 3 and not interval.excludes_zero
+
+
+def test_pairing_takes_out_each_seeds_luck_that_welch_leaves_in():
+    """Seeds far apart, one recipe always 0.05 better: only the paired interval sees it."""
+    from mnist_ops.study_report.stats import paired_interval
+
+    first = [99.10, 99.50, 99.30, 99.70]
+    second = [value + 0.05 + noise for value, noise in zip(first, [0.01, -0.01, 0.0, 0.005])]
+    assert paired_interval(first, second).excludes_zero
+    assert not welch_interval(first, second).excludes_zero
+    assert paired_interval([99.0], [99.1]) is None
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_interval([99.0, 99.1], [99.2])

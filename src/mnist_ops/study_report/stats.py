@@ -1,5 +1,5 @@
-"""Welch's t interval between two groups of runs, and the Clopper-Pearson interval of a share of seeds
-(both from scipy's distributions)."""
+"""Welch's t interval between two groups of runs, the paired t interval between two recipes run on the
+same seeds, and the Clopper-Pearson interval of a share of seeds (all from scipy's distributions)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,21 @@ def welch_interval(first: list[float], second: list[float], confidence: float = 
     degrees = (variance_a + variance_b) ** 2 / (variance_a ** 2 / (len(a) - 1) + variance_b ** 2 / (len(b) - 1))
     margin = float(t.ppf(0.5 + confidence / 2, degrees)) * standard_error
     return Interval(difference, difference - margin, difference + margin, degrees)
+
+
+def paired_interval(first: list[float], second: list[float], confidence: float = 0.95) -> Interval | None:
+    """The paired t interval for the mean of second[i] - first[i]: two recipes on the same seeds (the same
+    initial weights and batches), so each seed's luck cancels in its difference. None below 2 pairs."""
+    from scipy.stats import t
+
+    if len(first) != len(second):
+        raise ValueError(f"pairs need equal lengths, got {len(first)} and {len(second)}")
+    if len(first) < 2:
+        return None
+    differences = np.asarray(second, dtype=float) - np.asarray(first, dtype=float)
+    mean, degrees = float(differences.mean()), len(differences) - 1
+    margin = float(t.ppf(0.5 + confidence / 2, degrees)) * float(differences.std(ddof=1)) / math.sqrt(len(differences))
+    return Interval(mean, mean - margin, mean + margin, degrees)
 
 
 def share_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
