@@ -348,4 +348,26 @@ def test_a_committed_spec_still_runs_the_recipe_of_its_committed_report(path, re
     committed = read_spec(path).variants
     assert [variant.name for variant in committed] == [table["name"] for table in stored["variant"]]
     for variant, table in zip(committed, stored["variant"]):
-        assert variant.config.to_dict() == stored_table({k: v for k, v in table.items() if k != "name"}), variant.name
+        config, ran = variant.config.to_dict(), stored_table({k: v for k, v in table.items() if k != "name"})
+        # teacher files are recorded by absolute path, so the report holds the checkout it ran in: the same
+        # files (by name), and they are committed here (a spec names them relative to the repository)
+        names = [[Path(file).name for file in values["teacher"].split(",") if file] for values in (config, ran)]
+        assert names[0] == names[1] and all(Path(file).is_file() for file in config["teacher"].split(",") if file)
+        config["teacher"] = ran["teacher"]
+        assert config == ran, variant.name
+
+
+def test_a_variant_whose_teacher_cannot_teach_fails_before_any_run(tmp_path, mnist_root, digit_checkpoint):
+    """Checked up front: not after the runs of the variants listed before it."""
+    import torch
+
+    picked = torch.load(digit_checkpoint, weights_only=True)
+    picked["config"]["epochs"] = 3  # epoch 0 of 3: a best.pt picked on the test set the study judges on
+    torch.save(picked, tmp_path / "best.pt")
+    for teacher, problem in ((tmp_path / "missing.pt", "teacher: checkpoint .*missing.pt not found"),
+                             (tmp_path / "best.pt", "teacher .*best.pt holds epoch 0 of 3")):
+        values = spec_values()
+        values["variant"][1].update(teacher=str(teacher), distill_weight=0.5)
+        with pytest.raises(UserError, match=f"variant 'bn': {problem}"):
+            run_study(parse_spec(values, "tiny.toml"), tmp_path / "study", data_root=mnist_root, log=quiet)
+        assert not (tmp_path / "study").exists()

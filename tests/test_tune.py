@@ -319,3 +319,15 @@ def test_a_trial_scored_over_two_seeds_trains_both_and_combines_them(train_only_
     assert f"seed 2: {finals['2']:.2f}" in report
     listed = json.loads((tmp_path / "out" / "trials.json").read_text())
     assert listed[0]["seed_values"] == pytest.approx(finals)
+
+
+def test_a_teacher_that_saw_the_validation_images_fails_before_any_trial(train_only_root, tmp_path, digit_checkpoint):
+    from mnist_ops.errors import UserError
+    from mnist_ops.tune import run_tune
+
+    values = tiny_values(base={"epochs": 1, "limit_train": 2000, "batch_size": 64, "device": "cpu",
+                               "teacher": str(digit_checkpoint), "distill_weight": 0.5})
+    with pytest.raises(UserError, match="held out no training images, this run validates on 300"):
+        run_tune(parse_tune_spec(values, "tiny.toml"), tmp_path / "out", data_root=train_only_root,
+                 log=lambda message: None)
+    assert not (tmp_path / "out").exists()

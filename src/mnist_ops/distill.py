@@ -59,23 +59,18 @@ def distillation_loss(student_logits: torch.Tensor, teacher_probabilities: torch
     return F.kl_div(log_student, teacher_probabilities, reduction="batchmean") * temperature ** 2
 
 
-def load_teacher(config: Config, mean: float, std: float, device: torch.device,
-                 layout: torch.memory_format = torch.contiguous_format,
-                 log=lambda line: None) -> Teacher | None:
-    """The config's teachers, checked against the run (dataset, held-out images), or None without one.
-    `mean`, `std`: the student's input normalization; each teacher's own is applied on top."""
-    paths = teacher_paths(config)
-    if not paths:
-        return None
-    models, scales, checksums = [], [], {}
-    for path in paths:
+def checked_teachers(config: Config) -> list[tuple[str, dict, str]]:
+    """(file, checkpoint, sha256) of each of the config's teachers, refused by name if it cannot teach this
+    run: unreadable, trained on other data, trained on the images this run validates on, or an epoch picked
+    on the images this run is judged on. Studies and tune call it before training anything."""
+    teachers = []
+    for path in teacher_paths(config):
         try:
             path = str(find_checkpoint(Path(path) / "last.pt" if Path(path).is_dir() else path,  # a run: its last epoch
                                        log=lambda line: None))
             checkpoint = load_checkpoint(path)
         except UserError as error:
             raise UserError(f"teacher: {error}") from None
-        checksums[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         trained = {**Config().to_dict(), **checkpoint["config"]}
         where = f"teacher {path}"
         if trained["dataset"] != config.dataset:
@@ -92,14 +87,28 @@ def load_teacher(config: Config, mean: float, std: float, device: torch.device,
             raise UserError(f"{where} holds epoch {checkpoint['epoch']} of {final + 1} (numbered from 0): an epoch "
                             f"picked by its accuracy on {split} (a best.pt), or a run still training, and this run "
                             f"is judged on {split} too; pass the last.pt of a finished run")
-        model = fold_batchnorm(model_from_checkpoint(checkpoint)).to(device, memory_format=layout)
-        models.append(model)
+        teachers.append((path, checkpoint, hashlib.sha256(Path(path).read_bytes()).hexdigest()))
+    return teachers
+
+
+def load_teacher(config: Config, mean: float, std: float, device: torch.device,
+                 layout: torch.memory_format = torch.contiguous_format,
+                 log=lambda line: None) -> Teacher | None:
+    """The config's teachers (checked_teachers), or None without one. `mean`, `std`: the student's input
+    normalization; each teacher's own is applied on top."""
+    teachers = checked_teachers(config)
+    if not teachers:
+        return None
+    models, scales, checksums = [], [], {}
+    for path, checkpoint, checksum in teachers:
+        models.append(fold_batchnorm(model_from_checkpoint(checkpoint)).to(device, memory_format=layout))
         scales.append((std / checkpoint["std"], (mean - checkpoint["mean"]) / checkpoint["std"]))
+        checksums[path] = checksum
         accuracy = {key: value for key, value in checkpoint["metrics"].items() if key.endswith("_accuracy")
                     and not key.startswith("train")}
         log(f"teacher {path}: {checkpoint['model_name']}, epoch {checkpoint['epoch']}"
             + "".join(f", {key.replace('_', ' ')} {value:.2f}%" for key, value in accuracy.items())
-            + f", sha256 {checksums[path][:12]}")
+            + f", sha256 {checksum[:12]}")
     return Teacher(models, scales, config.distill_temperature, checksums)
 
 

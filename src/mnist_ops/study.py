@@ -352,8 +352,16 @@ def machine_description() -> dict:
 
 
 def _train_sizes(spec: Spec, data_root) -> dict[str, int]:
-    """Load each dataset once: missing data fails here, before any run directory exists."""
+    """Load each dataset once and check each variant's teachers: missing data or a teacher that cannot
+    teach fails here, before any run directory exists (not after the runs of the variants before it)."""
     from mnist_ops.data import load_split
+    from mnist_ops.distill import checked_teachers
+
+    for variant in spec.variants:
+        try:
+            checked_teachers(variant.config)
+        except UserError as error:
+            raise UserError(f"variant '{variant.name}': {error}") from None
 
     sizes = {dataset: len(load_split(dataset, "train", data_root))
              for dataset in sorted({variant.config.dataset for variant in spec.variants})}

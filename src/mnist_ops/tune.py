@@ -480,6 +480,7 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
              log: Callable[[str], None] | None = None) -> Path:
     """Run the search until `spec.trials` trials ended COMPLETE or PRUNED; write best.toml. Returns out."""
     from mnist_ops.data import load_split
+    from mnist_ops.distill import checked_teachers
     from mnist_ops.distributed import (HEARTBEAT_SECONDS, describe_url, flushed_print, require_optuna, storage_url,
                                        trial_counts)
 
@@ -487,6 +488,7 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
     log = log or flushed_print
     out = Path(out)
     load_split(spec.base.dataset, "train", data_root)  # missing data fails here, before anything is written
+    checked_teachers(spec.base)  # and so does a teacher that cannot teach the trials
     check_tune_dir(spec, out)
     url = storage_url(storage, out)
     name = study_name or spec.name
