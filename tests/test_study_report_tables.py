@@ -102,3 +102,19 @@ def test_the_interval_note_counts_the_finished_seeds_not_the_planned_ones():
     two_and_diverged = VariantResult("d", {}, two.runs, {3: "loss nan"})  # rerunning would not add seed 3
     assert "over 2 to 3 seeds per variant (the study plans 3; the others diverged)" in \
         interval_note([three, two_and_diverged], planned=3)
+
+
+def test_the_recipe_line_names_the_ema_label_smoothing_and_distillation_when_a_variant_uses_them():
+    from mnist_ops.study_report.tables import recipe_extras
+
+    spec = parse_spec({"name": "s", "seeds": 1, "variant": [
+        {"name": "a", "preset": "seed-lean"},
+        {"name": "b", "preset": "lean-8k", "label_smoothing": 0.1, "teacher": "/t/a.pt,/t/b.pt", "distill_weight": 0.5},
+    ]}, "s.toml")
+    plain, other = (variant.config.to_dict() for variant in spec.variants)
+    assert recipe_extras([plain]) == ""
+    assert recipe_extras([plain, other]) == ("; EMA of the weights 0 / 0.999; label smoothing 0 / 0.1; distilled from "
+                                             "0 / 2 teacher(s) (weight 0 / 0.5, temperature 4)")
+    stored_before_the_keys = {key: value for key, value in other.items()
+                              if key not in ("teacher", "distill_weight", "distill_temperature", "label_smoothing")}
+    assert recipe_extras([stored_before_the_keys]) == "; EMA of the weights 0.999"

@@ -9,6 +9,7 @@ from collections import Counter
 
 import numpy as np
 
+from mnist_ops.config import Config
 from mnist_ops.study import Spec
 from mnist_ops.study_report.load import Run, VariantResult, first_epoch_reaching, held_target
 from mnist_ops.study_report.render import Table
@@ -221,6 +222,23 @@ def _interrupted(invocations: list[dict]) -> str:
     return f", {count} of them interrupted" if count else ""
 
 
+def recipe_extras(configs: list[dict]) -> str:
+    """What else shapes the recipe, when some variant uses it: the EMA of the weights, label smoothing,
+    distillation (a config stored before a key existed ran its default: off)."""
+    filled = [{**Config().to_dict(), **config} for config in configs]
+    for config in filled:
+        config["teachers"] = len([path for path in config["teacher"].split(",") if path])
+    parts = []
+    if any(config["ema"] for config in filled):
+        parts.append(f"EMA of the weights {distinct(filled, 'ema')}")
+    if any(config["label_smoothing"] for config in filled):
+        parts.append(f"label smoothing {distinct(filled, 'label_smoothing')}")
+    if any(config["distill_weight"] for config in filled):
+        parts.append(f"distilled from {distinct(filled, 'teachers')} teacher(s) (weight {distinct(filled, 'distill_weight')}, "
+                     f"temperature {distinct(filled, 'distill_temperature')})")
+    return "".join(f"; {part}" for part in parts)
+
+
 def context_lines(spec: Spec, variants: list[VariantResult], info: dict, test_images: int) -> list[str]:
     """Command, data, recipe, seeds, machine, code and time: what the numbers depend on."""
     machine = info.get("machine", {})
@@ -239,7 +257,7 @@ def context_lines(spec: Spec, variants: list[VariantResult], info: dict, test_im
         f"Recipe: {distinct(configs, 'optimizer')} lr {distinct(configs, 'lr')} "
         f"(momentum {distinct(configs, 'momentum')}), {distinct(configs, 'schedule')} schedule, "
         f"batch {distinct(configs, 'batch_size')}, {distinct(configs, 'epochs')} "
-        f"{'epoch' if epochs == [1] else 'epochs'} (numbered from 0)",
+        f"{'epoch' if epochs == [1] else 'epochs'} (numbered from 0)" + recipe_extras(configs),
         f"Seeds: {', '.join(map(str, spec.seeds))}",
         f"Machine: {machine.get('cpu', '?')} ({machine.get('cores', '?')} cores), "
         f"torch {run_values(runs, 'torch', machine)}, "
