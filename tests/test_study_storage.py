@@ -66,10 +66,10 @@ def test_study_on_postgres_two_workers_every_run_once_report_rebuilt_from_storag
 
     study = optuna.load_study(study_name="tiny-shared", storage=open_storage(storage_url(url, tmp_path)))
     trials = study.get_trials(deepcopy=False)
-    assert sorted(t.params["run"] for t in trials) == ["bn/seed1", "bn/seed2", "plain/seed1", "plain/seed2"]
+    assert sorted(t.user_attrs["run"] for t in trials) == ["bn/seed1", "bn/seed2", "plain/seed1", "plain/seed2"]
     assert {t.state for t in trials} == {TrialState.COMPLETE}
     for trial in trials:
-        assert read_jsonl(trained / trial.params["run"] / "metrics.jsonl") == trial.user_attrs["metrics"]
+        assert read_jsonl(trained / trial.user_attrs["run"] / "metrics.jsonl") == trial.user_attrs["metrics"]
 
     rebuilt = tmp_path / "rebuilt"
     run_cli("study", "report", str(rebuilt), "--storage", url, "--data-root", str(mnist_root))
@@ -98,7 +98,7 @@ def test_a_run_that_failed_is_queued_again_by_the_next_invocation_once(train_onl
         run_shared_study(spec, out, url, "one", data_root=mnist_root, log=messages.append)
     trials = optuna.load_study(study_name="one", storage=open_storage(url)).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert trials[1].system_attrs["retry_history"] == [0] and trials[1].params == {"run": "plain/seed1"}
+    assert trials[1].system_attrs["retry_history"] == [0] and trials[1].user_attrs["run"] == "plain/seed1"
     assert sum("failed earlier" in message for message in messages) == 1
     done = json.loads((out / "plain" / "seed1" / "done.json").read_text())
     assert done["seed"] == 1 and done["environment"]["code_version"]  # travels in the storage with done.json
@@ -122,7 +122,7 @@ def test_a_diverging_run_is_pruned_once_and_exported_as_diverged(mnist_root, tmp
     for _ in range(2):  # the second invocation finds the study finished: the divergence is not retried
         run_shared_study(spec, out, url, "hot", data_root=mnist_root, log=messages.append)
     trials = optuna.load_study(study_name="hot", storage=open_storage(url)).get_trials()
-    assert sorted((t.params["run"], t.state) for t in trials) == [("hot/seed1", TrialState.PRUNED),
+    assert sorted((t.user_attrs["run"], t.state) for t in trials) == [("hot/seed1", TrialState.PRUNED),
                                                                   ("plain/seed1", TrialState.COMPLETE)]
     diverged = json.loads((out / "hot" / "seed1" / DIVERGED_FILE).read_text())
     assert diverged["diverged"].startswith("training loss became nan at epoch 0")
@@ -169,7 +169,8 @@ def test_a_stored_study_outlives_a_new_config_key(tmp_path):
     study.set_user_attr("spec", older)  # as written before Config had `ema`
     prepare_study(spec, url, "old", {"a": 60000}, log=lambda message: None)
     changed = parse_spec({**values, "variant": [{"name": "a", "preset": "seed-lean", "lr": 0.2}]}, "old.toml")
-    with pytest.raises(UserError, match="was made by a different spec"):
+    with pytest.raises(UserError, match="study 'old' in the storage holds runs of another recipe: variant 'a' changes "
+                                        r"lr 0.015 -> 0.2\. .*\(or another --study-name\)"):
         prepare_study(changed, url, "old", {"a": 60000}, log=lambda message: None)
 
 
@@ -218,3 +219,48 @@ def test_one_worker_on_a_directory_with_an_embedded_study_joins_it_instead_of_tr
     trials = optuna.load_study(study_name="tiny-shared", storage=open_storage(embedded_url(out))).get_trials()
     assert len(trials) == 2  # nothing trained again: the storage's record of bn/seed1 stands
     assert (out / "bn" / "seed1" / "done.json").is_file()  # and the export wrote it back
+
+
+def test_a_stored_study_grows_by_seeds_and_variants_each_run_queued_once(tmp_path):
+    import optuna
+
+    from mnist_ops.distributed import embedded_url, open_storage
+    from mnist_ops.study import parse_spec
+    from mnist_ops.study_storage import prepare_study
+
+    def spec(seeds, names=("a",)):
+        return parse_spec({"name": "g", "seeds": seeds, "variant": [{"name": n, "preset": "seed-lean"} for n in names]},
+                          "g.toml")
+
+    url, lines = embedded_url(tmp_path), []
+    prepare_study(spec([1]), url, "g", {"a": 60000}, log=lines.append)
+    study, whole = prepare_study(spec([1, 2], ("a", "b")), url, "g", {"a": 60000, "b": 60000}, log=lines.append)
+    assert whole == spec([1, 2], ("a", "b"))
+    assert lines[-1] == ("study 'g' grows: 3 more run(s) queued (b/seed1, a/seed2, b/seed2); finished runs are kept")
+    for again in (spec([1]), spec([2, 1], ("b", "a"))):  # a part of the study, or all of it again: nothing queued
+        study, whole = prepare_study(again, url, "g", {"a": 60000}, log=lines.append)
+        assert whole == spec([1, 2], ("a", "b"))
+    study = optuna.load_study(study_name="g", storage=open_storage(url))
+    runs = [trial.user_attrs["run"] for trial in study.get_trials(deepcopy=False)]
+    assert sorted(runs) == ["a/seed1", "a/seed2", "b/seed1", "b/seed2"] and study.user_attrs["queued"] == 4
+
+
+def test_a_shared_study_run_again_with_more_seeds_trains_only_the_new_ones(tmp_path, mnist_root):
+    from mnist_ops.distributed import embedded_url
+    from mnist_ops.study import parse_spec, read_spec
+    from mnist_ops.study_storage import run_shared_study
+
+    values = {"name": "grow", "seeds": [1], "defaults": {"epochs": 1, "limit_train": 300, "batch_size": 64,
+                                                          "device": "cpu"},
+              "variant": [{"name": "a", "preset": "seed-lean", "model": "seed-lean-plain", "augment": "none"}]}
+    out, lines = tmp_path / "study", []
+    run_shared_study(parse_spec(values, "grow.toml"), out, embedded_url(out), "grow", log=lines.append)
+    first = (out / "a" / "seed1" / "metrics.jsonl").read_text()
+    lines.clear()
+    run_shared_study(parse_spec({**values, "seeds": [1, 2]}, "grow.toml"), out, embedded_url(out), "grow",
+                     log=lines.append)
+    assert "study 'grow' grows: 1 more run(s) queued (a/seed2); finished runs are kept" in lines
+    assert [line for line in lines if line.endswith(")") and ": training (trial" in line] == [
+        "a/seed2: training (trial 1)"]
+    assert (out / "a" / "seed1" / "metrics.jsonl").read_text() == first  # not trained again
+    assert read_spec(out / "spec.toml").seeds == (1, 2) and (out / "a" / "seed2" / "done.json").is_file()

@@ -12,6 +12,7 @@ predictions) from the storage alone, so `study report` can be rebuilt on any mac
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ from mnist_ops.config import Config
 from mnist_ops.errors import TrainingDiverged, UserError
 from mnist_ops.fileio import atomic_write_bytes, atomic_write_json, read_jsonl, write_jsonl
 from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, PREDICTIONS_FILE, SPEC_FILE, STUDY_FILE, RunStatus, Spec,
-                             last_accuracy, claim_study_dir, diverged_record, done_record, is_finished,
+                             last_accuracy, claim_study_dir, diverged_record, done_record, grow_spec, is_finished,
                              machine_description, read_spec, run_dir, spec_from_text, spec_to_toml)
 
 QUEUED_WAIT_SECONDS = 120  # how long a loading process waits for the creating one to queue the runs
@@ -70,7 +71,9 @@ def _claim(storage, name: str) -> bool:
 
 def prepare_study(spec: Spec, url: str, name: str, train_sizes: dict[str, int], log: Callable[[str], None],
                   heartbeat: int | None = None):
-    """Create the study and queue every run, or load it (another machine made it, or a resume).
+    """Create the study and queue every run, or load it (another machine made it, or a resume), queueing
+    the runs this spec adds: a study grows by seeds and variants, as a local one does (study.grow_spec).
+    Returns (the Optuna study, the whole study's spec).
 
     Runs whose training raised an error are queued again, each by exactly one process."""
     import optuna
@@ -84,11 +87,11 @@ def prepare_study(spec: Spec, url: str, name: str, train_sizes: dict[str, int], 
         study.set_user_attr("spec", text)
         study.set_user_attr("train_images", train_sizes)
         for label in queue_order(spec):
-            study.enqueue_trial({"run": label}, user_attrs={"run": label})
+            study.enqueue_trial({}, user_attrs={"run": label})
         study.set_user_attr("queued", len(spec_labels(spec)))
         _record_heartbeat(study, heartbeat)
         log(f"study '{name}': created, {len(spec_labels(spec))} runs queued")
-        return study
+        return study, spec
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage)
     deadline = time.monotonic() + QUEUED_WAIT_SECONDS
@@ -97,12 +100,43 @@ def prepare_study(spec: Spec, url: str, name: str, train_sizes: dict[str, int], 
             raise UserError(f"study '{name}' exists but its runs were never queued (its creator died?); delete it "
                             f"with `optuna delete-study --study-name {name} --storage URL` and start again")
         time.sleep(1)
-    if spec_from_text(study.user_attrs["spec"], f"study '{name}' in the storage") != spec:
-        raise UserError(f"study '{name}' in the storage was made by a different spec; pass another --study-name, "
-                        "or the spec it was made with")
+    whole = _grow(study, storage, spec, train_sizes, log)
     requeue_failed_runs(study, storage, log)
     _record_heartbeat(study, heartbeat)
-    return study
+    return study, whole
+
+
+def _grow(study, storage, spec: Spec, train_sizes: dict[str, int], log: Callable[[str], None]) -> Spec:
+    """The stored study with the seeds and variants `spec` adds, queued by exactly one process (a second one
+    with the same spec waits for it). A changed recipe, name, target or last_k is refused by name."""
+    import optuna
+
+    name = study.study_name
+    stored = spec_from_text(study.user_attrs["spec"], f"study '{name}' in the storage")
+    try:
+        whole = grow_spec(stored, spec, f"study '{name}' in the storage")
+    except UserError as error:
+        raise UserError(f"{error} (or another --study-name)") from None
+    if whole == stored:
+        return stored
+    text = spec_to_toml(whole)
+    if _claim(storage, f"{name}:grow:{hashlib.sha256(text.encode()).hexdigest()[:16]}"):
+        added = [label for label in queue_order(whole) if label not in set(spec_labels(stored))]
+        for label in added:
+            study.enqueue_trial({}, user_attrs={"run": label})
+        study.set_user_attr("train_images", {**study.user_attrs.get("train_images", {}), **train_sizes})
+        study.set_user_attr("queued", len(spec_labels(whole)))
+        study.set_user_attr("spec", text)  # last: a process that waits below sees the runs queued
+        log(f"study '{name}' grows: {len(added)} more run(s) queued ({', '.join(added)}); finished runs are kept")
+        return whole
+    deadline = time.monotonic() + QUEUED_WAIT_SECONDS
+    while spec_from_text(study.user_attrs["spec"], f"study '{name}' in the storage") != whole:
+        if time.monotonic() > deadline:
+            raise UserError(f"another process began to grow study '{name}' to this spec and did not finish; "
+                            "run again")
+        time.sleep(1)
+        study = optuna.load_study(study_name=name, storage=storage)
+    return whole
 
 
 def _record_heartbeat(study, heartbeat: int | None) -> None:
@@ -176,7 +210,9 @@ class StudyWorker:
         label = trial_run(trial)
         if label is None:  # the queue emptied between this worker's look and its ask
             raise optuna.TrialPruned("no queued run was left when this worker asked; nothing trained")
-        trial.suggest_categorical("run", spec_labels(self.spec))  # returns the queued value: a param for dashboards
+        # the run is a user attribute, not a parameter: a categorical parameter's choices cannot grow with the study
+        if label not in spec_labels(self.spec):  # another process grew the study since this one started
+            self.spec = spec_from_text(trial.study.user_attrs["spec"], f"study '{self.study_name}' in the storage")
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         variant_name, seed = parse_label(label)
         variant = next(v for v in self.spec.variants if v.name == variant_name)
@@ -268,7 +304,8 @@ def run_shared_study(spec: Spec, out: str | os.PathLike, url: str, study_name: s
     started = time.perf_counter()
     out = Path(out)
     claim_study_dir(spec, out)  # this directory holds this spec's runs only
-    study = prepare_study(spec, url, study_name, _train_sizes(spec, data_root), log, heartbeat)
+    study, spec = prepare_study(spec, url, study_name, _train_sizes(spec, data_root), log, heartbeat)
+    claim_study_dir(spec, out)  # and the whole study's, which other machines may have grown
     log(f"study '{study_name}' in {describe_url(url)}: {len(spec_labels(spec))} runs, {workers} local worker(s)")
     worker = StudyWorker(spec, url, study_name, out, data_root, heartbeat or HEARTBEAT_SECONDS,
                          progress and workers == 1, log)
