@@ -264,3 +264,79 @@ def test_a_shared_study_run_again_with_more_seeds_trains_only_the_new_ones(tmp_p
         "a/seed2: training (trial 1)"]
     assert (out / "a" / "seed1" / "metrics.jsonl").read_text() == first  # not trained again
     assert read_spec(out / "spec.toml").seeds == (1, 2) and (out / "a" / "seed2" / "done.json").is_file()
+
+
+def _grow_spec_values(seeds, names=("a",)):
+    from mnist_ops.study import parse_spec
+
+    return parse_spec({"name": "g", "seeds": seeds, "variant": [{"name": n, "preset": "seed-lean"} for n in names]},
+                      "g.toml")
+
+
+def test_two_processes_growing_a_study_at_once_queue_each_run_once_and_keep_both_growths(tmp_path):
+    import threading
+
+    import optuna
+
+    from mnist_ops.distributed import embedded_url, open_storage
+    from mnist_ops.study_storage import prepare_study
+
+    url = embedded_url(tmp_path)
+    prepare_study(_grow_spec_values([1]), url, "g", {"a": 60000}, log=lambda line: None)
+    errors = []
+
+    def grow(spec):
+        try:
+            prepare_study(spec, url, "g", {"a": 60000, "b": 60000}, log=lambda line: None)
+        except Exception as error:  # reported below: a thread's exception would be lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=grow, args=(spec,)) for spec in
+               (_grow_spec_values([1, 2]), _grow_spec_values([1], ("a", "b")), _grow_spec_values([1, 2]))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=200)
+    assert not errors
+    study = optuna.load_study(study_name="g", storage=open_storage(url))
+    runs = sorted(trial.user_attrs["run"] for trial in study.get_trials(deepcopy=False))
+    assert runs == ["a/seed1", "a/seed2", "b/seed1", "b/seed2"]  # each once, the grown variant on every seed
+    assert study.user_attrs["queued"] == 4
+
+
+def test_a_worker_started_before_the_study_grew_learns_a_new_variant_from_the_storage(tmp_path):
+    from types import SimpleNamespace
+
+    import optuna
+
+    from mnist_ops.distributed import embedded_url, open_storage
+    from mnist_ops.study_storage import StudyWorker, prepare_study
+
+    url = embedded_url(tmp_path)
+    prepare_study(_grow_spec_values([1]), url, "g", {"a": 60000}, log=lambda line: None)
+    worker = StudyWorker(_grow_spec_values([1]), url, "g", tmp_path / "out", None, 30, False, lambda line: None)
+    prepare_study(_grow_spec_values([1], ("a", "b")), url, "g", {"a": 60000, "b": 60000}, log=lambda line: None)
+    trial = SimpleNamespace(study=optuna.load_study(study_name="g", storage=open_storage(url)))
+    assert [variant.name for variant in worker._spec_naming("b/seed1", trial).variants] == ["a", "b"]
+    assert worker._spec_naming("a/seed1", trial) is worker.spec  # a run it knows: its own spec
+
+
+def test_export_into_a_directory_of_the_study_before_it_grew(tmp_path):
+    from mnist_ops.distributed import embedded_url
+    from mnist_ops.study import spec_to_toml
+    from mnist_ops.study_storage import export_study, prepare_study
+
+    (tmp_path / "db").mkdir()
+    url = embedded_url(tmp_path / "db")
+    prepare_study(_grow_spec_values([1]), url, "g", {"a": 60000}, log=lambda line: None)
+    prepare_study(_grow_spec_values([1, 2]), url, "g", {"a": 60000}, log=lambda line: None)
+    before = tmp_path / "before"
+    before.mkdir()
+    (before / "spec.toml").write_text(spec_to_toml(_grow_spec_values([1])))
+    export_study(url, "g", before)  # the same study, grown since: accepted, and spec.toml follows the storage
+    assert (before / "spec.toml").read_text() == spec_to_toml(_grow_spec_values([1, 2]))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "spec.toml").write_text(spec_to_toml(_grow_spec_values([1], ("c",))))
+    with pytest.raises(UserError, match="holds a different study"):
+        export_study(url, "g", other)

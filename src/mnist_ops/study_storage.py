@@ -107,36 +107,46 @@ def prepare_study(spec: Spec, url: str, name: str, train_sizes: dict[str, int], 
 
 
 def _grow(study, storage, spec: Spec, train_sizes: dict[str, int], log: Callable[[str], None]) -> Spec:
-    """The stored study with the seeds and variants `spec` adds, queued by exactly one process (a second one
-    with the same spec waits for it). A changed recipe, name, target or last_k is refused by name."""
+    """The stored study with the seeds and variants `spec` adds. One process grows it from each stored spec
+    (a lock named after that spec); another that comes meanwhile reloads and grows from the result, or
+    finds its runs there already. A changed recipe, name, target or last_k is refused by name."""
     import optuna
 
     name = study.study_name
-    stored = spec_from_text(study.user_attrs["spec"], f"study '{name}' in the storage")
-    try:
-        whole = grow_spec(stored, spec, f"study '{name}' in the storage")
-    except UserError as error:
-        raise UserError(f"{error} (or another --study-name)") from None
-    if whole == stored:
-        return stored
-    text = spec_to_toml(whole)
-    if _claim(storage, f"{name}:grow:{hashlib.sha256(text.encode()).hexdigest()[:16]}"):
-        added = [label for label in queue_order(whole) if label not in set(spec_labels(stored))]
-        for label in added:
-            study.enqueue_trial({}, user_attrs={"run": label})
-        study.set_user_attr("train_images", {**study.user_attrs.get("train_images", {}), **train_sizes})
-        study.set_user_attr("queued", len(spec_labels(whole)))
-        study.set_user_attr("spec", text)  # last: a process that waits below sees the runs queued
-        log(f"study '{name}' grows: {len(added)} more run(s) queued ({', '.join(added)}); finished runs are kept")
-        return whole
     deadline = time.monotonic() + QUEUED_WAIT_SECONDS
-    while spec_from_text(study.user_attrs["spec"], f"study '{name}' in the storage") != whole:
-        if time.monotonic() > deadline:
-            raise UserError(f"another process began to grow study '{name}' to this spec and did not finish; "
-                            "run again")
+    while True:
+        stored_text = study.user_attrs["spec"]
+        stored = spec_from_text(stored_text, f"study '{name}' in the storage")
+        try:
+            whole = grow_spec(stored, spec, f"study '{name}' in the storage")
+        except UserError as error:
+            raise UserError(f"{error} (or another --study-name)") from None
+        if whole == stored:  # this spec is all or part of the study: nothing to queue
+            return stored
+        lock = f"{name}:grow-from:{hashlib.sha256(stored_text.encode()).hexdigest()[:16]}"
+        if _claim(storage, lock):
+            known = set(spec_labels(stored))
+            added = [label for label in queue_order(whole) if label not in known]
+            for label in added:
+                study.enqueue_trial({}, user_attrs={"run": label})
+            study.set_user_attr("train_images", {**study.user_attrs.get("train_images", {}), **train_sizes})
+            study.set_user_attr("queued", len(spec_labels(whole)))
+            study.set_user_attr("spec", spec_to_toml(whole))  # last: the next grower starts from here
+            log(f"study '{name}' grows: {len(added)} more run(s) queued ({', '.join(added)}); finished runs are kept")
+            return whole
+        if time.monotonic() > deadline:  # the lock's holder died between queueing and recording
+            raise UserError(f"another process began to grow study '{name}' and did not finish; if none runs, delete "
+                            f"its lock with `optuna delete-study --study-name {lock} --storage URL` and run again")
         time.sleep(1)
         study = optuna.load_study(study_name=name, storage=storage)
-    return whole
+
+
+def _contains(study: Spec, part: Spec) -> bool:
+    """`part` names only runs of `study`, with their recipes: the study grown from it, or itself."""
+    try:
+        return grow_spec(study, part, Path(study.name)) == study
+    except UserError:
+        return False
 
 
 def _record_heartbeat(study, heartbeat: int | None) -> None:
@@ -211,8 +221,7 @@ class StudyWorker:
         if label is None:  # the queue emptied between this worker's look and its ask
             raise optuna.TrialPruned("no queued run was left when this worker asked; nothing trained")
         # the run is a user attribute, not a parameter: a categorical parameter's choices cannot grow with the study
-        if label not in spec_labels(self.spec):  # another process grew the study since this one started
-            self.spec = spec_from_text(trial.study.user_attrs["spec"], f"study '{self.study_name}' in the storage")
+        self.spec = self._spec_naming(label, trial)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         variant_name, seed = parse_label(label)
         variant = next(v for v in self.spec.variants if v.name == variant_name)
@@ -252,6 +261,20 @@ class StudyWorker:
         trial.set_user_attr("test_predictions", predictions)
         write_run_files(directory, done, predictions)
         return summary["last_test_accuracy"]
+
+    def _spec_naming(self, label: str, trial) -> Spec:
+        """This worker's spec, or the stored one once it names `label`: another process grew the study since
+        this worker started (it queues the new runs, then records the grown spec: wait for that)."""
+        deadline = time.monotonic() + QUEUED_WAIT_SECONDS
+        spec = self.spec
+        while label not in spec_labels(spec):
+            if time.monotonic() > deadline:
+                raise UserError(f"run {label} is queued but study '{self.study_name}' does not name it; "
+                                "the process that grew the study died: run the growing command again")
+            spec = spec_from_text(trial.study.user_attrs["spec"], f"study '{self.study_name}' in the storage")
+            if label not in spec_labels(spec):
+                time.sleep(1)
+        return spec
 
     def run(self) -> None:
         import optuna
@@ -411,7 +434,7 @@ def export_study(url: str, study_name: str, directory: str | os.PathLike) -> Pat
     attrs = study.user_attrs
     existing = directory / SPEC_FILE
     stored = spec_from_text(attrs["spec"], f"study '{study_name}' in {describe_url(url)}")
-    if existing.is_file() and read_spec(existing) != stored:
+    if existing.is_file() and not _contains(stored, read_spec(existing)):  # the same study, grown since, is fine
         raise UserError(f"{directory} holds a different study; pass another directory")
     atomic_write_bytes(existing, attrs["spec"].encode())
     invocations = sorted((value for key, value in attrs.items() if key.startswith(INVOCATION_PREFIX)),
