@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from mnist_ops.batches import normalize
 from mnist_ops.cli import main
-from mnist_ops.distill import distillation_loss, load_teacher, teacher_paths
+from mnist_ops.distill import distillation_loss, load_teacher
 from mnist_ops.engine import TrainStep, load_checkpoint, make_optimizer, model_from_checkpoint
 from mnist_ops.models import create_model
 from mnist_ops.presets import build_config
@@ -36,10 +36,12 @@ def test_the_soft_term_is_t_squared_kl_per_sample_and_zero_when_the_student_agre
         assert distillation_loss(student, teacher, temperature) > 0.1
 
 
-def test_teacher_paths_split_on_commas_and_are_recorded_absolute(tmp_path, monkeypatch):
+def test_teacher_files_split_on_commas_and_are_recorded_absolute(tmp_path, monkeypatch):
+    from mnist_ops.config import teacher_files
+
     monkeypatch.chdir(tmp_path)
     config = build_config("lean-8k", None, {"teacher": "a/last.pt, b/best.pt", "distill_weight": 0.5})
-    assert teacher_paths(config) == [str(tmp_path / "a" / "last.pt"), str(tmp_path / "b" / "best.pt")]
+    assert teacher_files(config.teacher) == [str(tmp_path / "a" / "last.pt"), str(tmp_path / "b" / "best.pt")]
 
 
 def test_teachers_average_their_probabilities_each_in_its_own_normalization(digit_checkpoint, mnist_test, tmp_path):

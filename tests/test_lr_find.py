@@ -76,3 +76,12 @@ def test_an_earlier_result_is_refused_before_any_work_unless_forced(tmp_path):
     with pytest.raises(UserError, match="already holds lr_find.png"):
         lr_find(build_config("seed-lean", None, {}), 1e-4, 1.0, 20, tmp_path, data_root=tmp_path / "no-data")
     check_out_dir(tmp_path, force=True)
+
+
+@pytest.mark.integration
+def test_the_range_test_says_once_that_it_leaves_the_teacher_out(mnist_root, digit_checkpoint, tmp_path):
+    config = build_config("lean-8k", None, {"limit_train": 500, "batch_size": 64, "device": "cpu",
+                                            "teacher": str(digit_checkpoint), "distill_weight": 0.5})
+    lines = []
+    lr_find(config, 1e-4, 1.0, 5, tmp_path, data_root=mnist_root, log=lines.append)
+    assert sum("the teacher is not used" in line for line in lines) == 1

@@ -118,6 +118,11 @@ def stored_table(table: dict, skip: set[str] = frozenset(), keep: set[str] = fro
             **{key: value for key, value in table.items() if key in defaults or key in keep}}
 
 
+def teacher_files(teacher: str) -> list[str]:
+    """The checkpoint paths in a `teacher` value (separated by commas, blanks ignored), in order."""
+    return [part.strip() for part in teacher.split(",") if part.strip()]
+
+
 def changed_keys(before: dict, after: dict, ignore: set[str] = frozenset()) -> list[str]:
     """The keys of two config tables whose values differ (in `after`'s order, then keys only `before`
     has), leaving out the result-neutral keys and `ignore`: what makes two runs different recipes."""
@@ -151,7 +156,7 @@ def _check_value(key: str, value: Any, source: str) -> Any:
             raise UserError(f"{source}: 'dataset' {show(value)} is not a usable path ({error})") from None
     if key == "teacher":  # checkpoints are recorded by their absolute paths, as a dataset directory
         try:
-            value = ",".join(str(Path(part.strip()).expanduser().resolve()) for part in value.split(",") if part.strip())
+            value = ",".join(str(Path(part).expanduser().resolve()) for part in teacher_files(value))
         except (RuntimeError, OSError) as error:
             raise UserError(f"{source}: 'teacher' {show(value)} is not a usable path ({error})") from None
     if key in RANGES:  # before any int -> float conversion: Python compares int and float exactly

@@ -20,23 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_ops.config import Config
+from mnist_ops.config import Config, teacher_files
 from mnist_ops.engine import find_checkpoint, fold_batchnorm, load_checkpoint, model_from_checkpoint
 from mnist_ops.errors import UserError
-
-
-def teacher_paths(config: Config) -> list[str]:
-    """The checkpoint paths in config.teacher (comma-separated), in order."""
-    return [part.strip() for part in config.teacher.split(",") if part.strip()]
 
 
 class Teacher:
     """The teachers' averaged probabilities at a temperature, for inputs normalized as the student's."""
 
     def __init__(self, models: list[nn.Module], scales: list[tuple[float, float]], temperature: float,
-                 checksums: dict[str, str] | None = None):
+                 checksums: dict[str, str]):
         self.models, self.scales, self.temperature = models, scales, temperature
-        self.checksums = checksums or {}  # checkpoint file -> sha256: fit stores it, and a resume compares it
+        self.checksums = checksums  # checkpoint file -> sha256: fit stores it, and a resume compares it
 
     @torch.no_grad()
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,7 +59,7 @@ def checked_teachers(config: Config) -> list[tuple[str, dict, str]]:
     run: unreadable, trained on other data, trained on the images this run validates on, or an epoch picked
     on the images this run is judged on. Studies and tune call it before training anything."""
     teachers = []
-    for path in teacher_paths(config):
+    for path in teacher_files(config.teacher):
         try:
             path = str(find_checkpoint(Path(path) / "last.pt" if Path(path).is_dir() else path,  # a run: its last epoch
                                        log=lambda line: None))
@@ -116,9 +111,7 @@ def refuse_changed_teachers(saved, teacher: Teacher | None, out: Path) -> None:
     """A run resumes with the teacher files it started with (a checkpoint's `teachers`: file -> sha256;
     absent in checkpoints written before it was recorded)."""
     now = teacher.checksums if teacher is not None else {}
-    if saved is None and teacher is not None:  # written before checkpoints recorded their teachers: nothing to compare
-        return
-    if (saved or {}) == now:
+    if saved is None or saved == now:  # None: written before checkpoints recorded their teachers, or taught by none
         return
     if not isinstance(saved, dict):
         raise UserError(f"{out / 'last.pt'} records its teachers as {saved!r}, not as files and checksums; "

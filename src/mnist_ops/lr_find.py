@@ -165,8 +165,6 @@ def lr_find(config: Config, start_lr: float, end_lr: float, iterations: int, out
     from mnist_ops.provenance import run_provenance
 
     check_range(start_lr, end_lr, iterations)
-    if config.distill_weight > 0:
-        log("note: the range test ramps the lr on the labels' loss alone; the teacher is not used")
     out = Path(out_dir)
     check_out_dir(out, force)
     result = range_test(config, start_lr, end_lr, iterations, data_root, log, progress)

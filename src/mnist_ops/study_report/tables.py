@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 
-from mnist_ops.config import Config
+from mnist_ops.config import Config, teacher_files
 from mnist_ops.study import Spec
 from mnist_ops.study_report.load import Run, VariantResult, first_epoch_reaching, held_target
 from mnist_ops.study_report.render import Table
@@ -227,7 +227,7 @@ def recipe_extras(configs: list[dict]) -> str:
     distillation (a config stored before a key existed ran its default: off)."""
     filled = [{**Config().to_dict(), **config} for config in configs]
     for config in filled:
-        config["teachers"] = len([path for path in config["teacher"].split(",") if path])
+        config["teachers"] = len(teacher_files(config["teacher"]))
     parts = []
     if any(config["ema"] for config in filled):
         parts.append(f"EMA of the weights {distinct(filled, 'ema')}")
