@@ -6,8 +6,10 @@ tensor `perspective` does), and one `grid_sample` call resamples the whole batch
 distortion adds a smooth per-pixel displacement to that position, in the same call. Resampling
 copies the nearest pixel (torchvision's default) or, with interpolation "bilinear", blends four.
 `OMP_NUM_THREADS=1 python benchmarks/augment_speed.py` measures this against a per-image PIL path
-as torchvision would take: 11,918 vs 4,012 img/s (3.0x) for the seed's augmentation, on one thread
-of a machine shared with other jobs (docs/benchmarks/augment-speed.json).
+as torchvision would take: 33,483 vs 5,644 img/s (5.9x) for the seed's augmentation, on one thread
+with nothing else running (docs/benchmarks/augment-speed.json). Before warp() built its grid
+elementwise, the same command gave 16,787, 22,415 and 17,595 img/s, alternated with the new code's
+42,794, 31,992 and 38,908: 2.2x in the medians.
 """
 
 from __future__ import annotations
@@ -27,16 +29,24 @@ def warp(images: torch.Tensor, matrices: torch.Tensor, fill: float = 0.0, mode: 
     `mode`: grid_sample's "nearest" (torchvision's default, the seed's) or "bilinear".
     """
     n, channels, height, width = images.shape
-    ys = torch.arange(height, dtype=torch.float32, device=images.device) + 0.5
+    ys = (torch.arange(height, dtype=torch.float32, device=images.device) + 0.5)[:, None]
     xs = torch.arange(width, dtype=torch.float32, device=images.device) + 0.5
-    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    points = torch.stack([grid_x, grid_y, torch.ones_like(grid_x)], dim=-1).reshape(1, -1, 3)
-    mapped = points @ matrices.to(torch.float32).transpose(1, 2)  # [N, H*W, 3]
-    source = mapped[..., :2] / mapped[..., 2:3]
-    if displacement is not None:
-        source = source + displacement.permute(0, 2, 3, 1).reshape(n, -1, 2)
-    scale = torch.tensor([width / 2.0, height / 2.0], device=images.device)
-    grid = (source / scale - 1.0).reshape(n, height, width, 2)
+    m = matrices.to(torch.float32)[:, :, :, None, None]  # [N, 3, 3, 1, 1]
+
+    def row(r: int) -> torch.Tensor:  # [N, H, W]: row r of the matrices times (x, y, 1)
+        # x·m0 + y·m1 + m2, multiplied and summed left to right as a matmul of the points (x, y, 1) with
+        # the matrices does, so the grid is bit-identical to that matmul's (tests/test_augment.py).
+        return m[:, r, 0] * xs + m[:, r, 1] * ys + m[:, r, 2]
+
+    # Elementwise, written straight into grid_sample's [N, H, W, 2] layout: the seed's augmentation ran
+    # 2.2x faster on one thread than with a broadcast batched matmul and a stack (module docstring).
+    depth = row(2)
+    grid = torch.empty(n, height, width, 2, device=images.device)
+    for axis, size in enumerate((width, height)):
+        source = row(axis) / depth
+        if displacement is not None:
+            source += displacement[:, axis]
+        torch.sub(source / (size / 2.0), 1.0, out=grid[..., axis])
     if fill == 0.0:
         return F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
     # Sample a ones channel alongside to know which output pixels fell outside the input.
