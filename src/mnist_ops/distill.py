@@ -63,7 +63,10 @@ def checked_teachers(config: Config) -> list[tuple[str, dict, str]]:
         try:
             path = str(find_checkpoint(Path(path) / "last.pt" if Path(path).is_dir() else path,  # a run: its last epoch
                                        log=lambda line: None))
-            checkpoint = load_checkpoint(path)
+            data = Path(path).read_bytes()  # once: what is loaded is what is hashed
+            checkpoint = load_checkpoint(path, data)
+        except OSError as error:
+            raise UserError(f"teacher {path} is unreadable ({error.strerror}); pass a readable checkpoint") from None
         except UserError as error:
             raise UserError(f"teacher: {error}") from None
         trained = {**Config().to_dict(), **checkpoint["config"]}
@@ -82,7 +85,7 @@ def checked_teachers(config: Config) -> list[tuple[str, dict, str]]:
             raise UserError(f"{where} holds epoch {checkpoint['epoch']} of {final + 1} (numbered from 0): an epoch "
                             f"picked by its accuracy on {split} (a best.pt), or a run still training, and this run "
                             f"is judged on {split} too; pass the last.pt of a finished run")
-        teachers.append((path, checkpoint, hashlib.sha256(Path(path).read_bytes()).hexdigest()))
+        teachers.append((path, checkpoint, hashlib.sha256(data).hexdigest()))
     return teachers
 
 

@@ -300,11 +300,12 @@ def find_checkpoint(path: str | os.PathLike, log=print) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load with weights_only=True: a file that would run code when unpickled is refused."""
+def load_checkpoint(path: str | os.PathLike, data: bytes | None = None) -> dict:
+    """Load with weights_only=True: a file that would run code when unpickled is refused. `data`, if
+    given, is the file's bytes, already read (a caller that also hashes them reads the file once)."""
     path = find_checkpoint(path, log=lambda message: None)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path if data is None else io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a corrupt, truncated or unsafe file
         raise UserError(f"checkpoint {path} is unreadable ({type(error).__name__}); "
                         "pass a best.pt or last.pt written by mnist-ops train") from None
