@@ -55,6 +55,15 @@ def test_spec_resolves_base_space_and_defaults(tmp_path):
     assert parse_tune_spec(values, "tiny.toml").base.validation == 10_000
 
 
+def test_spec_takes_your_own_net(tmp_path):
+    # tune searches a recipe for any net train takes: a file of yours, named path/to/nets.py:builder
+    nets = tmp_path / "nets.py"
+    nets.write_text("from mnist_ops.models import create_model\n"
+                    "def tiny(num_classes=10):\n    return create_model('lean-2k', num_classes=num_classes)\n")
+    spec = parse_tune_spec(tiny_values(base={"epochs": 1, "model": f"{nets}:tiny"}), "tiny.toml")
+    assert spec.base.model == f"{nets}:tiny"
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"preset": "fast"}, "unknown preset 'fast'"),
     ({"space": {}}, "needs a search space"),
@@ -74,6 +83,8 @@ def test_spec_resolves_base_space_and_defaults(tmp_path):
     ({"objective": {"last_k": 1, "seeds": 11}}, "at most 10 seeds per trial"),
     ({"objective": {"score": "median"}}, r"\[objective\] 'score' must be one of mean, worst, got 'median'"),
     ({"base": {"validation": 10}}, "top-level 'validation'"),
+    ({"base": {"model": "lean8k"}}, r"tiny.toml: unknown model 'lean8k' \(did you mean 'lean-8k'"),
+    ({"base": {"model": "nets.py:Net"}}, "tiny.toml: model 'nets.py:Net': "),
     ({"trials": 0}, "'trials' .* must be an integer >= 1"),
     ({"budget": 3}, r"unknown key\(s\) budget"),
 ])

@@ -173,7 +173,7 @@ def _check_corners(base: Config, space: tuple[Param, ...], source: str) -> None:
 
 def parse_tune_spec(values: dict, source: str, trials: int | None = None) -> TuneSpec:
     """Validate a whole tune spec; every mistake is a UserError naming it. `trials` replaces the spec's."""
-    from mnist_ops.models import list_models
+    from mnist_ops.models import resolve_model
     from mnist_ops.presets import get_preset
     from mnist_ops.study import spec_name
 
@@ -189,8 +189,10 @@ def parse_tune_spec(values: dict, source: str, trials: int | None = None) -> Tun
     base = resolve(base, base_keys, source=f"{source}: [base]")
     validation = _integer(values, "validation", DEFAULT_VALIDATION, 1, source)
     base = base.replace(validation=validation)
-    if base.model not in list_models():
-        raise UserError(f"{source}: unknown model '{base.model}'; choose one of: {', '.join(list_models())}")
+    try:
+        resolve_model(base.model)  # a registered name, or your own net (path/to/nets.py:Net), as train takes
+    except UserError as error:
+        raise UserError(f"{source}: {error}") from None
     space_table = _table(values, "space", source)
     if not space_table:
         raise UserError(f"{source}: needs a search space: at least one [space.KEY] table with a type")
