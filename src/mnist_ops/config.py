@@ -38,7 +38,7 @@ class Config:
                                 "elastic (rotation ±15° + elastic distortion) or none")
     interpolation: str = _key("nearest", "how augmentation resamples: nearest (torchvision's default, the seed's) "
                                          "or bilinear")
-    optimizer: str = _key("sgd", "sgd or adam")
+    optimizer: str = _key("sgd", "sgd, adam, or muon (SGD whose conv filters step along an orthogonalized update: muon.py)")
     lr: float = _key(0.015, "learning rate (the peak lr with schedule onecycle)")
     momentum: float = _key(0.9, "SGD momentum")
     nesterov: bool = _key(False, "Nesterov momentum (SGD)")
@@ -78,7 +78,7 @@ class Config:
 CHOICES = {
     "augment": ("none", "seed", "light", "elastic"),
     "interpolation": ("nearest", "bilinear"),
-    "optimizer": ("sgd", "adam"),
+    "optimizer": ("sgd", "adam", "muon"),
     "schedule": ("constant", "onecycle"),
     "device": ("auto", "cpu", "cuda", "mps"),
     "precision": ("fp32", "bf16"),

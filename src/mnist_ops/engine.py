@@ -122,6 +122,10 @@ def model_from_checkpoint(checkpoint: dict) -> nn.Module:
 def make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "muon":
+        from mnist_ops.muon import GraftedMuon, muon_groups
+        return GraftedMuon(muon_groups(model), lr=config.lr, momentum=config.momentum,
+                           nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                            nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay)
 
