@@ -36,14 +36,7 @@ def fast_8k(num_classes: int = 10) -> nn.Module:
         python benchmarks/time_to_accuracy.py --preset lean-8k-fast --seeds 1 2 3 4 5 6 7 8 9 10 31 77 \\
             -- --model benchmarks/candidate_nets.py:fast_8k
     """
-    from mnist_ops.models import Classifier, conv_block
-
-    def block(cin: int, cout: int) -> nn.Sequential:
-        return conv_block(cin, cout, batch_norm=True, dropout=None, bias=False)
-
-    return Classifier(conv1=block(1, 8), pool1=nn.MaxPool2d(2, 2), conv2=block(8, 12), conv3=block(12, 16),
-                      conv4=block(16, 16), conv5=block(16, 16), gap=nn.AvgPool2d(5),
-                      head=nn.Conv2d(16, num_classes, 1, bias=False))
+    return pooled_net(0, num_classes)
 
 
 class Crop(nn.Module):
@@ -51,6 +44,8 @@ class Crop(nn.Module):
 
     def __init__(self, border: int):
         super().__init__()
+        if border < 1:
+            raise ValueError(f"Crop needs a border of at least 1 pixel, got {border}")
         self.border = border
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,13 +59,21 @@ def crop_8k(num_classes: int = 10) -> nn.Module:
     train step (19,061 against 15,416 and 14,334 img/s: levers.train_rate, bf16, channels_last, 2 copies,
     batch 256). For the 25-second race (docs/records.md).
     """
+    return pooled_net(2, num_classes)
+
+
+def pooled_net(border: int, num_classes: int = 10) -> nn.Module:
+    """fast_8k's layout, on the image less `border` pixels a side: a 3x3 conv to 8, max-pool, 3x3 convs to
+    12, 16, 16, 16, global average pooling and a 1x1 head; 7,568 parameters."""
     from mnist_ops.models import Classifier, conv_block
 
     def block(cin: int, cout: int) -> nn.Sequential:
         return conv_block(cin, cout, batch_norm=True, dropout=None, bias=False)
 
-    return Classifier(crop=Crop(2), conv1=block(1, 8), pool1=nn.MaxPool2d(2, 2), conv2=block(8, 12),
-                      conv3=block(12, 16), conv4=block(16, 16), conv5=block(16, 16), gap=nn.AvgPool2d(3),
+    side = ((28 - 2 * border - 2) // 2) - 8  # the map after conv1, the pool and four unpadded 3x3 convs
+    crop = {"crop": Crop(border)} if border else {}
+    return Classifier(**crop, conv1=block(1, 8), pool1=nn.MaxPool2d(2, 2), conv2=block(8, 12), conv3=block(12, 16),
+                      conv4=block(16, 16), conv5=block(16, 16), gap=nn.AvgPool2d(side),
                       head=nn.Conv2d(16, num_classes, 1, bias=False))
 
 

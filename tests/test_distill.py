@@ -140,6 +140,23 @@ def test_train_refuses_a_teacher_that_is_missing_or_trained_on_other_data(digit_
     assert "was trained on fashion-mnist, this run trains on mnist" in other
 
 
+def test_train_refuses_a_teacher_file_it_cannot_read(digit_checkpoint, mnist_root, tmp_path, capsys, monkeypatch):
+    # permissions do not stop root, so the read itself fails here, as it would for a file without read access
+    from pathlib import Path
+
+    read_bytes = Path.read_bytes
+
+    def refuse(path):
+        if path.name == "teacher.pt":
+            raise PermissionError(13, "Permission denied")
+        return read_bytes(path)
+
+    teacher = rewritten(digit_checkpoint, tmp_path / "teacher.pt")
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    error = refusal(capsys, tmp_path, mnist_root, "--distill-weight", "0.5", "--teacher", str(teacher))
+    assert error == f"mnist-ops: error: teacher {teacher} is unreadable (Permission denied); pass a readable checkpoint"
+
+
 def test_train_refuses_a_teacher_that_saw_the_validation_images(digit_checkpoint, mnist_root, tmp_path, capsys):
     """The teacher trained on all 60,000 training images: distilling it would leak the held-out ones."""
     error = refusal(capsys, tmp_path, mnist_root, "--distill-weight", "0.5", "--teacher", str(digit_checkpoint),

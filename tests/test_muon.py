@@ -1,25 +1,33 @@
 import pytest
 import torch
+from torch import nn
 
+from mnist_ops.errors import UserError
 from mnist_ops.models import create_model, list_models
 from mnist_ops.muon import GraftedMuon, muon_groups, orthogonalize
+
+
+def spread(*shape, seed=0):
+    """A random matrix whose columns are scaled over two decades: singular values far from equal."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * torch.logspace(-2, 0, shape[-1])
 
 
 @pytest.mark.parametrize("shape", [(8, 9), (16, 144), (10, 16), (144, 16), (1, 9)])
 def test_orthogonalize_brings_every_singular_value_near_one(shape):
     # Newton-Schulz with Keller Jordan's quintic leaves them in about [0.68, 1.13] for inputs whose singular
     # values spread over two decades (5 steps lift the smallest by up to 3.4445^5, about 480x)
-    matrix = torch.randn(*shape, generator=torch.Generator().manual_seed(0)) * torch.logspace(-2, 0, shape[1])
-    singular = torch.linalg.svdvals(orthogonalize(matrix))
+    singular = torch.linalg.svdvals(orthogonalize(spread(*shape)))
     assert singular.min() > 0.6 and singular.max() < 1.2
 
 
-def test_groups_without_muon_step_exactly_as_torch_sgd():
+@pytest.mark.parametrize("momentum, nesterov, decay", [(0.9, True, 1e-3), (0.9, False, 0.0), (0.0, False, 1e-3)])
+def test_groups_without_muon_step_exactly_as_torch_sgd(momentum, nesterov, decay):
     generator = torch.Generator().manual_seed(1)
-    ours = torch.nn.Parameter(torch.randn(5, 3, generator=generator))
-    theirs = torch.nn.Parameter(ours.detach().clone())
-    mine = GraftedMuon([{"params": [ours], "muon": False}], lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)
-    sgd = torch.optim.SGD([theirs], lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)
+    ours = nn.Parameter(torch.randn(5, 3, generator=generator))
+    theirs = nn.Parameter(ours.detach().clone())
+    mine = GraftedMuon([{"params": [ours], "muon": False}], lr=0.1, momentum=momentum, nesterov=nesterov,
+                       weight_decay=decay)
+    sgd = torch.optim.SGD([theirs], lr=0.1, momentum=momentum, nesterov=nesterov, weight_decay=decay)
     for _ in range(4):
         grad = torch.randn(5, 3, generator=generator)
         ours.grad, theirs.grad = grad.clone(), grad.clone()
@@ -29,26 +37,53 @@ def test_groups_without_muon_step_exactly_as_torch_sgd():
 
 
 def test_a_muon_step_has_sgds_length_and_an_orthogonal_direction():
-    generator = torch.Generator().manual_seed(2)
-    weight = torch.nn.Parameter(torch.randn(16, 12, 3, 3, generator=generator))
+    weight = nn.Parameter(torch.randn(16, 12, 3, 3, generator=torch.Generator().manual_seed(2)))
     before = weight.detach().clone()
-    grad = torch.randn(16, 12, 3, 3, generator=generator)
+    grad = spread(108, 16, seed=3).T.reshape(16, 12, 3, 3)  # rows scaled over two decades
     weight.grad = grad
     GraftedMuon([{"params": [weight], "muon": True}], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.0).step()
     step = (before - weight.detach()) / 0.1
     sgd_step = grad + 0.9 * grad  # Nesterov from a fresh buffer (the buffer starts as the gradient)
     assert torch.allclose(step.norm(), sgd_step.norm(), rtol=1e-4)
+    assert torch.linalg.cond(grad.reshape(16, -1)) > 20
     singular = torch.linalg.svdvals(step.reshape(16, -1))
-    assert singular.max() / singular.min() < 2  # the gradient's own spread is far larger
-    assert torch.linalg.cond(grad.reshape(16, -1)) > 2
+    assert singular.max() / singular.min() < 2
+
+
+def test_muon_decays_weights_apart_from_the_orthogonalized_step():
+    weight = nn.Parameter(torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(4)))
+    before = weight.detach().clone()
+    weight.grad = torch.zeros_like(weight)  # no gradient: only the decay moves the weights
+    GraftedMuon([{"params": [weight], "muon": True}], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01).step()
+    assert torch.allclose(weight.detach(), before * (1 - 0.1 * 0.01))
+
+
+def test_muon_takes_the_full_convs_outside_the_head():
+    model = create_model("lean-8k")
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon, rest = muon_groups(model)
+    chosen = sorted(names[id(p)] for p in muon["params"])
+    assert chosen == sorted(n for n, p in model.named_parameters() if n.startswith("conv") and p.ndim == 4)
+    assert len(chosen) == 7 and "head.weight" in {names[id(p)] for p in rest["params"]}
+
+
+def test_depthwise_filters_step_as_sgd():
+    # lean-2k's separable blocks: a depthwise conv's channels share no input, so its filters are not one matrix
+    model = create_model("lean-2k")
+    depthwise = {id(m.weight) for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1}
+    muon, rest = muon_groups(model)
+    assert depthwise and depthwise <= {id(p) for p in rest["params"]}
+    assert not depthwise & {id(p) for p in muon["params"]}
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_every_parameter_goes_to_one_group_and_only_hidden_conv_filters_to_muon(name):
+def test_every_parameter_goes_to_exactly_one_group(name):
     model = create_model(name)
     muon, rest = muon_groups(model)
-    named = dict(model.named_parameters())
-    in_muon = {n for n, p in named.items() if any(p is q for q in muon["params"])}
-    assert len(muon["params"]) + len(rest["params"]) == len(named)
-    assert in_muon == {n for n, p in named.items() if p.ndim == 4 and not n.startswith("head.")}
-    assert in_muon and not any(n.startswith("head.") for n in in_muon)
+    grouped = [id(p) for p in muon["params"] + rest["params"]]
+    assert muon["params"] and sorted(grouped) == sorted(id(p) for p in model.parameters())
+
+
+def test_a_net_without_convs_is_refused():
+    with pytest.raises(UserError, match="optimizer muon orthogonalizes conv filters.*use --optimizer sgd"):
+        muon_groups(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))

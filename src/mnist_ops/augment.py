@@ -35,13 +35,13 @@ def warp(images: torch.Tensor, matrices: torch.Tensor, fill: float = 0.0, mode: 
 
     def row(r: int) -> torch.Tensor:  # [N, H, W]: row r of the matrices times (x, y, 1)
         # x·m0 + y·m1 + m2, multiplied and summed left to right as a matmul of the points (x, y, 1) with
-        # the matrices does, so the grid is bit-identical to that matmul's (tests/test_augment.py).
+        # the matrices does on CPU, so the grid is bit-identical to that matmul's (tests/test_augment.py).
         return m[:, r, 0] * xs + m[:, r, 1] * ys + m[:, r, 2]
 
     # Elementwise, written straight into grid_sample's [N, H, W, 2] layout: the seed's augmentation ran
     # 2.2x faster on one thread than with a broadcast batched matmul and a stack (module docstring).
     depth = row(2)
-    grid = torch.empty(n, height, width, 2, device=images.device)
+    grid = torch.empty(n, height, width, 2, dtype=torch.float32, device=images.device)
     for axis, size in enumerate((width, height)):
         source = row(axis) / depth
         if displacement is not None:

@@ -29,6 +29,7 @@ from mnist_ops.errors import UserError, show
 from mnist_ops.fileio import atomic_write_bytes
 from mnist_ops.models import (build_record, check_output, create_model, list_models, model_kwargs, rebuild_model,
                               trust, use_fast_dropout)
+from mnist_ops.muon import GraftedMuon, muon_groups
 from mnist_ops.replicas import ThreadReplicas
 
 CHECKPOINT_MIN_EPOCH = 3  # the seed's rule: no checkpoint before epoch 3 (0-based)
@@ -122,12 +123,11 @@ def model_from_checkpoint(checkpoint: dict) -> nn.Module:
 def make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sgd = dict(lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
+               weight_decay=config.weight_decay)
     if config.optimizer == "muon":
-        from mnist_ops.muon import GraftedMuon, muon_groups
-        return GraftedMuon(muon_groups(model), lr=config.lr, momentum=config.momentum,
-                           nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                           nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay)
+        return GraftedMuon(muon_groups(model), **sgd)
+    return torch.optim.SGD(model.parameters(), **sgd)
 
 
 def make_scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
