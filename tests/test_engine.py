@@ -108,7 +108,7 @@ def test_a_missing_best_pt_suggests_last_pt_and_an_empty_directory_is_refused(tm
 
 @pytest.mark.parametrize("preset", ["lean-8k", "lean-8k-fast"])  # one model, and two copies in threads
 def test_the_train_step_moves_the_weights_against_the_gradient(preset):
-    config = build_config(preset, None, {"lr": 0.05, "momentum": 0.0, "nesterov": False})
+    config = build_config(preset, None, {"optimizer": "sgd", "lr": 0.05, "momentum": 0.0, "nesterov": False})
     torch.manual_seed(0)
     model = create_model(config.model, dropout=config.dropout)
     reference = create_model(config.model, dropout=config.dropout)

@@ -2,7 +2,6 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_ops.errors import UserError
 from mnist_ops.models import create_model, list_models
 from mnist_ops.muon import GraftedMuon, muon_groups, orthogonalize
 
@@ -84,6 +83,23 @@ def test_every_parameter_goes_to_exactly_one_group(name):
     assert muon["params"] and sorted(grouped) == sorted(id(p) for p in model.parameters())
 
 
-def test_a_net_without_convs_is_refused():
-    with pytest.raises(UserError, match="optimizer muon orthogonalizes conv filters.*use --optimizer sgd"):
-        muon_groups(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
+def test_a_net_without_convs_steps_as_sgd():
+    # your own MLP under the lean-8k preset (which takes Muon) still trains: fit logs that it is SGD
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    muon, rest = muon_groups(mlp)
+    assert muon["params"] == [] and len(rest["params"]) == 2
+
+
+@pytest.mark.integration
+def test_fit_says_when_muon_has_nothing_to_step(mnist_root, tmp_path):
+    from mnist_ops.presets import build_config
+    from mnist_ops.train import fit
+
+    nets = tmp_path / "nets.py"
+    nets.write_text("import torch.nn as nn\ndef Net(num_classes=10):\n"
+                    "    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))\n")
+    lines = []
+    config = build_config("lean-8k", None, {"model": f"{nets}:Net", "epochs": 1, "limit_train": 300,
+                                            "validation": 300, "ema": 0.0})
+    fit(config, tmp_path / "run", data_root=mnist_root, log=lines.append, progress=False)
+    assert "optimizer muon: this net has no ungrouped conv outside its head for Muon; it trains as SGD" in lines

@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mnist_ops.errors import UserError
 
 
 def orthogonalize(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
@@ -71,12 +70,11 @@ class GraftedMuon(torch.optim.Optimizer):
 
 
 def muon_groups(model: nn.Module) -> list[dict]:
-    """The filters of the model's ungrouped convs outside its head go to Muon; everything else to SGD."""
+    """The filters of the model's ungrouped convs outside its head go to Muon; everything else to SGD.
+    A net without such convs (your own MLP under the lean-8k preset) gets an empty Muon group: it trains as
+    SGD, and fit says so."""
     muon = [module.weight for name, module in model.named_modules()
             if isinstance(module, nn.Conv2d) and module.groups == 1 and name != "head" and not name.startswith("head.")]
-    if not muon:
-        raise UserError(f"optimizer muon orthogonalizes conv filters, and this {type(model).__name__} has no "
-                        "ungrouped conv outside its head; use --optimizer sgd")
     chosen = {id(p) for p in muon}
     return [{"params": muon, "muon": True},
             {"params": [p for p in model.parameters() if id(p) not in chosen], "muon": False}]

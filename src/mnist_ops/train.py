@@ -33,7 +33,6 @@ from mnist_ops.errors import TrainingDiverged, UserError
 from mnist_ops.fileio import (DirectoryLock, atomic_write_bytes, atomic_write_json, remove_stale_temporaries,
                               write_jsonl)
 from mnist_ops.models import build_record, count_parameters
-from mnist_ops.muon import muon_groups
 from mnist_ops.provenance import ENVIRONMENT_FILE, run_provenance
 from mnist_ops.replicas import one_thread_per_replica
 
@@ -196,8 +195,6 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     name = data.evaluation_name  # "test", or "val" with a validation split: the metrics' key prefix
     teacher = load_teacher(config, data.mean, data.std, device, memory_format(config), log)  # None without one
     classes, image_size = len(dataset_info(config.dataset).classes), tuple(data.train.images.shape[1:])
-    if config.optimizer == "muon":  # a net Muon cannot step is refused before the run directory exists
-        muon_groups(build_model(config, classes, image_size, log=lambda line: None))
 
     out = Path(out_dir)
     try:
@@ -212,6 +209,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         model = build_model(config, classes, image_size, log)
         model = model.to(device, memory_format=memory_format(config))
         optimizer = make_optimizer(config, model)
+        if config.optimizer == "muon" and not optimizer.param_groups[0]["params"]:
+            log("optimizer muon: this net has no ungrouped conv outside its head for Muon; it trains as SGD")
         scheduler = make_scheduler(config, optimizer, math.ceil(len(data.train) / config.batch_size))
         ema = make_ema(config, model)
         evaluated = model if ema is None else ema.module  # what is evaluated, and saved as the checkpoint's model
