@@ -57,8 +57,8 @@ def crop_8k(num_classes: int = 10) -> nn.Module:
     """fast_8k's layers on the centre 24x24 of the image: 24 -> 22 -> pool 11 -> 9 -> 7 -> 5 -> 3 -> GAP; 7,568 parameters.
 
     The net crops its own input, so a test image still gets one plain forward pass. 1.28x fast_8k's
-    train step (19,061 against 15,416 and 14,334 img/s: levers.train_rate, bf16, channels_last, 2 copies,
-    batch 256). For the 25-second race (docs/records.md).
+    train step (19,061 against 15,416 and 14,334 img/s: levers.train_rate called on a scratch copy of the same
+    layers, bf16, channels_last, 2 copies, batch 256, one process). For the 25-second race (docs/records.md).
     """
     return pooled_net(2, num_classes)
 

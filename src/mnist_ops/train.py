@@ -194,7 +194,6 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         memory_format=memory_format(config))
     name = data.evaluation_name  # "test", or "val" with a validation split: the metrics' key prefix
     teacher = load_teacher(config, data.mean, data.std, device, memory_format(config), log)  # None without one
-    classes, image_size = len(dataset_info(config.dataset).classes), tuple(data.train.images.shape[1:])
 
     out = Path(out_dir)
     try:
@@ -206,7 +205,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     try:
         seed_everything(config.seed)
         generator = torch.Generator().manual_seed(config.seed)  # shuffling and augmentation draws
-        model = build_model(config, classes, image_size, log)
+        image_size = tuple(data.train.images.shape[1:])
+        model = build_model(config, len(dataset_info(config.dataset).classes), image_size, log)
         model = model.to(device, memory_format=memory_format(config))
         optimizer = make_optimizer(config, model)
         if config.optimizer == "muon" and not optimizer.param_groups[0]["params"]:
