@@ -19,6 +19,7 @@ the process is launched, so interpreter start-up, imports and data loading count
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import statistics
 import subprocess
@@ -89,6 +90,15 @@ def time_to_target(command: list[str], target: float) -> tuple[float, int] | Non
     return None
 
 
+def median_over_all(results: list) -> str:
+    """The median over every seed, a seed that never reached the target counting as the slowest: the
+    median of the seeds that reached it alone would flatter a recipe that misses some."""
+    times = sorted(math.inf if result is None else result[0] for result in results)
+    median = statistics.median(times)
+    return f"median over all {len(times)}, a miss counting as never: " + (f"{median:.1f}s" if median < math.inf
+                                                                        else "never")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="lean-8k-fast")
@@ -122,7 +132,7 @@ def main() -> int:
     reached = [result[0] for result in results if result is not None]
     if len(args.seeds) > 1 and reached:
         print(f"{len(reached)} of {len(results)} seeds reached {args.target}%: median {statistics.median(reached):.1f}s, "
-              f"min {min(reached):.1f}s, max {max(reached):.1f}s")
+              f"min {min(reached):.1f}s, max {max(reached):.1f}s; {median_over_all(results)}")
     return 0 if len(reached) == len(results) else 1
 
 
