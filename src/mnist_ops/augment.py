@@ -9,7 +9,9 @@ copies the nearest pixel (torchvision's default) or, with interpolation "bilinea
 as torchvision would take: 33,483 vs 5,644 img/s (5.9x) for the seed's augmentation, on one thread
 with nothing else running (docs/benchmarks/augment-speed.json). Before warp() built its grid
 elementwise, the same command gave 16,787, 22,415 and 17,595 img/s, alternated with the new code's
-42,794, 31,992 and 38,908: 2.2x in the medians.
+42,794, 31,992 and 38,908: 2.2x in the medians. Rotations then skipped their division by a depth of
+exactly 1, and the perspective its unapplied samples: 45,926, 40,804 and 37,514 img/s before,
+50,942, 55,634 and 54,582 after, alternated (1.34x in the medians; docs/speed.md).
 """
 
 from __future__ import annotations
