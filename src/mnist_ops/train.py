@@ -209,7 +209,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         model = build_model(config, len(dataset_info(config.dataset).classes), image_size, log)
         model = model.to(device, memory_format=memory_format(config))
         optimizer = make_optimizer(config, model)
-        if config.optimizer == "muon" and not any(group["params"] for group in optimizer.param_groups if group["muon"]):
+        muon_params = [p for group in optimizer.param_groups if group.get("muon") for p in group["params"]]
+        if config.optimizer == "muon" and not muon_params:
             log("optimizer muon: this net has no ungrouped conv outside its head for Muon; it trains as SGD")
         scheduler = make_scheduler(config, optimizer, math.ceil(len(data.train) / config.batch_size))
         ema = make_ema(config, model)
