@@ -7,7 +7,8 @@ On the race's step (bf16 autocast, channels_last, batch 256, Muon, a random batc
 (b) one copy through torch.compile on both threads.
 For each: the seconds of the first step (for (b), compilation), then the img/s of `--steps` more
 steps. Prints the seconds a 5-epoch race (5 x 60,000 images) would spend in these steps, compilation
-included. Run it alone on the machine.
+included; the last partial batch and the evaluation would compile again, which is not counted.
+Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def measure(config, compile_model: bool, steps: int) -> tuple[float, float]:
     step = make_step(build_model(config, log=lambda line: None), config, compile_model)
     x = torch.randn(config.batch_size, 1, 28, 28)
     y = torch.randint(0, 10, (config.batch_size,))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # both cases on 2 cores, whatever the machine has (the copies: one each)
     with one_thread_per_replica(config.replicas):
         start = time.perf_counter()
         step(x, y)
@@ -39,6 +42,7 @@ def measure(config, compile_model: bool, steps: int) -> tuple[float, float]:
         for _ in range(steps):
             step(x, y)
         rate = steps * config.batch_size / (time.perf_counter() - start)
+    torch.set_num_threads(threads)
     step.close()
     return first, rate
 

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from mnist_ops.engine import TrainStep, build_model, make_optimizer, make_scheduler
+from mnist_ops.engine import TrainStep, build_model, make_optimizer
 from mnist_ops.presets import build_config
 from mnist_ops.replicas import one_thread_per_replica
 
@@ -28,10 +28,12 @@ def main() -> None:
     parser.add_argument("--optimizer", default="muon")
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args()
+    if args.steps <= 20:
+        parser.error("--steps must be above the 20 warm-up steps")
     config = build_config("lean-8k-fast").replace(model=args.model, optimizer=args.optimizer)
     model = build_model(config, 10, (28, 28), log=lambda line: None).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
-    step = TrainStep(model, optimizer, config, make_scheduler(config, optimizer, args.steps))
+    step = TrainStep(model, optimizer, config)  # the lr stays at the preset's peak: no schedule
     replicas = step.replicas
     x = torch.randn(config.batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (config.batch_size,))

@@ -11,7 +11,8 @@ with nothing else running (docs/benchmarks/augment-speed.json). Before warp() bu
 elementwise, the same command gave 16,787, 22,415 and 17,595 img/s, alternated with the new code's
 42,794, 31,992 and 38,908: 2.2x in the medians. Rotations then skipped their division by a depth of
 exactly 1, and the perspective its unapplied samples: 45,926, 40,804 and 37,514 img/s before,
-50,942, 55,634 and 54,582 after, alternated (1.34x in the medians; docs/speed.md).
+50,942, 55,634 and 54,582 after, alternated (1.34x in the medians;
+docs/benchmarks/followup-2026-11-26-afternoon.log).
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def seed_augment(images: torch.Tensor, fill: float, generator: torch.Generator |
     if mode == "nearest":  # an identity warp copies each pixel exactly: warp only the applied share
         images = images.clone()
         images[applied] = warp(images[applied], perspective[applied], fill=0.0, mode=mode)
-    else:  # bilinear's identity warp moves values by about 1e-7: keep every sample's bits as they were
+    else:  # bilinear's identity warp moves values by up to ~1e-6: keep every sample's bits as they were
         perspective[~applied] = torch.eye(3, dtype=torch.float64)
         images = warp(images, perspective, fill=0.0, mode=mode)  # torchvision's RandomPerspective fills with 0
     angles = (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * degrees

@@ -65,13 +65,14 @@ class ThreadReplicas:
     def synchronize(self) -> None:
         """After the optimizer stepped the first copy: copy its weights, average running statistics."""
         first = self.models[0]
-        statistics = [[buffer for buffer in model.buffers() if buffer.is_floating_point()]
-                      for model in self.models[:self.active]]
-        for buffer, *others in zip(*statistics):
+        running = [[buffer for buffer in model.buffers() if buffer.is_floating_point()]
+                   for model in self.models[:self.active]]
+        for buffer, *others in zip(*running, strict=True):
             buffer.copy_(torch.stack([buffer, *others]).mean(dim=0))
-        # Tensor by tensor: load_state_dict(first.state_dict()) copies the same tensors, but took 0.43 ms a
-        # step for fast_8k where this whole method now takes 0.40 (0.70 before): 2% of its 18 ms step
-        # (`python benchmarks/replica_sync.py`).
+        # Every parameter and buffer, tensor by tensor (non-persistent buffers too, which load_state_dict
+        # would skip: the copies stay the first's twins). load_state_dict(first.state_dict()) took 0.43 ms
+        # a step for fast_8k; this whole method now takes 0.40 (0.70 before), of an 18 ms step
+        # (`python benchmarks/replica_sync.py`; docs/benchmarks/followup-2026-11-26-afternoon.log).
         weights = [*first.parameters(), *first.buffers()]
         for model in self.models[1:]:
             for mine, theirs in zip([*model.parameters(), *model.buffers()], weights, strict=True):
