@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from mnist_ops.engine import TrainStep, build_model, make_optimizer
+from mnist_ops.bench import make_step
+from mnist_ops.engine import build_model
 from mnist_ops.presets import build_config
 from mnist_ops.replicas import one_thread_per_replica
 
@@ -31,10 +32,8 @@ def main() -> None:
     if args.steps <= 20:
         parser.error("--steps must be above the 20 warm-up steps")
     config = build_config("lean-8k-fast").replace(model=args.model, optimizer=args.optimizer)
-    model = build_model(config, 10, (28, 28), log=lambda line: None).to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(config, model)
-    step = TrainStep(model, optimizer, config)  # the lr stays at the preset's peak: no schedule
-    replicas = step.replicas
+    step = make_step(build_model(config, log=lambda line: None), config)  # bench's step: the lr stays at its peak
+    model, optimizer, replicas = step.model, step.optimizer, step.replicas
     x = torch.randn(config.batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (config.batch_size,))
     times: dict[str, list[float]] = {"forward and backward": [], "optimizer step": [], "synchronize": [],
