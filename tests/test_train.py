@@ -50,6 +50,19 @@ def test_fast_mode_bf16_channels_last_trains(mnist_root, tmp_path):
     assert summary["last_test_accuracy"] >= 85.0
 
 
+@pytest.mark.integration
+def test_plain_epochs_turn_augmentation_off_in_the_last_epochs_only(mnist_root, tmp_path):
+    config = build_config("lean-8k-fast", None, {"epochs": 2, "limit_train": 1000, "validation": 500,
+                                                 "batch_size": 64})
+    for name, changes in [("augmented", {}), ("plain-last", {"plain_epochs": 1}), ("plain-all", {"plain_epochs": 2}),
+                          ("none", {"augment": "none"})]:
+        fit(config.replace(**changes), tmp_path / name, data_root=mnist_root, log=quiet, progress=False)
+    augmented, plain_last = learned(tmp_path / "augmented"), learned(tmp_path / "plain-last")
+    assert plain_last[0] == augmented[0]  # the first epoch is augmented as before
+    assert plain_last[1]["train_loss"] < augmented[1]["train_loss"]  # plain images are the easier ones
+    assert learned(tmp_path / "plain-all") == learned(tmp_path / "none")
+
+
 def test_missing_data_leaves_no_run_directory(tmp_path):
     config = build_config("seed-lean", None, {"epochs": 1})
     with pytest.raises(UserError, match="mnist-ops data fetch"):
@@ -126,6 +139,7 @@ def _stop_after(epoch_to_stop: int):
     ("lean-8k-fast", {}),  # two model copies (replicas), bf16, channels_last
     ("lean-8k", {"ema": 0.9}),  # the average resumes too
     ("lean-8k-fast", {"optimizer": "muon"}),  # Muon's momentum buffers, with replicas
+    ("lean-8k-fast", {"plain_epochs": 2}),  # resumed at the epoch where augmentation stops
 ])
 def test_a_run_stopped_after_an_epoch_and_resumed_equals_the_uninterrupted_run(mnist_root, tmp_path, preset,
                                                                                  changes):

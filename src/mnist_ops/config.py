@@ -36,6 +36,8 @@ class Config:
     dropout: float = _key(0.05, "dropout probability after each ReLU, for models that have dropout")
     augment: str = _key("seed", "seed (perspective + rotation ±15°), light (rotation ±7°), "
                                 "elastic (rotation ±15° + elastic distortion) or none")
+    plain_epochs: int = _key(0, "the last N epochs train on the plain images, without augmentation (0 = augment "
+                                "every epoch; as YOLO's close_mosaic): the test images are plain")
     interpolation: str = _key("nearest", "how augmentation resamples: nearest (torchvision's default, the seed's) "
                                          "or bilinear")
     optimizer: str = _key("sgd", "sgd, adam, or muon (SGD whose conv filters step along an orthogonalized update: muon.py)")
@@ -89,6 +91,7 @@ RANGES = {  # key: (lowest allowed, highest allowed or None), inclusive
     "momentum": (0.0, 0.999),
     "weight_decay": (0.0, 1.0),
     "epochs": (1, None),
+    "plain_epochs": (0, None),
     "batch_size": (1, None),
     "eval_batch_size": (1, None),
     "label_smoothing": (0.0, 0.5),
@@ -188,6 +191,9 @@ def check_combination(config: Config) -> Config:
     if config.distill_weight > 0 and not config.teacher:
         raise UserError(f"distill_weight = {config.distill_weight} needs a teacher (flag --teacher RUN/last.pt); "
                         "set one, or set distill_weight = 0")
+    if config.plain_epochs > config.epochs:
+        raise UserError(f"plain_epochs = {config.plain_epochs} is more than epochs = {config.epochs}; "
+                        "lower plain_epochs, or set augment = \"none\" to train every epoch on plain images")
     if config.replicas > config.batch_size:
         raise UserError(f"replicas = {config.replicas} is more than batch_size = {config.batch_size}; "
                         "lower replicas or raise batch_size")

@@ -56,6 +56,11 @@ def _bar_due(bar) -> bool:
     return time.time() - bar.last_print_t >= bar.mininterval
 
 
+def epoch_config(config: Config, epoch: int) -> Config:
+    """The config epoch `epoch` trains with: augmentation off in the last `plain_epochs` epochs."""
+    return config.replace(augment="none") if epoch >= config.epochs - config.plain_epochs else config
+
+
 def train_one_epoch(step: TrainStep, data: FitData, config: Config, generator: torch.Generator,
                     bar=None) -> tuple[float, float]:
     """One pass over shuffled training data; returns (mean loss per sample, accuracy %)."""
@@ -250,6 +255,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         atomic_write_bytes(out / "config.toml", to_toml(config.to_dict()).encode())
         write_environment(out / ENVIRONMENT_FILE, run_environment(device), log, resumed=bool(history))
         mode = (config.precision + (f", {config.replicas} model copies (replicas)" if config.replicas > 1 else "")
+                + (f", the last {config.plain_epochs} epoch(s) without augmentation" if config.plain_epochs else "")
                 + (f", evaluating an EMA of the weights (decay {config.ema}; it lags in the first epochs, "
                    "so a run of a few epochs may want --ema 0)"
                    if ema is not None else "")
@@ -267,7 +273,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             bar = _progress_bar(progress, len(data.train), f"Train epoch {epoch}")
             try:
                 with one_thread_per_replica(config.replicas):
-                    train_loss, train_accuracy = train_one_epoch(step, data, config, generator, bar)
+                    train_loss, train_accuracy = train_one_epoch(step, data, epoch_config(config, epoch),
+                                                                 generator, bar)
             except NonFiniteLoss as error:
                 raise TrainingDiverged(f"training loss became {error.loss} at epoch {epoch}, step {error.step}",
                                        _diverged_advice(epoch, config)) from None

@@ -223,7 +223,7 @@ def _interrupted(invocations: list[dict]) -> str:
 
 
 def recipe_extras(configs: list[dict]) -> str:
-    """What else shapes the recipe, when some variant uses it: the EMA of the weights, label smoothing,
+    """What else shapes the recipe, when some variant uses it: the EMA of the weights, plain last epochs, label smoothing,
     distillation (a config stored before a key existed ran its default: off)."""
     filled = [{**Config().to_dict(), **config} for config in configs]
     for config in filled:
@@ -231,6 +231,8 @@ def recipe_extras(configs: list[dict]) -> str:
     parts = []
     if any(config["ema"] for config in filled):
         parts.append(f"EMA of the weights {distinct(filled, 'ema')}")
+    if any(config["plain_epochs"] for config in filled):
+        parts.append(f"the last {distinct(filled, 'plain_epochs')} epoch(s) without augmentation")
     if any(config["label_smoothing"] for config in filled):
         parts.append(f"label smoothing {distinct(filled, 'label_smoothing')}")
     if any(config["distill_weight"] for config in filled):
