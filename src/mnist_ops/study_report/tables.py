@@ -223,8 +223,8 @@ def _interrupted(invocations: list[dict]) -> str:
 
 
 def recipe_extras(configs: list[dict]) -> str:
-    """What else shapes the recipe, when some variant uses it: the EMA of the weights, plain last epochs, label smoothing,
-    distillation (a config stored before a key existed ran its default: off)."""
+    """What else shapes the recipe, when some variant uses it: the EMA of the weights, plain last epochs,
+    label smoothing, distillation (a config stored before a key existed ran its default: off)."""
     filled = [{**Config().to_dict(), **config} for config in configs]
     for config in filled:
         config["teachers"] = len(teacher_files(config["teacher"]))
