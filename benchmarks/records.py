@@ -3,12 +3,15 @@
     python benchmarks/records.py docs/lean-2k
     python benchmarks/records.py --bar 99.5 docs/lean-8k      # count the seeds against another bar
     python benchmarks/records.py --pool docs/lean-5k-ema-alone docs/lean-5k-ema-more-seeds   # one recipe, pooled
+    python benchmarks/records.py --paired docs/lean-8k-muon-seeds-31-40 docs/lean-8k-plain3-seeds-31-40
 
 For each study and variant: the parameters, every seed's test accuracy in each of the last K
 epochs (the study's `last_k`), their mean ± std and minimum over all seeds, how many seeds held
 the target (the study's, or --bar) in each of those epochs, and the study's command. Printed as markdown.
 --pool adds one line over all the studies given (one recipe, different seeds; refused otherwise): the
 seeds that held, and the 95% Clopper-Pearson interval for the chance that a new seed holds.
+--paired prints, instead, two studies of one recipe each on the same seeds side by side: each seed's
+minimum over the last K epochs and the paired 95% t interval of the second minus the first.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import argparse
 import sys
 
 from mnist_ops.errors import UserError
-from mnist_ops.study_report.records import pooled_markdown, records_markdown
+from mnist_ops.study_report.records import paired_markdown, pooled_markdown, records_markdown
 
 
 def main() -> int:
@@ -26,8 +29,15 @@ def main() -> int:
     parser.add_argument("--bar", type=float, help="count the seeds that held this accuracy (default: each study's target)")
     parser.add_argument("--pool", action="store_true",
                         help="also one line over every study given, as one recipe: seeds held and a 95%% interval")
+    parser.add_argument("--paired", action="store_true",
+                        help="two studies of one recipe each, on the same seeds: seed by seed, with a paired 95%% interval")
     args = parser.parse_args()
     try:
+        if args.paired:
+            if len(args.studies) != 2 or args.pool:
+                raise UserError("--paired takes exactly two study directories, and no --pool")
+            print(paired_markdown(*args.studies, bar=args.bar))
+            return 0
         blocks = [records_markdown(study, args.bar) for study in args.studies]
         print("\n\n".join(blocks + ([pooled_markdown(args.studies, args.bar)] if args.pool else [])))
     except UserError as error:

@@ -144,3 +144,31 @@ def test_the_script_adds_the_pooled_line_with_pool(tmp_path):
                                          ([4, 9], "4, 9")])
 def test_pooled_seeds_are_written_as_ranges(seeds, text):
     assert seed_ranges(seeds) == text
+
+
+def test_two_studies_on_the_same_seeds_are_paired_seed_by_seed(tmp_path):
+    from mnist_ops.study_report.records import paired_markdown
+    from mnist_ops.study_report.stats import paired_interval
+
+    plain = write_fake_study(tmp_path / "plain", {"plain": CURVES["plain"]})
+    bn = write_fake_study(tmp_path / "bn", {"bn": CURVES["bn"]})
+    markdown = paired_markdown(plain, bn, bar=99.4)
+    first, second = ([min(curve[-2:]) for curve in CURVES[name]] for name in ("plain", "bn"))
+    interval = paired_interval(first, second)
+    assert markdown.startswith(f"**bn minus plain**, minimum test % over the last 2 epochs, seeds 1-3: "
+                               f"{interval.difference:+.3f} points, paired 95% interval {interval.low:+.3f} to "
+                               f"{interval.high:+.3f} over 3 seeds: a real difference. Held ≥ 99.4%: 0 and 2 of 3 seeds.")
+    assert "| 3 | 98.10 | 99.20 | +1.10 |" in markdown  # plain's seed 3 ends 98.1, 98.4; bn's 99.2, 99.3
+
+
+def test_pairing_other_seeds_or_a_study_of_two_variants_is_refused_in_one_line(tmp_path):
+    plain = write_fake_study(tmp_path / "plain", {"plain": CURVES["plain"]})
+    later = write_fake_study(tmp_path / "later", {"bn": CURVES["bn"]}, seeds=(4, 5, 6))
+    both = write_fake_study(tmp_path / "both")
+    for studies, problem in [([plain, later], "pair studies with the same finished seeds"),
+                             ([plain, both], "holds 2 variants; pair studies of one variant each"),
+                             ([plain], "--paired takes exactly two study directories")]:
+        refused = subprocess.run([sys.executable, str(SCRIPT), "--paired", *map(str, studies)],
+                                 capture_output=True, text=True)
+        assert refused.returncode == 2 and refused.stdout == "" and refused.stderr.count("\n") == 1
+        assert problem in refused.stderr

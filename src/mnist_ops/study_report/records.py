@@ -13,7 +13,7 @@ import os
 from mnist_ops.errors import UserError
 from mnist_ops.config import changed_keys
 from mnist_ops.study_report.load import held_target, load_study
-from mnist_ops.study_report.stats import share_interval
+from mnist_ops.study_report.stats import paired_interval, share_interval
 from mnist_ops.study_report.tables import mean_std_min, percent
 
 
@@ -105,3 +105,49 @@ def pooled_markdown(study_dirs: list[str | os.PathLike], bar: float | None = Non
             f"{spread}. "
             f"The chance that a new seed holds it: {confidence:.0%} interval {low * 100:.1f}-{high * 100:.1f}% "
             f"(Clopper-Pearson).")
+
+
+def paired_markdown(first_dir: str | os.PathLike, second_dir: str | os.PathLike, bar: float | None = None,
+                    confidence: float = 0.95) -> str:
+    """Two studies of one variant each, run on the same seeds: each seed's minimum test accuracy over the
+    last K epochs (what a record is judged on), and the paired t interval of second minus first.
+
+    Refused unless both judge the same last K epochs and their finished seeds are the same: a pair needs
+    one run of each recipe per seed, or each seed's luck would not cancel.
+    """
+    studies = [(study_dir, *load_study(study_dir)) for study_dir in (first_dir, second_dir)]
+    for study_dir, _, variants, _ in studies:
+        if len(variants) != 1:
+            raise UserError(f"{study_dir} holds {len(variants)} variants; pair studies of one variant each")
+    (_, first_spec, (first,), _), (_, second_spec, (second,), _) = studies
+    if first_spec.last_k != second_spec.last_k:
+        raise UserError(f"cannot pair {first_dir} (last {first_spec.last_k} epochs) with {second_dir} "
+                        f"(last {second_spec.last_k}): pair studies judged on the same epochs")
+    first_runs, second_runs = ({run.seed: run for run in variant.runs} for variant in (first, second))
+    if sorted(first_runs) != sorted(second_runs):
+        raise UserError(f"{first_dir} finished seeds {seed_ranges(sorted(first_runs)) or 'none'} and {second_dir} "
+                        f"seeds {seed_ranges(sorted(second_runs)) or 'none'}: pair studies with the same finished seeds")
+    seeds, last_k = sorted(first_runs), first_spec.last_k
+    bar = first_spec.target_accuracy if bar is None else bar
+
+    def minimum(run) -> float:
+        return min(record["test_accuracy"] for record in run.records[-last_k:])
+
+    first_values = [minimum(first_runs[seed]) for seed in seeds]
+    second_values = [minimum(second_runs[seed]) for seed in seeds]
+    rows = [f"| {seed} | {percent(a)} | {percent(b)} | {b - a:+.2f} |"
+            for seed, a, b in zip(seeds, first_values, second_values)]
+    held = [sum(value >= bar for value in values) for values in (first_values, second_values)]
+    interval = paired_interval(first_values, second_values, confidence)
+    verdict = ("fewer than 2 seeds: no interval" if interval is None else
+               f"{interval.difference:+.3f} points, paired {confidence:.0%} interval {interval.low:+.3f} to "
+               f"{interval.high:+.3f} over {len(seeds)} seeds"
+               + (": a real difference" if interval.excludes_zero else ": not told apart from no difference"))
+    return "\n".join([
+        f"**{second.name} minus {first.name}**, minimum test % over the last {last_k} epochs, "
+        f"seeds {seed_ranges(seeds)}: {verdict}. Held ≥ {bar}%: {held[0]} and {held[1]} of {len(seeds)} seeds.",
+        "",
+        f"| seed | {first.name} | {second.name} | difference |",
+        "|---:|---:|---:|---:|",
+        *rows,
+    ])
