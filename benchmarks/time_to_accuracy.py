@@ -40,6 +40,7 @@ def per_sample_training(train_flags: list[str]) -> None:
     from mnist_ops.cli import build_parser, train_config
     from mnist_ops.distill import load_teacher
     from mnist_ops.engine import TrainStep, build_model, make_optimizer, make_scheduler, seed_everything
+    from mnist_ops.train import epoch_config
 
     config = train_config(build_parser().parse_args(["train", *train_flags]))
     config = config.replace(precision="fp32", channels_last=False, replicas=1, fast_dropout=False)  # eager fp32
@@ -48,13 +49,17 @@ def per_sample_training(train_flags: list[str]) -> None:
     test_inputs = normalize(test.images, mean, std)
     seed_everything(config.seed)
     model = build_model(config)
-    loader = per_sample_loader(train, mean, std, config.augment, config.batch_size, workers=2,
-                               interpolation=config.interpolation)
+    def loader_for(augment: str):
+        return per_sample_loader(train, mean, std, augment, config.batch_size, workers=2,
+                                 interpolation=config.interpolation)
+
+    loader = loader_for(config.augment)
+    plain_loader = loader_for("none") if config.plain_epochs else loader  # the last epochs, as fit trains them
     optimizer = make_optimizer(config, model)
     step = TrainStep(model, optimizer, config, make_scheduler(config, optimizer, len(loader)),
                      teacher=load_teacher(config, mean, std, torch.device("cpu")))
     for epoch in range(config.epochs):
-        for x, y in loader:
+        for x, y in (plain_loader if epoch_config(config, epoch).augment != config.augment else loader):
             step(x, y)
         model.eval()
         loss_sum, correct = 0.0, 0

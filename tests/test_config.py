@@ -41,6 +41,7 @@ def test_unknown_keys_rejected_by_name(tmp_path):
     ({"nesterov": 1}, "'nesterov' must be bool"),
     ({"plain_epochs": -1}, "'plain_epochs' must be >= 0"),
     ({"epochs": 3, "plain_epochs": 4}, "plain_epochs = 4 is more than epochs = 3"),
+    ({"augment": "none", "plain_epochs": 1}, "plain_epochs = 1 does nothing with augment = \"none\""),
 ])
 def test_bad_values_rejected(changes, message):
     with pytest.raises(UserError, match=message):

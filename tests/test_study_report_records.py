@@ -165,7 +165,11 @@ def test_pairing_other_seeds_or_a_study_of_two_variants_is_refused_in_one_line(t
     plain = write_fake_study(tmp_path / "plain", {"plain": CURVES["plain"]})
     later = write_fake_study(tmp_path / "later", {"bn": CURVES["bn"]}, seeds=(4, 5, 6))
     both = write_fake_study(tmp_path / "both")
-    for studies, problem in [([plain, later], "pair studies with the same finished seeds"),
+    higher = write_fake_study(tmp_path / "higher", {"bn": CURVES["bn"]})
+    spec = (higher / "spec.toml").read_text()
+    (higher / "spec.toml").write_text(spec.replace("target_accuracy = 99.4", "target_accuracy = 99.5"))
+    for studies, problem in [([plain, higher], "give the bar to count against with --bar"),
+                             ([plain, later], "pair studies with the same finished seeds"),
                              ([plain, both], "holds 2 variants; pair studies of one variant each"),
                              ([plain], "--paired takes exactly two study directories")]:
         refused = subprocess.run([sys.executable, str(SCRIPT), "--paired", *map(str, studies)],

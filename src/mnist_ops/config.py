@@ -194,6 +194,9 @@ def check_combination(config: Config) -> Config:
     if config.plain_epochs > config.epochs:
         raise UserError(f"plain_epochs = {config.plain_epochs} is more than epochs = {config.epochs}; "
                         "lower plain_epochs, or set augment = \"none\" to train every epoch on plain images")
+    if config.plain_epochs and config.augment == "none":
+        raise UserError(f"plain_epochs = {config.plain_epochs} does nothing with augment = \"none\" (every epoch "
+                        "is plain already); set plain_epochs = 0, or choose an augmentation")
     if config.replicas > config.batch_size:
         raise UserError(f"replicas = {config.replicas} is more than batch_size = {config.batch_size}; "
                         "lower replicas or raise batch_size")

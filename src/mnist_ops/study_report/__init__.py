@@ -55,7 +55,8 @@ def build_report(study_dir: str | os.PathLike, data_root=None) -> list[Block]:
         ("table", accuracy_table(loaded, spec)),
         *([("paragraph", diverged_note(loaded))] if any(variant.diverged for variant in loaded) else []),
         ("paragraph", "Train accuracy is the running accuracy during each epoch, with dropout and augmentation "
-                      "active, so it can sit below test accuracy."),
+                      "active (not in a variant's plain last epochs, if it has them), so it can sit below test "
+                      "accuracy."),
         ("heading", "Generalization and speed"),
         ("table", generalization_table(loaded, spec)),
         ("paragraph", "Epochs are numbered from 0, as in each run's metrics.jsonl and console log."),

@@ -3,7 +3,8 @@
 A record is "held" only if every one of the last K epochs reaches the bar, on every seed: no epoch
 or seed is picked on the test set. `benchmarks/records.py` prints these for study directories, and
 with --pool one line over the seeds of several studies of one recipe: how many held the bar, and
-the exact (Clopper-Pearson) interval for the chance that a new seed does.
+the exact (Clopper-Pearson) interval for the chance that a new seed does; with --paired two studies
+of one recipe each on the same seeds, seed by seed, with the paired t interval of their difference.
 """
 
 from __future__ import annotations
@@ -112,8 +113,9 @@ def paired_markdown(first_dir: str | os.PathLike, second_dir: str | os.PathLike,
     """Two studies of one variant each, run on the same seeds: each seed's minimum test accuracy over the
     last K epochs (what a record is judged on), and the paired t interval of second minus first.
 
-    Refused unless both judge the same last K epochs and their finished seeds are the same: a pair needs
-    one run of each recipe per seed, or each seed's luck would not cancel.
+    Refused unless both judge the same last K epochs and target (or `bar` is given), no seed diverged and
+    their finished seeds are the same: a pair needs one run of each recipe per seed, or each seed's luck
+    would not cancel.
     """
     studies = [(study_dir, *load_study(study_dir)) for study_dir in (first_dir, second_dir)]
     for study_dir, _, variants, _ in studies:
@@ -123,6 +125,13 @@ def paired_markdown(first_dir: str | os.PathLike, second_dir: str | os.PathLike,
     if first_spec.last_k != second_spec.last_k:
         raise UserError(f"cannot pair {first_dir} (last {first_spec.last_k} epochs) with {second_dir} "
                         f"(last {second_spec.last_k}): pair studies judged on the same epochs")
+    if bar is None and first_spec.target_accuracy != second_spec.target_accuracy:
+        raise UserError(f"cannot pair {first_dir} (target {first_spec.target_accuracy}%) with {second_dir} "
+                        f"(target {second_spec.target_accuracy}%): give the bar to count against with --bar")
+    for study_dir, variant in ((first_dir, first), (second_dir, second)):
+        if variant.diverged:
+            raise UserError(f"seed(s) {seed_ranges(sorted(variant.diverged))} diverged in {study_dir}: a pair needs a "
+                            "finished run of each recipe on every seed")
     first_runs, second_runs = ({run.seed: run for run in variant.runs} for variant in (first, second))
     if sorted(first_runs) != sorted(second_runs):
         raise UserError(f"{first_dir} finished seeds {seed_ranges(sorted(first_runs)) or 'none'} and {second_dir} "

@@ -88,6 +88,13 @@ def effective_dropout(config: dict) -> str:
     return ", ".join(f"{rate:g}" for rate in rates) or "none"
 
 
+def augment_label(config: dict) -> str:
+    """The Augment column: the kind, and how many last epochs trained on plain images (a config stored
+    before plain_epochs existed augmented every epoch)."""
+    plain = config.get("plain_epochs", 0)
+    return f"{config['augment']} (last {plain} plain)" if plain and config["augment"] != "none" else config["augment"]
+
+
 def accuracy_table(variants: list[VariantResult], spec: Spec) -> Table:
     header = ["Variant", "Model", "Parameters", "Augment", "Dropout", "Best test % (mean ± std, min)",
               "Last test % (mean ± std, min)", "Last train % (mean ± std, min)", "Seeds"]
@@ -96,11 +103,11 @@ def accuracy_table(variants: list[VariantResult], spec: Spec) -> Table:
         seeds = f"{len(variant.runs)} of {len(spec.seeds)}" + (f", {len(variant.diverged)} diverged"
                                                                  if variant.diverged else "")
         if not variant.runs:
-            rows.append([variant.name, variant.config["model"], "", variant.config["augment"],
+            rows.append([variant.name, variant.config["model"], "", augment_label(variant.config),
                          effective_dropout(variant.config), "diverged", "diverged", "diverged", seeds])
             continue
         rows.append([variant.name, variant.config["model"], f"{variant.runs[0].summary['parameters']:,}",
-                     variant.config["augment"], effective_dropout(variant.config), mean_std_min(variant.best_test()),
+                     augment_label(variant.config), effective_dropout(variant.config), mean_std_min(variant.best_test()),
                      mean_std_min(variant.last_test()), mean_std_min(variant.final("train_accuracy")), seeds])
     return Table(header, rows)
 
@@ -163,7 +170,8 @@ def overfitting_sentence(variants: list[VariantResult]) -> str:
     loss_gaps = {variant.name: float(np.mean(variant.loss_gap())) for variant in variants}
     most, least = max(gaps, key=gaps.get), min(gaps, key=gaps.get)
     if gaps[most] <= 0:
-        return (f"No variant overfits at the end: train accuracy (measured with dropout and augmentation on) "
+        return (f"No variant overfits at the end: train accuracy (measured with dropout and augmentation on, "
+                f"but for any plain last epochs) "
                 f"stays below test accuracy in every variant, by at least {percent(-gaps[most])} pp ({most}).")
     sentence = (f"{most} overfits most: at the end its train accuracy exceeds its test accuracy by "
                 f"{percent(gaps[most])} pp (test − train loss {signed(loss_gaps[most], 4)})")
