@@ -77,12 +77,7 @@ def pooled_markdown(study_dirs: list[str | os.PathLike], bar: float | None = Non
     seeds: list[int] = []
     values: list[float] = []
     for study_dir, spec, variants, _ in studies:
-        if spec.last_k != first_spec.last_k:
-            raise UserError(f"cannot pool {study_dir} (last {spec.last_k} epochs) with {first_dir} "
-                            f"(last {first_spec.last_k}): pool studies judged on the same epochs")
-        if spec.target_accuracy != first_spec.target_accuracy and asked is None:
-            raise UserError(f"cannot pool {study_dir} (target {spec.target_accuracy}%) with {first_dir} "
-                            f"(target {first_spec.target_accuracy}%): give the bar to count against with --bar")
+        refuse_other_judging("pool", study_dir, spec, first_dir, first_spec, bar_given=asked is not None)
         for variant in variants:
             config = variant.config
             differ = sorted(changed_keys(recipe, config, ignored))
@@ -108,6 +103,17 @@ def pooled_markdown(study_dirs: list[str | os.PathLike], bar: float | None = Non
             f"(Clopper-Pearson).")
 
 
+def refuse_other_judging(verb: str, study_dir, spec, first_dir, first_spec, bar_given: bool) -> None:
+    """A UserError unless `spec` judges the same last K epochs as `first_spec`, and the same target
+    (unless a bar is given): studies to `verb` (pool, pair) must count their seeds the same way."""
+    if spec.last_k != first_spec.last_k:
+        raise UserError(f"cannot {verb} {study_dir} (last {spec.last_k} epochs) with {first_dir} "
+                        f"(last {first_spec.last_k}): {verb} studies judged on the same epochs")
+    if spec.target_accuracy != first_spec.target_accuracy and not bar_given:
+        raise UserError(f"cannot {verb} {study_dir} (target {spec.target_accuracy}%) with {first_dir} "
+                        f"(target {first_spec.target_accuracy}%): give the bar to count against with --bar")
+
+
 def paired_markdown(first_dir: str | os.PathLike, second_dir: str | os.PathLike, bar: float | None = None,
                     confidence: float = 0.95) -> str:
     """Two studies of one variant each, run on the same seeds: each seed's minimum test accuracy over the
@@ -122,12 +128,7 @@ def paired_markdown(first_dir: str | os.PathLike, second_dir: str | os.PathLike,
         if len(variants) != 1:
             raise UserError(f"{study_dir} holds {len(variants)} variants; pair studies of one variant each")
     (_, first_spec, (first,), _), (_, second_spec, (second,), _) = studies
-    if first_spec.last_k != second_spec.last_k:
-        raise UserError(f"cannot pair {first_dir} (last {first_spec.last_k} epochs) with {second_dir} "
-                        f"(last {second_spec.last_k}): pair studies judged on the same epochs")
-    if bar is None and first_spec.target_accuracy != second_spec.target_accuracy:
-        raise UserError(f"cannot pair {first_dir} (target {first_spec.target_accuracy}%) with {second_dir} "
-                        f"(target {second_spec.target_accuracy}%): give the bar to count against with --bar")
+    refuse_other_judging("pair", second_dir, second_spec, first_dir, first_spec, bar_given=bar is not None)
     for study_dir, variant in ((first_dir, first), (second_dir, second)):
         if variant.diverged:
             raise UserError(f"seed(s) {seed_ranges(sorted(variant.diverged))} diverged in {study_dir}: a pair needs a "
@@ -146,7 +147,7 @@ def paired_markdown(first_dir: str | os.PathLike, second_dir: str | os.PathLike,
     second_values = [minimum(second_runs[seed]) for seed in seeds]
     rows = [f"| {seed} | {percent(a)} | {percent(b)} | {b - a:+.2f} |"
             for seed, a, b in zip(seeds, first_values, second_values)]
-    held = [sum(value >= bar for value in values) for values in (first_values, second_values)]
+    held = [sum(held_target(runs[seed].records, bar, last_k) for seed in seeds) for runs in (first_runs, second_runs)]
     interval = paired_interval(first_values, second_values, confidence)
     verdict = ("fewer than 2 seeds: no interval" if interval is None else
                f"{interval.difference:+.3f} points, paired {confidence:.0%} interval {interval.low:+.3f} to "
