@@ -83,6 +83,38 @@ def separable_1k(num_classes: int = 10) -> nn.Module:
     return separable_net((6, 8, 10, 12, 12), num_classes)
 
 
+def separable_1k_narrow_start(num_classes: int = 10) -> nn.Module:
+    """lean-2k's layout at widths (4, 8, 10, 12, 14): 978 parameters, for the < 1,000 stretch.
+
+    separable_1k's budget moved from the first conv (which sees one channel) to the last block, so
+    the head gets 14 features instead of 12.
+    """
+    return separable_net((4, 8, 10, 12, 14), num_classes)
+
+
+def dilated_1k(num_classes: int = 10) -> nn.Module:
+    """separable_1k (986 parameters) with its last two depthwise convs dilated by 2: the same weights
+    see further. 28 -> 26 -> 24 -> pool 12 -> 10 -> 6 -> 2 -> GAP; receptive field 26 against 18.
+    """
+    from collections import OrderedDict
+
+    from mnist_ops.models import Classifier, conv_block, separable_block
+
+    def dilated(cin: int, cout: int) -> nn.Sequential:  # models.separable_block, its depthwise conv dilated
+        return nn.Sequential(OrderedDict([
+            ("depthwise", nn.Conv2d(cin, cin, 3, dilation=2, groups=cin, bias=False)),
+            ("pointwise", nn.Conv2d(cin, cout, 1, bias=False)), ("bn", nn.BatchNorm2d(cout)), ("relu", nn.ReLU()),
+        ]))
+
+    return Classifier(
+        conv1=conv_block(1, 6, batch_norm=True, dropout=None, bias=False), conv2=separable_block(6, 8),
+        pool1=nn.MaxPool2d(2, 2),
+        conv3=separable_block(8, 10), conv4=dilated(10, 12), conv5=dilated(12, 12),
+        gap=nn.AvgPool2d(2),
+        head=nn.Conv2d(12, num_classes, 1, bias=False),
+    )
+
+
 def wide_5k(num_classes: int = 10) -> nn.Module:
     """lean-5k's layout with a wider first and last conv, (8, 8, 12, 6, 10, 12, 14): 4,996 parameters.
 
