@@ -40,6 +40,19 @@ def test_the_table_holds_each_seeds_minimum_over_the_last_k_epochs_and_their_mea
     assert two.returncode == 0 and "| a | 99.40 | 99.400 | 99.40 |" in two.stdout
 
 
+def test_the_same_difference_on_every_seed_gets_no_interval(tmp_path):
+    out = finished_runs(tmp_path / "cmp")
+    for seed, curve in ((1, [99.0, 99.31, 99.51, 99.41]), (2, [99.1, 99.21, 99.61, 99.71])):  # a + 0.01 everywhere
+        (out / f"c-seed{seed}").mkdir()
+        (out / f"c-seed{seed}" / "metrics.jsonl").write_text(
+            "".join(json.dumps({"epoch": i, "val_accuracy": value}) + "\n" for i, value in enumerate(curve)))
+        (out / f"c-seed{seed}.done").touch()
+    done = compare("--report-only", "--out", str(out), "--seeds", "1", "2", "--arm", "a=--x", "--arm", "c=--z")
+    assert done.returncode == 0, done.stderr
+    assert "- c: +0.010, from +0.010 to +0.010 over 2 seeds: the same difference on every seed: no spread, so no interval" \
+        in done.stdout, done.stdout
+
+
 def test_a_missing_or_failed_run_is_one_line_and_exit_2(tmp_path):
     out = finished_runs(tmp_path / "cmp")
     missing = compare("--report-only", "--out", str(out), "--seeds", "3", "--arm", "a=--x")

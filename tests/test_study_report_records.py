@@ -161,6 +161,18 @@ def test_two_studies_on_the_same_seeds_are_paired_seed_by_seed(tmp_path):
     assert "| 3 | 98.10 | 99.20 | +1.10 |" in markdown  # plain's seed 3 ends 98.1, 98.4; bn's 99.2, 99.3
 
 
+def test_a_pair_that_differs_by_the_same_amount_on_every_seed_gets_no_interval(tmp_path):
+    from mnist_ops.study_report.records import paired_markdown
+
+    plain = write_fake_study(tmp_path / "plain", {"plain": CURVES["plain"]})
+    # the fake study's other variant (bn), given plain's curves 0.01 points higher
+    shifted = write_fake_study(tmp_path / "shifted", {"bn": [[value + 0.01 for value in curve]
+                                                         for curve in CURVES["plain"]]})
+    markdown = paired_markdown(plain, shifted, bar=99.4)
+    assert ("+0.010 points, paired 95% interval +0.010 to +0.010 over 3 seeds: the same difference on every seed, "
+            "no spread, so no interval." in markdown.splitlines()[0]), markdown
+
+
 def test_pairing_other_seeds_or_a_study_of_two_variants_is_refused_in_one_line(tmp_path):
     plain = write_fake_study(tmp_path / "plain", {"plain": CURVES["plain"]})
     later = write_fake_study(tmp_path / "later", {"bn": CURVES["bn"]}, seeds=(4, 5, 6))

@@ -69,3 +69,14 @@ def test_pairing_takes_out_each_seeds_luck_that_welch_leaves_in():
     assert paired_interval([99.0], [99.1]) is None
     with pytest.raises(ValueError, match="equal lengths"):
         paired_interval([99.0, 99.1], [99.2])
+
+
+def test_the_same_difference_on_every_seed_is_an_interval_without_spread():
+    """val-1k, 2026-11-26: two nets 0.01 apart on both seeds (98.80 / 98.81, 98.95 / 98.96). The t interval
+    is a point, which said "a real difference" from two seeds; it is marked as having no spread instead."""
+    from mnist_ops.study_report.stats import paired_interval
+
+    same = paired_interval([98.80, 98.95], [98.81, 98.96])
+    assert same.without_spread and same.difference == pytest.approx(0.01)
+    spread = paired_interval([98.80, 98.95], [98.81, 98.97])
+    assert not spread.without_spread and spread.low < 0 < spread.high

@@ -152,7 +152,8 @@ def paired_markdown(first_dir: str | os.PathLike, second_dir: str | os.PathLike,
     verdict = ("fewer than 2 seeds: no interval" if interval is None else
                f"{interval.difference:+.3f} points, paired {confidence:.0%} interval {interval.low:+.3f} to "
                f"{interval.high:+.3f} over {len(seeds)} seeds"
-               + (": a real difference" if interval.excludes_zero else ": not told apart from no difference"))
+               + (": the same difference on every seed, no spread, so no interval" if interval.without_spread else
+                  ": a real difference" if interval.excludes_zero else ": not told apart from no difference"))
     return "\n".join([
         f"**{second.name} minus {first.name}**, minimum test % over the last {last_k} epochs, "
         f"seeds {seed_ranges(seeds)}: {verdict}. Held ≥ {bar}%: {held[0]} and {held[1]} of {len(seeds)} seeds.",

@@ -20,6 +20,13 @@ class Interval:
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
 
+    @property
+    def without_spread(self) -> bool:
+        """Every pair (or run) differs by the same amount, to rounding: the t interval shrinks to a point.
+        Accuracies come in steps of 0.01 points, so over 2-3 seeds that happens by chance, and a point
+        says nothing about how far the next seed may fall."""
+        return self.high - self.low < 1e-9
+
 
 def welch_interval(first: list[float], second: list[float], confidence: float = 0.95) -> Interval | None:
     """Welch's t interval for mean(second) - mean(first); None with fewer than 2 values in a group."""
