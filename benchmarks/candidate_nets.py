@@ -26,18 +26,11 @@ def separable_8k(num_classes: int = 10) -> nn.Module:
 
 
 def fast_8k(num_classes: int = 10) -> nn.Module:
-    """A racing net for lean-8k-fast, tried and dropped: one 3x3 conv, max-pool, four 3x3 convs, GAP, 1x1.
+    """The racing net, registered since as `fast-8k` (models.fast_8k, the same layers and initialisation):
+    the records' commands that name benchmarks/candidate_nets.py:fast_8k still run it."""
+    from mnist_ops.models import fast_8k as registered
 
-    Widths (8, 12, 16, 16, 16), 7,568 parameters; 28 -> 26 -> pool 13 -> 11 -> 9 -> 7 -> 5 -> GAP.
-    Pooling after the first conv roughly doubles the train step's img/s (lean-8k spends most of its
-    step on conv2 and conv3 at 24x24 and 22x22). On the validation split it matched lean-8k at 6
-    epochs (99.44 / 99.39% on seeds 1 / 2 against 99.38 / 99.41%), but on the test set with
-    lean-8k-fast's 7 epochs it never reached 99.4% on seeds 5, 7 and 10 (docs/records.md):
-        python benchmarks/time_to_accuracy.py --preset lean-8k-fast --seeds 1 2 3 4 5 6 7 8 9 10 31 77 \\
-            -- --model benchmarks/candidate_nets.py:fast_8k
-    With --optimizer muon and 5 epochs the same command reached 99.4% on 10 of 12 seeds, in a median 26.0 s.
-    """
-    return pooled_net(0, num_classes)
+    return registered(num_classes)
 
 
 class Crop(nn.Module):
