@@ -57,18 +57,16 @@ def crop_8k(num_classes: int = 10) -> nn.Module:
 
 
 def pooled_net(border: int, num_classes: int = 10) -> nn.Module:
-    """fast_8k's layout, on the image less `border` pixels a side: a 3x3 conv to 8, max-pool, 3x3 convs to
-    12, 16, 16, 16, global average pooling and a 1x1 head; 7,568 parameters."""
-    from mnist_ops.models import Classifier, conv_block
+    """fast-8k (models.fast_8k) on the image less `border` pixels a side: the same layers, built in the same
+    order, with the global average pool sized to the smaller map; 7,568 parameters."""
+    from collections import OrderedDict
 
-    def block(cin: int, cout: int) -> nn.Sequential:
-        return conv_block(cin, cout, batch_norm=True, dropout=None, bias=False)
+    from mnist_ops.models import Classifier, fast_8k as registered
 
+    layers = OrderedDict(registered(num_classes).named_children())
     side = ((28 - 2 * border - 2) // 2) - 8  # the map after conv1, the pool and four unpadded 3x3 convs
-    crop = {"crop": Crop(border)} if border else {}
-    return Classifier(**crop, conv1=block(1, 8), pool1=nn.MaxPool2d(2, 2), conv2=block(8, 12), conv3=block(12, 16),
-                      conv4=block(16, 16), conv5=block(16, 16), gap=nn.AvgPool2d(side),
-                      head=nn.Conv2d(16, num_classes, 1, bias=False))
+    layers["gap"] = nn.AvgPool2d(side)
+    return Classifier(crop=Crop(border), **layers)
 
 
 def separable_1k(num_classes: int = 10) -> nn.Module:
