@@ -66,7 +66,7 @@ def pooled_net(border: int, num_classes: int = 10) -> nn.Module:
     layers = OrderedDict(registered(num_classes).named_children())
     side = ((28 - 2 * border - 2) // 2) - 8  # the map after conv1, the pool and four unpadded 3x3 convs
     layers["gap"] = nn.AvgPool2d(side)
-    return Classifier(crop=Crop(border), **layers)
+    return Classifier(**({"crop": Crop(border)} if border else {}), **layers)
 
 
 def separable_1k(num_classes: int = 10) -> nn.Module:

@@ -153,8 +153,10 @@ def paired_lines(lows: dict[str, dict[int, float]], seeds: list[int]) -> str:
         if interval is None:
             lines.append(f"- {name}: one seed, no interval")
             continue
-        verdict = ("the same difference on every seed: no spread, so no interval" if interval.without_spread else
-                   "a real difference" if interval.excludes_zero else "not told apart from no difference")
+        if interval.without_spread:
+            lines.append(f"- {name}: {interval.difference:+.3f} on each of the {len(seeds)} seeds: no spread, so no interval")
+            continue
+        verdict = "a real difference" if interval.excludes_zero else "not told apart from no difference"
         lines.append(f"- {name}: {interval.difference:+.3f}, from {interval.low:+.3f} to {interval.high:+.3f} "
                      f"over {len(seeds)} seeds: {verdict}")
     return "\n".join(lines)

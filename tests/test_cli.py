@@ -265,7 +265,8 @@ def test_list_names_every_model_and_preset_with_its_recipe(capsys):
     preset_lines = lines[lines.index("presets:") + 1:]
     assert sorted(line.split()[0] for line in preset_lines) == sorted(PRESETS)
     fast = next(line for line in preset_lines if line.split()[0] == "lean-8k-fast")
-    assert "batch 256" in fast and "bf16, channels_last, 2 replicas" in fast
+    assert "batch 256" in fast and "plain last epoch, bf16, channels_last, 2 replicas" in fast
+    assert "ema 0.999, fp32" in next(line for line in preset_lines if line.split()[0] == "lean-8k")
 
 
 def _other_value(key: str, value):
@@ -449,7 +450,8 @@ def test_evaluate_reads_the_accuracy_the_run_logged(mnist_root, tmp_path, capsys
     assert result["test_loss"] == round(logged["test_loss"], 4)  # same precision, layout and batches
 
 
-@pytest.mark.parametrize("key", ["batch_size", "precision", "channels_last", "fast_dropout", "ema"])
+@pytest.mark.parametrize("key", ["model", "optimizer", "batch_size", "precision", "channels_last", "fast_dropout",
+                                 "ema"])
 def test_bench_flags_reach_the_config_it_measures(key):
     from mnist_ops.cli import BENCH_KEYS, build_parser, config_overrides
 

@@ -121,3 +121,13 @@ def test_the_recipe_line_names_the_ema_plain_epochs_label_smoothing_and_distilla
                               if key not in ("teacher", "distill_weight", "distill_temperature", "label_smoothing",
                                              "plain_epochs")}
     assert recipe_extras([stored_before_the_keys]) == "; EMA of the weights 0.999"
+
+
+def test_two_variants_whose_every_seed_ended_the_same_get_no_interval_and_no_verdict():
+    from mnist_ops.study_report.stats import welch_interval
+    from mnist_ops.study_report.tables import describe_interval, verdict
+
+    constant = welch_interval([99.0, 99.0], [99.5, 99.5])  # a point: 4 seeds at 0.01-point steps can do this
+    assert verdict(constant) == "cannot tell" and describe_interval(constant).startswith("none")
+    spread = welch_interval([99.0, 99.1], [99.5, 99.6])
+    assert verdict(spread) == "distinguishable from noise" and describe_interval(spread).startswith("+")

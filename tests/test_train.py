@@ -136,7 +136,7 @@ def _stop_after(epoch_to_stop: int):
 @pytest.mark.parametrize("preset, changes", [
     ("seed-lean", {}),  # dropout masks from torch's generator
     ("seed-lean", {"fast_dropout": True}),  # FastDropout's seeds
-    ("lean-8k-fast", {"optimizer": "sgd", "plain_epochs": 0}),  # two model copies (replicas), bf16, channels_last
+    ("lean-8k-fast", {"model": "lean-8k", "optimizer": "sgd", "plain_epochs": 0}),  # two model copies, bf16, NHWC
     ("lean-8k", {"ema": 0.9}),  # the average resumes too
     ("lean-8k-fast", {"plain_epochs": 0}),  # Muon's momentum buffers, with replicas
     ("lean-8k-fast", {}),  # the race itself: stopped after epoch 3, resumed at epoch 4, its plain one

@@ -57,7 +57,7 @@ def config_overrides(args, keys: tuple[str, ...] | None = None) -> dict:
             and getattr(args, field.name, None) is not None}
 
 
-BENCH_KEYS = ("batch_size", "precision", "channels_last", "fast_dropout", "ema")
+BENCH_KEYS = ("model", "optimizer", "batch_size", "precision", "channels_last", "fast_dropout", "ema")
 PREVIEW_KEYS = ("augment", "interpolation")  # what `data preview` draws may differ from the preset's
 
 
@@ -279,8 +279,12 @@ def command_list(args) -> None:
     for name, preset in sorted(PRESETS.items()):
         speed = [preset.precision] + ["channels_last"] * preset.channels_last + \
             [f"{preset.replicas} replicas"] * (preset.replicas > 1)
+        plain = "plain last epoch" if preset.plain_epochs == 1 else f"plain last {preset.plain_epochs} epochs"
+        extras = [plain] * (preset.plain_epochs > 0) + \
+            [f"ema {preset.ema}"] * (preset.ema > 0)
         print(f"  {name:<24} model {preset.model}, {preset.epochs} epochs, batch {preset.batch_size}, "
-              f"{preset.optimizer} lr {preset.lr}, {preset.schedule}, augment {preset.augment}, {', '.join(speed)}")
+              f"{preset.optimizer} lr {preset.lr}, {preset.schedule}, augment {preset.augment}, "
+              f"{', '.join(extras + speed)}")
 
 
 def train_config(args):

@@ -150,10 +150,11 @@ def paired_markdown(first_dir: str | os.PathLike, second_dir: str | os.PathLike,
     held = [sum(held_target(runs[seed].records, bar, last_k) for seed in seeds) for runs in (first_runs, second_runs)]
     interval = paired_interval(first_values, second_values, confidence)
     verdict = ("fewer than 2 seeds: no interval" if interval is None else
+               f"{interval.difference:+.3f} points on each of the {len(seeds)} seeds: no spread, so no interval"
+               if interval.without_spread else
                f"{interval.difference:+.3f} points, paired {confidence:.0%} interval {interval.low:+.3f} to "
                f"{interval.high:+.3f} over {len(seeds)} seeds"
-               + (": the same difference on every seed, no spread, so no interval" if interval.without_spread else
-                  ": a real difference" if interval.excludes_zero else ": not told apart from no difference"))
+               + (": a real difference" if interval.excludes_zero else ": not told apart from no difference"))
     return "\n".join([
         f"**{second.name} minus {first.name}**, minimum test % over the last {last_k} epochs, "
         f"seeds {seed_ranges(seeds)}: {verdict}. Held ≥ {bar}%: {held[0]} and {held[1]} of {len(seeds)} seeds.",

@@ -55,11 +55,13 @@ def describe_first_epoch(runs: list[Run], threshold: float) -> str:
 def describe_interval(interval: Interval | None) -> str:
     if interval is None:
         return "n/a (needs >= 2 seeds per variant)"
+    if interval.without_spread:
+        return "none (every seed of each variant ended the same)"
     return f"{signed(interval.low)} to {signed(interval.high)}"
 
 
 def verdict(interval: Interval | None) -> str:
-    if interval is None:
+    if interval is None or interval.without_spread:
         return "cannot tell"
     return "distinguishable from noise" if interval.excludes_zero else "not distinguishable from noise"
 
