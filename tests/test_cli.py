@@ -41,6 +41,8 @@ def assert_one_line_error(code, stderr, *fragments):
     (["data", "preview", "--count", "500"], ["--count must be in [1, 100], got 500"]),
     (["data", "preview", "--out", "digits.gif"], ["cannot write a figure to digits.gif", ".jpg"]),
     (["train", "--preset", "lean-8k-fast", "--dropout", "0.1"], ["needs dropout = 0", "--dropout 0"]),
+    (["bench", "--preset", "lean-8k-fast", "--model", "nope"], ["unknown model 'nope'"]),
+    (["bench", "--preset", "lean-8k-fast", "--optimizer", "sgdd"], ["invalid choice: 'sgdd'"]),
     (["study", "status", "/nonexistent/study"], ["holds no spec.toml and no optuna.db: not a study directory"]),
     (["study", "status"], ["`study status` needs the study directory"]),
 ])

@@ -13,7 +13,7 @@ import os
 
 from mnist_ops.errors import UserError
 from mnist_ops.config import changed_keys
-from mnist_ops.study_report.load import held_target, load_study
+from mnist_ops.study_report.load import held_target, load_study, worst_of_last
 from mnist_ops.study_report.stats import paired_interval, share_interval
 from mnist_ops.study_report.tables import mean_std_min, percent
 
@@ -140,14 +140,11 @@ def paired_markdown(first_dir: str | os.PathLike, second_dir: str | os.PathLike,
     seeds, last_k = sorted(first_runs), first_spec.last_k
     bar = first_spec.target_accuracy if bar is None else bar
 
-    def minimum(run) -> float:
-        return min(record["test_accuracy"] for record in run.records[-last_k:])
-
-    first_values = [minimum(first_runs[seed]) for seed in seeds]
-    second_values = [minimum(second_runs[seed]) for seed in seeds]
+    first_values, second_values = ([worst_of_last(runs[seed].records, last_k) for seed in seeds]
+                                   for runs in (first_runs, second_runs))
     rows = [f"| {seed} | {percent(a)} | {percent(b)} | {b - a:+.2f} |"
             for seed, a, b in zip(seeds, first_values, second_values)]
-    held = [sum(held_target(runs[seed].records, bar, last_k) for seed in seeds) for runs in (first_runs, second_runs)]
+    held = [sum(value >= bar for value in values) for values in (first_values, second_values)]  # as held_target
     interval = paired_interval(first_values, second_values, confidence)
     verdict = ("fewer than 2 seeds: no interval" if interval is None else
                f"{interval.difference:+.3f} points on each of the {len(seeds)} seeds: no spread, so no interval"
