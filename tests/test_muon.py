@@ -103,3 +103,46 @@ def test_fit_says_when_muon_has_nothing_to_step(mnist_root, tmp_path):
                                             "validation": 300, "ema": 0.0})
     fit(config, tmp_path / "run", data_root=mnist_root, log=lines.append, progress=False)
     assert "optimizer muon: this net has no ungrouped conv outside its head for Muon; it trains as SGD" in lines
+
+
+DYNAMO_PROBE = """
+import sys
+import torch
+from torch import nn
+from mnist_ops.muon import GraftedMuon, muon_groups
+model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+optimizer = GraftedMuon(muon_groups(model), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+model(torch.randn(2, 1, 28, 28)).sum().backward()
+optimizer.step()
+state = optimizer.state_dict()
+optimizer.zero_grad()
+optimizer.load_state_dict(state)
+print("torch._dynamo" in sys.modules)
+"""
+
+
+def test_a_muon_optimizer_saves_and_restores_without_importing_dynamo():
+    """torch.optim.Optimizer's wrapped methods import torch._dynamo (1.3 s) on first call; Muon runs skip it."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", DYNAMO_PROBE], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+    # and the probe's SGD counterpart does import it, so the check above can fail
+    sgd = DYNAMO_PROBE.replace("GraftedMuon(muon_groups(model), ", "torch.optim.SGD(model.parameters(), ")
+    result = subprocess.run([sys.executable, "-c", sgd], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "True"
+
+
+def test_once_dynamo_is_loaded_its_wrappers_are_left_alone():
+    """After torch.compile (or an SGD step) loaded dynamo, a Muon optimizer leaves the methods dynamo-disabled."""
+    import subprocess
+    import sys
+
+    probe = "import torch._dynamo\n" + DYNAMO_PROBE.replace('print("torch._dynamo" in sys.modules)', """
+from mnist_ops.muon import DYNAMO_WRAPPED
+plain = [getattr(torch.optim.Optimizer, name).__wrapped__ for name in DYNAMO_WRAPPED]
+print([getattr(function, "__dynamo_disable", None) not in (None, function) for function in plain])
+""")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[True, True, True, True]"

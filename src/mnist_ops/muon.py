@@ -11,9 +11,27 @@ depthwise filters, whose channels do not share an input) steps as torch.optim.SG
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
+# torch.optim.Optimizer wraps add_param_group, state_dict, load_state_dict and zero_grad in
+# torch._disable_dynamo, which imports torch._dynamo on their first call (sympy and the compiler: 1.3 s of a
+# 5-second start-up here, `python -X importtime`) so that torch.compile would not trace into them. Nothing in
+# mnist-ops compiles an optimizer, and GraftedMuon's step, unlike torch.optim.SGD's, never touches dynamo, so
+# a Muon run can start without that import: each wrapper caches the function it calls on the function it
+# wraps, and while torch._dynamo is not loaded we set that cache to the plain function.
+DYNAMO_WRAPPED = ("add_param_group", "state_dict", "load_state_dict", "zero_grad")
+
+
+def skip_dynamo_import() -> None:
+    """Let torch.optim.Optimizer's dynamo-wrapped methods run without importing torch._dynamo (see above)."""
+    if "torch._dynamo" in sys.modules:  # loaded already: nothing to save, and dynamo may be in use
+        return
+    for name in DYNAMO_WRAPPED:
+        function = getattr(torch.optim.Optimizer, name).__wrapped__
+        setattr(function, "__dynamo_disable", function)
 
 
 def orthogonalize(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
@@ -37,6 +55,7 @@ class GraftedMuon(torch.optim.Optimizer):
     orthogonalized update instead, with its length, and decay their weights apart from it."""
 
     def __init__(self, groups: list[dict], lr: float, momentum: float, nesterov: bool, weight_decay: float):
+        skip_dynamo_import()
         super().__init__(groups, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                                       muon=False))
 
