@@ -57,6 +57,22 @@ def test_each_sample_gets_its_own_parameters_and_draws_are_repeatable(kind, inte
     assert len(distinct) >= (12 if (kind, interpolation) == ("light", "nearest") else 16)
 
 
+@pytest.mark.parametrize("fill", [0.1307, 0.0, 0.5])
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+@pytest.mark.parametrize("kind", ["none", *sorted(AUGMENTATIONS)])
+def test_standardizing_inside_the_augmentation_gives_the_bits_of_standardizing_after(kind, interpolation, fill):
+    """make_batch asks the augmentation to standardize (a nearest warp then fills the mean with 0, no mask
+    channel); every training batch, and so every seeded run, must stay what it was."""
+    images = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    images[images < 0.6] = 0.0  # digits are mostly background
+    mean, std = 0.1307, 0.3081
+    after = augment_batch(kind, images.clone(), fill, torch.Generator().manual_seed(4), interpolation)
+    after = after.sub_(mean).div_(std)  # how make_batch standardized before
+    inside = augment_batch(kind, images.clone(), fill, torch.Generator().manual_seed(4), interpolation,
+                           normalize=(mean, std))
+    assert torch.equal(inside, after)
+
+
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
 @pytest.mark.parametrize("kind, least, mean", [("seed", 0.4, 0.75), ("elastic", 0.2, 0.55)])
 def test_augmentation_keeps_digits_recognisable(kind, least, mean, interpolation):

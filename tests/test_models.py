@@ -2,6 +2,7 @@ import sys
 
 import pytest
 import torch
+from torch import nn
 
 from mnist_ops.errors import UserError
 from mnist_ops.models import count_parameters, create_model, list_models
@@ -18,6 +19,29 @@ def test_every_model_shape_finite_and_gradients_reach_every_parameter(name):
     torch.nn.functional.cross_entropy(logits, torch.arange(4)).backward()
     for parameter_name, parameter in model.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, parameter_name
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", list_models())
+def test_in_place_relus_give_the_bits_of_out_of_place_ones(name, precision):
+    """conv_block's ReLUs work in place; outputs and every gradient must be what out-of-place ReLUs give,
+    in training (dropout masks from the same seed) and in eval mode."""
+    results = []
+    for inplace in (True, False):
+        torch.manual_seed(0)
+        model = create_model(name)
+        relus = [module for module in model.modules() if isinstance(module, nn.ReLU)]
+        assert relus and all(relu.inplace for relu in relus)
+        for relu in relus:
+            relu.inplace = inplace
+        x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model.train()(x)
+        out.float().square().mean().backward()
+        with torch.no_grad():
+            evaluated = model.eval()(x)
+        results.append([out, evaluated, *(p.grad for p in model.parameters())])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -87,8 +87,8 @@ def make_batch(train: Split, index: torch.Tensor, augment: str, mean: float, std
                generator: torch.Generator, interpolation: str = "nearest") -> tuple[torch.Tensor, torch.Tensor]:
     """Gather a batch of uint8 images, augment the whole batch at once, normalize."""
     x = train.images[index].unsqueeze(1).float().div_(255.0)
-    x = augment_batch(augment, x, fill=mean, generator=generator, interpolation=interpolation)
-    return x.sub_(mean).div_(std), train.labels[index]
+    x = augment_batch(augment, x, fill=mean, generator=generator, interpolation=interpolation, normalize=(mean, std))
+    return x, train.labels[index]
 
 
 def iterate_batches(train: Split, config: Config, mean: float, std: float, generator: torch.Generator,
