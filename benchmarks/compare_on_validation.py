@@ -156,9 +156,8 @@ def paired_lines(lows: dict[str, dict[int, float]], seeds: list[int]) -> str:
         if interval.without_spread:
             lines.append(f"- {name}: {interval.difference:+.3f} on each of the {len(seeds)} seeds: no spread, so no interval")
             continue
-        verdict = "a real difference" if interval.excludes_zero else "not told apart from no difference"
         lines.append(f"- {name}: {interval.difference:+.3f}, from {interval.low:+.3f} to {interval.high:+.3f} "
-                     f"over {len(seeds)} seeds: {verdict}")
+                     f"over {len(seeds)} seeds: {interval.verdict}")
     return "\n".join(lines)
 
 

@@ -150,8 +150,7 @@ def paired_markdown(first_dir: str | os.PathLike, second_dir: str | os.PathLike,
                f"{interval.difference:+.3f} points on each of the {len(seeds)} seeds: no spread, so no interval"
                if interval.without_spread else
                f"{interval.difference:+.3f} points, paired {confidence:.0%} interval {interval.low:+.3f} to "
-               f"{interval.high:+.3f} over {len(seeds)} seeds"
-               + (": a real difference" if interval.excludes_zero else ": not told apart from no difference"))
+               f"{interval.high:+.3f} over {len(seeds)} seeds: {interval.verdict}")
     return "\n".join([
         f"**{second.name} minus {first.name}**, minimum test % over the last {last_k} epochs, "
         f"seeds {seed_ranges(seeds)}: {verdict}. Held ≥ {bar}%: {held[0]} and {held[1]} of {len(seeds)} seeds.",

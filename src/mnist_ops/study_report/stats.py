@@ -27,6 +27,11 @@ class Interval:
         says nothing about how far the next seed may fall."""
         return self.high - self.low < 1e-9
 
+    @property
+    def verdict(self) -> str:
+        """How the paired comparisons (compare_on_validation.py, records --paired) word an interval with spread."""
+        return "a real difference" if self.excludes_zero else "not told apart from no difference"
+
 
 def welch_interval(first: list[float], second: list[float], confidence: float = 0.95) -> Interval | None:
     """Welch's t interval for mean(second) - mean(first); None with fewer than 2 values in a group."""
