@@ -17,16 +17,21 @@ import time
 import torch
 
 from mnist_ops.batches import fit_batches, load_fit_data
-from mnist_ops.engine import TrainStep, build_model, make_optimizer, make_scheduler
+from mnist_ops.distill import load_teacher
+from mnist_ops.engine import TrainStep, build_model, make_ema, make_optimizer, make_scheduler, memory_format
 from mnist_ops.presets import get_preset
 from mnist_ops.replicas import one_thread_per_replica
 
+CPU = torch.device("cpu")
+
 
 def loop_rate(config, data, images: int) -> float:
+    """img/s of one pass of fit's loop over the first `images` training images, set up as fit sets it up."""
     torch.manual_seed(config.seed)
-    model = build_model(config)
+    model = build_model(config).to(CPU, memory_format=memory_format(config))
     optimizer = make_optimizer(config, model)
-    step = TrainStep(model, optimizer, config, make_scheduler(config, optimizer, -(-images // config.batch_size)))
+    step = TrainStep(model, optimizer, config, make_scheduler(config, optimizer, -(-images // config.batch_size)),
+                     CPU, make_ema(config, model), load_teacher(config, data.mean, data.std, CPU))
     generator = torch.Generator().manual_seed(config.seed)
     try:
         with one_thread_per_replica(config.replicas):
@@ -47,6 +52,9 @@ def main() -> None:
     args = parser.parse_args()
     base = get_preset(args.preset)
     data = load_fit_data(base)
+    if not 0 < args.images <= len(data.train):
+        parser.error(f"--images must be between 1 and {len(data.train):,} (the training images)")
+    loop_rate(base, data, min(args.images, 4 * base.batch_size))  # warm-up: first-call costs fall on no size
     rates = {size: [] for size in args.batch_sizes}
     for repeat in range(args.repeats):
         for size in args.batch_sizes if repeat % 2 == 0 else reversed(args.batch_sizes):

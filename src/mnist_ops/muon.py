@@ -21,7 +21,10 @@ from torch import nn
 # 5-second start-up here, `python -X importtime`) so that torch.compile would not trace into them. Nothing in
 # mnist-ops compiles an optimizer, and GraftedMuon's step, unlike torch.optim.SGD's, never touches dynamo, so
 # a Muon run can start without that import: each wrapper caches the function it calls on the function it
-# wraps, and while torch._dynamo is not loaded we set that cache to the plain function.
+# wraps, and if torch._dynamo is not loaded yet we set that cache to the plain function. That holds for the
+# rest of the process and for every optimizer: these four methods then run unguarded even if torch.compile
+# loads dynamo later, which matters only to compiled code that calls them (mnist-ops compiles a model's
+# forward at most, in benchmarks/levers.py and compile_cost.py).
 DYNAMO_WRAPPED = ("add_param_group", "state_dict", "load_state_dict", "zero_grad")
 
 
@@ -30,8 +33,9 @@ def skip_dynamo_import() -> None:
     if "torch._dynamo" in sys.modules:  # loaded already: nothing to save, and dynamo may be in use
         return
     for name in DYNAMO_WRAPPED:
-        function = getattr(torch.optim.Optimizer, name).__wrapped__
-        setattr(function, "__dynamo_disable", function)
+        function = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
+        if function is not None:  # a torch that does not wrap the method has nothing to skip
+            setattr(function, "__dynamo_disable", function)
 
 
 def orthogonalize(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
