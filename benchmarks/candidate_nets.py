@@ -42,8 +42,8 @@ def pool_first_8k(num_classes: int = 10) -> nn.Module:
     (taken over the pooled map). Its BatchNorm and ReLU run on a quarter of the pixels: 1.38x fast-8k's
     train step on one thread (12,472 and 12,017 against 8,856 and 8,981 img/s; bf16, channels_last,
     batch 128; a scratch script alternating the two, nothing else running; both nets with the
-    out-of-place ReLUs conv_block had then: docs/benchmarks/followup-2026-11-26-night.log). For the 25-second race: on the
-    validation split its lowest seed read 99.37% (docs/records.md), so it did not go to the test set.
+    out-of-place ReLUs conv_block had then: docs/benchmarks/followup-2026-11-26-night.log). For the 25-second
+    race: on the validation split its lowest seed read 99.37% (docs/records.md), so it did not go to the test set.
     """
     from collections import OrderedDict
 
