@@ -3,9 +3,11 @@ step, the copies' synchronization), for several batch sizes alternated in one pr
 
     python benchmarks/train_loop.py --preset lean-8k-fast --batch-sizes 256 512 [--images 15360] [--repeats 3]
 
-Unlike `levers.py`, which steps on one pre-made batch, this runs `fit`'s loop (`batches.fit_batches`,
-`engine.TrainStep`) over the first --images training images, so the augmentation's share counts. The
-order of the sizes alternates between repeats; each line gives every repeat and the median.
+Unlike `levers.py`, which steps on one pre-made batch, this runs `fit`'s loop (`batches.fit_batches`, and
+`bench.make_step`'s train step: the model in the recipe's memory format, its EMA and teachers; the lr
+stays at the recipe's, with no scheduler to step) over the first --images training images, so the
+augmentation's share counts. The order of the sizes alternates between repeats; each line gives every
+repeat and the median.
 """
 
 from __future__ import annotations
@@ -17,21 +19,19 @@ import time
 import torch
 
 from mnist_ops.batches import fit_batches, load_fit_data
+from mnist_ops.bench import make_step
 from mnist_ops.distill import load_teacher
-from mnist_ops.engine import TrainStep, build_model, make_ema, make_optimizer, make_scheduler, memory_format
+from mnist_ops.engine import build_model
+from mnist_ops.errors import UserError
 from mnist_ops.presets import get_preset
 from mnist_ops.replicas import one_thread_per_replica
 
-CPU = torch.device("cpu")
-
 
 def loop_rate(config, data, images: int) -> float:
-    """img/s of one pass of fit's loop over the first `images` training images, set up as fit sets it up."""
+    """img/s of one pass of fit's loop over the first `images` training images."""
     torch.manual_seed(config.seed)
-    model = build_model(config).to(CPU, memory_format=memory_format(config))
-    optimizer = make_optimizer(config, model)
-    step = TrainStep(model, optimizer, config, make_scheduler(config, optimizer, -(-images // config.batch_size)),
-                     CPU, make_ema(config, model), load_teacher(config, data.mean, data.std, CPU))
+    step = make_step(build_model(config), config, teacher=load_teacher(config, data.mean, data.std,
+                                                                        torch.device("cpu")))
     generator = torch.Generator().manual_seed(config.seed)
     try:
         with one_thread_per_replica(config.replicas):
@@ -50,7 +50,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=15_360)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    base = get_preset(args.preset)
+    if min(args.batch_sizes) < 1 or args.repeats < 1:
+        parser.error("--batch-sizes and --repeats must be at least 1")
+    try:
+        base = get_preset(args.preset)
+    except UserError as error:
+        parser.error(str(error))
     data = load_fit_data(base)
     if not 0 < args.images <= len(data.train):
         parser.error(f"--images must be between 1 and {len(data.train):,} (the training images)")

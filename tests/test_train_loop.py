@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "train_loop.py"
 
 
@@ -15,3 +17,17 @@ def test_it_prints_a_median_and_every_repeat_for_each_batch_size(mnist_root):
     for line, size in zip(lines[1:], (128, 256), strict=True):
         match = re.fullmatch(rf"batch {size}: median ([\d,]+) img/s \(([\d,]+), ([\d,]+)\)", line)
         assert match and all(int(value.replace(",", "")) > 0 for value in match.groups())
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--images", "0"], "--images must be between 1 and 60,000"),
+    (["--images", "60001"], "--images must be between 1 and 60,000"),
+    (["--batch-sizes", "0"], "--batch-sizes and --repeats must be at least 1"),
+    (["--repeats", "0"], "--batch-sizes and --repeats must be at least 1"),
+    (["--preset", "nope"], "unknown preset 'nope'"),
+])
+def test_bad_flags_end_in_an_argparse_error_and_exit_2(mnist_root, flags, message):
+    result = subprocess.run([sys.executable, str(SCRIPT), *flags], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("train_loop.py: error: ")
+    assert message in result.stderr
