@@ -311,7 +311,7 @@ def test_every_config_key_has_a_train_flag_that_reaches_the_config(key):
     base = build_config("lean-8k")
     value = _other_value(key, getattr(base, key))
     extra = {"replicas": ["--dropout", "0"], "teacher": ["--distill-weight", "0.5"],  # the keys they need
-             "distill_weight": ["--teacher", "/runs/teacher/last.pt"]}.get(key, [])
+             "distill_weight": ["--teacher", "/runs/teacher/last.pt"], "cycles": ["--epochs", "16"]}.get(key, [])
     config = train_config(build_parser().parse_args(["train", "--preset", "lean-8k", *_flag_words(key, value), *extra]))
     assert getattr(config, key) == value
 

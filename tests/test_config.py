@@ -42,6 +42,11 @@ def test_unknown_keys_rejected_by_name(tmp_path):
     ({"plain_epochs": -1}, "'plain_epochs' must be >= 0"),
     ({"epochs": 3, "plain_epochs": 4}, "plain_epochs = 4 is more than epochs = 3"),
     ({"augment": "none", "plain_epochs": 1}, "plain_epochs = 1 does nothing with augment = \"none\""),
+    ({"cycles": 0}, "'cycles' must be >= 1"),
+    ({"epochs": 4, "cycles": 2}, "cycles = 2 repeats the onecycle schedule, and schedule is 'constant'"),
+    ({"schedule": "onecycle", "epochs": 5, "cycles": 2}, "epochs = 5 do not split into cycles = 2 equal cycles"),
+    ({"schedule": "onecycle", "epochs": 4, "cycles": 2, "plain_epochs": 3},
+     r"plain_epochs = 3 is more than epochs = 2 per cycle \(2 cycles\)"),
 ])
 def test_bad_values_rejected(changes, message):
     with pytest.raises(UserError, match=message):

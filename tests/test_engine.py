@@ -12,7 +12,7 @@ from hypothesis import example, given, strategies as st
 
 from fuzzing import FLOATS, INTEGERS, NAMES, TOML_VALUES, Payload, assert_one_line
 from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, find_checkpoint,
-                              fold_batchnorm, load_checkpoint, make_optimizer, model_from_checkpoint, random_states,
+                              fold_batchnorm, load_checkpoint, make_optimizer, make_scheduler, model_from_checkpoint, random_states,
                               restore_random_states, save_checkpoint)
 from mnist_ops.errors import UserError
 from mnist_ops.models import build_record, create_model, list_models
@@ -120,6 +120,34 @@ def test_the_train_step_moves_the_weights_against_the_gradient(preset):
     assert logits.shape == (16, 10) and loss.dim() == 0 and not loss.requires_grad
     for (name, after), before in zip(model.named_parameters(), reference.parameters()):
         assert torch.allclose(after, before - 0.05 * after.grad, atol=1e-6), name
+
+
+def _schedule(config, steps_per_epoch: int, steps: int, state: dict | None = None):
+    """(lr, momentum) before each of `steps` optimizer steps, the scheduler stepped after each; the optimizer's
+    and scheduler's state_dicts when it ends. `state` restores a stopped pair first, as --resume does."""
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=config.lr, momentum=0.9)
+    scheduler = make_scheduler(config, optimizer, steps_per_epoch)
+    if state is not None:
+        optimizer.load_state_dict(state[0])
+        scheduler.load_state_dict(state[1])
+    seen = []
+    for _ in range(steps):
+        seen.append((optimizer.param_groups[0]["lr"], optimizer.param_groups[0]["momentum"]))
+        optimizer.step()
+        scheduler.step()
+    return seen, (optimizer.state_dict(), scheduler.state_dict())
+
+
+def test_cycles_repeat_the_onecycle_schedule_step_for_step_and_resume_mid_cycle():
+    one = build_config("lean-8k-fast", None, {"epochs": 3})
+    two = one.replace(epochs=6, cycles=2)
+    single, _ = _schedule(one, 5, 15)
+    assert max(lr for lr, _ in single) == pytest.approx(one.lr) and single[-1][0] < one.lr / 100
+    straight, _ = _schedule(two, 5, 30)
+    assert straight == single + single  # the lr and the cycled momentum start over after 3 epochs
+    first, state = _schedule(two, 5, 22)  # stopped in the second cycle, then resumed from its state
+    rest, _ = _schedule(two, 5, 8, state)
+    assert first + rest == straight
 
 
 def test_a_non_finite_loss_stops_the_step_before_the_weights_change():

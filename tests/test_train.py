@@ -7,7 +7,7 @@ import torch
 from mnist_ops.errors import UserError
 from mnist_ops.presets import build_config
 from mnist_ops.engine import load_checkpoint
-from mnist_ops.train import fit
+from mnist_ops.train import epoch_config, fit
 from run_records import learned
 
 
@@ -61,6 +61,13 @@ def test_plain_epochs_turn_augmentation_off_in_the_last_epochs_only(mnist_root, 
     assert plain_last[0] == augmented[0]  # the first epoch is augmented as before
     assert plain_last[1]["train_loss"] < augmented[1]["train_loss"]  # plain images are the easier ones
     assert learned(tmp_path / "plain-all") == learned(tmp_path / "none")
+
+
+@pytest.mark.parametrize("cycles, plain", [(1, 0), (1, 2), (2, 1), (2, 2), (4, 1)])
+def test_plain_epochs_end_every_cycle(cycles, plain):
+    config = build_config("lean-8k-fast", None, {"epochs": 8, "cycles": cycles, "plain_epochs": plain})
+    cycle = ["seed"] * (8 // cycles - plain) + ["none"] * plain
+    assert [epoch_config(config, epoch).augment for epoch in range(8)] == cycle * cycles
 
 
 def test_missing_data_leaves_no_run_directory(tmp_path):

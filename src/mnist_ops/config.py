@@ -47,6 +47,8 @@ class Config:
     weight_decay: float = _key(0.0, "L2 weight decay")
     schedule: str = _key("constant", "constant, or onecycle (warm-up to lr over the first fifth of the steps, cosine down)")
     epochs: int = _key(15, "passes over the training images")
+    cycles: int = _key(1, "with schedule onecycle: the schedule and the plain last epochs repeat over this many equal "
+                          "parts of the epochs (warm restarts, as SGDR); 1 = one cycle")
     batch_size: int = _key(128, "training images per step")
     eval_batch_size: int = _key(1000, "images per evaluation batch")
     label_smoothing: float = _key(0.0, "cross-entropy label smoothing")
@@ -92,6 +94,7 @@ RANGES = {  # key: (lowest allowed, highest allowed or None), inclusive
     "weight_decay": (0.0, 1.0),
     "epochs": (1, None),
     "plain_epochs": (0, None),
+    "cycles": (1, None),
     "batch_size": (1, None),
     "eval_batch_size": (1, None),
     "label_smoothing": (0.0, 0.5),
@@ -191,8 +194,16 @@ def check_combination(config: Config) -> Config:
     if config.distill_weight > 0 and not config.teacher:
         raise UserError(f"distill_weight = {config.distill_weight} needs a teacher (flag --teacher RUN/last.pt); "
                         "set one, or set distill_weight = 0")
-    if config.plain_epochs > config.epochs:
-        raise UserError(f"plain_epochs = {config.plain_epochs} is more than epochs = {config.epochs}; "
+    if config.cycles > 1 and config.schedule != "onecycle":
+        raise UserError(f"cycles = {config.cycles} repeats the onecycle schedule, and schedule is {config.schedule!r}; "
+                        "set schedule = \"onecycle\", or cycles = 1")
+    if config.epochs % config.cycles:
+        raise UserError(f"epochs = {config.epochs} do not split into cycles = {config.cycles} equal cycles; "
+                        f"make epochs a multiple of {config.cycles}, or change cycles")
+    cycle_epochs = config.epochs // config.cycles
+    if config.plain_epochs > cycle_epochs:
+        per_cycle = f" per cycle ({config.cycles} cycles)" if config.cycles > 1 else ""
+        raise UserError(f"plain_epochs = {config.plain_epochs} is more than epochs = {cycle_epochs}{per_cycle}; "
                         "lower plain_epochs, or set augment = \"none\" to train every epoch on plain images")
     if config.plain_epochs and config.augment == "none":
         raise UserError(f"plain_epochs = {config.plain_epochs} does nothing with augment = \"none\" (every epoch "

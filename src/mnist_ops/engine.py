@@ -130,12 +130,32 @@ def make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), **sgd)
 
 
+class RestartingOneCycleLR(torch.optim.lr_scheduler.OneCycleLR):
+    """OneCycleLR over `total_steps` steps, started over `cycles` times in a row (warm restarts, as SGDR):
+    step s of the run takes the lr and momentum of step s mod total_steps of one cycle."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cycles: int, **one_cycle) -> None:
+        self.cycles = cycles
+        super().__init__(optimizer, **one_cycle)
+
+    def get_lr(self):
+        step = self.last_epoch
+        # The step after the run's last batch (no batch uses it) stays at the cycle's end, as in OneCycleLR.
+        self.last_epoch = step % self.total_steps if step < self.cycles * self.total_steps else self.total_steps
+        try:
+            return super().get_lr()
+        finally:
+            self.last_epoch = step
+
+
 def make_scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """Stepped once per batch. `constant` keeps the lr; `onecycle` peaks at config.lr."""
+    """Stepped once per batch. `constant` keeps the lr; `onecycle` peaks at config.lr, once per cycle."""
     if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-            pct_start=0.2, anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
+        one_cycle = dict(max_lr=config.lr, epochs=config.epochs // config.cycles, steps_per_epoch=steps_per_epoch,
+                         pct_start=0.2, anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
+        if config.cycles > 1:
+            return RestartingOneCycleLR(optimizer, config.cycles, **one_cycle)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, **one_cycle)
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 

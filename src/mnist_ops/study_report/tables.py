@@ -233,7 +233,7 @@ def _interrupted(invocations: list[dict]) -> str:
 
 
 def recipe_extras(configs: list[dict]) -> str:
-    """What else shapes the recipe, when some variant uses it: the EMA of the weights, plain last epochs,
+    """What else shapes the recipe, when some variant uses it: the EMA of the weights, cycles, plain last epochs,
     label smoothing, distillation (a config stored before a key existed ran its default: off)."""
     filled = [{**Config().to_dict(), **config} for config in configs]
     for config in filled:
@@ -241,6 +241,8 @@ def recipe_extras(configs: list[dict]) -> str:
     parts = []
     if any(config["ema"] for config in filled):
         parts.append(f"EMA of the weights {distinct(filled, 'ema')}")
+    if any(config["cycles"] > 1 for config in filled):
+        parts.append(f"{distinct(filled, 'cycles')} OneCycle cycles (warm restarts)")
     if any(config["plain_epochs"] for config in filled):
         parts.append(f"the last {distinct(filled, 'plain_epochs')} epoch(s) without augmentation")
     if any(config["label_smoothing"] for config in filled):
