@@ -154,7 +154,7 @@ def paired_lines(lows: dict[str, dict[int, float]], seeds: list[int]) -> str:
             lines.append(f"- {name}: one seed, no interval")
             continue
         if interval.without_spread:
-            lines.append(f"- {name}: {interval.difference:+.3f} on each of the {len(seeds)} seeds: no spread, so no interval")
+            lines.append(f"- {name}: {interval.without_spread_phrase(len(seeds))}")
             continue
         lines.append(f"- {name}: {interval.difference:+.3f}, from {interval.low:+.3f} to {interval.high:+.3f} "
                      f"over {len(seeds)} seeds: {interval.verdict}")

@@ -49,7 +49,7 @@ def test_the_same_difference_on_every_seed_gets_no_interval(tmp_path):
         (out / f"c-seed{seed}.done").touch()
     done = compare("--report-only", "--out", str(out), "--seeds", "1", "2", "--arm", "a=--x", "--arm", "c=--z")
     assert done.returncode == 0, done.stderr
-    assert "- c: +0.010 on each of the 2 seeds: no spread, so no interval" in done.stdout, done.stdout
+    assert "- c: +0.010 points on each of the 2 seeds: no spread, so no interval" in done.stdout, done.stdout
 
 
 def test_a_missing_or_failed_run_is_one_line_and_exit_2(tmp_path):

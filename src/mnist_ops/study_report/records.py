@@ -147,8 +147,7 @@ def paired_markdown(first_dir: str | os.PathLike, second_dir: str | os.PathLike,
     held = [sum(value >= bar for value in values) for values in (first_values, second_values)]  # as held_target
     interval = paired_interval(first_values, second_values, confidence)
     verdict = ("fewer than 2 seeds: no interval" if interval is None else
-               f"{interval.difference:+.3f} points on each of the {len(seeds)} seeds: no spread, so no interval"
-               if interval.without_spread else
+               interval.without_spread_phrase(len(seeds)) if interval.without_spread else
                f"{interval.difference:+.3f} points, paired {confidence:.0%} interval {interval.low:+.3f} to "
                f"{interval.high:+.3f} over {len(seeds)} seeds: {interval.verdict}")
     return "\n".join([

@@ -27,6 +27,10 @@ class Interval:
         says nothing about how far the next seed may fall."""
         return self.high - self.low < 1e-9
 
+    def without_spread_phrase(self, seeds: int) -> str:
+        """How the paired comparisons word an interval without spread (`without_spread`)."""
+        return f"{self.difference:+.3f} points on each of the {seeds} seeds: no spread, so no interval"
+
     @property
     def verdict(self) -> str:
         """How the paired comparisons (compare_on_validation.py, records --paired) word an interval with spread."""
