@@ -149,3 +149,11 @@ def wide_8k(num_classes: int = 10) -> nn.Module:
     (docs/records.md), but on the test set it held 99.5% on 8 of 10 seeds (docs/wide-8k-ema), so dropped.
     """
     return compact_net((10, 10, 16, 8, 12, 16, 17), None, num_classes)
+
+
+def fast_5k(num_classes: int = 10) -> nn.Module:
+    """fast-8k's layout (models.early_pool_net) at widths (8, 10, 12, 12, 12): 4,692 parameters, for lean-5k
+    (docs/records.md, "The race's net for the lean-5k record")."""
+    from mnist_ops.models import early_pool_net
+
+    return early_pool_net((8, 10, 12, 12, 12), num_classes)

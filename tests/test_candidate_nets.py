@@ -10,7 +10,7 @@ from mnist_ops.models import count_parameters, create_model
 
 FILE = Path(__file__).parents[1] / "benchmarks" / "candidate_nets.py"
 NETS = ["compact_2k", "separable_8k", "fast_8k", "crop_8k", "separable_1k", "separable_1k_narrow_start",
-        "dilated_1k", "wide_5k", "wide_8k", "pool_first_8k"]
+        "dilated_1k", "wide_5k", "wide_8k", "pool_first_8k", "fast_5k"]
 
 
 def test_the_list_names_every_net_the_file_defines():

@@ -553,12 +553,22 @@ def fast_8k(num_classes: int = 10) -> nn.Module:
     costliest convs at a quarter of the pixels: 15,035 against 7,522 img/s for lean-8k's train step
     (bf16, channels_last, 2 copies, batch 256; docs/records.md). The lean-8k-fast race's net.
     """
+    return early_pool_net((8, 12, 16, 16, 16), num_classes)
+
+
+def early_pool_net(widths: tuple[int, ...], num_classes: int) -> Classifier:
+    """A 3x3 conv, a max-pool, four 3x3 convs, global average pool, 1x1 head; every conv bias-free with BN, ReLU.
+
+    widths = (c1, c2, c3, c4, c5). 28 -> 26 -> pool 13 -> 11 -> 9 -> 7 -> 5 -> GAP; receptive field 20 before the GAP.
+    """
+    c1, c2, c3, c4, c5 = widths
+
     def block(cin: int, cout: int) -> nn.Sequential:
         return conv_block(cin, cout, batch_norm=True, dropout=None, bias=False)
 
-    return Classifier(conv1=block(1, 8), pool1=nn.MaxPool2d(2, 2), conv2=block(8, 12), conv3=block(12, 16),
-                      conv4=block(16, 16), conv5=block(16, 16), gap=nn.AvgPool2d(5),
-                      head=nn.Conv2d(16, num_classes, 1, bias=False))
+    return Classifier(conv1=block(1, c1), pool1=nn.MaxPool2d(2, 2), conv2=block(c1, c2), conv3=block(c2, c3),
+                      conv4=block(c3, c4), conv5=block(c4, c5), gap=nn.AvgPool2d(5),
+                      head=nn.Conv2d(c5, num_classes, 1, bias=False))
 
 
 # ------------------------------------------------------------- the < 2k net: separable convs
