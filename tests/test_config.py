@@ -44,7 +44,7 @@ def test_unknown_keys_rejected_by_name(tmp_path):
     ({"augment": "none", "plain_epochs": 1}, "plain_epochs = 1 does nothing with augment = \"none\""),
     ({"cycles": 0}, "'cycles' must be >= 1"),
     ({"epochs": 4, "cycles": 2}, "cycles = 2 repeats the onecycle schedule, and schedule is 'constant'"),
-    ({"schedule": "onecycle", "epochs": 5, "cycles": 2}, "epochs = 5 do not split into cycles = 2 equal cycles"),
+    ({"schedule": "onecycle", "epochs": 5, "cycles": 2}, "epochs = 5 does not split into cycles = 2 equal parts"),
     ({"schedule": "onecycle", "epochs": 4, "cycles": 2, "plain_epochs": 3},
      r"plain_epochs = 3 is more than epochs = 2 per cycle \(2 cycles\)"),
 ])

@@ -198,7 +198,7 @@ def check_combination(config: Config) -> Config:
         raise UserError(f"cycles = {config.cycles} repeats the onecycle schedule, and schedule is {config.schedule!r}; "
                         "set schedule = \"onecycle\", or cycles = 1")
     if config.epochs % config.cycles:
-        raise UserError(f"epochs = {config.epochs} do not split into cycles = {config.cycles} equal cycles; "
+        raise UserError(f"epochs = {config.epochs} does not split into cycles = {config.cycles} equal parts; "
                         f"make epochs a multiple of {config.cycles}, or change cycles")
     cycle_epochs = config.epochs // config.cycles
     if config.plain_epochs > cycle_epochs:
