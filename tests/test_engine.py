@@ -12,8 +12,8 @@ from hypothesis import example, given, strategies as st
 
 from fuzzing import FLOATS, INTEGERS, NAMES, TOML_VALUES, Payload, assert_one_line
 from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, find_checkpoint,
-                              fold_batchnorm, load_checkpoint, make_optimizer, make_scheduler, model_from_checkpoint, random_states,
-                              restore_random_states, save_checkpoint)
+                              fold_batchnorm, load_checkpoint, make_optimizer, make_scheduler, model_from_checkpoint,
+                              random_states, restore_random_states, save_checkpoint)
 from mnist_ops.errors import UserError
 from mnist_ops.models import build_record, create_model, list_models
 from mnist_ops.presets import build_config

@@ -17,7 +17,8 @@ def test_it_prints_each_phase_with_every_repeat_and_the_median(mnist_root):
     assert lines[0] == "preset lean-8k-fast, 2 fresh interpreters"
     for line, phase in zip(lines[1:], ("import torch", "import mnist_ops", "load MNIST"), strict=True):
         match = re.fullmatch(rf"{phase}: median ([\d.]+) s \(([\d.]+), ([\d.]+)\)", line)
-        assert match and all(float(value) > 0 for value in match.groups())
+        assert match and all(float(value) >= 0 for value in match.groups())  # our imports may round to 0.00
+    assert float(lines[1].split("median ")[1].split(" s")[0]) > 0  # torch's import never does
 
 
 def _main_with(monkeypatch, flags):
