@@ -1,11 +1,12 @@
 """benchmarks/startup.py: the seconds before a run's first step, phase by phase, from fresh interpreters."""
-import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from benchmark_scripts import exit_code_of_main
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "startup.py"
 
@@ -21,28 +22,19 @@ def test_it_prints_each_phase_with_every_repeat_and_the_median(mnist_root):
     assert float(lines[1].split("median ")[1].split(" s")[0]) > 0  # torch's import never does
 
 
-def _main_with(monkeypatch, flags):
-    spec = importlib.util.spec_from_file_location("startup", SCRIPT)
-    startup = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(startup)  # defines functions only: nothing runs on import
-    monkeypatch.setattr(sys, "argv", ["startup.py", *flags])
-    with pytest.raises(SystemExit) as stopped:
-        startup.main()
-    return stopped.value.code
-
-
 @pytest.mark.parametrize("flags, message", [
     (["--repeats", "0"], "--repeats must be at least 1"),
     (["--preset", "nope"], "unknown preset 'nope'"),
 ])
 def test_bad_flags_end_in_an_argparse_error_and_exit_2(monkeypatch, capsys, flags, message):
-    assert _main_with(monkeypatch, flags) == 2
+    assert exit_code_of_main("startup", flags, monkeypatch) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("startup.py: error: ") and message in last
 
 
 def test_a_missing_data_set_ends_in_one_line_and_exit_2(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("MNIST_OPS_DATA", str(tmp_path / "empty"))
-    assert _main_with(monkeypatch, []) == 2
+    assert exit_code_of_main("startup", [], monkeypatch) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("startup.py: error: the child process failed: ") and "mnist-ops data fetch" in err[0]
+    assert len(err) == 1 and err[0].startswith("startup.py: error: the child process failed: ")
+    assert "mnist-ops data fetch" in err[0]

@@ -1,11 +1,7 @@
 """benchmarks/time_to_accuracy.py's summary: the median over every seed, a miss counting as never."""
-import importlib.util
-from pathlib import Path
+from benchmark_scripts import load_script
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "time_to_accuracy.py"
-spec = importlib.util.spec_from_file_location("time_to_accuracy", SCRIPT)
-time_to_accuracy = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(time_to_accuracy)  # defines functions only: nothing runs on import
+time_to_accuracy = load_script("time_to_accuracy")
 
 
 def test_a_miss_counts_as_the_slowest_seed():

@@ -1,11 +1,12 @@
 """benchmarks/train_loop.py: one rate per batch size, from fit's own loop on real images."""
-import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from benchmark_scripts import exit_code_of_main
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "train_loop.py"
 
@@ -28,12 +29,6 @@ def test_it_prints_a_median_and_every_repeat_for_each_batch_size(mnist_root):
     (["--preset", "nope"], "unknown preset 'nope'"),
 ])
 def test_bad_flags_end_in_an_argparse_error_and_exit_2(mnist_root, monkeypatch, capsys, flags, message):
-    spec = importlib.util.spec_from_file_location("train_loop", SCRIPT)
-    train_loop = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_loop)  # defines functions only: nothing runs on import
-    monkeypatch.setattr(sys, "argv", ["train_loop.py", *flags])
-    with pytest.raises(SystemExit) as stopped:
-        train_loop.main()
-    assert stopped.value.code == 2
+    assert exit_code_of_main("train_loop", flags, monkeypatch) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("train_loop.py: error: ") and message in last
