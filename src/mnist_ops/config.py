@@ -75,6 +75,11 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def cycle_epochs(self) -> int:
+        """Epochs per cycle of the schedule (all of them with cycles = 1); check_combination makes it whole."""
+        return self.epochs // self.cycles
+
     def replace(self, **changes: Any) -> "Config":
         return resolve(self, changes, source="override")
 
@@ -200,10 +205,9 @@ def check_combination(config: Config) -> Config:
     if config.epochs % config.cycles:
         raise UserError(f"epochs = {config.epochs} does not split into cycles = {config.cycles} equal parts; "
                         f"make epochs a multiple of {config.cycles}, or change cycles")
-    cycle_epochs = config.epochs // config.cycles
-    if config.plain_epochs > cycle_epochs:
+    if config.plain_epochs > config.cycle_epochs:
         per_cycle = f" per cycle ({config.cycles} cycles)" if config.cycles > 1 else ""
-        raise UserError(f"plain_epochs = {config.plain_epochs} is more than epochs = {cycle_epochs}{per_cycle}; "
+        raise UserError(f"plain_epochs = {config.plain_epochs} is more than epochs = {config.cycle_epochs}{per_cycle}; "
                         "lower plain_epochs, or set augment = \"none\" to train every epoch on plain images")
     if config.plain_epochs and config.augment == "none":
         raise UserError(f"plain_epochs = {config.plain_epochs} does nothing with augment = \"none\" (every epoch "

@@ -151,7 +151,7 @@ class RestartingOneCycleLR(torch.optim.lr_scheduler.OneCycleLR):
 def make_scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
     """Stepped once per batch. `constant` keeps the lr; `onecycle` peaks at config.lr, once per cycle."""
     if config.schedule == "onecycle":
-        one_cycle = dict(max_lr=config.lr, epochs=config.epochs // config.cycles, steps_per_epoch=steps_per_epoch,
+        one_cycle = dict(max_lr=config.lr, epochs=config.cycle_epochs, steps_per_epoch=steps_per_epoch,
                          pct_start=0.2, anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
         if config.cycles > 1:
             return RestartingOneCycleLR(optimizer, config.cycles, **one_cycle)

@@ -58,8 +58,8 @@ def _bar_due(bar) -> bool:
 
 def epoch_config(config: Config, epoch: int) -> Config:
     """The config epoch `epoch` trains with: augmentation off in the last `plain_epochs` epochs (of each cycle)."""
-    cycle_epochs = config.epochs // config.cycles
-    return config.replace(augment="none") if epoch % cycle_epochs >= cycle_epochs - config.plain_epochs else config
+    first_plain = config.cycle_epochs - config.plain_epochs  # within each cycle
+    return config.replace(augment="none") if epoch % config.cycle_epochs >= first_plain else config
 
 
 def train_one_epoch(step: TrainStep, data: FitData, config: Config, generator: torch.Generator,
@@ -256,7 +256,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         atomic_write_bytes(out / "config.toml", to_toml(config.to_dict()).encode())
         write_environment(out / ENVIRONMENT_FILE, run_environment(device), log, resumed=bool(history))
         mode = (config.precision + (f", {config.replicas} model copies (replicas)" if config.replicas > 1 else "")
-                + (f", {config.cycles} cycles of {config.epochs // config.cycles} epochs" if config.cycles > 1 else "")
+                + (f", {config.cycles} cycles of {config.cycle_epochs} epochs" if config.cycles > 1 else "")
                 + (f", the last {config.plain_epochs} epoch(s){' of each cycle' if config.cycles > 1 else ''} "
                    "without augmentation" if config.plain_epochs else "")
                 + (f", evaluating an EMA of the weights (decay {config.ema}; it lags in the first epochs, "
