@@ -14,7 +14,8 @@ edited between invocations never mixes two recipes in one row. `--report-only` t
         --arm lean-5k="--preset lean-5k --ema 0" --arm lean-5k-ema="--preset lean-5k --ema 0.999" \\
         -- --precision bf16 --channels-last
 
-(Flags after `--` go to every arm; `--report-only` prints the table from finished runs.) A study
+(Flags after `--` go to every arm; `--report-only` prints the table from finished runs; `--bar 99.4` adds
+each arm's first epoch at or above that validation accuracy, per seed: how early a race recipe gets there.) A study
 (`mnist-ops study`) judges on the test set, so it cannot do this; `mnist-ops tune` searches a space
 rather than comparing fixed arms.
 """
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--report-only", action="store_true", help="print the table of finished runs, train nothing")
+    parser.add_argument("--bar", type=float, help="also print each run's first epoch (from 0) at or above this "
+                                                  "validation accuracy (%%)")
     args = parser.parse_args(argv)
     if any("=" not in arm for arm in args.arm):
         parser.error("each --arm is NAME=FLAGS, e.g. --arm lean-5k-ema=\"--preset lean-5k --ema 0.999\"")
@@ -126,10 +129,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"compare_on_validation: {error}", file=sys.stderr)
             sys.exit(2)
 
-    lows = {name: {} for name in arms}
+    lows, curves = {name: {} for name in arms}, {name: {} for name in arms}
     for (name, seed), directory in zip(runs, directories):
-        tail = read_jsonl(directory / "metrics.jsonl")[-args.last_k:]
-        lows[name][seed] = min(record["val_accuracy"] for record in tail)
+        curves[name][seed] = [record["val_accuracy"] for record in read_jsonl(directory / "metrics.jsonl")]
+        lows[name][seed] = min(curves[name][seed][-args.last_k:])
     print(f"\nminimum validation accuracy (%) over the last {args.last_k} epochs, {args.validation:,} held-out images")
     print("| arm | " + " | ".join(f"seed {seed}" for seed in args.seeds) + " | mean | min |")
     print("|---|" + "---:|" * (len(args.seeds) + 2))
@@ -138,6 +141,20 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | " + " | ".join(f"{value:.2f}" for value in values)
               + f" | {statistics.mean(values):.3f} | {min(values):.2f} |")
     print(paired_lines(lows, args.seeds))
+    if args.bar is not None:
+        print(crossing_lines(curves, args.seeds, args.bar))
+
+
+def crossing_lines(curves: dict[str, dict[int, list[float]]], seeds: list[int], bar: float) -> str:
+    """Per arm, each seed's first epoch (from 0) at or above `bar`, and their mean over the seeds that got there."""
+    lines = [f"\nfirst epoch (from 0) at or above {bar:.2f}% validation accuracy:"]
+    for name, by_seed in curves.items():
+        firsts = [next((epoch for epoch, value in enumerate(by_seed[seed]) if value >= bar), None) for seed in seeds]
+        reached = [first for first in firsts if first is not None]
+        mean = f"mean {statistics.mean(reached):.3f} over {len(reached)} of {len(seeds)} seeds" if reached else "none"
+        lines.append(f"- {name}: " + ", ".join("never" if first is None else str(first) for first in firsts)
+                     + f" ({mean})")
+    return "\n".join(lines)
 
 
 def paired_lines(lows: dict[str, dict[int, float]], seeds: list[int]) -> str:

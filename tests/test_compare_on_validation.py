@@ -100,3 +100,13 @@ def test_a_run_of_another_recipe_under_an_arms_name_is_refused(tmp_path):
                     "--arm", "a=--preset lean-5k --ema 0")
     assert first.returncode == 2 and "a-seed1 trained another recipe" in first.stderr
     assert not (out / "fresh-seed1").exists() and "$" not in first.stdout
+
+
+def test_bar_prints_each_seeds_first_epoch_at_or_above_it_and_their_mean(tmp_path):
+    out = finished_runs(tmp_path / "cmp")
+    done = compare("--report-only", "--out", str(out), "--seeds", "1", "2", "--arm", "a=--x", "--arm", "b=--y",
+                   "--bar", "99.45")
+    assert done.returncode == 0, done.stderr
+    assert "- a: 2, 2 (mean 2.000 over 2 of 2 seeds)" in done.stdout, done.stdout  # 99.5 and 99.6 at epoch 2
+    assert "- b: 1, never (mean 1.000 over 1 of 2 seeds)" in done.stdout  # 99.45 at epoch 1; seed 2 tops at 99.3
+    assert "first epoch" not in compare("--report-only", "--out", str(out), "--seeds", "1", "--arm", "a=--x").stdout

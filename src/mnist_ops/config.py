@@ -52,6 +52,9 @@ class Config:
     batch_size: int = _key(128, "training images per step")
     eval_batch_size: int = _key(1000, "images per evaluation batch")
     label_smoothing: float = _key(0.0, "cross-entropy label smoothing")
+    precise_bn: int = _key(0, "after each epoch, recompute BatchNorm's running statistics of the evaluated model "
+                              "over the first N plain training images (precise BN: the averages of augmented batches "
+                              "do not match the plain test digits); 0 = keep those averages")
     ema: float = _key(0.0, "decay of an exponential moving average of the weights (and BatchNorm statistics), "
                            "updated every step; > 0 evaluates and saves the average (0 = off)")
     teacher: str = _key("", "finished runs (their directories or last.pt files), separated by commas, whose averaged "
@@ -103,6 +106,7 @@ RANGES = {  # key: (lowest allowed, highest allowed or None), inclusive
     "batch_size": (1, None),
     "eval_batch_size": (1, None),
     "label_smoothing": (0.0, 0.5),
+    "precise_bn": (0, None),
     "ema": (0.0, 0.9999),
     "distill_weight": (0.0, 1.0),
     "distill_temperature": (0.1, 100.0),

@@ -24,9 +24,10 @@ from mnist_ops import tensorboard
 from mnist_ops.analysis import format_receptive_field, model_summary, receptive_field
 from mnist_ops.batches import FitData, fit_batches, load_fit_data, normalize
 from mnist_ops.config import Config, changed_keys, check_combination, to_toml
-from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, load_checkpoint,
-                              make_ema, make_optimizer, make_scheduler, memory_format, random_states, resolve_device,
-                              restore_random_states, save_checkpoint, seed_everything)
+from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, has_batchnorm,
+                              load_checkpoint, make_ema, make_optimizer, make_scheduler, memory_format, random_states,
+                              recompute_batchnorm, resolve_device, restore_random_states, save_checkpoint,
+                              seed_everything)
 from mnist_ops.data import dataset_info
 from mnist_ops.distill import load_teacher, refuse_changed_teachers
 from mnist_ops.errors import TrainingDiverged, UserError
@@ -199,6 +200,11 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     evaluation_inputs = normalize(data.evaluation.images, data.mean, data.std).contiguous(
         memory_format=memory_format(config))
     name = data.evaluation_name  # "test", or "val" with a validation split: the metrics' key prefix
+    if config.precise_bn > len(data.train):
+        raise UserError(f"precise_bn = {config.precise_bn:,} is more than the {len(data.train):,} training images; "
+                        f"lower it (flag --precise-bn {min(10_000, len(data.train))})")
+    precise_bn_inputs = normalize(data.train.images[:config.precise_bn], data.mean, data.std).contiguous(
+        memory_format=memory_format(config))  # plain, the first N: no random draw, so training runs as without
     teacher = load_teacher(config, data.mean, data.std, device, memory_format(config), log)  # None without one
 
     out = Path(out_dir)
@@ -214,6 +220,9 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         image_size = tuple(data.train.images.shape[1:])
         model = build_model(config, len(dataset_info(config.dataset).classes), image_size, log)
         model = model.to(device, memory_format=memory_format(config))
+        if config.precise_bn and not has_batchnorm(model):
+            raise UserError(f"precise_bn = {config.precise_bn} recomputes BatchNorm statistics, and model "
+                            f"{config.model} has no BatchNorm; set precise_bn = 0 (flag --precise-bn 0)")
         optimizer = make_optimizer(config, model)
         muon_params = [p for group in optimizer.param_groups if group.get("muon") for p in group["params"]]
         if config.optimizer == "muon" and not muon_params:
@@ -259,6 +268,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 + (f", {config.cycles} cycles of {config.cycle_epochs} epochs" if config.cycles > 1 else "")
                 + (f", the last {config.plain_epochs} epoch(s){' of each cycle' if config.cycles > 1 else ''} "
                    "without augmentation" if config.plain_epochs else "")
+                + (f", BatchNorm statistics recomputed over {config.precise_bn:,} plain training images before "
+                   "each evaluation (precise BN)" if config.precise_bn else "")
                 + (f", evaluating an EMA of the weights (decay {config.ema}; it lags in the first epochs, "
                    "so a run of a few epochs may want --ema 0)"
                    if ema is not None else "")
@@ -285,6 +296,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 if bar is not None:
                     bar.close()
             train_seconds = time.perf_counter() - epoch_start
+            if config.precise_bn:  # counted in the epoch's seconds, as the evaluation is
+                recompute_batchnorm(evaluated, precise_bn_inputs, device, config.batch_size, config.precision)
             test_bar = _progress_bar(progress, len(data.evaluation), f"{name.capitalize():<5} epoch {epoch}")
 
             def show(count, loss_sum, predictions, labels, bar=test_bar):
