@@ -13,7 +13,7 @@ from hypothesis import example, given, strategies as st
 from fuzzing import FLOATS, INTEGERS, NAMES, TOML_VALUES, Payload, assert_one_line
 from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, find_checkpoint,
                               fold_batchnorm, load_checkpoint, make_optimizer, make_scheduler, model_from_checkpoint,
-                              random_states, restore_random_states, save_checkpoint)
+                              random_states, recompute_batchnorm, restore_random_states, save_checkpoint)
 from mnist_ops.errors import UserError
 from mnist_ops.models import build_record, create_model, list_models
 from mnist_ops.presets import build_config
@@ -84,6 +84,32 @@ def test_folded_batchnorm_computes_the_same_function(name):
     result = evaluate(model, inputs, labels, torch.device("cpu"), batch_size=16)
     assert torch.equal(result.predictions, expected.argmax(dim=1))
     assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(expected, labels).item(), abs=1e-4)
+
+
+@pytest.mark.parametrize("name", [name for name in list_models() if name in ("seed-regularized", "fast-8k", "lean-2k")])
+def test_precise_bn_sets_each_batchnorms_statistics_to_their_averages_over_the_inputs(name):
+    torch.manual_seed(0)
+    model = create_model(name)  # seed-regularized has dropout: the pass must leave torch's random stream alone
+    weights = {key: value.clone() for key, value in model.named_parameters()}
+    seen = {}  # each BatchNorm's input, per batch, as the pass feeds it
+    hooks = [module.register_forward_pre_hook(lambda module, args: seen.setdefault(module, []).append(args[0]))
+             for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d)]
+    inputs = torch.randn(100, 1, 28, 28)
+    state = torch.get_rng_state()
+    recompute_batchnorm(model.eval(), inputs, torch.device("cpu"), batch_size=40)  # batches of 40, 40, 20
+    assert torch.equal(torch.get_rng_state(), state) and not model.training
+    for hook in hooks:
+        hook.remove()
+    assert {key: value for key, value in model.named_parameters()}.keys() == weights.keys()
+    assert all(torch.equal(value, weights[key]) for key, value in model.named_parameters())
+    for module, batches in seen.items():
+        assert [len(batch) for batch in batches] == [40, 40, 20]
+        means = torch.stack([batch.mean(dim=(0, 2, 3)) for batch in batches])
+        variances = torch.stack([batch.var(dim=(0, 2, 3), unbiased=True) for batch in batches])
+        # torch's update_bn: momentum None, so each statistic is the plain average of the batches' ones
+        assert torch.allclose(module.running_mean, means.mean(dim=0), atol=1e-5)
+        assert torch.allclose(module.running_var, variances.mean(dim=0), rtol=1e-4, atol=1e-6)
+        assert module.num_batches_tracked.item() == 3 and module.momentum == 0.1  # its momentum is given back
 
 
 def test_find_checkpoint_takes_a_run_directory_and_prefers_best(tmp_path):

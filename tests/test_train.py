@@ -63,6 +63,46 @@ def test_plain_epochs_turn_augmentation_off_in_the_last_epochs_only(mnist_root, 
     assert learned(tmp_path / "plain-all") == learned(tmp_path / "none")
 
 
+@pytest.mark.integration
+def test_precise_bn_trains_the_same_and_saves_the_statistics_of_plain_training_images(mnist_root, tmp_path):
+    from mnist_ops.batches import load_fit_data, normalize
+    from mnist_ops.engine import model_from_checkpoint, recompute_batchnorm
+
+    config = build_config("lean-8k-fast", None, {"epochs": 2, "limit_train": 1000, "validation": 500,
+                                                 "batch_size": 64, "target_accuracy": 0.0})
+    messages = []
+    fit(config, tmp_path / "running", data_root=mnist_root, log=quiet, progress=False)
+    fit(config.replace(precise_bn=256), tmp_path / "precise", data_root=mnist_root, log=messages.append, progress=False)
+    run_line = next(message for message in messages if message.startswith("run "))
+    assert "BatchNorm statistics recomputed over 256 plain training images before each evaluation" in run_line
+    running, precise = learned(tmp_path / "running"), learned(tmp_path / "precise")
+    assert [record["train_loss"] for record in precise] == [record["train_loss"] for record in running]
+    assert [record["val_loss"] for record in precise] != [record["val_loss"] for record in running]
+
+    checkpoint = load_checkpoint(tmp_path / "precise" / "last.pt")
+    data = load_fit_data(config, mnist_root)
+    model = model_from_checkpoint(checkpoint).to(memory_format=torch.channels_last)
+    plain = normalize(data.train.images[:256], data.mean, data.std).contiguous(memory_format=torch.channels_last)
+    recompute_batchnorm(model, plain, torch.device("cpu"), config.batch_size, config.precision)
+    assert all(torch.equal(value, checkpoint["model"][key]) for key, value in model.state_dict().items())
+    other = load_checkpoint(tmp_path / "running" / "last.pt")["model"]
+    assert not torch.equal(other["conv1.bn.running_mean"], checkpoint["model"]["conv1.bn.running_mean"])
+
+
+@pytest.mark.integration
+def test_precise_bn_is_refused_beyond_the_training_images_and_for_a_net_without_batchnorm(mnist_root, tmp_path):
+    config = build_config("lean-8k-fast", None, {"epochs": 1, "limit_train": 1000, "validation": 500,
+                                                 "precise_bn": 1001})
+    with pytest.raises(UserError, match=r"^precise_bn = 1,001 is more than the 1,000 training images; lower it "
+                                        r"\(flag --precise-bn 1000\)$"):
+        fit(config, tmp_path / "many", data_root=mnist_root, log=quiet, progress=False)
+    assert not (tmp_path / "many").exists()
+    config = build_config("seed-baseline", None, {"epochs": 1, "limit_train": 100, "precise_bn": 50})
+    with pytest.raises(UserError, match="model seed-baseline has no BatchNorm; set precise_bn = 0"):
+        fit(config, tmp_path / "plain-net", data_root=mnist_root, log=quiet, progress=False)
+    assert not (tmp_path / "plain-net" / "metrics.jsonl").exists()
+
+
 @pytest.mark.parametrize("cycles, plain", [(1, 0), (1, 2), (2, 1), (2, 2), (4, 1)])
 def test_plain_epochs_end_every_cycle(cycles, plain):
     config = build_config("lean-8k-fast", None, {"epochs": 8, "cycles": cycles, "plain_epochs": plain})
@@ -145,6 +185,7 @@ def _stop_after(epoch_to_stop: int):
     ("seed-lean", {"fast_dropout": True}),  # FastDropout's seeds
     ("lean-8k-fast", {"model": "lean-8k", "optimizer": "sgd", "plain_epochs": 0}),  # two model copies, bf16, NHWC
     ("lean-8k", {"ema": 0.9}),  # the average resumes too
+    ("lean-8k", {"ema": 0.9, "precise_bn": 200}),  # the average's recomputed statistics feed its later averaging
     ("lean-8k-fast", {"plain_epochs": 0}),  # Muon's momentum buffers, with replicas
     ("lean-8k-fast", {}),  # the race itself: stopped after epoch 3, resumed at epoch 4, its plain one
     ("lean-8k-fast", {"epochs": 6, "cycles": 2}),  # stopped after the second cycle's first epoch, resumed in it
