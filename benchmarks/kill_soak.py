@@ -1,5 +1,5 @@
 """Soak: kill `mnist-ops train` many times, resume it each time, and check it ends as the
-uninterrupted run. The test (tests/test_faults.py) does the same cycle with 10 kills.
+uninterrupted run. The test (tests/test_faults.py) does the same cycle with 4 kills.
 
     python benchmarks/kill_soak.py --kills 100 [--cycles 3] [--seed 1] [--json out.json]
 

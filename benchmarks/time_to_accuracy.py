@@ -39,7 +39,8 @@ def per_sample_training(train_flags: list[str]) -> None:
     from mnist_ops.bench import per_sample_loader
     from mnist_ops.cli import build_parser, train_config
     from mnist_ops.distill import load_teacher
-    from mnist_ops.engine import TrainStep, build_model, make_optimizer, make_scheduler, seed_everything
+    from mnist_ops.engine import (TrainStep, build_model, make_optimizer, make_scheduler, recompute_batchnorm,
+                                  seed_everything)
     from mnist_ops.train import epoch_config
 
     config = train_config(build_parser().parse_args(["train", *train_flags]))
@@ -61,6 +62,9 @@ def per_sample_training(train_flags: list[str]) -> None:
     for epoch in range(config.epochs):
         for x, y in (plain_loader if epoch_config(config, epoch).augment != config.augment else loader):
             step(x, y)
+        if config.precise_bn:  # as fit does, so the recipe is the same
+            recompute_batchnorm(model, normalize(train.images[:config.precise_bn], mean, std), torch.device("cpu"),
+                                config.batch_size)
         model.eval()
         loss_sum, correct = 0.0, 0
         with torch.no_grad():

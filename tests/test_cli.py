@@ -267,7 +267,7 @@ def test_list_names_every_model_and_preset_with_its_recipe(capsys):
     preset_lines = lines[lines.index("presets:") + 1:]
     assert sorted(line.split()[0] for line in preset_lines) == sorted(PRESETS)
     fast = next(line for line in preset_lines if line.split()[0] == "lean-8k-fast")
-    assert "batch 256" in fast and "plain last epoch, bf16, channels_last, 2 replicas" in fast
+    assert "batch 256" in fast and "plain last epoch, precise BN over 5,120, bf16, channels_last, 2 replicas" in fast
     assert "ema 0.999, fp32" in next(line for line in preset_lines if line.split()[0] == "lean-8k")
 
 

@@ -164,6 +164,18 @@ def _schedule(config, steps_per_epoch: int, steps: int, state: dict | None = Non
     return seen, (optimizer.state_dict(), scheduler.state_dict())
 
 
+@pytest.mark.parametrize("epochs, cycles, steps_per_epoch", [(1, 1, 5), (2, 2, 5), (5, 1, 1)])
+def test_a_onecycle_schedule_whose_warm_up_would_end_at_step_0_is_one_clear_error(epochs, cycles, steps_per_epoch):
+    # 5 steps made torch's OneCycleLR divide by zero in its first step: a traceback, not a message
+    config = build_config("lean-8k-fast", None, {"epochs": epochs, "cycles": cycles, "plain_epochs": 0})
+    with pytest.raises(UserError, match=f"^schedule onecycle over 5 steps{' per cycle' if cycles > 1 else ''} makes "
+                                        "torch's OneCycleLR divide by zero .*or set schedule = \"constant\"$"):
+        _schedule(config, steps_per_epoch, 1)
+    one_epoch_a_cycle = config.replace(epochs=cycles)
+    for steps in (4, 6):  # no warm-up at all, or one of more than a step: both run
+        assert len(_schedule(one_epoch_a_cycle, steps, steps)[0]) == steps
+
+
 def test_cycles_repeat_the_onecycle_schedule_step_for_step_and_resume_mid_cycle():
     one = build_config("lean-8k-fast", None, {"epochs": 3})
     two = one.replace(epochs=6, cycles=2)

@@ -87,13 +87,15 @@ def kill_and_resume(out: Path, kills: int, seed: int, env: dict, run_seconds: fl
 
 
 @pytest.mark.integration
-def test_a_run_killed_ten_times_ends_as_the_uninterrupted_run(mnist_root, tmp_path):
+def test_a_run_killed_four_times_ends_as_the_uninterrupted_run(mnist_root, tmp_path):
+    """Two kills at random moments and two in the middle of a write; benchmarks/kill_soak.py runs the same
+    cycle with 100 (4 kills here, since 2026-11-27: 10 took about 66 s of a suite near its 10-minute budget)."""
     env = environment(mnist_root)
     started = time.monotonic()
     subprocess.run(command("train", *RUN, "--out", str(tmp_path / "straight")), env=env, check=True,
                    capture_output=True, timeout=300)
-    tally = kill_and_resume(tmp_path / "killed", kills=10, seed=1, env=env, run_seconds=time.monotonic() - started)
-    assert tally["kills"] == 10 and tally["after_an_epoch"] >= 3  # kills landed all along the run
+    tally = kill_and_resume(tmp_path / "killed", kills=4, seed=1, env=env, run_seconds=time.monotonic() - started)
+    assert tally["kills"] == 4 and tally["during_a_write"] >= 1 and tally["after_an_epoch"] >= 1
     assert learned(tmp_path / "killed") == learned(tmp_path / "straight")
     assert len(learned(tmp_path / "straight")) == 5
     for name in ("last.pt", "best.pt"):

@@ -30,8 +30,9 @@ def test_the_race_preset_differs_from_the_challenge_recipe_only_in_its_net_speed
     fast, base = build_config("lean-8k-fast"), build_config("lean-8k")
     assert fast.model != base.model and count_parameters(create_model(fast.model)) < 8_000  # fast-8k pools early
     changed = {key for key, value in fast.to_dict().items() if base.to_dict()[key] != value}
-    # no EMA (an average lost 0.03 points in the 5-epoch race: docs/records.md) and a plain last epoch;
+    # no EMA (an average lost 0.03 points in the 5-epoch race: docs/records.md), a plain last epoch and precise BN;
     # the data, the augmentation, the optimizer and the 99.4% target are the challenge's
     assert changed == {"preset", "model", "precision", "channels_last", "replicas", "batch_size", "lr", "epochs",
-                       "ema", "plain_epochs"}
+                       "ema", "plain_epochs", "precise_bn"}
     assert (fast.augment, fast.optimizer, fast.target_accuracy, fast.plain_epochs) == ("seed", "muon", 99.4, 1)
+    assert fast.precise_bn == 5120

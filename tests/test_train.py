@@ -71,7 +71,7 @@ def test_precise_bn_trains_the_same_and_saves_the_statistics_of_plain_training_i
     config = build_config("lean-8k-fast", None, {"epochs": 2, "limit_train": 1000, "validation": 500,
                                                  "batch_size": 64, "target_accuracy": 0.0})
     messages = []
-    fit(config, tmp_path / "running", data_root=mnist_root, log=quiet, progress=False)
+    fit(config.replace(precise_bn=0), tmp_path / "running", data_root=mnist_root, log=quiet, progress=False)
     fit(config.replace(precise_bn=256), tmp_path / "precise", data_root=mnist_root, log=messages.append, progress=False)
     run_line = next(message for message in messages if message.startswith("run "))
     assert "BatchNorm statistics recomputed over 256 plain training images before each evaluation" in run_line
@@ -90,15 +90,17 @@ def test_precise_bn_trains_the_same_and_saves_the_statistics_of_plain_training_i
 
 
 @pytest.mark.integration
-def test_precise_bn_is_refused_beyond_the_training_images_and_for_a_net_without_batchnorm(mnist_root, tmp_path):
-    config = build_config("lean-8k-fast", None, {"epochs": 1, "limit_train": 1000, "validation": 500,
-                                                 "precise_bn": 1001})
-    with pytest.raises(UserError, match=r"^precise_bn = 1,001 is more than the 1,000 training images; lower it "
-                                        r"\(flag --precise-bn 1000\)$"):
-        fit(config, tmp_path / "many", data_root=mnist_root, log=quiet, progress=False)
-    assert not (tmp_path / "many").exists()
+def test_precise_bn_takes_every_training_image_when_fewer_and_is_refused_for_a_net_without_batchnorm(mnist_root,
+                                                                                                    tmp_path):
+    config = build_config("lean-8k-fast", None, {"epochs": 1, "limit_train": 300, "validation": 500, "batch_size": 30,
+                                                 "precise_bn": 5120})  # the preset's, on a small training set
+    messages = []
+    fit(config, tmp_path / "small", data_root=mnist_root, log=messages.append, progress=False)
+    assert "recomputed over 300 plain training images" in next(message for message in messages
+                                                               if message.startswith("run "))
     config = build_config("seed-baseline", None, {"epochs": 1, "limit_train": 100, "precise_bn": 50})
-    with pytest.raises(UserError, match="model seed-baseline has no BatchNorm; set precise_bn = 0"):
+    with pytest.raises(UserError, match="^precise_bn = 50 recomputes BatchNorm statistics, and model seed-baseline "
+                                        "has no BatchNorm; set precise_bn = 0 \\(flag --precise-bn 0\\)$"):
         fit(config, tmp_path / "plain-net", data_root=mnist_root, log=quiet, progress=False)
     assert not (tmp_path / "plain-net" / "metrics.jsonl").exists()
 
@@ -278,3 +280,10 @@ def test_a_run_started_over_gets_a_new_environment_record(mnist_root, tmp_path):
     assert environment["commit"] != "older" and "resumes" not in environment
     assert not any("differ from the run's start" in message for message in messages)
     assert any("holds no finished epoch yet: starting it from the beginning" in message for message in messages)
+
+
+def test_a_onecycle_schedule_torch_cannot_run_leaves_no_run_directory(mnist_root, tmp_path):
+    config = build_config("lean-8k-fast", None, {"epochs": 1, "limit_train": 300, "validation": 500, "batch_size": 64})
+    with pytest.raises(UserError, match="^schedule onecycle over 5 steps makes torch's OneCycleLR divide by zero"):
+        fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False)
+    assert not (tmp_path / "run").exists()

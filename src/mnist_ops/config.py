@@ -53,8 +53,8 @@ class Config:
     eval_batch_size: int = _key(1000, "images per evaluation batch")
     label_smoothing: float = _key(0.0, "cross-entropy label smoothing")
     precise_bn: int = _key(0, "after each epoch, recompute BatchNorm's running statistics of the evaluated model "
-                              "over the first N plain training images (precise BN: the averages of augmented batches "
-                              "do not match the plain test digits); 0 = keep those averages")
+                              "over the first N plain training images, or all when fewer (precise BN: the averages of "
+                              "augmented batches do not match the plain test digits); 0 = keep those averages")
     ema: float = _key(0.0, "decay of an exponential moving average of the weights (and BatchNorm statistics), "
                            "updated every step; > 0 evaluates and saves the average (0 = off)")
     teacher: str = _key("", "finished runs (their directories or last.pt files), separated by commas, whose averaged "

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from mnist_ops.config import FIELD_TYPES, Config, resolve
 from mnist_ops.errors import UserError, show
@@ -148,11 +148,26 @@ class RestartingOneCycleLR(torch.optim.lr_scheduler.OneCycleLR):
             self.last_epoch = step
 
 
+ONECYCLE_WARMUP = 0.2  # the share of a cycle's steps that warm up
+
+
+def check_schedule(config: Config, steps_per_epoch: int) -> None:
+    """UserError if the schedule cannot run over this many steps (fit checks before it creates the run directory):
+    torch's OneCycleLR ends its warm-up at step warm-up share x steps - 1, and divides by zero when that is step 0."""
+    steps = config.cycle_epochs * steps_per_epoch
+    if config.schedule == "onecycle" and float(ONECYCLE_WARMUP * steps) - 1 == 0:
+        per_cycle = " per cycle" if config.cycles > 1 else ""
+        raise UserError(f"schedule onecycle over {steps} steps{per_cycle} makes torch's OneCycleLR divide by zero (its "
+                        "warm-up would end at step 0); train on more images or epochs, change batch_size, or set "
+                        "schedule = \"constant\"")
+
+
 def make_scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
     """Stepped once per batch. `constant` keeps the lr; `onecycle` peaks at config.lr, once per cycle."""
+    check_schedule(config, steps_per_epoch)
     if config.schedule == "onecycle":
         one_cycle = dict(max_lr=config.lr, epochs=config.cycle_epochs, steps_per_epoch=steps_per_epoch,
-                         pct_start=0.2, anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
+                         pct_start=ONECYCLE_WARMUP, anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
         if config.cycles > 1:
             return RestartingOneCycleLR(optimizer, config.cycles, **one_cycle)
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, **one_cycle)
@@ -273,8 +288,6 @@ def recompute_batchnorm(model: nn.Module, inputs: torch.Tensor, device: torch.de
     `inputs` (normalized images), in batches of `batch_size`, under the run's precision. torch's
     `update_bn` does the pass; the global random state is kept, so a net with dropout trains on as it would
     have. The weights are untouched (train-mode BatchNorm never reads these statistics)."""
-    from torch.optim.swa_utils import update_bn
-
     batches = [inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size)]
     with torch.random.fork_rng(devices=[]), autocast_context(device, precision):
         update_bn(batches, model, device)

@@ -24,10 +24,10 @@ from mnist_ops import tensorboard
 from mnist_ops.analysis import format_receptive_field, model_summary, receptive_field
 from mnist_ops.batches import FitData, fit_batches, load_fit_data, normalize
 from mnist_ops.config import Config, changed_keys, check_combination, to_toml
-from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, has_batchnorm,
-                              load_checkpoint, make_ema, make_optimizer, make_scheduler, memory_format, random_states,
-                              recompute_batchnorm, resolve_device, restore_random_states, save_checkpoint,
-                              seed_everything)
+from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, check_schedule, checkpoint_decision, evaluate,
+                              has_batchnorm, load_checkpoint, make_ema, make_optimizer, make_scheduler, memory_format,
+                              random_states, recompute_batchnorm, resolve_device, restore_random_states,
+                              save_checkpoint, seed_everything)
 from mnist_ops.data import dataset_info
 from mnist_ops.distill import load_teacher, refuse_changed_teachers
 from mnist_ops.errors import TrainingDiverged, UserError
@@ -200,11 +200,10 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     evaluation_inputs = normalize(data.evaluation.images, data.mean, data.std).contiguous(
         memory_format=memory_format(config))
     name = data.evaluation_name  # "test", or "val" with a validation split: the metrics' key prefix
-    if config.precise_bn > len(data.train):
-        raise UserError(f"precise_bn = {config.precise_bn:,} is more than the {len(data.train):,} training images; "
-                        f"lower it (flag --precise-bn {min(10_000, len(data.train))})")
+    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+    check_schedule(config, steps_per_epoch)  # before the run directory, as the data
     precise_bn_inputs = normalize(data.train.images[:config.precise_bn], data.mean, data.std).contiguous(
-        memory_format=memory_format(config))  # plain, the first N: no random draw, so training runs as without
+        memory_format=memory_format(config))  # plain, the first N (or all): no random draw, training runs as without
     teacher = load_teacher(config, data.mean, data.std, device, memory_format(config), log)  # None without one
 
     out = Path(out_dir)
@@ -227,7 +226,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         muon_params = [p for group in optimizer.param_groups if group.get("muon") for p in group["params"]]
         if config.optimizer == "muon" and not muon_params:
             log("optimizer muon: this net has no ungrouped conv outside its head for Muon; it trains as SGD")
-        scheduler = make_scheduler(config, optimizer, math.ceil(len(data.train) / config.batch_size))
+        scheduler = make_scheduler(config, optimizer, steps_per_epoch)
         ema = make_ema(config, model)
         evaluated = model if ema is None else ema.module  # what is evaluated, and saved as the checkpoint's model
         # torchinfo draws its example input from torch's generator: keep it here, before training (and
@@ -268,7 +267,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 + (f", {config.cycles} cycles of {config.cycle_epochs} epochs" if config.cycles > 1 else "")
                 + (f", the last {config.plain_epochs} epoch(s){' of each cycle' if config.cycles > 1 else ''} "
                    "without augmentation" if config.plain_epochs else "")
-                + (f", BatchNorm statistics recomputed over {config.precise_bn:,} plain training images before "
+                + (f", BatchNorm statistics recomputed over {len(precise_bn_inputs):,} plain training images before "
                    "each evaluation (precise BN)" if config.precise_bn else "")
                 + (f", evaluating an EMA of the weights (decay {config.ema}; it lags in the first epochs, "
                    "so a run of a few epochs may want --ema 0)"
@@ -297,7 +296,10 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                     bar.close()
             train_seconds = time.perf_counter() - epoch_start
             if config.precise_bn:  # counted in the epoch's seconds, as the evaluation is
-                recompute_batchnorm(evaluated, precise_bn_inputs, device, config.batch_size, config.precision)
+                # one thread with replicas, as they train: a reduction over the batch sums in another order on
+                # two threads, and runs with replicas repeat across thread counts (tests/test_replicas.py)
+                with one_thread_per_replica(config.replicas):
+                    recompute_batchnorm(evaluated, precise_bn_inputs, device, config.batch_size, config.precision)
             test_bar = _progress_bar(progress, len(data.evaluation), f"{name.capitalize():<5} epoch {epoch}")
 
             def show(count, loss_sum, predictions, labels, bar=test_bar):
