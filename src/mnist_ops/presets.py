@@ -73,8 +73,8 @@ PRESETS: dict[str, Config] = {
     # new seeds 21-30 (seed 21: 99.39%);
     # the recipe before it (lean-8k, SGD, 7 epochs) on 11 of 12 seeds, median 54.1 s (docs/speed.md).
     # Precise BN over 5,120 plain training images (2026-11-27; the same training, statistics of plain digits
-    # before each evaluation) crossed earlier on validation (5.125 against 5.375 epochs) and then reached 99.4%
-    # on all 32 test seeds, seed 21 too, crossing at 4.68 against 4.71 epochs on the 31 both reached.
+    # before each evaluation) crossed earlier on validation (5.125 against 5.375 epochs). On the test set the
+    # preset then reached 99.4% on all 32 seeds, seed 21 too, crossing no earlier on average (docs/records.md).
     # In 5 epochs the recipe reached 99.4% within 25 s on 12 of 22 seeds, and never on 3: the issue's
     # 25 seconds on every seed is not met.
     "lean-8k-fast": Config(
