@@ -118,7 +118,13 @@ def main() -> int:
     parser.add_argument("extra", nargs="*", help="more `mnist-ops train` flags, after --")
     args = parser.parse_args()
     if args.child_per_sample:
-        per_sample_training(["--preset", args.preset, *args.extra])
+        from mnist_ops.errors import UserError
+
+        try:
+            per_sample_training(["--preset", args.preset, *args.extra])
+        except UserError as error:  # one line, as mnist-ops train gives it
+            print(f"time_to_accuracy: {error}", file=sys.stderr)
+            return 2
         return 0
     results = []
     with tempfile.TemporaryDirectory() as out:

@@ -460,3 +460,16 @@ def test_bench_flags_reach_the_config_it_measures(key):
     value = _other_value(key, getattr(build_config("lean-8k"), key))
     args = build_parser().parse_args(["bench", "--preset", "lean-8k", *_flag_words(key, value)])
     assert getattr(build_config(args.preset, None, config_overrides(args, BENCH_KEYS)), key) == value
+
+
+def test_resume_gives_a_key_the_run_never_recorded_its_default_not_the_presets_value_of_today(tmp_path):
+    """A lean-8k-fast run started before the preset took precise BN must resume as it started: without it."""
+    from mnist_ops.cli import build_parser, train_config
+    from mnist_ops.config import to_toml
+
+    old = {key: value for key, value in build_config("lean-8k-fast").to_dict().items() if key != "precise_bn"}
+    (tmp_path / "config.toml").write_text(to_toml(old))
+    resumed = train_config(build_parser().parse_args(["train", "--resume", str(tmp_path)]))
+    assert resumed.precise_bn == 0 and {key: resumed.to_dict()[key] for key in old} == old
+    assert train_config(build_parser().parse_args(["train", "--resume", str(tmp_path), "--precise-bn", "64"])
+                        ).precise_bn == 64  # a flag still wins (and fit refuses it as a changed recipe)

@@ -290,6 +290,7 @@ def command_list(args) -> None:
 def train_config(args):
     """The `train` command's config: preset, then --config FILE, then flags. With --resume, the
     run's own config.toml is the file, and a flag that changes it is refused by `fit`."""
+    from mnist_ops.config import read_toml, stored_table
     from mnist_ops.presets import build_config
 
     if args.resume:
@@ -299,7 +300,10 @@ def train_config(args):
         if not config_file.is_file():
             raise UserError(f"{args.resume} holds no config.toml: no run started there (or it was stopped while "
                             f"starting); start it with `mnist-ops train --out {args.resume}` and your flags")
-        return build_config(None, str(config_file), config_overrides(args))
+        # a key Config gained after the run started ran at its default then, not at its preset's value of today
+        started_with = stored_table(read_toml(config_file))
+        unrecorded = {key: value for key, value in started_with.items() if key not in read_toml(config_file)}
+        return build_config(None, str(config_file), {**unrecorded, **config_overrides(args)})
     return build_config(args.preset, args.config, config_overrides(args))
 
 

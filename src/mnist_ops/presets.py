@@ -75,8 +75,8 @@ PRESETS: dict[str, Config] = {
     # Precise BN over 5,120 plain training images (2026-11-27; the same training, statistics of plain digits
     # before each evaluation) crossed earlier on validation (5.125 against 5.375 epochs). On the test set the
     # preset then reached 99.4% on all 32 seeds, seed 21 too, crossing no earlier on average (docs/records.md).
-    # In 5 epochs the recipe reached 99.4% within 25 s on 12 of 22 seeds, and never on 3: the issue's
-    # 25 seconds on every seed is not met.
+    # In 5 epochs (before precise BN) the recipe reached 99.4% within 25 s on 12 of 22 seeds, and never on 3: the
+    # issue's 25 seconds on every seed is not met.
     "lean-8k-fast": Config(
         preset="lean-8k-fast", model="fast-8k", dropout=0.0, augment="seed", plain_epochs=1, precise_bn=5120,
         optimizer="muon", lr=0.3, momentum=0.9, nesterov=True, schedule="onecycle",
