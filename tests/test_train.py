@@ -104,7 +104,7 @@ def test_precise_bn_takes_every_training_image_when_fewer_and_is_refused_for_a_n
     with pytest.raises(UserError, match="^precise_bn = 50 recomputes BatchNorm statistics, and model seed-baseline "
                                         "has no BatchNorm; set precise_bn = 0 \\(flag --precise-bn 0\\)$"):
         fit(config, tmp_path / "plain-net", data_root=mnist_root, log=quiet, progress=False)
-    assert not (tmp_path / "plain-net" / "metrics.jsonl").exists()
+    assert not (tmp_path / "plain-net").exists()  # refused before the run directory, as bad data is
 
 
 @pytest.mark.parametrize("cycles, plain", [(1, 0), (1, 2), (2, 1), (2, 2), (4, 1)])
