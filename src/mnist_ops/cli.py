@@ -281,7 +281,8 @@ def command_list(args) -> None:
             [f"{preset.replicas} replicas"] * (preset.replicas > 1)
         plain = "plain last epoch" if preset.plain_epochs == 1 else f"plain last {preset.plain_epochs} epochs"
         extras = [f"{preset.cycles} cycles"] * (preset.cycles > 1) + [plain] * (preset.plain_epochs > 0) + \
-            [f"ema {preset.ema}"] * (preset.ema > 0) + [f"precise BN over {preset.precise_bn:,}"] * (preset.precise_bn > 0)
+            [f"ema {preset.ema}"] * (preset.ema > 0) + \
+            [f"precise BN over {preset.precise_bn:,}"] * (preset.precise_bn > 0)
         print(f"  {name:<24} model {preset.model}, {preset.epochs} epochs, batch {preset.batch_size}, "
               f"{preset.optimizer} lr {preset.lr}, {preset.schedule}, augment {preset.augment}, "
               f"{', '.join(extras + speed)}")
@@ -290,7 +291,7 @@ def command_list(args) -> None:
 def train_config(args):
     """The `train` command's config: preset, then --config FILE, then flags. With --resume, the
     run's own config.toml is the file, and a flag that changes it is refused by `fit`."""
-    from mnist_ops.config import read_toml, stored_table
+    from mnist_ops.config import Config, read_toml
     from mnist_ops.presets import build_config
 
     if args.resume:
@@ -301,8 +302,8 @@ def train_config(args):
             raise UserError(f"{args.resume} holds no config.toml: no run started there (or it was stopped while "
                             f"starting); start it with `mnist-ops train --out {args.resume}` and your flags")
         # a key Config gained after the run started ran at its default then, not at its preset's value of today
-        started_with = stored_table(read_toml(config_file))
-        unrecorded = {key: value for key, value in started_with.items() if key not in read_toml(config_file)}
+        recorded = read_toml(config_file)
+        unrecorded = {key: value for key, value in Config().to_dict().items() if key not in recorded}
         return build_config(None, str(config_file), {**unrecorded, **config_overrides(args)})
     return build_config(args.preset, args.config, config_overrides(args))
 

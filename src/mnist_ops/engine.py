@@ -287,7 +287,8 @@ def recompute_batchnorm(model: nn.Module, inputs: torch.Tensor, device: torch.de
     """Precise BN: replace the BatchNorm running statistics of `model` by their exact averages over
     `inputs` (normalized images), in batches of `batch_size`, under the run's precision. torch's
     `update_bn` does the pass; the global random state (CPU, and CUDA's) is kept, so a net with dropout trains on
-    as it would have (not on MPS: torch.random.fork_rng keeps one device type, and this one is CUDA). The weights are untouched (train-mode BatchNorm never reads these statistics)."""
+    as it would have (not on MPS: torch.random.fork_rng keeps one device type, and this one is CUDA). The weights
+    are untouched (train-mode BatchNorm never reads these statistics)."""
     batches = [inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size)]
     cuda = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda), autocast_context(device, precision):

@@ -204,11 +204,15 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     check_schedule(config, steps_per_epoch)  # before the run directory, as the data
     precise_bn_inputs = normalize(data.train.images[:config.precise_bn], data.mean, data.std).contiguous(
         memory_format=memory_format(config))  # plain, the first N (or all): no random draw, training runs as without
-    if config.precise_bn and not has_batchnorm(build_model(config, len(dataset_info(config.dataset).classes),
-                                                           tuple(data.train.images.shape[1:]))):  # a throwaway copy
+    teacher = load_teacher(config, data.mean, data.std, device, memory_format(config), log)  # None without one
+    seed_everything(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)  # shuffling and augmentation draws
+    image_size = tuple(data.train.images.shape[1:])
+    model = build_model(config, len(dataset_info(config.dataset).classes), image_size, log)
+    model = model.to(device, memory_format=memory_format(config))
+    if config.precise_bn and not has_batchnorm(model):  # before the run directory, as the data and the schedule
         raise UserError(f"precise_bn = {config.precise_bn} recomputes BatchNorm statistics, and model "
                         f"{config.model} has no BatchNorm; set precise_bn = 0 (flag --precise-bn 0)")
-    teacher = load_teacher(config, data.mean, data.std, device, memory_format(config), log)  # None without one
 
     out = Path(out_dir)
     try:
@@ -218,11 +222,6 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     lock = DirectoryLock(out).acquire()  # a second process training into `out` is refused
     step = None
     try:
-        seed_everything(config.seed)
-        generator = torch.Generator().manual_seed(config.seed)  # shuffling and augmentation draws
-        image_size = tuple(data.train.images.shape[1:])
-        model = build_model(config, len(dataset_info(config.dataset).classes), image_size, log)
-        model = model.to(device, memory_format=memory_format(config))
         optimizer = make_optimizer(config, model)
         muon_params = [p for group in optimizer.param_groups if group.get("muon") for p in group["params"]]
         if config.optimizer == "muon" and not muon_params:
