@@ -1,8 +1,9 @@
 import multiprocessing
+import time
 
 import pytest
 
-from mnist_ops.distributed import describe_url, embedded_url, open_storage, storage_url
+from mnist_ops.distributed import DeadTrials, beat_now, describe_url, embedded_url, open_storage, storage_url
 from mnist_ops.errors import UserError
 
 
@@ -75,3 +76,30 @@ def test_workers_on_an_embedded_sqlite_storage_never_take_the_same_queued_trial(
     for process in processes:
         process.join(timeout=30)
     assert sorted(taken) == sorted(trial._trial_id for trial in study.get_trials(deepcopy=False))  # each once
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_queued_again(tmp_path):
+    """Optuna's own sweep skips a RUNNING trial that never beat; without DeadTrials a worker killed in that
+    moment left the search waiting for ever (a CI hang of test_tune's kill test)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = open_storage(embedded_url(tmp_path), heartbeat=1, retry_stale=3)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    with pytest.warns(UserWarning, match="Heartbeat of storage is supposed to be used with Study.optimize"):
+        orphan, alive = study.ask(), study.ask()  # RUNNING: one worker died before its first beat
+    orphan.suggest_float("lr", 0.01, 0.1)
+    beat_now(alive)
+    dead = DeadTrials(storage, heartbeat=1)
+    assert dead.sweep(study) == []  # first seen without a heartbeat: not yet
+    time.sleep(2.5)  # longer than 2 x the heartbeat
+    beat_now(alive)
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[orphan.number].state == TrialState.RUNNING  # Optuna alone never fails it
+    assert dead.sweep(study) == [orphan._trial_id]
+    states = {trial.number: trial.state for trial in study.trials}
+    assert (states[orphan.number], states[alive.number]) == (TrialState.FAIL, TrialState.RUNNING)
+    retry = study.trials[-1]  # queued again by the storage's RetryHeartbeatStaleTrialCallback
+    assert retry.state == TrialState.WAITING and retry.system_attrs["retry_history"] == [orphan.number]
+    assert retry.params == study.trials[orphan.number].params
+    assert dead.sweep(study) == [] and study.trials[alive.number].state == TrialState.RUNNING

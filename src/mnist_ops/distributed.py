@@ -146,11 +146,68 @@ def trial_counts(study) -> dict[str, int]:
     return counts
 
 
-def fail_dead_trials(study) -> None:
-    """Mark trials whose worker stopped beating as FAIL; the storage's callback queues them again."""
-    import optuna
+def beat_now(trial) -> None:
+    """Record the trial's first heartbeat before the objective writes anything else.
 
-    optuna.storages.fail_stale_trials(study)
+    Optuna's heartbeat thread writes the first beat a moment after the trial is created, racing the
+    objective's own writes for SQLite's lock; a worker killed before that beat leaves a RUNNING trial
+    without a heartbeat, which `fail_stale_trials` skips for ever (optuna/optuna#4054 tests that it
+    does). Seen in CI: a tune worker SIGKILLed just after its trial's suggestions hung the search."""
+    trial.storage.record_heartbeat(trial._trial_id)
+
+
+def _running_without_heartbeat(storage, study_id: int) -> set[int]:
+    """Ids of the study's RUNNING trials that never recorded a heartbeat (the rows `_get_stale_trial_ids`
+    of Optuna's RDBStorage skips), read the way it reads them."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from optuna.trial import TrialState
+    from sqlalchemy import orm
+
+    with _create_scoped_session(storage.scoped_session) as session:
+        running = (session.query(models.TrialModel)
+                   .options(orm.selectinload(models.TrialModel.heartbeats))
+                   .filter(models.TrialModel.state == TrialState.RUNNING)
+                   .filter(models.TrialModel.study_id == study_id)
+                   .all())
+        return {trial.trial_id for trial in running if not trial.heartbeats}
+
+
+class DeadTrials:
+    """Fails dead workers' trials, so the storage's callback queues each again: Optuna's sweep (no
+    heartbeat for 2 x the interval), plus trials that never beat at all (their worker died between
+    creating the trial and its first beat; see `beat_now`) once this process has seen them without a
+    heartbeat for as long. Timed on this process's clock: machines' clocks are never compared."""
+
+    def __init__(self, storage, heartbeat: int):
+        self.storage = storage  # the RDBStorage from open_storage: the one read here below Optuna's API
+        self.grace = 2 * heartbeat
+        self.unbeaten_since: dict[int, float] = {}
+
+    def sweep(self, study) -> list[int]:
+        """Fail the dead trials; returns the ids of those that never beat and were failed here."""
+        import copy
+
+        import optuna
+
+        optuna.storages.fail_stale_trials(study)
+        now = time.monotonic()
+        unbeaten = _running_without_heartbeat(self.storage, study._study_id)
+        self.unbeaten_since = {trial_id: self.unbeaten_since.get(trial_id, now) for trial_id in unbeaten}
+        failed = []
+        for trial_id, since in self.unbeaten_since.items():  # as fail_stale_trials does for stale ones
+            if now - since > self.grace:
+                try:
+                    if study._storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL):
+                        failed.append(trial_id)
+                except optuna.exceptions.UpdateFinishedTrialError:  # another process failed it first
+                    pass
+        callback = study._storage.get_heartbeat_stale_trial_callback()
+        for trial_id in failed:
+            del self.unbeaten_since[trial_id]
+            if callback is not None:
+                callback(study, copy.deepcopy(study._storage.get_trial(trial_id)))
+        return failed
 
 
 def poll_seconds(heartbeat: int) -> float:

@@ -214,9 +214,11 @@ class StudyWorker:
     def objective(self, trial) -> float:
         import optuna
 
+        from mnist_ops.distributed import beat_now
         from mnist_ops.study_report.best_run import checkpoint_predictions
         from mnist_ops.train import fit
 
+        beat_now(trial)
         label = trial_run(trial)
         if label is None:  # the queue emptied between this worker's look and its ask
             raise optuna.TrialPruned("no queued run was left when this worker asked; nothing trained")
@@ -280,9 +282,11 @@ class StudyWorker:
         import optuna
         from optuna.trial import TrialState
 
-        from mnist_ops.distributed import fail_dead_trials, open_storage, poll_seconds
+        from mnist_ops.distributed import DeadTrials, open_storage, poll_seconds
 
-        study = optuna.load_study(study_name=self.study_name, storage=open_storage(self.url, self.heartbeat))
+        storage = open_storage(self.url, self.heartbeat)
+        study = optuna.load_study(study_name=self.study_name, storage=storage)
+        dead = DeadTrials(storage, self.heartbeat)
         labels = set(spec_labels(self.spec))
         while True:
             trials = study.get_trials(deepcopy=False)
@@ -296,7 +300,7 @@ class StudyWorker:
                     self.log("this worker's run was declared dead by another worker and re-queued; going on")
             elif TrialState.RUNNING in states:  # the last runs train elsewhere; wait in case a worker dies
                 time.sleep(poll_seconds(self.heartbeat))
-                fail_dead_trials(study)
+                dead.sweep(study)
             else:
                 missing = sorted(labels - finished_runs(trials))
                 raise UserError(f"run(s) {', '.join(missing)} failed and nothing is queued; fix the cause (see the "

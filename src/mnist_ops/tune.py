@@ -321,8 +321,10 @@ class TuneWorker:
     def objective(self, trial) -> float:
         import optuna
 
+        from mnist_ops.distributed import beat_now
         from mnist_ops.train import fit
 
+        beat_now(trial)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         if budget_position(trial.study, trial.number) > self.spec.trials:
             trial.set_user_attr("surplus", True)
@@ -379,9 +381,10 @@ class TuneWorker:
     def run(self) -> None:
         import optuna
 
-        from mnist_ops.distributed import fail_dead_trials, open_storage, poll_seconds, trial_counts
+        from mnist_ops.distributed import DeadTrials, open_storage, poll_seconds, trial_counts
 
         storage = open_storage(self.url, self.heartbeat, retry_stale=3)
+        dead = DeadTrials(storage, self.heartbeat)
         study = optuna.load_study(study_name=self.study_name, storage=storage,
                                   sampler=make_sampler(self.spec, self.seed_offset, self.parallel),
                                   pruner=make_pruner(self.spec))
@@ -394,7 +397,7 @@ class TuneWorker:
             if finished + in_flight >= self.spec.trials and not counts.get("WAITING"):
                 # The rest of the budget runs on other workers; wait in case one of them dies.
                 time.sleep(poll_seconds(self.heartbeat))
-                fail_dead_trials(study)
+                dead.sweep(study)
                 continue
             try:
                 study.optimize(self.objective, n_trials=1, catch=(SurplusTrial,))
