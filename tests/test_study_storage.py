@@ -16,10 +16,22 @@ def test_run_labels_round_trip():
 
 
 def test_export_names_the_studies_a_storage_holds(tmp_path):
-    from mnist_ops.distributed import embedded_url
+    import optuna
 
-    with pytest.raises(UserError, match="no study 'nope' in sqlite:///.*studies there: none"):
-        export_study(embedded_url(tmp_path), "nope", tmp_path / "report")
+    from mnist_ops.distributed import embedded_url, open_storage
+
+    url = embedded_url(tmp_path)
+    with pytest.raises(UserError, match="no study 'nope' in sqlite:///.*mnist-ops studies there: none"):
+        export_study(url, "nope", tmp_path / "report")
+    storage = open_storage(url)
+    for name in ("a", "b"):  # two mnist-ops studies, as prepare_study leaves them
+        study = optuna.create_study(study_name=name, storage=storage)
+        study.set_user_attr("spec", "")
+        study.set_user_attr("queued", 0)
+    for name in ("a:grow-from:0123456789abcdef", "a:retry-of-3", "someone-elses"):  # locks, and a plain study
+        optuna.create_study(study_name=name, storage=storage)
+    with pytest.raises(UserError, match=r"no study 'nope' .*\(mnist-ops studies there: a, b\); pass --study-name$"):
+        export_study(url, "nope", tmp_path / "report")
 
 
 SPEC = """

@@ -362,8 +362,8 @@ def _load_mnist_study(url: str, study_name: str):
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
-        names = ", ".join(sorted(s.study_name for s in optuna.get_all_study_summaries(storage))) or "none"
-        raise UserError(f"no study '{study_name}' in {describe_url(url)} (studies there: {names}); "
+        names = ", ".join(mnist_study_names(storage)) or "none"
+        raise UserError(f"no study '{study_name}' in {describe_url(url)} (mnist-ops studies there: {names}); "
                         "pass --study-name") from None
     if "spec" not in study.user_attrs:
         raise UserError(f"study '{study_name}' in {describe_url(url)} is not an mnist-ops study (no spec); "
@@ -412,14 +412,20 @@ def storage_status(url: str, study_name: str, heartbeat: int | None = None) -> l
     return rows
 
 
-def only_study_name(url: str) -> str:
-    """The name of the one mnist-ops study in the storage; with several, the user must pick."""
+def mnist_study_names(storage) -> list[str]:
+    """The storage's `mnist-ops study` studies, sorted: not the locks `_claim` leaves (empty studies named
+    NAME:grow-from:... and NAME:retry-of-N), nor tune searches or other Optuna studies."""
     import optuna
 
+    summaries = optuna.get_all_study_summaries(storage)
+    return sorted(s.study_name for s in summaries if "spec" in s.user_attrs and "queued" in s.user_attrs)
+
+
+def only_study_name(url: str) -> str:
+    """The name of the one mnist-ops study in the storage; with several, the user must pick."""
     from mnist_ops.distributed import describe_url, open_storage
 
-    summaries = optuna.get_all_study_summaries(open_storage(url))
-    names = sorted(s.study_name for s in summaries if "spec" in s.user_attrs and "queued" in s.user_attrs)
+    names = mnist_study_names(open_storage(url))
     if len(names) != 1:
         raise UserError(f"{describe_url(url)} holds {len(names)} mnist-ops studies ({', '.join(names) or 'none'}); "
                         "pass --study-name NAME")
