@@ -145,21 +145,32 @@ def mnist_test(mnist_root):
     return load_split("mnist", "test", mnist_root)
 
 
-@pytest.fixture(scope="session")
-def bomb_png():
-    """A real decompression bomb: a 65 KB PNG that decodes to 8192 x 8192 = 67 megapixels."""
+def grayscale_png(side: int, rows: int) -> bytes:
+    """An 8-bit grayscale PNG whose header says side x side, holding `rows` black rows of pixel data."""
     import struct
     import zlib
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    side = 8192
     compressor = zlib.compressobj(9)
     row = b"\x00" * (side + 1)  # filter byte + one byte per pixel
-    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    data = b"".join(compressor.compress(row) for _ in range(rows)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="session")
+def bomb_png():
+    """A real decompression bomb: a 65 KB PNG that decodes to 8192 x 8192 = 67 megapixels."""
+    return grayscale_png(8192, 8192)
+
+
+@pytest.fixture(scope="session")
+def giant_pngs():
+    """Headers past Pillow's own bomb limits, no pixel data to speak of: 10,000 squared pixels (over
+    Pillow's 89M-pixel warning) and 100,000 squared (over its 179M-pixel error)."""
+    return {side: grayscale_png(side, 1) for side in (10_000, 100_000)}
 
 
 @pytest.fixture(scope="session")

@@ -213,9 +213,11 @@ def test_study_from_a_spec_then_report_only(mnist_root, tmp_path, capsys):
     assert (out / "only" / "seed1" / "metrics.jsonl").read_bytes() == metrics
 
 
-def test_bench_rejects_bad_counts_in_one_line():
+def test_bench_rejects_bad_counts_in_one_line(capsys):
     code, _, stderr = run_cli("bench", "--batches", "1")
     assert_one_line_error(code, stderr, "--batches must be >= 2")
+    # 1,000 DataLoader processes once ran for minutes and ended in a traceback
+    assert_one_line_error(main(["bench", "--workers", "1000"]), capsys.readouterr().err, "--workers between 0 and 32")
 
 
 def test_results_files_are_never_overwritten(tmp_path, capsys):

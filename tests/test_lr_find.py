@@ -38,8 +38,10 @@ def test_batches_are_normalized_epochs_of_the_training_split():
 
 
 @pytest.mark.parametrize("start, end, iterations, message", [
-    (1.0, 0.1, 20, "need 0 < --start-lr < --end-lr"),
-    (0.0, 0.1, 20, "need 0 < --start-lr < --end-lr"),
+    (1.0, 0.1, 20, r"need 1e-08 <= --start-lr < --end-lr <= 10, got 1 and 0.1"),
+    (0.0, 0.1, 20, "need 1e-08 <= --start-lr < --end-lr"),
+    (1e-4, float("inf"), 20, "got 0.0001 and inf"),  # once accepted: it suggested lr inf, written as JSON Infinity
+    (1e-4, float("nan"), 20, "got 0.0001 and nan"),
     (1e-4, 1.0, 1, "--iterations must be >= 2"),
 ])
 def test_bad_ranges_are_user_errors(tmp_path, start, end, iterations, message):

@@ -243,6 +243,8 @@ def test_missing_attribute_lists_what_the_file_defines(student_net):
     ("nn.Sequential(nn.Flatten(), nn.Linear(784, 12))", r"returns \[2, 12\] .*must return \[N, 10\]"),
     ("nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Softmax(dim=1))", "returns probabilities"),
     ("nn.Sequential(nn.Flatten(), nn.Linear(100, 10))", r"fails on a batch of shape \[2, 1, 28, 28\]: RuntimeError"),
+    ("nn.Sequential(nn.Flatten(), nn.Linear(784, 10).requires_grad_(False))", "has no trainable parameters"),
+    ("nn.Sequential(nn.Flatten(), nn.AdaptiveAvgPool1d(10))", "has no trainable parameters"),
 ])
 def test_check_output_refuses_wrong_shapes_and_probabilities(tmp_path, body, message):
     from mnist_ops.models import check_output

@@ -99,6 +99,16 @@ def test_bad_bytes_are_refused_before_decoding(bomb_png):
         open_image(bomb_png)
 
 
+@pytest.mark.parametrize("side", [10_000, 100_000])
+def test_headers_past_pillows_own_bomb_limits_are_one_clean_error(giant_pngs, side):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning must not leak either
+        with pytest.raises(ImageTooLargeError, match=f"{side * side:,} pixels is more than the 16,777,216"):
+            open_image(giant_pngs[side], "big.png")
+
+
 def test_normalization_matches_training():
     import torch
 

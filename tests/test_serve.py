@@ -87,7 +87,7 @@ def test_predict_raw_body_and_multipart_upload(server, seven):
         assert "/predict" in client.get("/openapi.json").json()["paths"]
 
 
-def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(server, seven, bomb_png):
+def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(server, seven, bomb_png, giant_pngs):
     def chunks():  # over 1 MB without a Content-Length: the server must count
         for _ in range(12):
             yield b"\x89PNG" + b"\x00" * 99_996
@@ -99,6 +99,7 @@ def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(server, seven, b
         ({"content": b"\x89PNG" + b"\x00" * (1024 * 1024)}, 413, "1 MB"),
         ({"content": chunks()}, 413, "1 MB"),
         ({"content": bomb_png, "headers": {"content-type": "image/png"}}, 413, "8192x8192"),
+        ({"content": giant_pngs[100_000]}, 413, "10,000,000,000 pixels"),  # past Pillow's own limit
         ({"content": blank}, 422, "no digit found"),
         ({"files": {"note": (None, "just a field")}}, 400, "has no file"),
         ({"files": {"file": ("empty.png", b"", "image/png")}}, 400, "empty request body"),

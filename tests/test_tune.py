@@ -106,6 +106,15 @@ def test_a_bad_spec_fails_before_any_trial_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_validation_split_as_large_as_the_training_set_fails_before_any_trial(train_only_root, tmp_path):
+    spec = write_spec(tmp_path / "big.toml", tiny_values(validation=60_000, trials=1))
+    code, _, stderr = run_cli("tune", "--spec", str(spec), "--out", str(tmp_path / "out"),
+                              "--data-root", str(train_only_root))
+    assert code == 2 and stderr.strip().splitlines() == [
+        "mnist-ops: error: validation = 60000 must be between 1 and 59999 (the training images); hold out fewer"]
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------------------- searches with real workers
 
 def worker_children(pid: int) -> set[int]:

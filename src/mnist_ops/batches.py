@@ -28,7 +28,8 @@ def stratified_holdout(labels: torch.Tensor, count: int) -> tuple[torch.Tensor, 
     """(train indices, held-out indices), both sorted; each class gives its share of `count`
     (largest remainder rounding), drawn with a fixed generator."""
     if not 0 < count < len(labels):
-        raise UserError(f"validation = {count} must be between 1 and {len(labels) - 1} (the training images)")
+        raise UserError(f"validation = {count} must be between 1 and {len(labels) - 1} (the training images); "
+                        "hold out fewer")
     generator = torch.Generator().manual_seed(HOLDOUT_SEED)
     classes, sizes = labels.unique(return_counts=True)
     exact = sizes.double() * count / len(labels)

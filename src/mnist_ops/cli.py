@@ -59,6 +59,7 @@ def config_overrides(args, keys: tuple[str, ...] | None = None) -> dict:
 
 BENCH_KEYS = ("model", "optimizer", "batch_size", "precision", "channels_last", "fast_dropout", "ema")
 PREVIEW_KEYS = ("augment", "interpolation")  # what `data preview` draws may differ from the preset's
+MAX_LOADER_WORKERS = 32  # bench's DataLoader processes: 1,000 once ran out of memory after minutes, with a traceback
 
 
 class VersionAction(argparse.Action):
@@ -360,8 +361,8 @@ def command_bench(args) -> None:
     from mnist_ops.presets import build_config
     from mnist_ops.provenance import refuse_existing, write_results
 
-    if args.batches < 2 or args.repeats < 1 or args.workers < 0:
-        raise UserError("--batches must be >= 2, --repeats >= 1 and --workers >= 0")
+    if args.batches < 2 or args.repeats < 1 or not 0 <= args.workers <= MAX_LOADER_WORKERS:
+        raise UserError(f"--batches must be >= 2, --repeats >= 1 and --workers between 0 and {MAX_LOADER_WORKERS}")
     if args.json:
         refuse_existing(args.json)  # before minutes of measuring
     config = build_config(args.preset, None, config_overrides(args, BENCH_KEYS))

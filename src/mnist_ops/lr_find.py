@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnist_ops.config import Config
+from mnist_ops.config import RANGES, Config
 from mnist_ops.data import Split
 from mnist_ops.errors import UserError
 from mnist_ops.fileio import atomic_write_json
@@ -66,8 +66,9 @@ def suggest_lr(learning_rates: list[float], losses: list[float]) -> float:
 
 
 def check_range(start_lr: float, end_lr: float, iterations: int) -> None:
-    if not 0 < start_lr < end_lr:
-        raise UserError(f"need 0 < --start-lr < --end-lr, got {start_lr:g} and {end_lr:g}")
+    low, high = RANGES["lr"]  # the range a config's lr may take: a suggestion outside it could not be used
+    if not low <= start_lr < end_lr <= high:
+        raise UserError(f"need {low:g} <= --start-lr < --end-lr <= {high:g}, got {start_lr:g} and {end_lr:g}")
     if iterations < 2:
         raise UserError(f"--iterations must be >= 2, got {iterations}")
 

@@ -339,7 +339,11 @@ def rebuild_model(record: dict) -> nn.Module:
 
 
 def check_output(model: nn.Module, reference: str, num_classes: int, image_size: tuple[int, int] = (28, 28)) -> None:
-    """One eval-mode forward on a [2, 1, H, W] batch: the model must return scores [2, num_classes]."""
+    """One eval-mode forward on a [2, 1, H, W] batch: the model must return scores [2, num_classes]. It
+    must also have a parameter to train."""
+    if not any(parameter.requires_grad for parameter in model.parameters()):
+        raise UserError(f"model '{reference}' has no trainable parameters (none with requires_grad); "
+                        "give it a layer with weights, such as nn.Conv2d or nn.Linear")
     x = torch.randn((2, 1, *image_size), generator=torch.Generator().manual_seed(0))
     training = model.training
     try:

@@ -13,6 +13,8 @@ Only numpy and Pillow: predict, serve and the tests all call this one function.
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,7 +55,14 @@ def open_image(content: bytes, name: str = "image") -> Image.Image:
     if not content:
         raise NotAnImageError(f"{name}: empty (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(content), formats=FORMATS)
+        with warnings.catch_warnings():  # Pillow's own bomb check, at 89M pixels: ours is lower, and one line
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(content), formats=FORMATS)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "its size"
+        raise ImageTooLargeError(f"{name}: {size} is more than the {MAX_PIXELS:,} this tool decodes "
+                                 "(a decompression bomb?); scale the image down") from None
     except (UnidentifiedImageError, ValueError, OSError, SyntaxError):
         raise NotAnImageError(f"{name}: not an image Pillow can read as {', '.join(FORMATS)}") from None
     width, height = image.size

@@ -484,6 +484,7 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
              workers: int = 1, data_root=None, heartbeat: int | None = None, command: str = "",
              log: Callable[[str], None] | None = None) -> Path:
     """Run the search until `spec.trials` trials ended COMPLETE or PRUNED; write best.toml. Returns out."""
+    from mnist_ops.batches import stratified_holdout
     from mnist_ops.data import load_split
     from mnist_ops.distill import checked_teachers
     from mnist_ops.distributed import (HEARTBEAT_SECONDS, describe_url, flushed_print, require_optuna, storage_url,
@@ -492,7 +493,8 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
     require_optuna()
     log = log or flushed_print
     out = Path(out)
-    load_split(spec.base.dataset, "train", data_root)  # missing data fails here, before anything is written
+    # missing data, or a validation split as large as the training set, fails here, before anything is written
+    stratified_holdout(load_split(spec.base.dataset, "train", data_root).labels, spec.base.validation)
     checked_teachers(spec.base)  # and so does a teacher that cannot teach the trials
     check_tune_dir(spec, out)
     url = storage_url(storage, out)
