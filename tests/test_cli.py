@@ -51,6 +51,22 @@ def test_user_mistakes_give_one_line_and_exit_2(args, fragments):
     assert_one_line_error(code, stderr, *fragments)
 
 
+def test_paths_of_the_wrong_kind_are_named_as_such(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"")
+    cases = [
+        (["train", "--resume", str(tmp_path / "gone")], [f"{tmp_path / 'gone'}: no such run directory"]),
+        (["train", "--resume", str(tmp_path / "run" / "last.pt")], ["is a file; pass the directory it is in"]),
+        (["train", "--resume", str(tmp_path / "run")], ["holds no config.toml: no run started there"]),
+        (["predict", "--model", str(tmp_path / "run"), str(tmp_path / "run" / "last.pt")],
+         ["is a directory; --model takes an .onnx file"]),
+        (["predict", "--checkpoint", str(tmp_path / "run" / "last.pt"), "/dev/zero"],
+         ["/dev/zero: not a regular file or a directory"]),  # once "no such file", and a read would never end
+    ]
+    for args, fragments in cases:
+        assert_one_line_error(main(args), capsys.readouterr().err, *fragments)
+
+
 def test_unknown_config_key_and_missing_data(tmp_path, monkeypatch):
     config = tmp_path / "bad.toml"
     config.write_text("epochs = 1\nbatchsize = 64\nlearning_rate = 0.1\n")
@@ -121,13 +137,13 @@ def write_spec(path, preset="seed-lean", extra=""):
 @pytest.mark.parametrize("args, fragments", [
     (["study"], ["name a built-in study"]),
     (["study", "nope"], ["unknown built-in study 'nope'", "regularization"]),
-    (["study", "regularization", "--seeds", "0"], ["'seeds' must be"]),
+    (["study", "regularization", "--seeds", "0"], ["--seeds must be a count in [1, "]),
     (["study", "regularization", "--epochs", "0"], ["'epochs' must be >= 1"]),
     (["study", "report"], ["needs the study directory"]),
     (["study", "report", "/nonexistent/study"], ["not a study directory"]),
     (["study", "report", "/some/study", "--seeds", "5"], ["takes no --seeds", "drop it"]),
     (["study", "report", "/some/study", "--spec", "x.toml", "--report-only"], ["takes no --spec, --report-only"]),
-    (["lr-find", "--preset", "seed-lean", "--start-lr", "1", "--end-lr", "0.1"], ["need 0 < --start-lr < --end-lr"]),
+    (["lr-find", "--preset", "seed-lean", "--start-lr", "1", "--end-lr", "0.1"], ["need 1e-08 <= --start-lr < --end-lr <= 10"]),
     (["lr-find", "--preset", "nope"], ["unknown preset 'nope'"]),
     (["data", "preview", "--preset", "seed-lean", "--count", "0"], ["--count must be in [1, 100], got 0"]),
 ])

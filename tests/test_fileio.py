@@ -47,12 +47,21 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
+def test_errors_name_the_file_asked_for_not_the_temporary(tmp_path):
+    (tmp_path / "digits.png").mkdir()  # a folder where the file should go
+    with pytest.raises(IsADirectoryError) as error:
+        atomic_write_bytes(tmp_path / "digits.png", b"png")
+    assert error.value.filename == str(tmp_path / "digits.png") and error.value.filename2 is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.png"]
+
+
 def test_a_full_disk_keeps_the_previous_file_intact(small_filesystem):
     tiny_filesystem = small_filesystem(256)
     atomic_write_bytes(tiny_filesystem / "last.pt", b"a" * 100_000)
     with pytest.raises(OSError) as error:
         atomic_write_bytes(tiny_filesystem / "last.pt", b"b" * 200_000)  # old + new do not fit in 256 KB
     assert error.value.errno == 28  # ENOSPC
+    assert error.value.filename == str(tiny_filesystem / "last.pt")  # the disk names no file: the error does
     assert (tiny_filesystem / "last.pt").read_bytes() == b"a" * 100_000
     assert [p.name for p in tiny_filesystem.iterdir()] == ["last.pt"]
 

@@ -100,12 +100,14 @@ def test_bad_files_get_one_line_each_and_the_good_ones_are_still_predicted(digit
     Image.fromarray(255 - mnist_test.images[0].numpy()).resize((140, 140)).save(tmp_path / "a-seven.png")
     Image.new("L", (200, 200), 255).save(tmp_path / "b-blank.png")
     (tmp_path / "c-notes.gif").write_text("not an image")
+    (tmp_path / "d-none.idx").write_bytes(bytes([0, 0, 8, 3]) + (0).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2)
     code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint, tmp_path)
     assert code == 2
     assert out.splitlines()[0].startswith(f"{tmp_path / 'a-seven.png'}: 7 (") and len(out.splitlines()) == 1
     errors = err.splitlines()
-    assert len(errors) == 2 and "Traceback" not in err
+    assert len(errors) == 3 and "Traceback" not in err
     assert "b-blank.png: no digit found" in errors[0] and "c-notes.gif: not an image" in errors[1]
+    assert "d-none.idx: IDX file holds no images (shape (0, 28, 28))" in errors[2]  # once silent, and exit 0
 
     code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint.parent, tmp_path / "a-seven.png")
     assert code == 0 and out.startswith(f"{tmp_path / 'a-seven.png'}: 7 (")  # a run directory: its last.pt here

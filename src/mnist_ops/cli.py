@@ -298,7 +298,13 @@ def train_config(args):
     if args.resume:
         if args.preset or args.config:
             raise UserError("--resume takes the run's own config.toml; drop --preset/--config")
-        config_file = Path(args.resume) / "config.toml"
+        run = Path(args.resume)
+        if run.is_file():
+            raise UserError(f"--resume takes a run directory, and {run} is a file; pass the directory it is in"
+                            if run.suffix == ".pt" else f"--resume takes a run directory, and {run} is a file")
+        if not run.exists():
+            raise UserError(f"{run}: no such run directory; pass the --out of the run to go on with")
+        config_file = run / "config.toml"
         if not config_file.is_file():
             raise UserError(f"{args.resume} holds no config.toml: no run started there (or it was stopped while "
                             f"starting); start it with `mnist-ops train --out {args.resume}` and your flags")
@@ -510,11 +516,12 @@ def use_checkpoint(path: str | None) -> str | None:
 def command_predict(args) -> int:
     import json
 
-    from mnist_ops.predict import load_predictor, read_images
+    from mnist_ops.predict import expand_inputs, load_predictor, read_images
 
+    files = expand_inputs(args.inputs)  # a missing input is named before a model is loaded
     predictor = load_predictor(use_checkpoint(args.checkpoint), args.model)
     failed = 0
-    for name, result in predictor.predict_many(read_images(args.inputs)):
+    for name, result in predictor.predict_many(read_images(files)):
         if isinstance(result, UserError):
             print(f"mnist-ops: error: {result}", file=sys.stderr)
             failed += 1

@@ -48,7 +48,10 @@ def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> None:
     """Write `content` to `path` all at once or not at all, durably, with the user's umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    try:
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    except OSError as error:
+        raise _naming(error, path) from None
     try:
         with os.fdopen(handle, "wb") as temp:
             temp.write(content)
@@ -56,10 +59,18 @@ def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> None:
             os.fsync(temp.fileno())
         os.chmod(temp_name, 0o666 & ~_umask())
         os.replace(temp_name, path)
-    except BaseException:
+    except BaseException as error:
         Path(temp_name).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise _naming(error, path) from None
         raise
     _fsync_directory(path.parent)
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """The same error (same errno, so the same subclass) naming the file the user asked for: a full disk
+    names no file, and the others name our temporary file."""
+    return OSError(error.errno, error.strerror or str(error), str(path))
 
 
 def atomic_write_json(path: str | os.PathLike, record) -> None:

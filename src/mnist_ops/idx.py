@@ -52,7 +52,7 @@ def _header(content: bytes | bytearray, name: str) -> tuple[tuple[int, ...], int
     # Python ints: no overflow. Zero-sized dimensions are skipped so that (0, 2**32-1, ...) is caught too.
     if math.prod(size for size in shape if size) > MAX_DATA_BYTES:
         raise UserError(f"{name}: IDX header declares shape {shape}, more than the {MAX_DATA_BYTES:,} bytes "
-                        "this reader accepts: the file is corrupt; delete it and fetch it again")
+                        "this reader accepts: the file is corrupt; replace it with a good copy")
     return shape, header_size, math.prod(shape)
 
 
@@ -104,7 +104,7 @@ def _read_file(path: Path, read: Callable[[BinaryIO, str], bytearray]) -> bytear
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
-        raise UserError(f"{path}: cannot read ({error}); delete it and fetch it again") from None
+        raise UserError(f"{path}: cannot read ({error}); replace it with a good copy") from None
 
 
 def read_idx(path: str | os.PathLike) -> torch.Tensor:

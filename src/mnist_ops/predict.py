@@ -147,6 +147,9 @@ class OnnxPredictor(Predictor):
         import onnxruntime
 
         path = Path(model_path)
+        if path.is_dir():
+            raise UserError(f"model {path} is a directory; --model takes an .onnx file (a run directory goes "
+                            "to --checkpoint)")
         if not path.is_file():
             raise UserError(f"model {path} not found; write one with `mnist-ops export --checkpoint RUN/best.pt "
                             f"--out {path}`")
@@ -202,6 +205,8 @@ def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
             files += found
         elif path.is_file():
             files.append(path)
+        elif path.exists():  # a device or a pipe: reading it could block or never end
+            raise UserError(f"{path}: not a regular file or a directory; pass image files, IDX files or folders")
         else:
             raise UserError(f"{path}: no such file or directory")
     return files
@@ -223,6 +228,9 @@ def read_images(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, Image
             continue
         if images.dim() != 3:
             yield str(path), UserError(f"{path}: IDX shape {tuple(images.shape)} is not a stack of images [N, H, W]")
+            continue
+        if len(images) == 0:  # nothing to print would look like success
+            yield str(path), UserError(f"{path}: IDX file holds no images (shape {tuple(images.shape)})")
             continue
         for index, pixels in enumerate(images.numpy()):
             yield f"{path}[{index}]", Image.fromarray(pixels)

@@ -177,6 +177,8 @@ def parse_spec(values: dict, source: str, seeds: int | None = None, overrides: d
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise UserError(f"{source}: variant name(s) used twice: {', '.join(repeated)}")
+    if seeds is not None and not 1 <= seeds <= MAX_SEEDS:  # the flag's mistake, not the file's
+        raise UserError(f"--seeds must be a count in [1, {MAX_SEEDS}], got {seeds}")
     seed_list = _parse_seeds(seeds if seeds is not None else values.get("seeds", 3), source)
     target = _parse_number(values, "target_accuracy", 99.4, float, 0.0, 100.0, source)
     last_k = _parse_number(values, "last_k", 3, int, 1, 10_000, source)
