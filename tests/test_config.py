@@ -35,6 +35,7 @@ def test_unknown_keys_rejected_by_name(tmp_path):
 @pytest.mark.parametrize("changes, message", [
     ({"epochs": 0}, "'epochs' must be >= 1"),
     ({"epochs": "ten"}, "'epochs' must be int"),
+    ({"batch_size": 10**20}, "'batch_size' = 100000000000000000000 does not fit in a 64-bit integer"),
     ({"lr": -1.0}, "'lr' must be in"),
     ({"schedule": "cosine"}, "'schedule' must be one of constant, onecycle"),
     ({"dropout": 1.0}, "'dropout' must be in"),

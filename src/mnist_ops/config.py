@@ -158,6 +158,8 @@ def _check_value(key: str, value: Any, source: str) -> Any:
         raise UserError(f"{source}: '{key}' must be {expected.__name__}, got {show(value)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise UserError(f"{source}: '{key}' must be a finite number, got {show(value)}")
+    if type(value) is int and not -2**63 <= value < 2**63:  # config.toml could not hold it: TOML's ints are 64-bit
+        raise UserError(f"{source}: '{key}' = {value} does not fit in a 64-bit integer")
     if isinstance(value, str) and not value.isprintable():
         raise UserError(f"{source}: '{key}' must be one line of printable text, got {show(value)}")
     if key in CHOICES and value not in CHOICES[key]:
