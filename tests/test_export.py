@@ -62,13 +62,15 @@ def test_export_mistakes_and_a_missing_extra_give_one_line(digit_checkpoint, onn
     assert "not found" in one_line_error("export", "--checkpoint", tmp_path / "absent.pt")
     assert "*.onnx" in one_line_error("export", "--checkpoint", digit_checkpoint, "--out", tmp_path / "model.txt")
     (tmp_path / "junk.onnx").write_bytes(b"junk")
-    assert "not a readable ONNX model" in one_line_error("predict", "--model", tmp_path / "junk.onnx", tmp_path)
+    image = tmp_path / "digit.png"  # predict checks its inputs first: this one exists
+    image.write_bytes(b"")
+    assert "not a readable ONNX model" in one_line_error("predict", "--model", tmp_path / "junk.onnx", image)
     for module in ("onnxscript", "onnxruntime"):  # as if the export extra were not installed
         monkeypatch.setitem(sys.modules, module, None)
     assert one_line_error("export", "--checkpoint", digit_checkpoint, "--out", tmp_path / "m.onnx") == \
         "mnist-ops: error: this command needs the onnxscript package: pip install 'mnist-ops[export]'\n"
     assert not (tmp_path / "m.onnx").exists()
-    assert "pip install 'mnist-ops[export]'" in one_line_error("predict", "--model", onnx_model, tmp_path)
+    assert "pip install 'mnist-ops[export]'" in one_line_error("predict", "--model", onnx_model, image)
 
 
 def test_export_command_writes_a_working_model(digit_checkpoint, tmp_path, capsys):

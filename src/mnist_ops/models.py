@@ -341,9 +341,6 @@ def rebuild_model(record: dict) -> nn.Module:
 def check_output(model: nn.Module, reference: str, num_classes: int, image_size: tuple[int, int] = (28, 28)) -> None:
     """One eval-mode forward on a [2, 1, H, W] batch: the model must return scores [2, num_classes]. It
     must also have a parameter to train."""
-    if not any(parameter.requires_grad for parameter in model.parameters()):
-        raise UserError(f"model '{reference}' has no trainable parameters (none with requires_grad); "
-                        "give it a layer with weights, such as nn.Conv2d or nn.Linear")
     x = torch.randn((2, 1, *image_size), generator=torch.Generator().manual_seed(0))
     training = model.training
     try:
@@ -360,6 +357,9 @@ def check_output(model: nn.Module, reference: str, num_classes: int, image_size:
     if (out >= 0).all() and torch.allclose(out.float().sum(dim=1), torch.ones(2), atol=1e-4):
         raise UserError(f"model '{reference}' returns probabilities (softmax: rows sum to 1); return logits or "
                         "log_softmax, since the loss is cross-entropy on scores")
+    if not any(parameter.requires_grad for parameter in model.parameters()):
+        raise UserError(f"model '{reference}' has no trainable parameters (none with requires_grad); "
+                        "give it a layer with weights, such as nn.Conv2d or nn.Linear")
 
 
 # ----------------------------------------------------------------------- dropout
