@@ -48,6 +48,18 @@ def small_filesystem(tmp_path):
         subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
+@pytest.fixture
+def two_threads():
+    """torch on 2 threads for one test, whatever OMP_NUM_THREADS says (make test sets 1): a test that checks
+    the thread count is restored after one-thread-per-copy training needs a count other than 1."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield 2
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def mnist_root():
     """The real MNIST files, placed by `mnist-ops data fetch` (the test command runs it first)."""

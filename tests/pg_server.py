@@ -62,10 +62,17 @@ class PostgresServer:
     def start(self) -> "PostgresServer":
         data = self.directory / "data"
         self._run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c fsync=off "
-                   "-c max_connections=100")
-        self._run("pg_ctl", "-D", str(data), "-o", options, "-l", str(self.directory / "server.log"), "-w", "start")
-        return self
+        for attempt in range(3):  # the probed port may be taken before the server binds it (two pytest workers)
+            options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c fsync=off "
+                       "-c max_connections=100")
+            try:
+                self._run("pg_ctl", "-D", str(data), "-o", options, "-l", str(self.directory / "server.log"), "-w",
+                          "start")
+                return self
+            except subprocess.CalledProcessError:
+                if attempt == 2:
+                    raise
+                self.port = free_port()
 
     def stop(self) -> None:
         try:

@@ -30,10 +30,11 @@ def test_per_sample_rotation_keeps_shape_and_fills_with_the_mean():
 
 @pytest.mark.integration
 @pytest.mark.parametrize("preset", ["lean-8k", "lean-8k-fast"])  # the second runs (b) on two model copies
-def test_bench_runs_and_its_numbers_are_consistent(mnist_root, preset):
+def test_bench_runs_and_its_numbers_are_consistent(mnist_root, preset, two_threads):
     lines = []
     config = build_config(preset, None, {"batch_size": 32})
     threads = torch.get_num_threads()
+    assert threads == two_threads
     results = run_bench(config, batches=3, repeats=2, workers=0, data_root=mnist_root, log=lines.append)
     assert torch.get_num_threads() == threads
     assert f"replicas={config.replicas}, fast_dropout={config.fast_dropout}" in results["ours"]

@@ -296,7 +296,9 @@ def test_workers_trusting_at_once_lose_no_line(tmp_path, monkeypatch):
     import multiprocessing
 
     monkeypatch.setenv("MNIST_OPS_TRUSTED_MODELS", str(tmp_path / "trusted"))
-    with multiprocessing.get_context("fork").Pool(4) as pool:
+    # spawn, not fork: a fork of a threaded process (pytest-xdist's workers run execnet threads) can copy a held
+    # lock into the child, which then waits for ever; seen in CI as a hung suite
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
         pool.map(_trust_many, range(4))
     lines = (tmp_path / "trusted").read_text().splitlines()
     assert len(lines) == 100 and len(set(lines)) == 100

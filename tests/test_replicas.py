@@ -62,11 +62,12 @@ def test_with_batchnorm_each_share_is_normalized_alone_and_statistics_are_averag
 
 
 @pytest.mark.integration
-def test_training_with_replicas_repeats_and_learns(mnist_root, tmp_path):
+def test_training_with_replicas_repeats_and_learns(mnist_root, tmp_path, two_threads):
     config = build_config("lean-8k-fast", None, {"epochs": 2, "limit_train": 3_000, "batch_size": 64,
                                                  "lr": 0.1, "seed": 3})
     assert config.replicas == 2
     threads = torch.get_num_threads()
+    assert threads == two_threads
     for name in ("a", "b"):
         fit(config, tmp_path / name, data_root=mnist_root, log=quiet, progress=False)
 

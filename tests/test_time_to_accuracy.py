@@ -30,6 +30,12 @@ def test_the_per_sample_pipeline_recomputes_batchnorm_as_fit_does(mnist_root, mo
     monkeypatch.setattr(mnist_ops.engine, "recompute_batchnorm",
                         lambda model, inputs, *args: calls.append(len(inputs)) or recompute(model, inputs, *args))
     monkeypatch.setenv("MNIST_OPS_DATA", str(mnist_root))
+    # no DataLoader processes: they fork, and a fork of a pytest-xdist worker (execnet threads) can hang
+    import mnist_ops.bench
+
+    loader = mnist_ops.bench.per_sample_loader
+    monkeypatch.setattr(mnist_ops.bench, "per_sample_loader",
+                        lambda *args, **kwargs: loader(*args, **{**kwargs, "workers": 0}))
     time_to_accuracy.per_sample_training(["--preset", "lean-8k-fast", "--epochs", "1", "--limit-train", "600",
                                           "--batch-size", "60", "--validation", "500", "--precise-bn", "120"])
     assert calls == [120]  # once per epoch, over the first 120 plain training images

@@ -143,9 +143,6 @@ class OnnxPredictor(Predictor):
     backend = "onnxruntime"
 
     def __init__(self, model_path: str | os.PathLike, threads: int | None = None):
-        require_extra("export", "onnxruntime")
-        import onnxruntime
-
         path = Path(model_path)
         if path.is_dir():
             raise UserError(f"model {path} is a directory; --model takes an .onnx file (a run directory goes "
@@ -153,6 +150,8 @@ class OnnxPredictor(Predictor):
         if not path.is_file():
             raise UserError(f"model {path} not found; write one with `mnist-ops export --checkpoint RUN/best.pt "
                             f"--out {path}`")
+        require_extra("export", "onnxruntime")
+        import onnxruntime
         options = onnxruntime.SessionOptions()
         threads = threads or intra_op_threads()
         if threads:

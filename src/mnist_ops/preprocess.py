@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from mnist_ops.errors import UserError
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF")
 MAX_PIXELS = 4096 * 4096  # larger images are refused before decoding (decompression bombs)
+_PILLOW_WARNINGS = threading.Lock()
 BOX = 20  # the longer side of the digit, in pixels
 SIZE = 28
 CENTRE = 14.0  # where MNIST puts the centre of mass (row and column, 0-based pixel index)
@@ -55,7 +57,9 @@ def open_image(content: bytes, name: str = "image") -> Image.Image:
     if not content:
         raise NotAnImageError(f"{name}: empty (0 bytes)")
     try:
-        with warnings.catch_warnings():  # Pillow's own bomb check, at 89M pixels: ours is lower, and one line
+        # Pillow's own bomb check warns at 89M pixels: ours is lower, and one line. catch_warnings swaps
+        # process-wide state, and `serve` decodes on several threads: one at a time (a header read).
+        with _PILLOW_WARNINGS, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(content), formats=FORMATS)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
