@@ -69,8 +69,8 @@ def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> None:
 
 def _naming(error: OSError, path: Path) -> OSError:
     """The same error (same errno, so the same subclass) naming the file the user asked for: a full disk
-    names no file, and the others name our temporary file."""
-    return OSError(error.errno, error.strerror or str(error), str(path))
+    names no file, and the others name our temporary file. One without an errno is left as it is."""
+    return error if error.errno is None else OSError(error.errno, error.strerror or str(error), str(path))
 
 
 def atomic_write_json(path: str | os.PathLike, record) -> None:
