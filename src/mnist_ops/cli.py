@@ -300,8 +300,8 @@ def train_config(args):
             raise UserError("--resume takes the run's own config.toml; drop --preset/--config")
         run = Path(args.resume)
         if run.is_file():
-            raise UserError(f"--resume takes a run directory, and {run} is a file; pass the directory it is in"
-                            if run.suffix == ".pt" else f"--resume takes a run directory, and {run} is a file")
+            hint = "; pass the directory it is in" if run.suffix == ".pt" else ""
+            raise UserError(f"--resume takes a run directory, and {run} is a file{hint}")
         if not run.exists():
             raise UserError(f"{run}: no such run directory; pass the --out of the run to go on with")
         config_file = run / "config.toml"
