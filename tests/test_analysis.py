@@ -78,3 +78,13 @@ def test_the_receptive_field_table_leaves_torch_generator_alone():
     torch.manual_seed(5)
     receptive_field(model)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_the_tables_leave_the_model_on_its_device():
+    # torchinfo moves a model to the device it is given; given "cpu", it moved a model training on a GPU back to
+    # the CPU in place, and the first train step failed. The meta device stands in for a GPU here: moving a
+    # model off it raises, and its parameters must still be there afterwards.
+    model = create_model("lean-8k").to("meta")
+    assert "Total params: 7,588" in model_summary(model)
+    assert [row.layer for row in receptive_field(model)][0].startswith("Conv2d")
+    assert {parameter.device.type for parameter in model.parameters()} == {"meta"}

@@ -61,6 +61,9 @@ def test_export_mistakes_and_a_missing_extra_give_one_line(digit_checkpoint, onn
 
     assert "not found" in one_line_error("export", "--checkpoint", tmp_path / "absent.pt")
     assert "*.onnx" in one_line_error("export", "--checkpoint", digit_checkpoint, "--out", tmp_path / "model.txt")
+    (tmp_path / "broken-run").mkdir()
+    (tmp_path / "broken-run" / "last.pt").write_bytes(b"not a checkpoint")  # no "using ..." line before the error
+    assert "is unreadable" in one_line_error("export", "--checkpoint", tmp_path / "broken-run", "--out", tmp_path / "b.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"junk")
     image = tmp_path / "digit.png"  # predict checks its inputs first: this one exists
     image.write_bytes(b"")

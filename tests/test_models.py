@@ -104,6 +104,8 @@ def test_fast_dropout_drops_at_rate_p_and_stays_unbiased():
     assert layer.scale == pytest.approx(1 / (1 - layer.threshold / 65536))
     assert y.mean().item() == pytest.approx(x.mean().item(), rel=0.01)
     assert torch.equal(layer.eval()(x), x)  # evaluation: the identity
+    on_meta = layer.train()(torch.ones(4, 8, device="meta"))  # the meta device stands in for a GPU: the mask
+    assert on_meta.device.type == "meta" and on_meta.shape == (4, 8)  # follows x there (it was left on the CPU)
 
 
 def test_fast_dropout_masks_follow_torch_manual_seed_and_the_memory_format():

@@ -101,17 +101,31 @@ def test_bad_files_get_one_line_each_and_the_good_ones_are_still_predicted(digit
     Image.new("L", (200, 200), 255).save(tmp_path / "b-blank.png")
     (tmp_path / "c-notes.gif").write_text("not an image")
     (tmp_path / "d-none.idx").write_bytes(bytes([0, 0, 8, 3]) + (0).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2)
+    (tmp_path / "e-magic.idx").write_bytes(bytes([8, 3, 0, 0]) + (1).to_bytes(4, "big") + bytes(8 + 784))
     code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint, tmp_path)
     assert code == 2
     assert out.splitlines()[0].startswith(f"{tmp_path / 'a-seven.png'}: 7 (") and len(out.splitlines()) == 1
     errors = err.splitlines()
-    assert len(errors) == 3 and "Traceback" not in err
+    assert len(errors) == 4 and "Traceback" not in err
     assert "b-blank.png: no digit found" in errors[0] and "c-notes.gif: not an image" in errors[1]
     assert "d-none.idx: IDX file holds no images (shape (0, 28, 28))" in errors[2]  # once silent, and exit 0
+    assert "e-magic.idx: bad magic number 08030000: not an IDX file" in errors[3]  # once "not an image"
 
     code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint.parent, tmp_path / "a-seven.png")
     assert code == 0 and out.startswith(f"{tmp_path / 'a-seven.png'}: 7 (")  # a run directory: its last.pt here
     assert err.startswith(f"using {digit_checkpoint}") and len(err.splitlines()) == 1
+
+    broken_run = tmp_path / "broken-run"
+    broken_run.mkdir()
+    (broken_run / "last.pt").write_bytes(b"not a checkpoint")
+    code, out, err = run_predict(capsys, "--checkpoint", broken_run, tmp_path / "a-seven.png")
+    assert code == 2 and out == "" and err.splitlines() == [  # the error alone: not "using ..." before it
+        f"mnist-ops: error: checkpoint {broken_run / 'last.pt'} is unreadable (UnpicklingError); "
+        "pass a best.pt or last.pt written by mnist-ops train"]
+
+    code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint, "/proc/self/mem", tmp_path / "a-seven.png")
+    assert code == 2 and out.startswith(f"{tmp_path / 'a-seven.png'}: 7 (")  # a regular file whose read fails (EIO)
+    assert err == "mnist-ops: error: /proc/self/mem: cannot read it (Input/output error)\n"  # once ended the run
 
     for args, fragment in [((tmp_path / "absent.png",), "no such file"),
                            ((tmp_path / "empty-dir",), "no image files")]:

@@ -102,7 +102,7 @@ def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(server, seven, b
         ({"content": giant_pngs[100_000]}, 413, "10,000,000,000 pixels"),  # past Pillow's own limit
         ({"content": blank}, 422, "no digit found"),
         ({"files": {"note": (None, "just a field")}}, 400, "has no file"),
-        ({"files": {"file": ("empty.png", b"", "image/png")}}, 400, "empty request body"),
+        ({"files": {"file": ("empty.png", b"", "image/png")}}, 400, "empty uploaded file"),
         ({"content": b"--xyz\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=xyz"}}, 400, ""),
     ]
     with httpx.Client(base_url=server, timeout=20) as client:
@@ -130,7 +130,13 @@ def test_serve_mistakes_give_one_line(digit_checkpoint, tmp_path, capsys, monkey
     for args, fragment in [(["--checkpoint", digit_checkpoint, "--port", "70000"], "not a port number"),
                            (["--checkpoint", digit_checkpoint, "--host", "203.0.113.7"], "cannot listen"),
                            (["--checkpoint", tmp_path / "absent.pt"], "not found"),
-                           (["--model", tmp_path / "absent.onnx"], "not found")]:
+                           (["--model", tmp_path / "absent.onnx"], "not found"),
+                           # the port is checked before the model is loaded, and a run directory's
+                           # "using .../last.pt" is said only once its checkpoint has loaded
+                           (["--checkpoint", tmp_path / "broken-run", "--port", "70000"], "not a port number"),
+                           (["--checkpoint", tmp_path / "broken-run"], "is unreadable")]:
+        (tmp_path / "broken-run").mkdir(exist_ok=True)
+        (tmp_path / "broken-run" / "last.pt").write_bytes(b"not a checkpoint")
         assert main(["serve", *map(str, args)]) == 2
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and fragment in err, err

@@ -289,3 +289,24 @@ def test_a_onecycle_schedule_torch_cannot_run_leaves_no_run_directory(mnist_root
     with pytest.raises(UserError, match="^schedule onecycle over 5 steps makes torch's OneCycleLR divide by zero"):
         fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.integration
+def test_a_run_moved_to_a_machine_with_another_device_resumes_there_with_a_warning(mnist_root, tmp_path):
+    # once a dead end: `--resume RUN` asked for the run's "cuda" ("use --device cpu"), and `--device cpu` was
+    # refused as a changed config
+    config = build_config("lean-8k", None, {"epochs": 2, "limit_train": 300, "validation": 100, "batch_size": 64})
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        fit(config, out, data_root=mnist_root, log=quiet, progress=False, on_epoch=_stop_after(1))
+    checkpoint = torch.load(out / "last.pt", weights_only=True)
+    checkpoint["config"]["device"] = "cuda"  # as written on a GPU machine
+    torch.save(checkpoint, out / "last.pt")
+    messages = []
+    fit(config.replace(device="cpu"), out, data_root=mnist_root, log=messages.append, progress=False, resume=True)
+    assert f"warning: {out} trained on cuda and resumes on cpu: from here its numbers differ in the last digits " \
+           "from those the run would have computed there" in messages
+    assert [record["epoch"] for record in learned(out)] == [0, 1]
+    with pytest.raises(UserError, match=r"cannot resume .* lr \(0.1 in the run, 0.2 now\)"):  # other keys still may not
+        fit(config.replace(device="cpu", lr=0.2, epochs=3), out, data_root=mnist_root, log=quiet, progress=False,
+            resume=True)

@@ -24,6 +24,12 @@ def _pair_first(value) -> int:
     return int(value[0] if isinstance(value, tuple) else value)
 
 
+def device_of(model: nn.Module) -> torch.device:
+    """Where the model's tensors are. torchinfo moves a model to the device it is given, in place: given
+    "cpu", it would leave a model that trains on a GPU on the CPU."""
+    return next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
+
+
 def layer_names(model: nn.Module, input_size: int = 28) -> dict[int, str]:
     """torchinfo's name for each layer the forward pass runs ('Conv2d: 1-1': type, depth, index at that
     depth), keyed by id(module): the layer table and the receptive-field table name layers alike."""
@@ -31,7 +37,8 @@ def layer_names(model: nn.Module, input_size: int = 28) -> dict[int, str]:
 
     with torch.random.fork_rng(devices=[]):  # torchinfo draws its example input from torch's generator:
         # leave that generator as it was, so a run repeats the runs recorded before this table had names
-        stats = summary(model, input_size=(1, 1, input_size, input_size), verbose=0, device="cpu", mode="eval")
+        stats = summary(model, input_size=(1, 1, input_size, input_size), verbose=0, device=device_of(model),
+                        mode="eval")
     return {id(layer.module): f"{layer.class_name}: {layer.depth}-{layer.depth_index}" for layer in stats.summary_list}
 
 
@@ -76,7 +83,7 @@ def model_summary(model: nn.Module, input_size: tuple[int, ...] = (1, 1, 28, 28)
     from torchinfo import summary
 
     stats = summary(model, input_size=input_size, col_names=("output_size", "num_params"),
-                    depth=3, verbose=0, device="cpu", mode="eval")
+                    depth=3, verbose=0, device=device_of(model), mode="eval")
     lines = [f"Total mult-adds (millions): {stats.total_mult_adds / 1e6:.2f}" if line.startswith("Total mult-adds")
              else line for line in str(stats).splitlines()]
     return "\n".join(lines)

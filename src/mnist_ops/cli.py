@@ -25,9 +25,11 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def add_config_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...] | None = None) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...] | None = None,
+                     default: str | None = None) -> None:
     """One flag per config key (`batch_size` -> `--batch-size`), generated from Config's fields:
-    type, choices and help text come from config.py; a flag left out keeps the preset's value."""
+    type, choices and help text come from config.py; a flag left out keeps the preset's value, or what
+    `default` says it keeps (a study's variants, a checkpoint's run)."""
     from dataclasses import fields
 
     from mnist_ops.config import CHOICES, Config
@@ -38,7 +40,9 @@ def add_config_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...] | No
         if field.name == "preset" or (keys is not None and field.name not in keys):
             continue
         flag, help_text = "--" + field.name.replace("_", "-"), field.metadata["help"]
-        help_text += f" (default: the preset's; {getattr(default_preset, field.name)!r} in {DEFAULT_PRESET})"
+        if default is None:
+            default_text = f"the preset's; {getattr(default_preset, field.name)!r} in {DEFAULT_PRESET}"
+        help_text += f" (default: {default or default_text})"
         if field.type in ("bool", bool):
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, help=help_text)
         else:
@@ -58,6 +62,8 @@ def config_overrides(args, keys: tuple[str, ...] | None = None) -> dict:
 
 
 BENCH_KEYS = ("model", "optimizer", "batch_size", "precision", "channels_last", "fast_dropout", "ema")
+STUDY_KEYS = ("epochs", "limit_train", "tensorboard")  # for every variant of a study
+LR_FIND_KEYS = ("batch_size", "limit_train")
 PREVIEW_KEYS = ("augment", "interpolation")  # what `data preview` draws may differ from the preset's
 MAX_LOADER_WORKERS = 32  # bench's DataLoader processes: 1,000 once ran out of memory after minutes, with a traceback
 
@@ -78,8 +84,8 @@ class VersionAction(argparse.Action):
 
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist, kmnist, emnist-digits, or a "
-                        "directory holding four IDX files (default: mnist)")
+    add_config_flags(parser, ("dataset",), default="mnist")
+    parser.set_defaults(dataset="mnist")
     parser.add_argument("--root", "--data-root", dest="root", default=None,
                         help="data root (default: $MNIST_OPS_DATA, else ~/.cache/mnist-ops)")
 
@@ -107,14 +113,11 @@ def _add_measurement_parsers(commands, data_commands) -> None:
     study.add_argument("directory", nargs="?", help="with 'report' or 'status': the study directory")
     study.add_argument("--spec", default=None, help="TOML file: [[variant]] tables (name, preset, config keys)")
     study.add_argument("--seeds", type=int, help="number of seeds (1..N), replacing the spec's")
-    study.add_argument("--epochs", type=int, help="epochs for every variant")
-    study.add_argument("--limit-train", type=int, dest="limit_train", help="use the first N training images")
+    add_config_flags(study, STUDY_KEYS, default="each variant's")
     study.add_argument("--out", default=None, help="study directory (default: runs/study-<name>)")
     study.add_argument("--report-only", action="store_true", help="regenerate the report, train nothing")
     study.add_argument("--data-root", default=None)
     study.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
-    study.add_argument("--tensorboard", action="store_true", default=None,
-                       help="TensorBoard event files in every run directory (extra mnist-ops[tensorboard])")
     _add_storage_args(study, None)
 
     tune = commands.add_parser("tune", help="recipe search on Optuna, scored on a validation split",
@@ -134,8 +137,7 @@ def _add_measurement_parsers(commands, data_commands) -> None:
     lr_find.add_argument("--start-lr", type=float, default=1e-5)
     lr_find.add_argument("--end-lr", type=float, default=10.0)
     lr_find.add_argument("--iterations", type=int, default=100, help="batches in the ramp (default 100)")
-    lr_find.add_argument("--batch-size", type=int, dest="batch_size")
-    lr_find.add_argument("--limit-train", type=int, dest="limit_train", help="use the first N training images")
+    add_config_flags(lr_find, LR_FIND_KEYS)
     lr_find.add_argument("--out", default=None,
                          help="directory for lr_find.png and .json (default: a new runs/lr-find-<preset>-<time>)")
     lr_find.add_argument("--force", action="store_true", help="overwrite an earlier range test in --out")
@@ -145,7 +147,8 @@ def _add_measurement_parsers(commands, data_commands) -> None:
     preview = data_commands.add_parser("preview", help="PNG: training digits before and after augmentation")
     preview.add_argument("--preset", default=None, help="named recipe (default: seed-regularized)")
     preview.add_argument("--count", type=int, default=10, help="digits to show, 1 to 100 (default 10), 10 per row")
-    preview.add_argument("--seed", type=int, default=0, help="which digits and augmentation draws (default 0)")
+    add_config_flags(preview, ("seed",), default="0")  # which digits, and the augmentation's draws
+    preview.set_defaults(seed=0)
     preview.add_argument("--out", default=None, help="image path: .png, .jpg, .svg or .pdf "
                                                      "(default: runs/preview-<preset>.png)")
     add_config_flags(preview, PREVIEW_KEYS)
@@ -165,9 +168,9 @@ def build_parser() -> ArgumentParser:
 
     summary = commands.add_parser("summary", help="layer table and receptive-field table of a model")
     which = summary.add_mutually_exclusive_group()
-    which.add_argument("--model", help="a registered model name, path/to/nets.py:Net or package.module:build")
+    add_config_flags(which, ("model",))
     which.add_argument("--preset", help="a preset name (its model)")
-    summary.add_argument("--dropout", type=float, default=None)
+    add_config_flags(summary, ("dropout",))
 
     commands.add_parser("list", help="list the registered models and presets")
 
@@ -185,7 +188,8 @@ def build_parser() -> ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True,
                           help="a run directory (its best.pt, else last.pt) or a checkpoint file")
     evaluate.add_argument("--data-root", default=None)
-    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    add_config_flags(evaluate, ("device",), default="auto")
+    evaluate.set_defaults(device="auto")
     evaluate.add_argument("--json", action="store_true",
                           help="print the results as one JSON object on stdout (messages go to stderr)")
 
@@ -254,8 +258,7 @@ def command_summary(args) -> None:
     from mnist_ops.engine import build_model
     from mnist_ops.presets import build_config
 
-    overrides = {key: getattr(args, key) for key in ("model", "dropout") if getattr(args, key) is not None}
-    config = build_config(args.preset, None, overrides)
+    config = build_config(args.preset, None, config_overrides(args, ("model", "dropout")))
     model = build_model(config, log=print)
     name = config.model
     print(f"model {name}")
@@ -382,9 +385,9 @@ def command_data_preview(args) -> None:
     from mnist_ops.report import plot_augmentation_preview
 
     overrides = config_overrides(args, PREVIEW_KEYS)
-    config = build_config(args.preset, None, {"dataset": args.dataset, **overrides})
+    config = build_config(args.preset, None, {"dataset": args.dataset, "seed": args.seed, **overrides})  # checks --seed
     out = args.out or Path("runs") / ("-".join(["preview", config.preset, *overrides.values()]) + ".png")
-    plot_augmentation_preview(config, args.count, args.seed, out, data_root=args.root)
+    plot_augmentation_preview(config, args.count, config.seed, out, data_root=args.root)
     print(f"wrote {out}: {args.count} training digits, each row before and the row below it after "
           f"augment '{config.augment}' ({config.interpolation})")
 
@@ -410,8 +413,7 @@ def study_spec_from_args(args):
         raise UserError("name a built-in study (regularization), pass --spec FILE.toml, or `study report DIR`")
     if args.directory:
         raise UserError(f"unexpected argument '{args.directory}'; pass the study directory with --out")
-    overrides = {key: getattr(args, key) for key in ("epochs", "limit_train", "tensorboard")
-                 if getattr(args, key) is not None}
+    overrides = config_overrides(args, STUDY_KEYS)
     if args.spec:
         return read_spec(args.spec, args.seeds, overrides)
     return built_in_spec(args.name, args.seeds, overrides)
@@ -498,19 +500,24 @@ def command_lr_find(args) -> None:
     from mnist_ops.lr_find import lr_find
     from mnist_ops.presets import build_config
 
-    overrides = {key: getattr(args, key) for key in ("batch_size", "limit_train") if getattr(args, key) is not None}
-    config = build_config(args.preset, None, overrides)
+    config = build_config(args.preset, None, config_overrides(args, LR_FIND_KEYS))
     out = args.out or Path("runs") / f"lr-find-{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     lr_find(config, args.start_lr, args.end_lr, args.iterations, out, data_root=args.data_root,
             progress=not args.no_progress, force=args.force)
 
 
-def use_checkpoint(path: str | None) -> str | None:
-    """--checkpoint for predict/export/serve: a run directory means its best.pt, else its last.pt (said on stderr,
-    so that `predict --json` keeps stdout to JSON lines)."""
+def use_checkpoint(path: str | None, notes: list[str]) -> str | None:
+    """--checkpoint for predict/export/serve: a run directory means its best.pt, else its last.pt. Which one is
+    appended to `notes`, for the caller to print on stderr (so `predict --json` keeps stdout to JSON lines) once
+    the checkpoint has loaded: an error stays one line."""
     from mnist_ops.engine import find_checkpoint
 
-    return None if path is None else str(find_checkpoint(path, log=lambda line: print(line, file=sys.stderr)))
+    return None if path is None else str(find_checkpoint(path, log=notes.append))
+
+
+def say_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(note, file=sys.stderr)
 
 
 def command_predict(args) -> int:
@@ -519,7 +526,9 @@ def command_predict(args) -> int:
     from mnist_ops.predict import expand_inputs, load_predictor, read_images
 
     files = expand_inputs(args.inputs)  # a missing input is named before a model is loaded
-    predictor = load_predictor(use_checkpoint(args.checkpoint), args.model)
+    notes: list[str] = []
+    predictor = load_predictor(use_checkpoint(args.checkpoint, notes), args.model)
+    say_notes(notes)
     failed = 0
     for name, result in predictor.predict_many(read_images(files)):
         if isinstance(result, UserError):
@@ -536,7 +545,9 @@ def command_predict(args) -> int:
 def command_export(args) -> None:
     from mnist_ops.export import export_onnx
 
-    metadata = export_onnx(use_checkpoint(args.checkpoint), args.out)
+    notes: list[str] = []
+    metadata = export_onnx(use_checkpoint(args.checkpoint, notes), args.out)
+    say_notes(notes)
     print(f"wrote {args.out}: model {metadata['model_name']}, epoch {metadata['epoch']}, dynamic batch; "
           f"try `mnist-ops predict --model {args.out} FILE` or `mnist-ops serve --model {args.out}`", flush=True)
 
@@ -546,9 +557,13 @@ def command_serve(args) -> None:
 
     require_extra("serve", "fastapi", "uvicorn", "python_multipart")
     from mnist_ops.predict import load_predictor
-    from mnist_ops.serve.app import run
+    from mnist_ops.serve.app import listen, run
 
-    run(load_predictor(use_checkpoint(args.checkpoint), args.model), args.host, args.port)
+    sock = listen(args.host, args.port)  # a port in use is named before the model is loaded
+    notes: list[str] = []
+    predictor = load_predictor(use_checkpoint(args.checkpoint, notes), args.model)
+    say_notes(notes)
+    run(predictor, sock)
 
 
 def tune_command_line(args) -> str:

@@ -61,6 +61,9 @@ def export_onnx(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> d
         "producer": "mnist-ops export",
     }
     proto = program.model_proto
+    if proto.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value"):  # the exporter fell back silently
+        raise UserError(f"cannot export model {checkpoint['model_name']} to ONNX with a dynamic batch: its forward() "
+                        "turns the batch size into a fixed number (len(x)?); write x.flatten(1) or x.size(0) instead")
     onnx.helper.set_model_props(proto, metadata)
     onnx.checker.check_model(proto)
     atomic_write_bytes(out, proto.SerializeToString())

@@ -394,7 +394,7 @@ class FastDropout(nn.Module):
             keep = keep.view(n, h, w, c).permute(0, 3, 1, 2)  # the mask in x's own layout
         else:
             keep = keep.view(x.shape)
-        return x * keep.to(x.dtype).mul_(self.scale)
+        return x * keep.to(x.device, x.dtype).mul_(self.scale)  # the mask is drawn on the CPU, x may be on a GPU
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -185,8 +185,12 @@ def load_predictor(checkpoint: str | os.PathLike | None = None, model: str | os.
 
 # ---------------------------------------------------------------------------- input files
 
+IDX_SUFFIXES = ("-ubyte", "-ubyte.gz", ".idx")
+
+
 def _is_idx(path: Path) -> bool:
-    if path.name.endswith(".gz"):
+    """An IDX file by its name (so a bad one is named as a bad IDX file, not as a bad image) or its magic."""
+    if path.name.endswith((".gz", *IDX_SUFFIXES)):
         return True
     with open(path, "rb") as handle:
         return handle.read(2) == b"\x00\x00"  # IDX magic; no image format starts with two zero bytes
@@ -198,7 +202,7 @@ def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
     for path in map(Path, paths):
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and (
-                p.suffix.lower() in IMAGE_SUFFIXES or p.name.endswith(("-ubyte", "-ubyte.gz", ".idx"))))
+                p.suffix.lower() in IMAGE_SUFFIXES or p.name.endswith(IDX_SUFFIXES)))
             if not found:
                 raise UserError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) or IDX files in this directory")
             files += found
@@ -224,6 +228,9 @@ def read_images(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, Image
             images = read_idx(path)
         except UserError as error:
             yield str(path), error
+            continue
+        except OSError as error:  # a file that cannot be read is one bad input among many, not the end of the run
+            yield str(path), UserError(f"{path}: cannot read it ({error.strerror or error})")
             continue
         if images.dim() != 3:
             yield str(path), UserError(f"{path}: IDX shape {tuple(images.shape)} is not a stack of images [N, H, W]")

@@ -175,14 +175,18 @@ def _same_kind(value, like) -> bool:
     return type(value) is type(like)
 
 
-def _refuse_changed_config(checkpoint: dict, config: Config, out: Path) -> None:
+def _refuse_changed_config(checkpoint: dict, config: Config, out: Path, log: Callable[[str], None]) -> None:
     # a key the run's config lacks (added to Config since) had its default value then
     saved = {**Config().to_dict(), **checkpoint["config"]}
     now = config.to_dict()
-    changed = [f"{key} ({saved[key]!r} in the run, {now[key]!r} now)" for key in changed_keys(saved, now)]
+    changed = [f"{key} ({saved[key]!r} in the run, {now[key]!r} now)"
+               for key in changed_keys(saved, now, ignore={"device"})]
     if changed:
         raise UserError(f"cannot resume {out} with a different config: {'; '.join(changed)}; drop those flags, "
                         "or start a new run with another --out")
+    if saved["device"] != now["device"]:  # a run moved to another machine: continue it there, and say what it costs
+        log(f"warning: {out} trained on {saved['device']} and resumes on {now['device']}: from here its numbers "
+            "differ in the last digits from those the run would have computed there")
 
 
 def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike | None = None,
@@ -246,7 +250,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             if missing:
                 raise UserError(f"{out / 'last.pt'} holds no resume state ({', '.join(missing)}): written by an "
                                 "older mnist-ops; start a new run with another --out")
-            _refuse_changed_config(checkpoint, config, out)
+            _refuse_changed_config(checkpoint, config, out, log)
             refuse_changed_teachers(checkpoint.get("teachers"), teacher, out)
             _restore(checkpoint, model, optimizer, scheduler, generator, ema, out / "last.pt")
             history = checkpoint["history"]

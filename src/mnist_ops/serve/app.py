@@ -104,10 +104,11 @@ def create_app(predictor: Predictor) -> FastAPI:
     async def predict(request: Request) -> JSONResponse:
         """Returns the digit, its probability, the top 3, all probabilities and the 28x28 image the model saw."""
         body = await read_body(request)
+        what = "request body"
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            body = await uploaded_file(request, body)
+            body, what = await uploaded_file(request, body), "uploaded file"
         if not body:
-            raise RequestError(400, f"empty request body: send an image ({', '.join(FORMATS)}) as the body "
+            raise RequestError(400, f"empty {what}: send an image ({', '.join(FORMATS)}) as the body "
                                     "or as a multipart file")
         return JSONResponse(await run_in_threadpool(predict_bytes, body))  # plain JSON: skips FastAPI's encoder
 
@@ -137,13 +138,13 @@ def listen(host: str, port: int) -> socket.socket:
                         "or --host") from None
 
 
-def run(predictor: Predictor, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve until Ctrl+C. Prints the URL (with the real port when port is 0)."""
+def run(predictor: Predictor, sock: socket.socket) -> None:
+    """Serve on `sock` (from `listen`) until Ctrl+C. Prints the URL (with the real port when port was 0)."""
     import uvicorn
 
-    sock = listen(host, port)
+    host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"serving {predictor.model_name} ({predictor.backend}) on http://{shown}:{sock.getsockname()[1]}/ "
+    print(f"serving {predictor.model_name} ({predictor.backend}) on http://{shown}:{port}/ "
           "(API docs at /docs; Ctrl+C stops)", flush=True)
     config = uvicorn.Config(create_app(predictor), log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
