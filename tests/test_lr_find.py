@@ -87,3 +87,5 @@ def test_the_range_test_says_once_that_it_leaves_the_teacher_out(mnist_root, dig
     lines = []
     lr_find(config, 1e-4, 1.0, 5, tmp_path, data_root=mnist_root, log=lines.append)
     assert sum("the teacher is not used" in line for line in lines) == 1
+    assert "note: the range test trains one fp32 copy of the model, without the recipe's ema 0.999; its lr " \
+           "suggestion is for that plain step" in lines  # lean-8k's EMA

@@ -93,6 +93,12 @@ def range_test(config: Config, start_lr: float, end_lr: float, iterations: int, 
     check_range(start_lr, end_lr, iterations)
     if config.distill_weight > 0:
         log("note: the range test ramps the lr on the labels' loss alone; the teacher is not used")
+    unused = [f"{key} {value}" for key, value, plain in (
+        ("precision", config.precision, "fp32"), ("channels_last", config.channels_last, False),
+        ("replicas", config.replicas, 1), ("ema", config.ema, 0.0)) if value != plain]
+    if unused:  # torch-lr-finder runs its own fp32 loop on one model
+        log(f"note: the range test trains one fp32 copy of the model, without the recipe's {', '.join(unused)}; "
+            "its lr suggestion is for that plain step")
     train, mean, std = load_training_split(config, data_root)
     seed_everything(config.seed)
     device = resolve_device(config.device)
