@@ -225,7 +225,7 @@ class TrainStep:
             loss.backward()
         else:
             logits, loss = self.replicas.forward_backward(x, y)
-        if not torch.isfinite(loss):
+        if not torch.isfinite(loss):  # before the step, which a NaN would spoil (on a GPU: a wait per step)
             raise NonFiniteLoss(loss.item())
         self.optimizer.step()
         if self.scheduler is not None:

@@ -66,8 +66,9 @@ def epoch_config(config: Config, epoch: int) -> Config:
 def train_one_epoch(step: TrainStep, data: FitData, config: Config, generator: torch.Generator,
                     bar=None) -> tuple[float, float]:
     """One pass over shuffled training data; returns (mean loss per sample, accuracy %)."""
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    correct = torch.zeros((), dtype=torch.int64)
+    # running sums stay on the model's device: copied to the CPU only when the bar redraws and at the end
+    loss_sum = torch.zeros((), dtype=torch.float64, device=step.device)
+    correct = torch.zeros((), dtype=torch.int64, device=step.device)
     seen = 0
     for number, (x, y) in enumerate(fit_batches(data.train, config, data.mean, data.std, generator)):
         try:
@@ -75,8 +76,8 @@ def train_one_epoch(step: TrainStep, data: FitData, config: Config, generator: t
         except NonFiniteLoss as error:
             error.step = number
             raise
-        loss_sum += loss.double().cpu() * len(y)
-        correct += (logits.argmax(dim=1).cpu() == y).sum()
+        loss_sum += loss.detach().double() * len(y)
+        correct += (logits.argmax(dim=1) == y.to(logits.device)).sum()
         seen += len(y)
         if bar is not None:
             if _bar_due(bar) or seen == len(data.train):  # .item() syncs: only when the bar shows it
