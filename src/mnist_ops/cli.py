@@ -40,9 +40,8 @@ def add_config_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...] | No
         if field.name == "preset" or (keys is not None and field.name not in keys):
             continue
         flag, help_text = "--" + field.name.replace("_", "-"), field.metadata["help"]
-        if default is None:
-            default_text = f"the preset's; {getattr(default_preset, field.name)!r} in {DEFAULT_PRESET}"
-        help_text += f" (default: {default or default_text})"
+        preset_default = f"the preset's; {getattr(default_preset, field.name)!r} in {DEFAULT_PRESET}"
+        help_text += f" (default: {preset_default if default is None else default})"
         if field.type in ("bool", bool):
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, help=help_text)
         else:
