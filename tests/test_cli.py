@@ -559,3 +559,20 @@ def test_every_flag_named_after_a_config_key_is_generated_from_it():
     walk(build_parser(), [])
     assert {("lr-find", "--batch-size"), ("study", "--tensorboard"), ("summary", "--dropout"), ("summary", "--model"), ("evaluate", "--device"),
             ("data", "fetch", "--dataset"), ("data", "preview", "--seed"), ("train", "--lr")} <= set(checked)
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    from mnist_ops.cli import build_parser
+
+    silent = []
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*path, name])
+            elif action.option_strings and not action.help:
+                silent.append((*path, action.option_strings[0]))
+
+    walk(build_parser(), [])
+    assert silent == []  # --data-root of five commands, lr-find's --start-lr and --end-lr once had no help

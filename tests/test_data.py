@@ -61,6 +61,8 @@ def test_fetch_rejects_wrong_checksum_and_lists_every_source(tiny_dataset, monke
     assert "t10k-labels-idx1-ubyte" in message and "MD5" in message
     assert "system dir" in message and "mirror http://127.0.0.1:9/" in message
     assert "by hand" in message and f"`mnist-ops data fetch --dataset tiny --root {root}` to verify" in message
+    assert f"data root {root / 'tiny'}: none of the 4 files there;" in message  # one reason, not four
+    assert "apt-get install" not in message  # no Debian package ships this one
     assert not (root / "tiny" / "t10k-labels-idx1-ubyte").exists()  # a bad file is never stored
     assert (root / "tiny" / "train-images-idx3-ubyte").exists()  # the good ones are
 
@@ -269,3 +271,13 @@ def test_a_damaged_gz_in_your_own_dataset_is_one_line_and_never_inflated(tmp_pat
         tracemalloc.stop()
     assert len(str(error.value).splitlines()) == 1 and "train-labels-idx1-ubyte.gz" in str(error.value)
     assert peak < 8 << 20
+
+
+def test_a_dataset_debian_ships_is_named_in_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "SYSTEM_DATASET_DIR", tmp_path / "system")
+    with pytest.raises(UserError) as error:
+        data.fetch("fashion-mnist", tmp_path / "root", log=lambda m: None, use_network=False)
+    message = str(error.value)
+    assert f"data root {tmp_path / 'root' / 'fashion-mnist'}: none of the 4 files there; " \
+           f"system dir {tmp_path / 'system' / 'fashion-mnist'}: none of the 4 files there. " in message
+    assert "Fix: `apt-get install dataset-fashion-mnist`, or place the raw or .gz IDX files in" in message

@@ -118,6 +118,7 @@ def test_resuming_a_finished_run_says_so_and_a_changed_config_is_refused_by_key(
     finished = subprocess.run(command("train", "--resume", str(out), "--no-progress"), env=env,
                               capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0 and "is finished (1 of 1 epochs): nothing left to train" in finished.stdout
+    assert "resuming /" not in finished.stdout  # it once said "resuming ... after epoch 0 of 1" first
     assert (out / "metrics.jsonl").read_bytes() == before
     changed = subprocess.run(command("train", "--resume", str(out), "--lr", "0.2", "--batch-size", "64"), env=env,
                              capture_output=True, text=True, timeout=300)

@@ -32,6 +32,17 @@ def test_observations_name_the_variant_that_overfits_most():
     assert "with a single seed there is no spread" in text
 
 
+def test_a_variant_at_chance_is_said_not_to_learn_and_is_left_out_of_the_overfitting_sentence():
+    # a 1-epoch look at an EMA recipe: the trained weights fit 35%, the lagging average tests at chance
+    text = observations([variant("rotation", [(35.0, 9.6)]), variant("plain", [(36.0, 10.5)]),
+                         variant("seed", [(90.0, 95.0)])])
+    assert "rotation did not learn: its mean last test accuracy is 9.60%" in text
+    assert "plain did not learn" in text and "overfits most" not in text  # once "rotation overfits most ... 25.40 pp"
+    assert "No variant overfits at the end" in text and "by at least 5.00 pp (seed)" in text
+    only_chance = observations([variant("rotation", [(35.0, 9.6)])])
+    assert "overfit" not in only_chance and "rotation did not learn" in only_chance
+
+
 def test_per_epoch_table_is_headed_by_the_epochs_of_metrics_jsonl():
     table = per_epoch_table([variant("a", [(90, 97.0), (95, 98.0)], [(90, 97.5), (95, 98.25)])])
     assert table.header == ["Variant", "Seed", "0", "1"]

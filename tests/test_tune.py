@@ -178,6 +178,8 @@ def check_search(url: str, study_name: str, trials: int, killed: int, out: Path)
     assert best.lr == study.best_trial.params["lr"]
     report = (out / "report.md").read_text()
     assert f"re-run after their worker died: {killed} as {retries[0].number}" in report
+    assert "first 2,000 training images; each trial's " in report and " replace the base's (search space below)" \
+        in report  # the base's lr is shown beside the searched one
     for plot in ("optimization_history.png", "param_importances.png", "parallel_coordinate.png",
                  "intermediate_values.png"):
         assert (out / plot).stat().st_size > 10_000
@@ -223,6 +225,9 @@ def test_embedded_storage_two_local_workers_one_killed_then_confirm(train_only_r
     killed = kill_a_worker_mid_trial(embedded_url(out), "tiny", command, time.monotonic() + 120)
     output = finish(command)
     assert "was killed by signal 9" in output and "best: trial" in output
+    assert "3 trials, 2 worker(s), no trials so far" in output  # not a Python dict
+    ending = re.search(r"tune tiny: ([a-z0-9, ]+) after \d+ s", output)
+    assert ending and "1 fail" in ending.group(1).split(", "), output
     check_search(embedded_url(out), "tiny", 3, killed, out)
     assert "embedded SQLite file optuna.db" in (out / "report.md").read_text()
 
@@ -234,6 +239,9 @@ def test_embedded_storage_two_local_workers_one_killed_then_confirm(train_only_r
     last_test = done["summary"]["last_test_accuracy"]
     assert f"| 1 | {done['summary']['best_test_accuracy']:.2f} | {last_test:.2f} |" in (out / "report.md").read_text()
     assert "`confirm/report.md`" in (out / "report.md").read_text()  # and the link holds:
+    # the spec's [base] keeps 2,000 training images: the report once said "the full training set"
+    assert "best.toml trained on the first 2,000 training images (the spec's limit_train), validation split " \
+           "included and tested on the test set, 1 of 1 seeds" in (out / "report.md").read_text()
     assert "## Best variant: best (seed 1, last.pt)" in (out / "confirm" / "report.md").read_text()
 
 

@@ -64,6 +64,7 @@ BENCH_KEYS = ("model", "optimizer", "batch_size", "precision", "channels_last", 
 STUDY_KEYS = ("epochs", "limit_train", "tensorboard")  # for every variant of a study
 LR_FIND_KEYS = ("batch_size", "limit_train")
 PREVIEW_KEYS = ("augment", "interpolation")  # what `data preview` draws may differ from the preset's
+DATA_ROOT_HELP = "data root (default: $MNIST_OPS_DATA, else ~/.cache/mnist-ops)"
 MAX_LOADER_WORKERS = 32  # bench's DataLoader processes: 1,000 once ran out of memory after minutes, with a traceback
 
 
@@ -85,15 +86,14 @@ class VersionAction(argparse.Action):
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser, ("dataset",), default="mnist")
     parser.set_defaults(dataset="mnist")
-    parser.add_argument("--root", "--data-root", dest="root", default=None,
-                        help="data root (default: $MNIST_OPS_DATA, else ~/.cache/mnist-ops)")
+    parser.add_argument("--root", "--data-root", dest="root", default=None, help=DATA_ROOT_HELP)
 
 
 def _add_storage_args(parser: argparse.ArgumentParser, out_help: str | None) -> None:
     """--storage, --study-name, --workers, --heartbeat (and --out, --data-root for tune)."""
     if out_help:
         parser.add_argument("--out", default=None, help=out_help)
-        parser.add_argument("--data-root", default=None)
+        parser.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     parser.add_argument("--storage", default=None, metavar="URL",
                         help="Optuna storage shared by workers on several machines, e.g. "
                              "postgresql://user:password@host:5432/db (default: a SQLite file in the output directory)")
@@ -115,7 +115,7 @@ def _add_measurement_parsers(commands, data_commands) -> None:
     add_config_flags(study, STUDY_KEYS, default="each variant's")
     study.add_argument("--out", default=None, help="study directory (default: runs/study-<name>)")
     study.add_argument("--report-only", action="store_true", help="regenerate the report, train nothing")
-    study.add_argument("--data-root", default=None)
+    study.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     study.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
     _add_storage_args(study, None)
 
@@ -127,23 +127,23 @@ def _add_measurement_parsers(commands, data_commands) -> None:
     tune.add_argument("--trials", type=int, help="trials that end COMPLETE or PRUNED, over all workers "
                                                  "(default: the spec's)")
     tune.add_argument("--confirm", type=int, default=0, metavar="N",
-                      help="then train the best config on the full training set for seeds 1..N and report "
+                      help="then train the best config without the validation split for seeds 1..N and report "
                            "test accuracy (a study in DIR/confirm)")
     _add_storage_args(tune, "tune directory (default: runs/tune-<name>)")
 
     lr_find = commands.add_parser("lr-find", help="LR range test: loss vs exponentially rising lr")
     lr_find.add_argument("--preset", default=None, help="named recipe (default: seed-regularized)")
-    lr_find.add_argument("--start-lr", type=float, default=1e-5)
-    lr_find.add_argument("--end-lr", type=float, default=10.0)
+    lr_find.add_argument("--start-lr", type=float, default=1e-5, help="lr of the first batch (default 1e-05)")
+    lr_find.add_argument("--end-lr", type=float, default=10.0, help="lr of the last batch (default 10)")
     lr_find.add_argument("--iterations", type=int, default=100, help="batches in the ramp (default 100)")
     add_config_flags(lr_find, LR_FIND_KEYS)
     lr_find.add_argument("--out", default=None,
                          help="directory for lr_find.png and .json (default: a new runs/lr-find-<preset>-<time>)")
     lr_find.add_argument("--force", action="store_true", help="overwrite an earlier range test in --out")
-    lr_find.add_argument("--data-root", default=None)
+    lr_find.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     lr_find.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    preview = data_commands.add_parser("preview", help="PNG: training digits before and after augmentation")
+    preview = data_commands.add_parser("preview", help="image (PNG, JPEG, SVG or PDF): training digits before and after augmentation")
     preview.add_argument("--preset", default=None, help="named recipe (default: seed-regularized)")
     preview.add_argument("--count", type=int, default=10, help="digits to show, 1 to 100 (default 10), 10 per row")
     add_config_flags(preview, ("seed",), default="0")  # which digits, and the augmentation's draws
@@ -180,25 +180,25 @@ def build_parser() -> ArgumentParser:
                        help="continue a killed or interrupted run from its last.pt, with its config.toml")
     add_config_flags(train)
     train.add_argument("--out", default=None, help="run directory (default: runs/<preset>-seed<N>-<time>)")
-    train.add_argument("--data-root", default=None)
+    train.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     train.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines only)")
 
     evaluate = commands.add_parser("evaluate", help="test accuracy, per-class accuracy, confusion matrix")
     evaluate.add_argument("--checkpoint", required=True,
                           help="a run directory (its best.pt, else last.pt) or a checkpoint file")
-    evaluate.add_argument("--data-root", default=None)
+    evaluate.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     add_config_flags(evaluate, ("device",), default="auto")
     evaluate.set_defaults(device="auto")
     evaluate.add_argument("--json", action="store_true",
                           help="print the results as one JSON object on stdout (messages go to stderr)")
 
     bench = commands.add_parser("bench", help="img/s: per-sample DataLoader pipeline vs ours, side by side")
-    bench.add_argument("--preset", default="lean-8k")
+    bench.add_argument("--preset", default="lean-8k", help="named recipe to measure (default: lean-8k)")
     bench.add_argument("--batches", type=int, default=60, help="batches per measurement (default 60)")
     bench.add_argument("--repeats", type=int, default=3, help="repeats per measurement (default 3)")
     bench.add_argument("--workers", type=int, default=2, help="DataLoader workers for the per-sample side")
     add_config_flags(bench, BENCH_KEYS)
-    bench.add_argument("--data-root", default=None)
+    bench.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     bench.add_argument("--json", default=None, help="also write the numbers to this new JSON file (never overwritten)")
     _add_measurement_parsers(commands, data_commands)
     _add_use_parsers(commands)

