@@ -129,12 +129,12 @@ def test_the_onnx_model_serves_the_same_answer(onnx_model, seven, server):
 def test_serve_mistakes_give_one_line(digit_checkpoint, tmp_path, capsys, monkeypatch):
     for args, fragment in [(["--checkpoint", digit_checkpoint, "--port", "70000"], "not a port number"),
                            (["--checkpoint", digit_checkpoint, "--host", "203.0.113.7"], "cannot listen"),
-                           (["--checkpoint", tmp_path / "absent.pt"], "not found"),
-                           (["--model", tmp_path / "absent.onnx"], "not found"),
+                           (["--checkpoint", tmp_path / "absent.pt", "--port", "0"], "not found"),
+                           (["--model", tmp_path / "absent.onnx", "--port", "0"], "not found"),
                            # the port is checked before the model is loaded, and a run directory's
                            # "using .../last.pt" is said only once its checkpoint has loaded
                            (["--checkpoint", tmp_path / "broken-run", "--port", "70000"], "not a port number"),
-                           (["--checkpoint", tmp_path / "broken-run"], "is unreadable")]:
+                           (["--checkpoint", tmp_path / "broken-run", "--port", "0"], "is unreadable")]:
         (tmp_path / "broken-run").mkdir(exist_ok=True)
         (tmp_path / "broken-run" / "last.pt").write_bytes(b"not a checkpoint")
         assert main(["serve", *map(str, args)]) == 2

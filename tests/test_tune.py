@@ -240,8 +240,8 @@ def test_embedded_storage_two_local_workers_one_killed_then_confirm(train_only_r
     assert f"| 1 | {done['summary']['best_test_accuracy']:.2f} | {last_test:.2f} |" in (out / "report.md").read_text()
     assert "`confirm/report.md`" in (out / "report.md").read_text()  # and the link holds:
     # the spec's [base] keeps 2,000 training images: the report once said "the full training set"
-    assert "best.toml trained on the first 2,000 training images (the spec's limit_train), validation split " \
-           "included and tested on the test set, 1 of 1 seeds" in (out / "report.md").read_text()
+    assert "best.toml trained on the first 2,000 of all training images (the spec's limit_train; no validation " \
+           "split held out) and tested on the test set, 1 of 1 seeds" in (out / "report.md").read_text()
     assert "## Best variant: best (seed 1, last.pt)" in (out / "confirm" / "report.md").read_text()
 
 

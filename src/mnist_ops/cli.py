@@ -29,7 +29,7 @@ def add_config_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...] | No
                      default: str | None = None) -> None:
     """One flag per config key (`batch_size` -> `--batch-size`), generated from Config's fields:
     type, choices and help text come from config.py; a flag left out keeps the preset's value, or what
-    `default` says it keeps (a study's variants, a checkpoint's run)."""
+    `default` says it keeps (each variant's in a study; a fixed value in a command without a preset)."""
     from dataclasses import fields
 
     from mnist_ops.config import CHOICES, Config
@@ -146,7 +146,7 @@ def _add_measurement_parsers(commands, data_commands) -> None:
     preview = data_commands.add_parser("preview", help="image (PNG, JPEG, SVG or PDF): training digits before and after augmentation")
     preview.add_argument("--preset", default=None, help="named recipe (default: seed-regularized)")
     preview.add_argument("--count", type=int, default=10, help="digits to show, 1 to 100 (default 10), 10 per row")
-    add_config_flags(preview, ("seed",), default="0")  # which digits, and the augmentation's draws
+    add_config_flags(preview, ("seed",), default="0; it picks the digits shown and the augmentation's draws")
     preview.set_defaults(seed=0)
     preview.add_argument("--out", default=None, help="image path: .png, .jpg, .svg or .pdf "
                                                      "(default: runs/preview-<preset>.png)")
@@ -560,7 +560,11 @@ def command_serve(args) -> None:
 
     sock = listen(args.host, args.port)  # a port in use is named before the model is loaded
     notes: list[str] = []
-    predictor = load_predictor(use_checkpoint(args.checkpoint, notes), args.model)
+    try:
+        predictor = load_predictor(use_checkpoint(args.checkpoint, notes), args.model)
+    except BaseException:
+        sock.close()
+        raise
     say_notes(notes)
     run(predictor, sock)
 

@@ -65,7 +65,7 @@ class Config:
                                            "in that share")
     target_accuracy: float = _key(99.4, "percent; best.pt is saved from epoch 3 on at a new best >= this")
     seed: int = _key(1, "seeds torch, numpy, Python and the shuffling/augmentation generator")
-    device: str = _key("auto", "auto, cpu, cuda or mps (config.toml records the one used)")
+    device: str = _key("auto", "auto (CUDA, else MPS, else the CPU), cpu, cuda or mps")
     precision: str = _key("fp32", "fp32, or bf16 autocast")
     channels_last: bool = _key(False, "NHWC memory format for model and inputs")
     replicas: int = _key(1, "model copies, one thread (core) each, splitting every batch (needs dropout 0)")

@@ -312,7 +312,7 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, devic
         with autocast_context(device, precision):
             logits = model(x)
         logits = logits.float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double().cpu()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").cpu().double()  # MPS has no float64
         predictions.append(logits.argmax(dim=1).cpu())
         if progress is not None:
             progress(len(y), loss_sum, torch.cat(predictions), labels[:start + len(y)])

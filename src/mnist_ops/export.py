@@ -1,6 +1,6 @@
 """Export a checkpoint to ONNX for onnxruntime (`mnist-ops export`).
 
-The graph is the eval-mode model with BatchNorm folded into the convs, traced by
+The graph is the eval-mode model with BatchNorm folded into the convs (where torch.fx can trace it), traced by
 `torch.onnx.export(..., dynamo=True)` with a dynamic batch dimension. What a user of the
 file needs besides the graph travels in its metadata: mean, std, model name, labels.
 """

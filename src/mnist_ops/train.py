@@ -67,7 +67,8 @@ def train_one_epoch(step: TrainStep, data: FitData, config: Config, generator: t
                     bar=None) -> tuple[float, float]:
     """One pass over shuffled training data; returns (mean loss per sample, accuracy %)."""
     # running sums stay on the model's device: copied to the CPU only when the bar redraws and at the end
-    loss_sum = torch.zeros((), dtype=torch.float64, device=step.device)
+    # (in float64, but for MPS, which has none)
+    loss_sum = torch.zeros((), dtype=torch.float32 if step.device.type == "mps" else torch.float64, device=step.device)
     correct = torch.zeros((), dtype=torch.int64, device=step.device)
     seen = 0
     for number, (x, y) in enumerate(fit_batches(data.train, config, data.mean, data.std, generator)):
@@ -76,7 +77,7 @@ def train_one_epoch(step: TrainStep, data: FitData, config: Config, generator: t
         except NonFiniteLoss as error:
             error.step = number
             raise
-        loss_sum += loss.detach().double() * len(y)
+        loss_sum += loss.detach().to(loss_sum.dtype) * len(y)
         correct += (logits.argmax(dim=1) == y.to(logits.device)).sum()
         seen += len(y)
         if bar is not None:

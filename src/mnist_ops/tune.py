@@ -464,7 +464,7 @@ def tune_spec_from_text(text: str, study_name: str) -> TuneSpec:
 
 
 def best_config(study, spec: TuneSpec) -> tuple[Config, Any]:
-    """The best trial's config, for training on the full training set: validation off, test set on."""
+    """The best trial's config, for training without the validation split: validation off, test set on."""
     from optuna.trial import TrialState
 
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -532,7 +532,7 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
 
 
 def confirm_spec(out: Path, spec: TuneSpec, seeds: int):
-    """A study of the best config (best.toml) over seeds 1..N, on the full training set and the test set."""
+    """A study of the best config (best.toml) over seeds 1..N, without the validation split, on the test set."""
     from mnist_ops.presets import build_config
     from mnist_ops.study import parse_spec
 

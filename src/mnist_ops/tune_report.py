@@ -93,12 +93,12 @@ def _state_line(trials: list) -> str:
 
 def training_set(limit_train: int) -> str:
     """What `validation = 0` trains on: all training images, or the first `limit_train` the spec kept."""
-    return (f"the first {limit_train:,} training images (the spec's limit_train), validation split included"
-            if limit_train else "the full training set")
+    return (f"the first {limit_train:,} of all training images (the spec's limit_train; no validation split "
+            "held out)" if limit_train else "the full training set")
 
 
 def confirm_blocks(directory: Path) -> list[tuple[str, object]]:
-    """The confirm study's runs: test accuracy of the best config trained on the full training set."""
+    """The confirm study's runs: test accuracy of the best config trained without the validation split."""
     from mnist_ops.study_report.load import held_target, load_study
 
     confirm = directory / CONFIRM_DIR
