@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 import time
@@ -505,16 +506,15 @@ def command_lr_find(args) -> None:
             progress=not args.no_progress, force=args.force)
 
 
-def use_checkpoint(path: str | None, notes: list[str]) -> str | None:
+@contextlib.contextmanager
+def checkpoint_in_use(path: str | None):
     """--checkpoint for predict/export/serve: a run directory means its best.pt, else its last.pt. Which one is
-    appended to `notes`, for the caller to print on stderr (so `predict --json` keeps stdout to JSON lines) once
-    the checkpoint has loaded: an error stays one line."""
+    said on stderr (so `predict --json` keeps stdout to JSON lines) when the block loading it ends without an
+    error: an error stays one line."""
     from mnist_ops.engine import find_checkpoint
 
-    return None if path is None else str(find_checkpoint(path, log=notes.append))
-
-
-def say_notes(notes: list[str]) -> None:
+    notes: list[str] = []
+    yield None if path is None else str(find_checkpoint(path, log=notes.append))
     for note in notes:
         print(note, file=sys.stderr)
 
@@ -525,9 +525,8 @@ def command_predict(args) -> int:
     from mnist_ops.predict import expand_inputs, load_predictor, read_images
 
     files = expand_inputs(args.inputs)  # a missing input is named before a model is loaded
-    notes: list[str] = []
-    predictor = load_predictor(use_checkpoint(args.checkpoint, notes), args.model)
-    say_notes(notes)
+    with checkpoint_in_use(args.checkpoint) as checkpoint:
+        predictor = load_predictor(checkpoint, args.model)
     failed = 0
     for name, result in predictor.predict_many(read_images(files)):
         if isinstance(result, UserError):
@@ -544,9 +543,8 @@ def command_predict(args) -> int:
 def command_export(args) -> None:
     from mnist_ops.export import export_onnx
 
-    notes: list[str] = []
-    metadata = export_onnx(use_checkpoint(args.checkpoint, notes), args.out)
-    say_notes(notes)
+    with checkpoint_in_use(args.checkpoint) as checkpoint:
+        metadata = export_onnx(checkpoint, args.out)
     print(f"wrote {args.out}: model {metadata['model_name']}, epoch {metadata['epoch']}, dynamic batch; "
           f"try `mnist-ops predict --model {args.out} FILE` or `mnist-ops serve --model {args.out}`", flush=True)
 
@@ -559,13 +557,12 @@ def command_serve(args) -> None:
     from mnist_ops.serve.app import listen, run
 
     sock = listen(args.host, args.port)  # a port in use is named before the model is loaded
-    notes: list[str] = []
     try:
-        predictor = load_predictor(use_checkpoint(args.checkpoint, notes), args.model)
+        with checkpoint_in_use(args.checkpoint) as checkpoint:
+            predictor = load_predictor(checkpoint, args.model)
     except BaseException:
         sock.close()
         raise
-    say_notes(notes)
     run(predictor, sock)
 
 
