@@ -14,7 +14,8 @@ edited between invocations never mixes two recipes in one row. `--report-only` t
         --arm lean-5k="--preset lean-5k --ema 0" --arm lean-5k-ema="--preset lean-5k --ema 0.999" \\
         -- --precision bf16 --channels-last
 
-(Flags after `--` go to every arm; `--report-only` prints the table from finished runs; `--bar 99.4` adds
+(Flags after `--` go to every arm; `--report-only` prints the table from finished runs; `--by-epoch` adds each
+arm's mean over the seeds after every epoch; `--bar 99.4` adds
 each arm's first epoch at or above that validation accuracy, per seed: how early a race recipe gets there.) A study
 (`mnist-ops study`) judges on the test set, so it cannot do this; `mnist-ops tune` searches a space
 rather than comparing fixed arms.
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report-only", action="store_true", help="print the table of finished runs, train nothing")
     parser.add_argument("--bar", type=float, help="also print each run's first epoch (from 0) at or above this "
                                                   "validation accuracy (%%)")
+    parser.add_argument("--by-epoch", action="store_true", help="also print each arm's mean validation accuracy "
+                                                                "over the seeds after every epoch")
     args = parser.parse_args(argv)
     if any("=" not in arm for arm in args.arm):
         parser.error("each --arm is NAME=FLAGS, e.g. --arm lean-5k-ema=\"--preset lean-5k --ema 0.999\"")
@@ -143,6 +146,19 @@ def main(argv: list[str] | None = None) -> None:
     print(paired_lines(lows, args.seeds))
     if args.bar is not None:
         print(crossing_lines(curves, args.seeds, args.bar))
+    if args.by_epoch:
+        print(epoch_means_table(curves, args.seeds))
+
+
+def epoch_means_table(curves: dict[str, dict[int, list[float]]], seeds: list[int]) -> str:
+    """Per arm, the mean over the seeds of the validation accuracy after each epoch (the epochs all seeds ran)."""
+    epochs = min(len(by_seed[seed]) for by_seed in curves.values() for seed in seeds)
+    lines = [f"\nmean validation accuracy (%) over {len(seeds)} seeds after each epoch",
+             "| arm | " + " | ".join(str(epoch) for epoch in range(epochs)) + " |", "|---|" + "---:|" * epochs]
+    for name, by_seed in curves.items():
+        means = [statistics.mean(by_seed[seed][epoch] for seed in seeds) for epoch in range(epochs)]
+        lines.append(f"| {name} | " + " | ".join(f"{mean:.2f}" for mean in means) + " |")
+    return "\n".join(lines)
 
 
 def crossing_lines(curves: dict[str, dict[int, list[float]]], seeds: list[int], bar: float) -> str:

@@ -40,6 +40,16 @@ def test_the_table_holds_each_seeds_minimum_over_the_last_k_epochs_and_their_mea
     assert two.returncode == 0 and "| a | 99.40 | 99.400 | 99.40 |" in two.stdout
 
 
+def test_by_epoch_prints_each_arms_mean_over_the_seeds_after_every_epoch(tmp_path):
+    out = finished_runs(tmp_path / "cmp")
+    done = compare("--report-only", "--by-epoch", "--out", str(out), "--seeds", "1", "2", "--arm", "a=--x",
+                   "--arm", "b=--y")
+    assert done.returncode == 0, done.stderr
+    assert "| arm | 0 | 1 | 2 | 3 |" in done.stdout
+    assert "| a | 99.05 | 99.25 | 99.55 | 99.55 |" in done.stdout  # (99.0 + 99.1) / 2, ...
+    assert "| b | 98.25 | 99.28 | 99.33 | 99.38 |" in done.stdout  # 99.275 and 99.385 as floats print so
+
+
 def test_the_same_difference_on_every_seed_gets_no_interval(tmp_path):
     out = finished_runs(tmp_path / "cmp")
     for seed, curve in ((1, [99.0, 99.31, 99.51, 99.41]), (2, [99.1, 99.21, 99.61, 99.71])):  # a + 0.01 everywhere
