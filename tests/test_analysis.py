@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from mnist_ops.analysis import (confusion_matrix, format_receptive_field, model_summary, per_class_accuracy,
@@ -88,3 +89,12 @@ def test_the_tables_leave_the_model_on_its_device():
     assert "Total params: 7,588" in model_summary(model)
     assert [row.layer for row in receptive_field(model)][0].startswith("Conv2d")
     assert {parameter.device.type for parameter in model.parameters()} == {"meta"}
+
+
+@pytest.mark.parametrize("size, last_input", [(28, 5), (36, 9)])
+def test_a_global_average_pool_is_a_row_whose_kernel_is_the_map_it_gets(size, last_input):
+    rows = receptive_field(create_model("fast-8k"), size)
+    gap = rows[-2]
+    assert gap.layer.startswith("GlobalAvgPool")
+    assert (gap.kernel, gap.input_size, gap.output_size) == (last_input, last_input, 1)
+    assert rows[-1].input_size == 1  # the 1x1 head

@@ -54,3 +54,31 @@ def test_without_prefetching_the_batches_are_built_in_the_callers_thread():
 
     assert list(prefetched(batches(), enabled=False)) == [1]
     assert names == [threading.current_thread().name]
+
+
+def test_random_crops_are_windows_of_their_own_images_at_drawn_positions_that_cover_every_offset():
+    from mnist_ops.batches import random_crop
+
+    images = torch.arange(400 * 2 * 6 * 7, dtype=torch.float32).reshape(400, 2, 6, 7)
+    crops = random_crop(images, 4, torch.Generator().manual_seed(1))
+    assert crops.shape == (400, 2, 4, 4)
+    offsets = set()
+    for image, crop in zip(images, crops):
+        top, left = divmod(int(crop[0, 0, 0] - image[0, 0, 0]), 7)
+        assert torch.equal(crop, image[:, top:top + 4, left:left + 4])  # a window, every channel alike
+        offsets.add((top, left))
+    assert offsets == {(top, left) for top in range(3) for left in range(4)}  # every position can be drawn
+    again = random_crop(images, 4, torch.Generator().manual_seed(1))
+    assert torch.equal(again, crops)
+
+
+def test_train_crop_batches_are_crops_of_the_augmented_batches_drawn_after_them():
+    split = small_split()
+    whole = list(iterate_batches(split, Config(augment="seed", batch_size=64), 0.13, 0.31,
+                                 torch.Generator().manual_seed(3)))
+    cropped = list(iterate_batches(split, Config(augment="seed", batch_size=64, train_crop=24), 0.13, 0.31,
+                                   torch.Generator().manual_seed(3)))
+    (x_whole, y_whole), (x_crop, y_crop) = whole[0], cropped[0]  # the first batch: the same draws up to its crop
+    assert x_crop.shape == (64, 1, 24, 24) and torch.equal(y_crop, y_whole)
+    for image, crop in zip(x_whole, x_crop):
+        assert any(torch.equal(crop, image[:, top:top + 24, left:left + 24]) for top in range(5) for left in range(5))

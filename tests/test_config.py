@@ -48,6 +48,13 @@ def test_unknown_keys_rejected_by_name(tmp_path):
     ({"schedule": "onecycle", "epochs": 5, "cycles": 2}, "epochs = 5 does not split into cycles = 2 equal parts"),
     ({"schedule": "onecycle", "epochs": 4, "cycles": 2, "plain_epochs": 3},
      r"plain_epochs = 3 is more than epochs = 2 per cycle \(2 cycles\)"),
+    ({"train_crop": -1}, "'train_crop' must be >= 0"),
+    ({"train_crop": 24, "augment": "none"}, "^train_crop = 24 crops the augmented epochs, and augment is \"none\"; "
+                                            "choose an augmentation, or set train_crop = 0$"),
+    ({"train_crop": 24, "epochs": 2, "plain_epochs": 2}, "^train_crop = 24 crops the augmented epochs, and every epoch "
+                                                         r"is plain \(plain_epochs = 2\); lower plain_epochs"),
+    ({"train_crop": 24, "teacher": "a/last.pt", "distill_weight": 0.5}, "^train_crop = 24 with a teacher is not "
+                                                                          "supported"),
 ])
 def test_bad_values_rejected(changes, message):
     with pytest.raises(UserError, match=message):

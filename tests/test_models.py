@@ -304,3 +304,28 @@ def test_workers_trusting_at_once_lose_no_line(tmp_path, monkeypatch):
         pool.map(_trust_many, range(4))
     lines = (tmp_path / "trusted").read_text().splitlines()
     assert len(lines) == 100 and len(set(lines)) == 100
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_global_average_pooling_gives_the_bits_of_a_fixed_pool_of_the_map_size_and_takes_any_size(precision):
+    """fast-8k's GAP became GlobalAvgPool (for training crops): every run recorded with nn.AvgPool2d(5) must
+    compute the same bits, forward and backward, on 28 x 28 images in either memory format."""
+    from mnist_ops.models import GlobalAvgPool
+
+    torch.manual_seed(0)
+    model = create_model("fast-8k")
+    assert isinstance(model.gap, GlobalAvgPool)
+    results = []
+    for gap in (GlobalAvgPool(), nn.AvgPool2d(5)):
+        model.gap = gap
+        model.zero_grad()
+        x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(1)).contiguous(
+            memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model.train()(x)
+        out.float().square().mean().backward()
+        results.append([out, *(p.grad.clone() for p in model.parameters())])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+    model.gap = GlobalAvgPool()
+    for size in (20, 24, 36):  # the smallest its convs take, a training crop, a larger image
+        assert model.eval()(torch.randn(3, 1, size, size)).shape == (3, 10)

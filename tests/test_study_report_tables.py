@@ -115,16 +115,18 @@ def test_the_interval_note_counts_the_finished_seeds_not_the_planned_ones():
         interval_note([three, two_and_diverged], planned=3)
 
 
-def test_the_recipe_line_names_the_ema_cycles_plain_epochs_precise_bn_label_smoothing_and_distillation_when_used():
+def test_the_recipe_line_names_the_ema_cycles_plain_epochs_crops_precise_bn_label_smoothing_and_distillation_when_used():
     from mnist_ops.study_report.tables import recipe_extras
 
     spec = parse_spec({"name": "s", "seeds": 1, "variant": [
         {"name": "a", "preset": "seed-lean"},
         {"name": "b", "preset": "lean-8k", "label_smoothing": 0.1, "teacher": "/t/a.pt,/t/b.pt", "distill_weight": 0.5,
          "plain_epochs": 2, "epochs": 16, "cycles": 2, "precise_bn": 5120},
+        {"name": "c", "preset": "seed-lean", "model": "fast-8k", "dropout": 0.0, "train_crop": 24},
     ]}, "s.toml")
-    plain, other = (variant.config.to_dict() for variant in spec.variants)
+    plain, other, cropped = (variant.config.to_dict() for variant in spec.variants)
     assert recipe_extras([plain]) == ""
+    assert recipe_extras([plain, cropped]) == "; augmented epochs on random 0 / 24-pixel crops (0: whole images)"
     assert recipe_extras([plain, other]) == ("; EMA of the weights 0 / 0.999; 1 / 2 OneCycle cycles (warm restarts); "
                                              "the last 0 / 2 epoch(s) without "
                                              "augmentation; BatchNorm statistics recomputed over 0 / 5,120 plain "
@@ -133,7 +135,7 @@ def test_the_recipe_line_names_the_ema_cycles_plain_epochs_precise_bn_label_smoo
                                              "0 / 2 teacher(s) (weight 0 / 0.5, temperature 4)")
     stored_before_the_keys = {key: value for key, value in other.items()
                               if key not in ("teacher", "distill_weight", "distill_temperature", "label_smoothing",
-                                             "plain_epochs", "cycles", "precise_bn")}
+                                             "plain_epochs", "cycles", "precise_bn", "train_crop")}
     assert recipe_extras([stored_before_the_keys]) == "; EMA of the weights 0.999"
 
 

@@ -310,3 +310,30 @@ def test_a_run_moved_to_a_machine_with_another_device_resumes_there_with_a_warni
     with pytest.raises(UserError, match=r"cannot resume .* lr \(0.1 in the run, 0.2 now\)"):  # other keys still may not
         fit(config.replace(device="cpu", lr=0.2, epochs=3), out, data_root=mnist_root, log=quiet, progress=False,
             resume=True)
+
+
+def test_train_crop_is_off_in_the_plain_epochs():
+    config = build_config("lean-8k-fast", None, {"epochs": 4, "plain_epochs": 1, "train_crop": 24})
+    assert [(epoch_config(config, epoch).augment, epoch_config(config, epoch).train_crop) for epoch in range(4)] == \
+        [("seed", 24)] * 3 + [("none", 0)]
+
+
+@pytest.mark.integration
+def test_train_crop_trains_the_augmented_epochs_on_crops_and_is_refused_for_a_net_with_a_fixed_pool(mnist_root,
+                                                                                                   tmp_path):
+    config = build_config("lean-8k-fast", None, {"epochs": 2, "limit_train": 1000, "validation": 500,
+                                                 "batch_size": 64, "precise_bn": 0})
+    messages = []
+    fit(config.replace(train_crop=22), tmp_path / "crops", data_root=mnist_root, log=messages.append, progress=False)
+    fit(config, tmp_path / "whole", data_root=mnist_root, log=quiet, progress=False)
+    assert "the augmented epochs on random 22 x 22 crops" in next(message for message in messages
+                                                                  if message.startswith("run "))
+    crops, whole = learned(tmp_path / "crops"), learned(tmp_path / "whole")
+    assert crops[0]["train_loss"] != whole[0]["train_loss"] and len(crops) == 2
+    for bad, message in [({"model": "lean-8k", "dropout": 0.0, "train_crop": 22},
+                          r"^train_crop = 22: model 'lean-8k' fails on a batch of shape \[2, 1, 22, 22\]: .*; "
+                          "set train_crop = 0$"),
+                         ({"train_crop": 28}, r"^train_crop = 28 is not smaller than the images \(28 x 28\)")]:
+        with pytest.raises(UserError, match=message):
+            fit(config.replace(**bad), tmp_path / "refused", data_root=mnist_root, log=quiet, progress=False)
+        assert not (tmp_path / "refused").exists()

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mnist_ops.models import GlobalAvgPool
+
 
 @dataclass(frozen=True)
 class ReceptiveFieldRow:
@@ -48,12 +50,15 @@ def receptive_field(model: nn.Module, input_size: int = 28) -> list[ReceptiveFie
     rows = []
     size, field, jump = input_size, 1, 1
     for name, module in model.named_modules():
-        if not isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        if isinstance(module, GlobalAvgPool):  # a kernel as large as the map it gets
+            kernel, stride, padding, dilation = size, size, 0, 1
+        elif isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            kernel = _pair_first(module.kernel_size)
+            stride = _pair_first(module.stride)
+            padding = _pair_first(module.padding)
+            dilation = _pair_first(getattr(module, "dilation", 1))
+        else:
             continue
-        kernel = _pair_first(module.kernel_size)
-        stride = _pair_first(module.stride)
-        padding = _pair_first(module.padding)
-        dilation = _pair_first(getattr(module, "dilation", 1))
         effective = dilation * (kernel - 1) + 1
         output = (size + 2 * padding - effective) // stride + 1
         field += (effective - 1) * jump

@@ -84,11 +84,26 @@ def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return images.unsqueeze(1).float().div_(255.0).sub_(mean).div_(std)
 
 
+def random_crop(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """A size x size window of each image [N, C, H, W], at its own uniformly drawn position."""
+    n, _, height, width = images.shape
+    top = torch.randint(0, height - size + 1, (n,), generator=generator)
+    left = torch.randint(0, width - size + 1, (n,), generator=generator)
+    offsets = torch.arange(size)
+    rows, columns = (top[:, None] + offsets)[:, :, None], (left[:, None] + offsets)[:, None, :]
+    # [N, H, W, C] indexed by (sample, row, column): [N, size, size, C], back to [N, C, size, size]
+    return images.permute(0, 2, 3, 1)[torch.arange(n)[:, None, None], rows, columns].permute(0, 3, 1, 2)
+
+
 def make_batch(train: Split, index: torch.Tensor, augment: str, mean: float, std: float,
-               generator: torch.Generator, interpolation: str = "nearest") -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather a batch of uint8 images, augment the whole batch at once, normalize."""
+               generator: torch.Generator, interpolation: str = "nearest",
+               crop: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather a batch of uint8 images, augment the whole batch at once, normalize; with `crop`, then take a
+    random crop x crop window of each image."""
     x = train.images[index].unsqueeze(1).float().div_(255.0)
     x = augment_batch(augment, x, fill=mean, generator=generator, interpolation=interpolation, normalize=(mean, std))
+    if crop:
+        x = random_crop(x, crop, generator)
     return x, train.labels[index]
 
 
@@ -99,7 +114,7 @@ def iterate_batches(train: Split, config: Config, mean: float, std: float, gener
     end = len(order) - len(order) % config.batch_size if drop_last else len(order)
     for start in range(0, end, config.batch_size):
         yield make_batch(train, order[start:start + config.batch_size], config.augment, mean, std, generator,
-                         config.interpolation)
+                         config.interpolation, config.train_crop)
 
 
 def fit_batches(train: Split, config: Config, mean: float, std: float, generator: torch.Generator,

@@ -285,6 +285,7 @@ def command_list(args) -> None:
             [f"{preset.replicas} replicas"] * (preset.replicas > 1)
         plain = "plain last epoch" if preset.plain_epochs == 1 else f"plain last {preset.plain_epochs} epochs"
         extras = [f"{preset.cycles} cycles"] * (preset.cycles > 1) + [plain] * (preset.plain_epochs > 0) + \
+            [f"training crops {preset.train_crop}x{preset.train_crop}"] * (preset.train_crop > 0) + \
             [f"ema {preset.ema}"] * (preset.ema > 0) + \
             [f"precise BN over {preset.precise_bn:,}"] * (preset.precise_bn > 0)
         print(f"  {name:<24} model {preset.model}, {preset.epochs} epochs, batch {preset.batch_size}, "

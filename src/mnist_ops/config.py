@@ -38,6 +38,9 @@ class Config:
                                 "elastic (rotation ±15° + elastic distortion) or none")
     plain_epochs: int = _key(0, "the last N epochs train on the plain images, without augmentation (0 = augment "
                                 "every epoch; as YOLO's close_mosaic): the test images are plain")
+    train_crop: int = _key(0, "the augmented epochs train on random N x N crops of the augmented images, a cheaper "
+                              "step, and the plain epochs and evaluations on whole images (0 = whole images; needs a "
+                              "model that pools its whole map, as fast-8k)")
     interpolation: str = _key("nearest", "how augmentation resamples: nearest (torchvision's default, the seed's) "
                                          "or bilinear")
     optimizer: str = _key("sgd", "sgd, adam, or muon (SGD whose conv filters step along an orthogonalized update: muon.py)")
@@ -102,6 +105,7 @@ RANGES = {  # key: (lowest allowed, highest allowed or None), inclusive
     "weight_decay": (0.0, 1.0),
     "epochs": (1, None),
     "plain_epochs": (0, None),
+    "train_crop": (0, None),
     "cycles": (1, None),
     "batch_size": (1, None),
     "eval_batch_size": (1, None),
@@ -218,6 +222,15 @@ def check_combination(config: Config) -> Config:
     if config.plain_epochs and config.augment == "none":
         raise UserError(f"plain_epochs = {config.plain_epochs} does nothing with augment = \"none\" (every epoch "
                         "is plain already); set plain_epochs = 0, or choose an augmentation")
+    if config.train_crop and config.augment == "none":
+        raise UserError(f"train_crop = {config.train_crop} crops the augmented epochs, and augment is \"none\"; "
+                        "choose an augmentation, or set train_crop = 0")
+    if config.train_crop and config.plain_epochs == config.cycle_epochs:
+        raise UserError(f"train_crop = {config.train_crop} crops the augmented epochs, and every epoch is plain "
+                        f"(plain_epochs = {config.plain_epochs}); lower plain_epochs, or set train_crop = 0")
+    if config.train_crop and config.teacher:
+        raise UserError(f"train_crop = {config.train_crop} with a teacher is not supported (the teachers would see "
+                        "the crops); set train_crop = 0, or drop teacher")
     if config.replicas > config.batch_size:
         raise UserError(f"replicas = {config.replicas} is more than batch_size = {config.batch_size}; "
                         "lower replicas or raise batch_size")

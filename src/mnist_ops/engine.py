@@ -96,6 +96,15 @@ def build_model(config: Config, num_classes: int = 10, image_size: tuple[int, in
     explicit, defaults = model_kwargs(config)
     model = create_model(config.model, defaults={**defaults, "num_classes": num_classes}, log=log, **explicit)
     check_output(model, config.model, num_classes, image_size)
+    if config.train_crop:
+        if config.train_crop >= min(image_size):
+            raise UserError(f"train_crop = {config.train_crop} is not smaller than the images "
+                            f"({image_size[0]} x {image_size[1]}); set it below {min(image_size)}, or 0 for whole images")
+        try:
+            check_output(model, config.model, num_classes, (config.train_crop, config.train_crop))
+        except UserError as error:
+            raise UserError(f"train_crop = {config.train_crop}: {error} (a net for crops pools its whole last map, "
+                            "as models.GlobalAvgPool does); set train_crop = 0") from None
     trust(build_record(model))  # the user named this code: its checkpoints may rebuild it here
     if config.fast_dropout:
         use_fast_dropout(model)

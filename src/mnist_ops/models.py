@@ -430,6 +430,15 @@ def conv_block(in_channels: int, out_channels: int, kernel_size: int = 3, *, bat
     return nn.Sequential(OrderedDict(layers))
 
 
+class GlobalAvgPool(nn.Module):
+    """The mean over each channel's whole map, whatever its size: a net that ends with it takes images of any
+    size, as the race's training crops (config train_crop). The same kernel as nn.AvgPool2d given the map's
+    size, so the same bits (tests/test_models.py)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.avg_pool2d(x, x.shape[-2:])
+
+
 class Classifier(nn.Sequential):
     """Named blocks in forward order; the output is flattened to logits [N, classes]."""
 
@@ -553,7 +562,8 @@ def lean_5k(dropout: float = DEFAULT_DROPOUT, num_classes: int = 10) -> nn.Modul
 def fast_8k(num_classes: int = 10) -> nn.Module:
     """7,568 parameters: a 3x3 conv to 8 channels, a max-pool, 3x3 convs to 12, 16, 16, 16, GAP, 1x1 head.
 
-    28 -> 26 -> pool 13 -> 11 -> 9 -> 7 -> 5 -> GAP. Pooling after the first conv does lean-8k's
+    28 -> 26 -> pool 13 -> 11 -> 9 -> 7 -> 5 -> GAP; its GAP pools the whole map, so it also takes smaller
+    training crops (train_crop: 24 -> 22 -> 11 -> 9 -> 7 -> 5 -> 3 -> GAP). Pooling after the first conv does lean-8k's
     costliest convs at a quarter of the pixels: 15,035 against 7,522 img/s for lean-8k's train step
     (bf16, channels_last, 2 copies, batch 256; docs/records.md). The lean-8k-fast race's net.
     """
@@ -563,7 +573,8 @@ def fast_8k(num_classes: int = 10) -> nn.Module:
 def early_pool_net(widths: tuple[int, ...], num_classes: int) -> Classifier:
     """A 3x3 conv, a max-pool, four 3x3 convs, global average pool, 1x1 head; every conv bias-free with BN, ReLU.
 
-    widths = (c1, c2, c3, c4, c5). 28 -> 26 -> pool 13 -> 11 -> 9 -> 7 -> 5 -> GAP; receptive field 20 before the GAP.
+    widths = (c1, c2, c3, c4, c5). 28 -> 26 -> pool 13 -> 11 -> 9 -> 7 -> 5 -> GAP; receptive field 20 before the GAP,
+    which averages whatever map it gets (GlobalAvgPool): images from 20 x 20 up.
     """
     c1, c2, c3, c4, c5 = widths
 
@@ -571,7 +582,7 @@ def early_pool_net(widths: tuple[int, ...], num_classes: int) -> Classifier:
         return conv_block(cin, cout, batch_norm=True, dropout=None, bias=False)
 
     return Classifier(conv1=block(1, c1), pool1=nn.MaxPool2d(2, 2), conv2=block(c1, c2), conv3=block(c2, c3),
-                      conv4=block(c3, c4), conv5=block(c4, c5), gap=nn.AvgPool2d(5),
+                      conv4=block(c3, c4), conv5=block(c4, c5), gap=GlobalAvgPool(),
                       head=nn.Conv2d(c5, num_classes, 1, bias=False))
 
 

@@ -58,9 +58,10 @@ def _bar_due(bar) -> bool:
 
 
 def epoch_config(config: Config, epoch: int) -> Config:
-    """The config epoch `epoch` trains with: augmentation off in the last `plain_epochs` epochs (of each cycle)."""
+    """The config epoch `epoch` trains with: augmentation (and train_crop) off in the last `plain_epochs` epochs
+    (of each cycle)."""
     first_plain = config.cycle_epochs - config.plain_epochs  # within each cycle
-    return config.replace(augment="none") if epoch % config.cycle_epochs >= first_plain else config
+    return config.replace(augment="none", train_crop=0) if epoch % config.cycle_epochs >= first_plain else config
 
 
 def train_one_epoch(step: TrainStep, data: FitData, config: Config, generator: torch.Generator,
@@ -274,6 +275,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 + (f", {config.cycles} cycles of {config.cycle_epochs} epochs" if config.cycles > 1 else "")
                 + (f", the last {config.plain_epochs} epoch(s){' of each cycle' if config.cycles > 1 else ''} "
                    "without augmentation" if config.plain_epochs else "")
+                + (f", the augmented epochs on random {config.train_crop} x {config.train_crop} crops"
+                   if config.train_crop else "")
                 + (f", BatchNorm statistics recomputed over {len(precise_bn_inputs):,} plain training images before "
                    "each evaluation (precise BN)" if config.precise_bn else "")
                 + (f", evaluating an EMA of the weights (decay {config.ema}; it lags in the first epochs, "

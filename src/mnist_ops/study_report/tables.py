@@ -236,7 +236,7 @@ def _interrupted(invocations: list[dict]) -> str:
 
 def recipe_extras(configs: list[dict]) -> str:
     """What else shapes the recipe, when some variant uses it: the EMA of the weights, cycles, plain last epochs,
-    precise BN, label smoothing, distillation (a config stored before a key existed ran its default: off)."""
+    training crops, precise BN, label smoothing, distillation (a config stored before a key existed ran its default: off)."""
     filled = [{**Config().to_dict(), **config} for config in configs]
     for config in filled:
         config["teachers"] = len(teacher_files(config["teacher"]))
@@ -247,6 +247,8 @@ def recipe_extras(configs: list[dict]) -> str:
         parts.append(f"{distinct(filled, 'cycles')} OneCycle cycles (warm restarts)")
     if any(config["plain_epochs"] for config in filled):
         parts.append(f"the last {distinct(filled, 'plain_epochs')} epoch(s) without augmentation")
+    if any(config["train_crop"] for config in filled):
+        parts.append(f"augmented epochs on random {distinct(filled, 'train_crop')}-pixel crops (0: whole images)")
     if any(config["precise_bn"] for config in filled):
         parts.append(f"BatchNorm statistics recomputed over {distinct(filled, 'precise_bn')} plain training images "
                      "before each evaluation (precise BN)")
