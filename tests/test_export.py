@@ -71,7 +71,8 @@ def test_export_mistakes_and_a_missing_extra_give_one_line(digit_checkpoint, onn
     for module in ("onnxscript", "onnxruntime"):  # as if the export extra were not installed
         monkeypatch.setitem(sys.modules, module, None)
     assert one_line_error("export", "--checkpoint", digit_checkpoint, "--out", tmp_path / "m.onnx") == \
-        "mnist-ops: error: this command needs the onnxscript package: pip install 'mnist-ops[export]'\n"
+        "mnist-ops: error: this command needs the onnxscript package: pip install 'mnist-ops[export]' (from a " \
+        "checkout: pip install -c constraints.txt -e '.[export]')\n"
     assert not (tmp_path / "m.onnx").exists()
     assert "pip install 'mnist-ops[export]'" in one_line_error("predict", "--model", onnx_model, image)
 

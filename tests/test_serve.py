@@ -146,7 +146,8 @@ def test_serve_mistakes_give_one_line(digit_checkpoint, tmp_path, capsys, monkey
     monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the serve extra were not installed
     assert main(["serve", "--checkpoint", str(digit_checkpoint)]) == 2
     assert capsys.readouterr().err == "mnist-ops: error: this command needs the fastapi package: " \
-                                      "pip install 'mnist-ops[serve]'\n"
+                                      "pip install 'mnist-ops[serve]' (from a checkout: pip install -c " \
+                                      "constraints.txt -e '.[serve]')\n"
 
 
 def strokes_from(pixels: np.ndarray, threshold: int = 128) -> list[tuple[int, int, int]]:

@@ -333,6 +333,26 @@ def test_a_worker_started_before_the_study_grew_learns_a_new_variant_from_the_st
     assert worker._spec_naming("a/seed1", trial) is worker.spec  # a run it knows: its own spec
 
 
+def test_a_worker_started_before_the_study_grew_trains_the_added_runs_too(tmp_path, mnist_root):
+    """A worker stopped once the runs of its own spec were done, leaving the runs another machine added queued."""
+    from mnist_ops.distributed import embedded_url
+    from mnist_ops.study import parse_spec
+    from mnist_ops.study_storage import StudyWorker, prepare_study
+
+    values = {"name": "g", "seeds": [1], "defaults": {"epochs": 1, "limit_train": 200, "batch_size": 100,
+                                                       "device": "cpu"},
+              "variant": [{"name": "a", "preset": "seed-lean", "model": "seed-lean-plain", "augment": "none"}]}
+    url, lines = embedded_url(tmp_path), []
+    first = parse_spec(values, "g.toml")
+    prepare_study(first, url, "g", {"a": 200}, log=lambda line: None)
+    worker = StudyWorker(first, url, "g", tmp_path / "out", mnist_root, 30, False, lines.append)
+    prepare_study(parse_spec({**values, "seeds": [1, 2]}, "g.toml"), url, "g", {"a": 200}, log=lambda line: None)
+    worker.run()
+    assert [line for line in lines if ": training (trial" in line] == ["a/seed1: training (trial 0)",
+                                                                       "a/seed2: training (trial 1)"]
+    assert all((tmp_path / "out" / "a" / f"seed{seed}" / "done.json").is_file() for seed in (1, 2))
+
+
 def test_export_into_a_directory_of_the_study_before_it_grew(tmp_path):
     from mnist_ops.distributed import embedded_url
     from mnist_ops.study import spec_to_toml

@@ -55,3 +55,19 @@ def test_tensorboard_leaves_the_training_unchanged(mnist_root, tmp_path):
     assert metrics[0] == metrics[1]
     assert any(path.name.startswith("events.out.tfevents") for path in (tmp_path / "True").iterdir())
     assert not any(path.name.startswith("events.out") for path in (tmp_path / "False").iterdir())
+
+
+def test_without_the_extra_tensorboard_names_the_install_with_the_tested_versions(tmp_path, monkeypatch):
+    import sys
+
+    import torch
+
+    from mnist_ops import tensorboard
+    from mnist_ops.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the extra were not installed
+    with pytest.raises(UserError, match=r"^--tensorboard needs the tensorboard package: pip install "
+                                        r"'mnist-ops\[tensorboard\]' \(from a checkout: pip install -c constraints.txt "
+                                        r"-e '\.\[tensorboard\]'\)$"):
+        tensorboard.open(tmp_path, torch.nn.Conv2d(1, 1, 3), torch.zeros(1, 1, 4, 4))
+    assert not any(tmp_path.iterdir())

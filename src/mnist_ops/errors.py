@@ -34,6 +34,12 @@ class TrainingDiverged(UserError):
         self.what = what
 
 
+def install_hint(extra: str) -> str:
+    """The pip command that installs an extra; from a checkout, with the tested versions (constraints.txt keeps the
+    CPU build of torch that is pinned there)."""
+    return f"pip install 'mnist-ops[{extra}]' (from a checkout: pip install -c constraints.txt -e '.[{extra}]')"
+
+
 def require_extra(extra: str, *modules: str) -> None:
     """Raise a UserError naming the pip install that fixes it when an optional dependency is missing."""
     import importlib.util
@@ -44,7 +50,7 @@ def require_extra(extra: str, *modules: str) -> None:
         except (ImportError, ValueError):  # a parent package is missing, or the module is blocked in sys.modules
             missing = True
         if missing:
-            raise UserError(f"this command needs the {module} package: pip install 'mnist-ops[{extra}]'")
+            raise UserError(f"this command needs the {module} package: {install_hint(extra)}")
 
 
 def did_you_mean(name: object, choices, aliases: dict[str, str] | None = None) -> str:

@@ -278,6 +278,12 @@ class StudyWorker:
                 time.sleep(1)
         return spec
 
+    def _study_labels(self, study) -> set[str]:
+        """Every run of the study as stored now: another machine may have grown it since this worker started, and
+        the worker trains the added runs too, instead of stopping once the runs it was started with are done."""
+        stored = spec_from_text(study.user_attrs["spec"], f"study '{self.study_name}' in the storage")
+        return set(spec_labels(stored)) | set(spec_labels(self.spec))
+
     def run(self) -> None:
         import optuna
         from optuna.trial import TrialState
@@ -287,9 +293,9 @@ class StudyWorker:
         storage = open_storage(self.url, self.heartbeat)
         study = optuna.load_study(study_name=self.study_name, storage=storage)
         dead = DeadTrials(storage, self.heartbeat)
-        labels = set(spec_labels(self.spec))
         while True:
             trials = study.get_trials(deepcopy=False)
+            labels = self._study_labels(study)
             if labels <= finished_runs(trials):
                 return
             states = {trial.state for trial in trials}

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mnist_ops.errors import UserError
+from mnist_ops.errors import UserError, install_hint
 
 GALLERY_SIZE = 16  # misclassified digits in each epoch's figure
 
@@ -66,7 +66,7 @@ def open(run_dir: str | os.PathLike, model: nn.Module, example_input: torch.Tens
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise UserError("--tensorboard needs the tensorboard package: pip install 'mnist-ops[tensorboard]'") from None
+        raise UserError(f"--tensorboard needs the tensorboard package: {install_hint('tensorboard')}") from None
     writer = SummaryWriter(log_dir=str(Path(run_dir)))
     training = model.training
     try:
