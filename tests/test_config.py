@@ -49,6 +49,9 @@ def test_unknown_keys_rejected_by_name(tmp_path):
     ({"schedule": "onecycle", "epochs": 4, "cycles": 2, "plain_epochs": 3},
      r"plain_epochs = 3 is more than epochs = 2 per cycle \(2 cycles\)"),
     ({"train_crop": -1}, "'train_crop' must be >= 0"),
+    ({"sam": -0.1}, "'sam' must be in"),
+    ({"sam": 0.05, "replicas": 2, "dropout": 0.0}, "^sam = 0.05 takes a second gradient on one copy of the model, and "
+                                                   r"replicas = 2; set replicas = 1 \(flag --replicas 1\), or sam = 0$"),
     ({"train_crop": 24, "augment": "none"}, "^train_crop = 24 crops the augmented epochs, and augment is \"none\"; "
                                             "choose an augmentation, or set train_crop = 0$"),
     ({"train_crop": 24, "epochs": 2, "plain_epochs": 2}, "^train_crop = 24 crops the augmented epochs, and every epoch "

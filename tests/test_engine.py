@@ -449,3 +449,37 @@ def test_a_checkpoint_from_elsewhere_does_not_run_its_model_code_unless_trusted(
     trusted = mnist_ops({**elsewhere, "MNIST_OPS_TRUST_MODEL_CODE": "1"}, "evaluate", "--checkpoint",
                         str(tmp_path / "run"))
     assert trusted.returncode == 0 and len(imports.read_text().splitlines()) == count + 1
+
+
+def test_sam_steps_from_the_unmoved_weights_with_the_gradient_at_the_moved_ones_and_updates_batchnorm_once():
+    import copy
+
+    import torch.nn.functional as F
+
+    from mnist_ops.config import Config
+
+    torch.manual_seed(0)
+    model = create_model("lean-2k")
+    start = copy.deepcopy(model)
+    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+
+    # by hand: the gradient g at w, the gradient at w + rho g / |g|, one SGD step from w with the latter
+    once = copy.deepcopy(start).train()
+    g = torch.autograd.grad(F.cross_entropy(once(x), y), list(once.parameters()))
+    norm = torch.sqrt(sum((gi ** 2).sum() for gi in g))
+    moved = copy.deepcopy(start).train()
+    with torch.no_grad():
+        for p, gi in zip(moved.parameters(), g):
+            p.add_(gi * 0.05 / norm)
+    g_moved = torch.autograd.grad(F.cross_entropy(moved(x), y), list(moved.parameters()))
+    expected = [p - 0.1 * gi for p, gi in zip(start.parameters(), g_moved)]
+
+    config = Config(model="lean-2k", dropout=0.0, optimizer="sgd", lr=0.1, momentum=0.0, sam=0.05)
+    step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1), config)
+    step(x, y)
+    for got, want in zip(model.parameters(), expected):
+        assert torch.allclose(got, want, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(next(model.parameters()), next(start.parameters()) - 0.1 * g[0], atol=1e-6)
+    for name, buffer in model.named_buffers():  # the statistics of one pass, the unmoved one's
+        assert torch.equal(buffer, dict(once.named_buffers())[name]), name
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))

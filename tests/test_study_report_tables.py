@@ -115,7 +115,7 @@ def test_the_interval_note_counts_the_finished_seeds_not_the_planned_ones():
         interval_note([three, two_and_diverged], planned=3)
 
 
-def test_the_recipe_line_names_the_ema_cycles_plain_epochs_crops_precise_bn_label_smoothing_and_distillation_when_used():
+def test_the_recipe_line_names_the_ema_cycles_plain_epochs_crops_precise_bn_sam_label_smoothing_and_distillation_when_used():
     from mnist_ops.study_report.tables import recipe_extras
 
     spec = parse_spec({"name": "s", "seeds": 1, "variant": [
@@ -127,6 +127,7 @@ def test_the_recipe_line_names_the_ema_cycles_plain_epochs_crops_precise_bn_labe
     plain, other, cropped = (variant.config.to_dict() for variant in spec.variants)
     assert recipe_extras([plain]) == ""
     assert recipe_extras([plain, cropped]) == "; augmented epochs on random 0 / 24-pixel crops (0: whole images)"
+    assert recipe_extras([plain, {**plain, "sam": 0.05}]) == "; sharpness-aware minimization (SAM), rho 0 / 0.05"
     assert recipe_extras([plain, other]) == ("; EMA of the weights 0 / 0.999; 1 / 2 OneCycle cycles (warm restarts); "
                                              "the last 0 / 2 epoch(s) without "
                                              "augmentation; BatchNorm statistics recomputed over 0 / 5,120 plain "

@@ -337,3 +337,15 @@ def test_train_crop_trains_the_augmented_epochs_on_crops_and_is_refused_for_a_ne
         with pytest.raises(UserError, match=message):
             fit(config.replace(**bad), tmp_path / "refused", data_root=mnist_root, log=quiet, progress=False)
         assert not (tmp_path / "refused").exists()
+
+
+@pytest.mark.integration
+def test_sam_trains_and_says_so(mnist_root, tmp_path):
+    config = build_config("lean-8k", None, {"epochs": 1, "limit_train": 512, "validation": 500, "batch_size": 64,
+                                            "ema": 0.0})
+    messages = []
+    fit(config.replace(sam=0.05), tmp_path / "sam", data_root=mnist_root, log=messages.append, progress=False)
+    fit(config, tmp_path / "plain", data_root=mnist_root, log=quiet, progress=False)
+    assert "sharpness-aware steps (SAM, rho 0.05: two gradients a step)" in next(message for message in messages
+                                                                                if message.startswith("run "))
+    assert learned(tmp_path / "sam")[0]["train_loss"] != learned(tmp_path / "plain")[0]["train_loss"]

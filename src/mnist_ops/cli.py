@@ -286,7 +286,7 @@ def command_list(args) -> None:
         plain = "plain last epoch" if preset.plain_epochs == 1 else f"plain last {preset.plain_epochs} epochs"
         extras = [f"{preset.cycles} cycles"] * (preset.cycles > 1) + [plain] * (preset.plain_epochs > 0) + \
             [f"training crops {preset.train_crop}x{preset.train_crop}"] * (preset.train_crop > 0) + \
-            [f"ema {preset.ema}"] * (preset.ema > 0) + \
+            [f"ema {preset.ema}"] * (preset.ema > 0) + [f"SAM rho {preset.sam}"] * (preset.sam > 0) + \
             [f"precise BN over {preset.precise_bn:,}"] * (preset.precise_bn > 0)
         print(f"  {name:<24} model {preset.model}, {preset.epochs} epochs, batch {preset.batch_size}, "
               f"{preset.optimizer} lr {preset.lr}, {preset.schedule}, augment {preset.augment}, "

@@ -55,6 +55,9 @@ class Config:
     batch_size: int = _key(128, "training images per step")
     eval_batch_size: int = _key(1000, "images per evaluation batch")
     label_smoothing: float = _key(0.0, "cross-entropy label smoothing")
+    sam: float = _key(0.0, "radius rho of sharpness-aware minimization (SAM): each step takes its gradient at the weights "
+                           "moved by rho along the normalized gradient, and steps from the unmoved weights with it "
+                           "(twice the compute per step; 0 = off)")
     precise_bn: int = _key(0, "after each epoch, recompute BatchNorm's running statistics of the evaluated model "
                               "over the first N plain training images, or all when fewer (precise BN: the averages of "
                               "augmented batches do not match the plain test digits); 0 = keep those averages")
@@ -111,6 +114,7 @@ RANGES = {  # key: (lowest allowed, highest allowed or None), inclusive
     "eval_batch_size": (1, None),
     "label_smoothing": (0.0, 0.5),
     "precise_bn": (0, None),
+    "sam": (0.0, 10.0),
     "ema": (0.0, 0.9999),
     "distill_weight": (0.0, 1.0),
     "distill_temperature": (0.1, 100.0),
@@ -231,6 +235,9 @@ def check_combination(config: Config) -> Config:
     if config.train_crop and config.teacher:
         raise UserError(f"train_crop = {config.train_crop} with a teacher is not supported (the teachers would see "
                         "the crops); set train_crop = 0, or drop teacher")
+    if config.sam and config.replicas > 1:
+        raise UserError(f"sam = {config.sam} takes a second gradient on one copy of the model, and replicas = "
+                        f"{config.replicas}; set replicas = 1 (flag --replicas 1), or sam = 0")
     if config.replicas > config.batch_size:
         raise UserError(f"replicas = {config.replicas} is more than batch_size = {config.batch_size}; "
                         "lower replicas or raise batch_size")

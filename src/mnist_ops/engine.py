@@ -212,6 +212,7 @@ class TrainStep:
         if (teacher is None) != (config.distill_weight == 0):
             raise ValueError("TrainStep needs a teacher (distill.load_teacher) exactly when distill_weight > 0")
         self.teacher, self.distill_weight = teacher, config.distill_weight
+        self.sam = config.sam
         self.layout = memory_format(config)
         self.replicas = ThreadReplicas(model, config.replicas, self.forward_loss) if config.replicas > 1 else None
 
@@ -236,6 +237,8 @@ class TrainStep:
             logits, loss = self.replicas.forward_backward(x, y)
         if not torch.isfinite(loss):  # before the step, which a NaN would spoil (on a GPU: a wait per step)
             raise NonFiniteLoss(loss.item())
+        if self.sam:
+            self.sharpness_aware_gradient(x, y)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -244,6 +247,32 @@ class TrainStep:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         return logits.detach(), loss.detach()
+
+    def sharpness_aware_gradient(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """SAM (Foret et al., 2021): replace the gradients by those at w + rho * g / ||g|| (g: the gradient at w,
+        all parameters as one vector), then put the weights back at w for the optimizer's step. BatchNorm's
+        running statistics keep the first pass's update only (momentum 0 in the second)."""
+        parameters = [p for p in self.model.parameters() if p.grad is not None]
+        gradients = [p.grad for p in parameters]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gradients]))
+        with torch.no_grad():
+            moves = torch._foreach_mul(gradients, self.sam / (norm + 1e-12))
+            torch._foreach_add_(parameters, moves)
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        kept = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
+        try:
+            for m in norms:
+                m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+            self.optimizer.zero_grad(set_to_none=True)
+            _, loss = self.forward_loss(self.model, x, y)
+            loss.backward()
+        finally:
+            for m, (momentum, tracked) in zip(norms, kept):
+                m.momentum = momentum
+                if tracked is not None:
+                    m.num_batches_tracked.copy_(tracked)
+            with torch.no_grad():
+                torch._foreach_sub_(parameters, moves)
 
     def close(self) -> None:
         if self.replicas is not None:

@@ -277,6 +277,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                    "without augmentation" if config.plain_epochs else "")
                 + (f", the augmented epochs on random {config.train_crop} x {config.train_crop} crops"
                    if config.train_crop else "")
+                + (f", sharpness-aware steps (SAM, rho {config.sam}: two gradients a step)" if config.sam else "")
                 + (f", BatchNorm statistics recomputed over {len(precise_bn_inputs):,} plain training images before "
                    "each evaluation (precise BN)" if config.precise_bn else "")
                 + (f", evaluating an EMA of the weights (decay {config.ema}; it lags in the first epochs, "

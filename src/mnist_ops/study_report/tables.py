@@ -236,7 +236,7 @@ def _interrupted(invocations: list[dict]) -> str:
 
 def recipe_extras(configs: list[dict]) -> str:
     """What else shapes the recipe, when some variant uses it: the EMA of the weights, cycles, plain last epochs,
-    training crops, precise BN, label smoothing, distillation (a config stored before a key existed ran its default: off)."""
+    training crops, precise BN, SAM, label smoothing, distillation (a config stored before a key existed ran its default: off)."""
     filled = [{**Config().to_dict(), **config} for config in configs]
     for config in filled:
         config["teachers"] = len(teacher_files(config["teacher"]))
@@ -252,6 +252,8 @@ def recipe_extras(configs: list[dict]) -> str:
     if any(config["precise_bn"] for config in filled):
         parts.append(f"BatchNorm statistics recomputed over {distinct(filled, 'precise_bn')} plain training images "
                      "before each evaluation (precise BN)")
+    if any(config["sam"] for config in filled):
+        parts.append(f"sharpness-aware minimization (SAM), rho {distinct(filled, 'sam')}")
     if any(config["label_smoothing"] for config in filled):
         parts.append(f"label smoothing {distinct(filled, 'label_smoothing')}")
     if any(config["distill_weight"] for config in filled):
