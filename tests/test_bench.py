@@ -78,3 +78,19 @@ def test_the_benched_step_updates_an_ema_when_the_recipe_has_one(ema):
     assert (step.ema is not None) == (ema > 0)
     if ema:
         assert int(step.ema.n_averaged) == 1
+
+
+def test_step_profile_rates_each_size_and_refuses_a_size_the_model_cannot_take(monkeypatch, capsys):
+    import sys
+
+    from benchmark_scripts import exit_code_of_main, load_script
+
+    monkeypatch.setattr(sys, "argv", ["step_profile.py", "--sizes", "28", "20", "--steps", "1", "--repeats", "2",
+                                      "--batch-size", "4"])
+    load_script("step_profile").main()
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["28 x 28", "20 x 20"]
+    assert "(1.00x the first size)" in lines[0]
+    assert all(len(line.split("passes ")[1].split(", ")) == 2 for line in lines)  # one rate per repeat
+    assert exit_code_of_main("step_profile", ["--model", "lean-8k", "--sizes", "24"], monkeypatch) == 2
+    assert "model 'lean-8k' fails on a batch of shape [2, 1, 24, 24]" in capsys.readouterr().err
