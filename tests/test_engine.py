@@ -483,3 +483,25 @@ def test_sam_steps_from_the_unmoved_weights_with_the_gradient_at_the_moved_ones_
     for name, buffer in model.named_buffers():  # the statistics of one pass, the unmoved one's
         assert torch.equal(buffer, dict(once.named_buffers())[name]), name
     assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_random_states_keep_the_cuda_generators_of_a_process_that_used_cuda(monkeypatch):
+    """No GPU here: torch.cuda's generator functions are stood in for, to check what is saved and restored when."""
+    from mnist_ops.engine import random_states, restore_random_states
+
+    saved, restored = [torch.arange(8, dtype=torch.uint8)], []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: saved)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    generator = torch.Generator().manual_seed(0)
+    states = random_states(generator)
+    assert states["cuda"] is saved
+    restore_random_states(states, generator)
+    assert restored == [saved]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # another machine's GPUs: its numbers differ anyway
+    restore_random_states(states, generator)
+    assert len(restored) == 1
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # a CPU run on a machine with a GPU
+    assert "cuda" not in random_states(generator)

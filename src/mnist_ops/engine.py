@@ -455,15 +455,19 @@ def _model_source_problem(checkpoint: dict) -> str | None:
 def random_states(generator: torch.Generator) -> dict:
     """Every random state a run draws from, as tensors and plain values (weights_only-loadable):
     the shuffling/augmentation generator, torch's global generator (dropout masks, FastDropout's
-    seeds), numpy's and Python's."""
+    seeds), numpy's and Python's; and the CUDA generators once this process has used CUDA (dropout
+    masks of a model on a GPU)."""
     _, keys, position, has_gauss, gauss = np.random.get_state()
     python_version, python_state, python_gauss = random.getstate()
-    return {
+    states = {
         "generator": generator.get_state(), "torch": torch.get_rng_state(),
         "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
                   "has_gauss": int(has_gauss), "gauss": float(gauss)},
         "python": {"version": python_version, "state": list(python_state), "gauss": python_gauss},
     }
+    if torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
 
 
 def restore_random_states(states: dict, generator: torch.Generator) -> None:
@@ -474,3 +478,6 @@ def restore_random_states(states: dict, generator: torch.Generator) -> None:
                          numpy["has_gauss"], numpy["gauss"]))
     python = states["python"]
     random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+    # a run that used CUDA, resumed on as many GPUs (on the CPU or other GPUs its numbers differ anyway: fit warns)
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
