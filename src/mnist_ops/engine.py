@@ -250,8 +250,9 @@ class TrainStep:
 
     def sharpness_aware_gradient(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """SAM (Foret et al., 2021): replace the gradients by those at w + rho * g / ||g|| (g: the gradient at w,
-        all parameters as one vector), then put the weights back at w for the optimizer's step. BatchNorm's
-        running statistics keep the first pass's update only (momentum 0 in the second)."""
+        all parameters as one vector), then put the weights back at w for the optimizer's step, by subtracting the
+        move (w + e - e: w up to float rounding). BatchNorm's running statistics keep the first pass's update only
+        (momentum 0 in the second)."""
         parameters = [p for p in self.model.parameters() if p.grad is not None]
         gradients = [p.grad for p in parameters]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gradients]))
