@@ -38,8 +38,8 @@ PRESETS: dict[str, Config] = {
     # Muon's update direction for the conv filters (muon.py) beat SGD on the validation split by +0.065
     # points over seeds 1-8 (paired 95% interval +0.028 to +0.102); on the test set it held 99.5% on
     # 10 of 10 seeds, then on 8 of 10 new seeds 11-20 and 8 of 10 new seeds 21-30 (docs/lean-8k-muon,
-    # docs/lean-8k-muon-seeds-11-20, docs/lean-8k-muon-seeds-21-30). Muon's lr 0.07 or 0.15, and batch 64,
-    # did not beat it on validation (docs/records.md).
+    # docs/lean-8k-muon-seeds-11-20, docs/lean-8k-muon-seeds-21-30). Muon's lr 0.07 or 0.15, batch 64, precise BN,
+    # label smoothing 0.1 and SAM (rho 0.05) did not beat it on validation (docs/records.md).
     "lean-8k": Config(
         preset="lean-8k", model="lean-8k", dropout=0.0, augment="seed",
         optimizer="muon", lr=0.1, momentum=0.9, nesterov=True, schedule="onecycle",
@@ -77,7 +77,8 @@ PRESETS: dict[str, Config] = {
     # preset then reached 99.4% on all 32 seeds, seed 21 too, crossing no earlier on average (docs/records.md);
     # then on 20 of new seeds 32-51 and 19 of new seeds 52-71 (seed 69: 99.37%): 71 of 72.
     # In 5 epochs (before precise BN) the recipe reached 99.4% within 25 s on 12 of 22 seeds, and never on 3: the
-    # issue's 25 seconds on every seed is not met.
+    # issue's 25 seconds on every seed is not met. Training crops (train_crop 22 or 20: cheaper augmented epochs)
+    # ended 0.27-0.44 points lower on validation (docs/records.md).
     "lean-8k-fast": Config(
         preset="lean-8k-fast", model="fast-8k", dropout=0.0, augment="seed", plain_epochs=1, precise_bn=5120,
         optimizer="muon", lr=0.3, momentum=0.9, nesterov=True, schedule="onecycle",
