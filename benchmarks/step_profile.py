@@ -67,6 +67,7 @@ def main() -> None:
     except UserError as error:
         parser.error(str(error))
     model = model.to(memory_format=torch.channels_last).train()
+    args.sizes = list(dict.fromkeys(args.sizes))  # each size once, in the order given
     rates: dict[int, list[float]] = {size: [] for size in args.sizes}
     for repeat in range(args.repeats):
         for size in args.sizes if repeat % 2 == 0 else reversed(args.sizes):

@@ -94,3 +94,11 @@ def test_step_profile_rates_each_size_and_refuses_a_size_the_model_cannot_take(m
     assert all(len(line.split("passes ")[1].split(", ")) == 2 for line in lines)  # one rate per repeat
     assert exit_code_of_main("step_profile", ["--model", "lean-8k", "--sizes", "24"], monkeypatch) == 2
     assert "model 'lean-8k' fails on a batch of shape [2, 1, 24, 24]" in capsys.readouterr().err
+
+
+def test_bench_refuses_training_crops(mnist_root):
+    from mnist_ops.errors import UserError
+
+    with pytest.raises(UserError, match="^bench compares whole-image pipelines, and train_crop = 24; set train_crop = 0$"):
+        run_bench(build_config("lean-8k-fast").replace(train_crop=24), batches=2, repeats=1, workers=0,
+                  data_root=mnist_root)

@@ -489,19 +489,40 @@ def test_random_states_keep_the_cuda_generators_of_a_process_that_used_cuda(monk
     """No GPU here: torch.cuda's generator functions are stood in for, to check what is saved and restored when."""
     from mnist_ops.engine import random_states, restore_random_states
 
-    saved, restored = [torch.arange(8, dtype=torch.uint8)], []
+    saved, restored = torch.arange(8, dtype=torch.uint8), []
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: saved)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: saved)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", restored.append)
     generator = torch.Generator().manual_seed(0)
     states = random_states(generator)
     assert states["cuda"] is saved
     restore_random_states(states, generator)
     assert restored == [saved]
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # another machine's GPUs: its numbers differ anyway
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # resumed on the CPU: its numbers differ anyway
     restore_random_states(states, generator)
     assert len(restored) == 1
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # a CPU run on a machine with a GPU
     assert "cuda" not in random_states(generator)
+
+
+def test_a_non_finite_loss_at_sams_moved_weights_stops_before_the_step(monkeypatch):
+    from mnist_ops.config import Config
+
+    torch.manual_seed(0)
+    model = create_model("lean-2k")
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.1), Config(model="lean-2k", dropout=0.0, sam=0.05))
+    calls = []
+
+    def forward_loss(net, x, y):  # the first pass as usual, the second at the moved weights overflows
+        logits, loss = TrainStep.forward_loss(step, net, x, y)
+        calls.append(1)
+        return logits, loss * float("inf") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(step, "forward_loss", forward_loss)
+    with pytest.raises(NonFiniteLoss):
+        step(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)))
+    after = dict(model.named_parameters())
+    # no step: the weights are where they were, up to the rounding of w + e - e (an SGD step moves them by ~1e-3)
+    assert all(torch.allclose(after[key], before[key], atol=1e-6, rtol=0) for key in after)

@@ -136,7 +136,7 @@ def test_the_recipe_line_names_the_ema_cycles_plain_epochs_crops_precise_bn_sam_
                                              "0 / 2 teacher(s) (weight 0 / 0.5, temperature 4)")
     stored_before_the_keys = {key: value for key, value in other.items()
                               if key not in ("teacher", "distill_weight", "distill_temperature", "label_smoothing",
-                                             "plain_epochs", "cycles", "precise_bn", "train_crop")}
+                                             "plain_epochs", "cycles", "precise_bn", "train_crop", "sam")}
     assert recipe_extras([stored_before_the_keys]) == "; EMA of the weights 0.999"
 
 

@@ -372,3 +372,23 @@ def test_export_into_a_directory_of_the_study_before_it_grew(tmp_path):
     (other / "spec.toml").write_text(spec_to_toml(_grow_spec_values([1], ("c",))))
     with pytest.raises(UserError, match="holds a different study"):
         export_study(url, "g", other)
+
+
+def test_a_worker_reads_the_studys_runs_before_its_trials(tmp_path, monkeypatch):
+    """A grower queues its trials, then records the grown spec: read in the other order, a worker could find a run
+    of the spec with no trial yet, and stop with "failed and nothing is queued"."""
+    from mnist_ops.distributed import embedded_url
+    from mnist_ops.study_storage import StudyWorker, prepare_study
+
+    url = embedded_url(tmp_path)
+    prepare_study(_grow_spec_values([1]), url, "g", {"a": 60000}, log=lambda line: None)
+    worker = StudyWorker(_grow_spec_values([1]), url, "g", tmp_path / "out", None, 30, False, lambda line: None)
+    order = []
+    monkeypatch.setattr(StudyWorker, "_study_labels", lambda self, study: order.append("runs") or {"a/seed1"})
+    monkeypatch.setattr(StudyWorker, "objective", lambda self, trial: order.append("trained") or 99.0)
+    import optuna
+
+    real = optuna.study.Study.get_trials
+    monkeypatch.setattr(optuna.study.Study, "get_trials", lambda self, **kw: order.append("trials") or real(self, **kw))
+    worker.run()
+    assert order[:2] == ["runs", "trials"] and "trained" in order

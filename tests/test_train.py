@@ -332,7 +332,7 @@ def test_train_crop_trains_the_augmented_epochs_on_crops_and_is_refused_for_a_ne
     assert crops[0]["train_loss"] != whole[0]["train_loss"] and len(crops) == 2
     for bad, message in [({"model": "lean-8k", "dropout": 0.0, "train_crop": 22},
                           r"^train_crop = 22: model 'lean-8k' fails on a batch of shape \[2, 1, 22, 22\]: .*; "
-                          "set train_crop = 0$"),
+                          "set train_crop = 0, or train fast-8k$"),
                          ({"train_crop": 28}, r"^train_crop = 28 is not smaller than the images \(28 x 28\)")]:
         with pytest.raises(UserError, match=message):
             fit(config.replace(**bad), tmp_path / "refused", data_root=mnist_root, log=quiet, progress=False)

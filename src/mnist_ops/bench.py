@@ -27,6 +27,7 @@ from mnist_ops.data import Split
 from mnist_ops.batches import fit_batches, iterate_batches, load_training_split, make_batch
 from mnist_ops.distill import load_teacher
 from mnist_ops.engine import TrainStep, build_model, make_ema, make_optimizer, memory_format
+from mnist_ops.errors import UserError
 from mnist_ops.provenance import run_provenance
 from mnist_ops.replicas import one_thread_per_replica
 
@@ -110,6 +111,8 @@ def _take(iterator, count: int, consume: Callable = lambda x, y: None) -> int:
 def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int = 2,
               data_root=None, log: Callable[[str], None] = print) -> dict:
     """Measure (a) and (b): data only, train step only, end to end. Returns the numbers."""
+    if config.train_crop:  # the per-sample side and the train-step row would see whole images, ours crops
+        raise UserError(f"bench compares whole-image pipelines, and train_crop = {config.train_crop}; set train_crop = 0")
     torch.manual_seed(config.seed)
     train, mean, std = load_training_split(config, data_root)
     generator = torch.Generator().manual_seed(config.seed)

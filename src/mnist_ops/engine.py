@@ -104,7 +104,7 @@ def build_model(config: Config, num_classes: int = 10, image_size: tuple[int, in
             check_output(model, config.model, num_classes, (config.train_crop, config.train_crop))
         except UserError as error:
             raise UserError(f"train_crop = {config.train_crop}: {error} (a net for crops pools its whole last map, "
-                            "as models.GlobalAvgPool does); set train_crop = 0") from None
+                            "as models.GlobalAvgPool does); set train_crop = 0, or train fast-8k") from None
     trust(build_record(model))  # the user named this code: its checkpoints may rebuild it here
     if config.fast_dropout:
         use_fast_dropout(model)
@@ -238,7 +238,9 @@ class TrainStep:
         if not torch.isfinite(loss):  # before the step, which a NaN would spoil (on a GPU: a wait per step)
             raise NonFiniteLoss(loss.item())
         if self.sam:
-            self.sharpness_aware_gradient(x, y)
+            moved_loss = self.sharpness_aware_gradient(x, y)
+            if not torch.isfinite(moved_loss):  # its gradient is the one the optimizer would step with
+                raise NonFiniteLoss(moved_loss.item())
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -248,11 +250,11 @@ class TrainStep:
             self.ema.update_parameters(self.model)
         return logits.detach(), loss.detach()
 
-    def sharpness_aware_gradient(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def sharpness_aware_gradient(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """SAM (Foret et al., 2021): replace the gradients by those at w + rho * g / ||g|| (g: the gradient at w,
         all parameters as one vector), then put the weights back at w for the optimizer's step, by subtracting the
         move (w + e - e: w up to float rounding). BatchNorm's running statistics keep the first pass's update only
-        (momentum 0 in the second)."""
+        (momentum 0 in the second). Returns the loss at the moved weights."""
         parameters = [p for p in self.model.parameters() if p.grad is not None]
         gradients = [p.grad for p in parameters]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gradients]))
@@ -274,6 +276,7 @@ class TrainStep:
                     m.num_batches_tracked.copy_(tracked)
             with torch.no_grad():
                 torch._foreach_sub_(parameters, moves)
+        return loss.detach()
 
     def close(self) -> None:
         if self.replicas is not None:
@@ -456,8 +459,8 @@ def _model_source_problem(checkpoint: dict) -> str | None:
 def random_states(generator: torch.Generator) -> dict:
     """Every random state a run draws from, as tensors and plain values (weights_only-loadable):
     the shuffling/augmentation generator, torch's global generator (dropout masks, FastDropout's
-    seeds), numpy's and Python's; and the CUDA generators once this process has used CUDA (dropout
-    masks of a model on a GPU)."""
+    seeds), numpy's and Python's; and the current GPU's generator once this process has used CUDA
+    (dropout masks of a model on a GPU)."""
     _, keys, position, has_gauss, gauss = np.random.get_state()
     python_version, python_state, python_gauss = random.getstate()
     states = {
@@ -466,8 +469,8 @@ def random_states(generator: torch.Generator) -> dict:
                   "has_gauss": int(has_gauss), "gauss": float(gauss)},
         "python": {"version": python_version, "state": list(python_state), "gauss": python_gauss},
     }
-    if torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_initialized():  # a run trains on one GPU: the current one
+        states["cuda"] = torch.cuda.get_rng_state()
     return states
 
 
@@ -479,6 +482,6 @@ def restore_random_states(states: dict, generator: torch.Generator) -> None:
                          numpy["has_gauss"], numpy["gauss"]))
     python = states["python"]
     random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
-    # a run that used CUDA, resumed on as many GPUs (on the CPU or other GPUs its numbers differ anyway: fit warns)
-    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    # a run that used CUDA, resumed on a GPU (on the CPU its numbers differ anyway, and fit warns of the device change)
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])

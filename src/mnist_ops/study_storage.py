@@ -294,8 +294,10 @@ class StudyWorker:
         study = optuna.load_study(study_name=self.study_name, storage=storage)
         dead = DeadTrials(storage, self.heartbeat)
         while True:
-            trials = study.get_trials(deepcopy=False)
+            # the runs before the trials: a grower queues its trials first and records the grown spec last, so every
+            # run read here is in the trials read next (the other order could find a new run and not its trial)
             labels = self._study_labels(study)
+            trials = study.get_trials(deepcopy=False)
             if labels <= finished_runs(trials):
                 return
             states = {trial.state for trial in trials}
