@@ -49,7 +49,7 @@ PRESETS: dict[str, Config] = {
     # The < 5k net with the lean-8k recipe and an EMA of the weights (decay 0.999, evaluated and saved
     # in place of the trained weights), which beat the same recipe without it and a 4,996-parameter net
     # on the validation split over seeds 1-4 (docs/records.md). Test set, last 3 epochs >= 99.4%: 9 of 10
-    # seeds (docs/lean-5k-ema-alone, docs/lean-5k-ema-more-seeds; seed 5 read 99.36%), 29 of 35 over seeds 1-35
+    # seeds (docs/lean-5k-ema-alone, docs/lean-5k-ema-more-seeds; seed 5 read 99.36%), 37 of 45 over seeds 1-45
     # (docs/lean-5k-ema-seeds-26-35: 6 of 10). Muon, fast-8k's layout and batch 64 did not beat it on validation.
     # The recipe `mnist-ops tune` found on the validation split (docs/tune-lean-5k) did worse on the test set.
     "lean-5k": Config(
