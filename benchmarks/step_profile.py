@@ -2,7 +2,8 @@
 
     OMP_NUM_THREADS=1 python benchmarks/step_profile.py [--model fast-8k] [--sizes 28 24 22 20] [--profile]
 
-One random batch (--batch-size, default 128), bf16 autocast, channels_last, SGD; the sizes are alternated
+The engine's train step (`bench.make_step`: `engine.TrainStep`, bf16 autocast, channels_last, SGD) on one
+random batch (--batch-size, default 128) per size; the sizes are alternated
 over --repeats passes of --steps steps each, after 3 steps of warm-up per pass, and each size's line gives
 every pass and the median. The model must take every size (fast-8k's global pooling does: `--train-crop`).
 --profile adds torch.profiler's table for --steps steps at 28 x 28 after 10 of warm-up, sorted by self CPU
@@ -16,35 +17,27 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
+from mnist_ops.bench import make_step
+from mnist_ops.config import Config
 from mnist_ops.errors import UserError
 from mnist_ops.models import check_output, create_model
 
-
-def step_function(model: torch.nn.Module, batch_size: int, size: int):
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch_size, 1, size, size).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch_size,))
-
-    def step() -> None:
-        with torch.autocast("cpu", torch.bfloat16):
-            loss = F.cross_entropy(model(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
+RECIPE = Config(optimizer="sgd", lr=0.01, momentum=0.9, precision="bf16", channels_last=True)
 
 
-def rate(model: torch.nn.Module, batch_size: int, size: int, steps: int) -> float:
+def batch(batch_size: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(batch_size, 1, size, size), torch.randint(0, 10, (batch_size,))
+
+
+def rate(step, batch_size: int, size: int, steps: int) -> float:
     """img/s over `steps` train steps at size x size, after 3 of warm-up."""
-    step = step_function(model, batch_size, size)
+    x, y = batch(batch_size, size)
     for _ in range(3):
-        step()
+        step(x, y)
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        step(x, y)
     return batch_size * steps / (time.perf_counter() - start)
 
 
@@ -66,12 +59,12 @@ def main() -> None:
             check_output(model, args.model, 10, (size, size))
     except UserError as error:
         parser.error(str(error))
-    model = model.to(memory_format=torch.channels_last).train()
+    step = make_step(model, RECIPE.replace(batch_size=args.batch_size))
     args.sizes = list(dict.fromkeys(args.sizes))  # each size once, in the order given
     rates: dict[int, list[float]] = {size: [] for size in args.sizes}
     for repeat in range(args.repeats):
         for size in args.sizes if repeat % 2 == 0 else reversed(args.sizes):
-            rates[size].append(rate(model, args.batch_size, size, args.steps))
+            rates[size].append(rate(step, args.batch_size, size, args.steps))
     base = statistics.median(rates[args.sizes[0]])
     for size, values in rates.items():
         median = statistics.median(values)
@@ -80,12 +73,12 @@ def main() -> None:
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
-        step = step_function(model, args.batch_size, 28)
+        x, y = batch(args.batch_size, 28)
         for _ in range(10):
-            step()
+            step(x, y)
         with profile(activities=[ProfilerActivity.CPU]) as profiler:
             for _ in range(args.steps):
-                step()
+                step(x, y)
         print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
 
