@@ -74,6 +74,41 @@ def test_colour_and_transparency_give_the_same_digit(mnist_test):
     assert similarity(mnist_pixels(open_image(encode(sixteen_bit))), expected) > 0.99
 
 
+@pytest.mark.integration
+def test_a_keyed_out_background_stays_the_background(mnist_test):
+    """Light ink whose black background was made transparent (alpha 255 wherever a pixel is above 0, a
+    colour key; also a palette PNG's transparent index): its opaque fringe of near-black pixels outnumbers
+    the bright stroke, and must not make the ink look dark and the digit an outline on white."""
+    for digit in mnist_test.images[:10].numpy():
+        big = np.asarray(Image.fromarray(digit).resize((280, 280), Image.Resampling.LANCZOS))
+        expected = mnist_pixels(Image.fromarray(big))  # the same pixels, opaque
+        keyed = np.dstack([big] * 3 + [np.where(big > 0, 255, 0).astype(np.uint8)])
+        assert similarity(mnist_pixels(open_image(encode(Image.fromarray(keyed)))), expected) > 0.99
+        palette = Image.fromarray(big).convert("P")
+        assert similarity(mnist_pixels(open_image(encode_with(palette, transparency=0))), expected) > 0.99
+
+
+def encode_with(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.integration
+def test_a_dark_frame_around_white_paper_is_not_the_digit(mnist_test):
+    """The background is the grey most of the picture holds, not the outermost ring's: with a black frame (a
+    scan's edge) the paper is still the background and the dark strokes the ink, and the frame is peeled off."""
+    for digit in mnist_test.images[:10].numpy():
+        page = dark_on_white(digit, 5, (180, 180), (20, 20))
+        expected = mnist_pixels(Image.fromarray(page))
+        for width, grey in ((2, 0), (15, 40)):  # a scan's black edge; a broad grey border
+            framed = page.copy()
+            framed[:width], framed[-width:], framed[:, :width], framed[:, -width:] = grey, grey, grey, grey
+            assert similarity(mnist_pixels(Image.fromarray(framed)), expected) > 0.99
+    with pytest.raises(NoDigitError):  # a frame alone is no digit
+        mnist_pixels(Image.fromarray(np.pad(np.full((50, 50), 255, np.uint8), 3)))
+
+
 def test_blank_images_are_an_error_not_a_guess():
     for image in (Image.new("L", (280, 280), 255), Image.new("L", (28, 28), 0), Image.new("RGB", (50, 40), (90, 90, 90)),
                   Image.new("RGBA", (64, 64), (0, 0, 0, 0))):

@@ -81,8 +81,12 @@ def open_image(content: bytes, name: str = "image") -> Image.Image:
 
 
 def grayscale(image: Image.Image) -> np.ndarray:
-    """float32 [H, W] in 0..255. A transparent background is composited on white when the ink is
-    dark and on black when the ink is light, so transparent canvases of either kind work."""
+    """float32 [H, W] in 0..255, with a transparent background composited on black or white.
+
+    Which one: the colour the transparent pixels hold, when it differs from the ink's (a light-on-black
+    digit whose black was keyed out keeps black there, and its opaque fringe of near-black pixels must
+    stay background); else the opposite of the ink's (a drawing app's canvas stores its transparent pixels
+    as black whatever the stroke's colour), so transparent canvases of either kind work."""
     image = ImageOps.exif_transpose(image)  # phone photos: upright as the person saw them
     if image.mode.startswith("I"):  # 16-bit PNG: convert("L") would clip at 255
         return np.asarray(image, dtype=np.float32) * (255.0 / 65535.0)
@@ -93,18 +97,26 @@ def grayscale(image: Image.Image) -> np.ndarray:
     alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
     if alpha.sum() == 0:
         return np.zeros_like(gray)
-    ink_is_dark = float((gray * alpha).sum() / alpha.sum()) < 128
-    background = 255.0 if ink_is_dark else 0.0
+    ink = float((gray * alpha).sum() / alpha.sum())  # the opaque pixels' mean grey
+    transparent = gray[alpha == 0]
+    stored = float(np.median(transparent)) if transparent.size else ink
+    if abs(stored - ink) >= MIN_CONTRAST:
+        background = 0.0 if stored < 128 else 255.0
+    else:
+        background = 255.0 if ink < 128 else 0.0
     return alpha * gray + (1.0 - alpha) * background
 
 
 def mnist_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
     """The steps that build an MNIST digit, on any image: uint8 [28, 28], light ink on black."""
     gray = grayscale(image)
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    background = float(np.median(border))
-    ink = gray - background if background < 128 else background - gray  # light border: invert
+    # the background is the grey most of the image holds: a digit covers a minority of its picture (a fifth
+    # of an MNIST image), and a thin dark frame around white paper, or a table beyond a photo's paper, does
+    # not flip it, as a median of the outermost ring of pixels did
+    background = float(np.median(gray))
+    ink = gray - background if background < 128 else background - gray  # light background: invert
     np.clip(ink, 0, None, out=ink)
+    ink = strip_frame(ink)
     peak = float(ink.max())
     if peak < MIN_CONTRAST:
         raise NoDigitError(f"{name}: no digit found (the image is blank or has almost no contrast)")
@@ -119,6 +131,17 @@ def mnist_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
         np.clip(ink, 0, None, out=ink)
     ink *= 255.0 / max(float(ink.max()), 1e-6)  # full contrast, as MNIST's strokes have
     return place_by_centre_of_mass(ink)
+
+
+def strip_frame(ink: np.ndarray) -> np.ndarray:
+    """Peel the picture's outer rings of pixels while most of a ring is ink: a frame (a scan's dark edge, a
+    drawn box), not the digit, which inks a small part of the picture's edge even when cropped tightly."""
+    while min(ink.shape) > 2:
+        ring = np.concatenate([ink[0], ink[-1], ink[1:-1, 0], ink[1:-1, -1]])
+        if np.mean(ring >= MIN_CONTRAST) < 0.75:
+            break
+        ink = ink[1:-1, 1:-1]
+    return ink
 
 
 def place_by_centre_of_mass(ink: np.ndarray) -> np.ndarray:
