@@ -3,9 +3,10 @@ import threading
 import pytest
 import torch
 
-from mnist_ops.batches import iterate_batches, prefetched
+from mnist_ops.batches import iterate_batches, load_fit_data, prefetched
 from mnist_ops.config import Config
 from mnist_ops.data import Split
+from mnist_ops.errors import UserError
 
 
 def small_split(count=300):
@@ -82,3 +83,16 @@ def test_train_crop_batches_are_crops_of_the_augmented_batches_drawn_after_them(
     assert x_crop.shape == (64, 1, 24, 24) and torch.equal(y_crop, y_whole)
     for image, crop in zip(x_whole, x_crop):
         assert any(torch.equal(crop, image[:, top:top + 24, left:left + 24]) for top in range(5) for left in range(5))
+
+
+def test_training_images_of_one_pixel_value_are_refused_before_training(tmp_path):
+    """Normalizing divides by the pixel std: at 0 every loss is NaN, which would read like a too-high lr."""
+    from mnist_ops.idx import write_idx
+
+    for name, tensor in (("train-images-idx3-ubyte", torch.zeros(6, 28, 28, dtype=torch.uint8)),
+                         ("train-labels-idx1-ubyte", torch.tensor([0, 1, 0, 1, 0, 1], dtype=torch.uint8)),
+                         ("t10k-images-idx3-ubyte", torch.full((2, 28, 28), 9, dtype=torch.uint8)),
+                         ("t10k-labels-idx1-ubyte", torch.tensor([0, 1], dtype=torch.uint8))):
+        write_idx(tmp_path / name, tensor)
+    with pytest.raises(UserError, match=r"every training pixel has the same value \(pixel std 0\)"):
+        load_fit_data(Config(dataset=str(tmp_path)), data_root=tmp_path / "root")  # its stats cache there

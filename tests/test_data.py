@@ -167,6 +167,9 @@ def test_emnist_images_are_stored_transposed_and_load_upright(tmp_path):
     ("size mismatch", r"train images are 28x28 but test images 32x32"),
     ("missing file", r"no test labels file \(an IDX file named like t10k-labels-idx1-ubyte"),
     ("two files", r"several train images files"),
+    ("empty test split", r"the test split has no images \(t10k-images-idx3-ubyte.gz\)"),
+    ("empty train split", r"the train split has no images \(train-images-idx3-ubyte\)"),
+    ("zero-width images", r"holds images of 28x0 pixels; an image needs at least one row and one column"),
 ])
 def test_bad_directories_are_one_line_errors(tmp_path, case, message):
     from mnist_ops.idx import write_idx
@@ -174,7 +177,10 @@ def test_bad_directories_are_one_line_errors(tmp_path, case, message):
     train_labels, test_labels = [0, 1, 2, 5] if case == "label outside classes" else [0, 1, 2, 1], [1, 0]
     if case == "test label unseen":
         test_labels = [4, 0]
-    write_dataset(tmp_path, MNIST_NAMES, train_labels, test_labels,
+    train_labels = [] if case == "empty train split" else train_labels
+    test_labels = [] if case == "empty test split" else test_labels
+    size = (28, 0) if case == "zero-width images" else (28, 28)
+    write_dataset(tmp_path, MNIST_NAMES, train_labels, test_labels, size=size,
                   test_size=(32, 32) if case == "size mismatch" else None)
     if case == "label outside classes":
         (tmp_path / "dataset.toml").write_text('classes = ["a", "b", "c"]\n')

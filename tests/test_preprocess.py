@@ -109,6 +109,13 @@ def test_a_dark_frame_around_white_paper_is_not_the_digit(mnist_test):
         mnist_pixels(Image.fromarray(np.pad(np.full((50, 50), 255, np.uint8), 3)))
 
 
+def test_an_image_of_no_pixels_is_an_error():
+    """An IDX file may declare images of 0 rows or columns; predict reads each as a PIL image."""
+    for size in ((28, 0), (0, 28), (0, 0)):
+        with pytest.raises(NotAnImageError, match=r"holds no digit"):
+            mnist_pixels(Image.new("L", size), "empty[0]")
+
+
 def test_blank_images_are_an_error_not_a_guess():
     for image in (Image.new("L", (280, 280), 255), Image.new("L", (28, 28), 0), Image.new("RGB", (50, 40), (90, 90, 90)),
                   Image.new("RGBA", (64, 64), (0, 0, 0, 0))):

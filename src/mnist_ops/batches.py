@@ -70,6 +70,9 @@ def load_fit_data(config: Config, data_root=None, with_evaluation: bool = True) 
     # the full train split's statistics are cached by file (data.train_pixel_stats); a holdout's are computed
     mean, std = pixel_stats(train.images) if config.validation else train_pixel_stats(config.dataset, full.images,
                                                                                          data_root)
+    if not std > 0:  # normalizing divides by it: every loss would be NaN, which reads like a too-high lr
+        raise UserError(f"dataset {config.dataset}: every training pixel has the same value (pixel std 0), so "
+                        "there is nothing to learn; check the train images file")
     return FitData(train.head(config.limit_train) if config.limit_train else train, evaluation, name, mean, std)
 
 

@@ -199,6 +199,12 @@ def local_dataset(path: str | os.PathLike) -> DatasetInfo:
         if shape[0] != label_shape[0]:
             raise UserError(f"{directory}: {split} split has {shape[0]:,} images ({image_file}) but "
                             f"{label_shape[0]:,} labels ({label_file})")
+        if shape[0] == 0:
+            raise UserError(f"{directory}: the {split} split has no images ({image_file}); a data set needs images "
+                            "in both splits")
+        if 0 in shape[1:]:
+            raise UserError(f"{directory}: {image_file} holds images of {shape[1]}x{shape[2]} pixels; "
+                            "an image needs at least one row and one column")
         image_shapes[split] = shape[1:]
         labels[split] = _read_verified(directory, settings.get("md5", {}), label_file, str(directory))
     if image_shapes["train"] != image_shapes["test"]:

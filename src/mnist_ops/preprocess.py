@@ -110,6 +110,8 @@ def grayscale(image: Image.Image) -> np.ndarray:
 def mnist_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
     """The steps that build an MNIST digit, on any image: uint8 [28, 28], light ink on black."""
     gray = grayscale(image)
+    if gray.size == 0:  # an IDX file can declare images of 0 rows or columns
+        raise NotAnImageError(f"{name}: an image of {image.width}x{image.height} pixels holds no digit")
     # the background is the grey most of the image holds: a digit covers a minority of its picture (a fifth
     # of an MNIST image), and a thin dark frame around white paper, or a table beyond a photo's paper, does
     # not flip it, as a median of the outermost ring of pixels did
