@@ -223,6 +223,7 @@ def test_a_module_reference_imports_from_the_working_directory(student_net, monk
     ("raise RuntimeError('oops')\n", "nets.py:Net", r"model 'nets.py:Net': importing .*nets.py raised RuntimeError: oops"),
     ("import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n        raise ValueError('bad')\n",
      "nets.py:Net", r"model 'nets.py:Net': building it raised ValueError: bad"),
+    ("import sys\ndef Net():\n    sys.exit(1)\n", "nets.py:Net", r"model 'nets.py:Net': building it raised SystemExit: 1"),
     (None, "no_such_package.nets:Net", r"model 'no_such_package.nets:Net': no module named 'no_such_package'"),
     (None, "nosuchmodel", r"unknown model 'nosuchmodel'; choose one of: .*seed-lean.*path/to/nets.py:Net"),
 ])

@@ -247,7 +247,7 @@ def create_model(reference: str, *, defaults: dict[str, Any] | None = None,
         model = builder(**passed)
     except UserError:
         raise
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # sys.exit() in a builder of yours would end the CLI without a word
         raise UserError(f"model '{reference}': building it raised {_first_line(error)}") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"model '{reference}' returned a {type(model).__name__}, not a torch.nn.Module")
@@ -346,7 +346,7 @@ def check_output(model: nn.Module, reference: str, num_classes: int, image_size:
     try:
         with torch.no_grad():
             out = model.eval()(x)
-    except Exception as error:
+    except (Exception, SystemExit) as error:
         raise UserError(f"model '{reference}' fails on a batch of shape {list(x.shape)}: {_first_line(error)}") from None
     finally:
         model.train(training)
