@@ -82,3 +82,61 @@ def test_export_command_writes_a_working_model(digit_checkpoint, tmp_path, capsy
     assert "wrote" in capsys.readouterr().out
     assert OnnxPredictor(tmp_path / "m.onnx").model_name == "lean-8k"
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temp files or external data left behind
+
+
+def test_a_model_of_your_own_data_exports_with_its_classes_and_size_after_the_data_moved(tmp_path):
+    """The checkpoint keeps the class names and the image size: export needs neither the data set's directory
+    (moved here after training) nor 28 x 28 images."""
+    import onnxruntime
+    import torch
+
+    from mnist_ops.config import Config
+    from mnist_ops.export import export_onnx
+    from mnist_ops.idx import write_idx
+    from mnist_ops.train import fit
+
+    data = tmp_path / "shapes"
+    data.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for name, count in (("train", 64), ("t10k", 16)):
+        write_idx(data / f"{name}-images-idx3-ubyte", torch.randint(0, 256, (count, 20, 24), dtype=torch.uint8,
+                                                                    generator=generator))
+        write_idx(data / f"{name}-labels-idx1-ubyte", (torch.arange(count) % 3).to(torch.uint8))
+    (data / "dataset.toml").write_text('classes = ["circle", "square", "star"]\n')
+    config = Config(dataset=str(data), model="fast-8k", dropout=0.0, epochs=1, batch_size=16, augment="none")
+    fit(config, tmp_path / "run", data_root=tmp_path / "root", log=lambda line: None, progress=False)
+    data.rename(tmp_path / "moved")
+    metadata = export_onnx(tmp_path / "run" / "last.pt", tmp_path / "m.onnx")
+    assert metadata["labels"] == '["circle", "square", "star"]'
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    assert [dim.dim_value for dim in onnx.load(tmp_path / "m.onnx").graph.input[0].type.tensor_type.shape.dim[1:]] \
+        == [1, 20, 24]
+    assert session.run(None, {"image": np.zeros((5, 1, 20, 24), np.float32)})[0].shape == (5, 3)
+
+
+def test_a_forward_torch_export_cannot_trace_is_one_line_naming_the_cause(tmp_path, mnist_root, capfd):
+    """torch.export's own message only says which of its steps failed, in terminal colours, after dumping
+    graphs to stderr: the user gets one plain line with the cause."""
+    from mnist_ops.presets import build_config
+    from mnist_ops.train import fit
+
+    (tmp_path / "branchy.py").write_text(
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self, num_classes=10):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(784, num_classes)\n"
+        "    def forward(self, x):\n"
+        "        if x.sum() > 0:\n"
+        "            return self.fc(x.flatten(1))\n"
+        "        return -self.fc(x.flatten(1))\n")
+    config = build_config("seed-lean", None, {"model": f"{tmp_path / 'branchy.py'}:Net", "epochs": 1,
+                                              "limit_train": 256, "augment": "none", "dropout": 0.0})
+    fit(config, tmp_path / "run", data_root=mnist_root, log=lambda line: None, progress=False)
+    capfd.readouterr()
+    assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "m.onnx")]) == 2
+    captured = capfd.readouterr()
+    assert len(captured.err.splitlines()) == 1 and "\x1b[" not in captured.err
+    assert "torch.export cannot trace its forward() (GuardOnDataDependentSymNode" in captured.err
+    assert "torch.where instead of `if`" in captured.err
+    assert not (tmp_path / "m.onnx").exists()

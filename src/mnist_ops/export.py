@@ -7,15 +7,49 @@ file needs besides the graph travels in its metadata: mean, std, model name, lab
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import re
 import warnings
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from mnist_ops.errors import UserError, require_extra
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
+
+
+def _root_cause(error: BaseException) -> str:
+    """The first line of the innermost exception behind `error`, without terminal colour codes: the exporter's
+    own message only says which of its steps failed."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+
+
+def _labels_and_size(checkpoint: dict, dataset: str, path) -> tuple[list[str], tuple[int, int]]:
+    """The class names and image size the model was trained with: from the checkpoint, which has kept them
+    since 2026-11-27, so the data set may have moved since; an older checkpoint's from the data set."""
+    from mnist_ops.data import dataset_info
+
+    labels, size = checkpoint.get("classes"), checkpoint.get("image_size")
+    if labels is None:
+        try:
+            labels = list(dataset_info(dataset).classes)
+        except UserError as error:
+            raise UserError(f"checkpoint {path} predates the class names in checkpoints, and its data set is gone "
+                            f"({error}); put the data set back where it was trained to export it") from None
+    if not (isinstance(labels, list) and labels and all(isinstance(label, str) for label in labels)):
+        raise UserError(f"checkpoint {path} is not an mnist-ops checkpoint (bad classes)")
+    if size is None:
+        return labels, (28, 28)
+    if not (isinstance(size, list) and len(size) == 2 and all(type(side) is int and 0 < side < 1 << 16
+                                                                   for side in size)):
+        raise UserError(f"checkpoint {path} is not an mnist-ops checkpoint (bad image_size)")
+    return labels, (size[0], size[1])
 
 
 def export_onnx(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> dict:
@@ -24,7 +58,6 @@ def export_onnx(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> d
     import onnx
     import torch
 
-    from mnist_ops.data import dataset_info
     from mnist_ops.engine import fold_batchnorm, load_checkpoint, model_from_checkpoint
     from mnist_ops.fileio import atomic_write_bytes
 
@@ -34,28 +67,31 @@ def export_onnx(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> d
     checkpoint = load_checkpoint(checkpoint_path)
     model = fold_batchnorm(model_from_checkpoint(checkpoint))
     dataset = checkpoint["config"].get("dataset", "mnist")
+    labels, image_size = _labels_and_size(checkpoint, dataset, checkpoint_path)
     # a batch of 2: an example batch of 1 would freeze the batch dimension
-    example = torch.zeros(2, 1, 28, 28)
+    example = torch.zeros(2, 1, *image_size)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    exporter_log = logging.getLogger("torch.onnx")
-    level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)  # it lists torchvision ops it skips, which do not concern these models
+    torch_log = logging.getLogger("torch")
+    level = torch_log.level
+    # the exporter logs the torchvision ops it skips, and on a failure dumps graphs and warnings to stderr: the
+    # user gets one line instead (below)
+    torch_log.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecations inside the exporter
             program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME],
                                         output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},),
                                         external_data=False, verbose=False)
     except Exception as error:  # a model of the user's own that torch.export cannot trace
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UserError(f"cannot export model {checkpoint['model_name']} to ONNX ({first[:200]}); "
-                        "torch.export must be able to trace its forward()") from None
+        raise UserError(f"cannot export model {checkpoint['model_name']} to ONNX: torch.export cannot trace its "
+                        f"forward() ({_root_cause(error)}); write it without Python branches on tensor values "
+                        "(torch.where instead of `if`)") from None
     finally:
-        exporter_log.setLevel(level)
+        torch_log.setLevel(level)
     metadata = {
         "mean": repr(float(checkpoint["mean"])), "std": repr(float(checkpoint["std"])),
         "model_name": checkpoint["model_name"], "dataset": dataset,
-        "labels": json.dumps(list(dataset_info(dataset).classes)),
+        "labels": json.dumps(labels),
         "epoch": str(checkpoint["epoch"]),
         "test_accuracy": str(checkpoint["metrics"].get("test_accuracy", "")),
         "producer": "mnist-ops export",

@@ -215,7 +215,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # shuffling and augmentation draws
     image_size = tuple(data.train.images.shape[1:])
-    model = build_model(config, len(dataset_info(config.dataset).classes), image_size, log)
+    classes = dataset_info(config.dataset).classes
+    model = build_model(config, len(classes), image_size, log)
     model = model.to(device, memory_format=memory_format(config))
     if config.precise_bn and not has_batchnorm(model):  # before the run directory, as the data and the schedule
         raise UserError(f"precise_bn = {config.precise_bn} recomputes BatchNorm statistics, and model "
@@ -348,6 +349,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 "model_name": config.model, "model_source": build_record(model), "model": evaluated.state_dict(),
                 "config": config.to_dict(),
                 "epoch": epoch, "metrics": record, "mean": data.mean, "std": data.std,
+                "classes": list(classes), "image_size": list(image_size),  # what export needs if the data moves
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "history": history, "best_accuracy": best_accuracy, "best_epoch": best_epoch,
                 "random_states": random_states(generator),
