@@ -78,6 +78,14 @@ def test_load_split_refuses_missing_and_corrupt_files(tiny_dataset):
         data.load_split("tiny", "train", root)
 
 
+def test_an_empty_name_or_a_file_is_not_a_dataset_directory(tmp_path):
+    with pytest.raises(UserError, match="unknown dataset ''"):  # not the current directory
+        data.dataset_info("")
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"")
+    with pytest.raises(UserError, match=f"is a file; pass the directory that holds the four IDX files \\({tmp_path}"):
+        data.dataset_info(str(tmp_path / "train-images-idx3-ubyte"))
+
+
 def test_unknown_dataset():
     with pytest.raises(UserError, match="unknown dataset 'cifar'.*mnist"):
         data.dataset_info("cifar")

@@ -143,7 +143,8 @@ def split_files(names: list[str], where: str) -> dict[str, tuple[str, str]]:
 
 def is_local(name: str) -> bool:
     """A dataset named by a path (a directory of your own) rather than a registered name."""
-    return name not in DATASETS and ("/" in name or os.sep in name or name.startswith(".") or Path(name).is_dir())
+    return name not in DATASETS and name != "" and ("/" in name or os.sep in name or name.startswith(".")
+                                                    or Path(name).is_dir())  # Path("") is the current directory
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -180,6 +181,9 @@ def local_dataset(path: str | os.PathLike) -> DatasetInfo:
     """A directory of your own: the four IDX files, checked for shapes and labels; classes from
     dataset.toml if it lists them, else 0 .. the largest train label."""
     directory = Path(path).expanduser().resolve()
+    if directory.is_file():
+        raise UserError(f"dataset {path} is a file; pass the directory that holds the four IDX files "
+                        f"({directory.parent}?)")
     if not directory.is_dir():
         raise UserError(f"dataset {path}: no such directory; pass a registered name ({', '.join(DATASETS)}) "
                         "or a directory holding the four IDX files")
