@@ -103,3 +103,62 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_queu
     assert retry.state == TrialState.WAITING and retry.system_attrs["retry_history"] == [orphan.number]
     assert retry.params == study.trials[orphan.number].params
     assert dead.sweep(study) == [] and study.trials[alive.number].state == TrialState.RUNNING
+
+
+MEMORY_URLS = ["sqlite://", "sqlite:///", "sqlite:///:memory:", "sqlite+pysqlite:///:memory:",
+               "sqlite:///file:shared?mode=memory&cache=shared&uri=true"]
+
+
+@pytest.mark.parametrize("url", MEMORY_URLS)
+def test_an_in_memory_sqlite_storage_is_refused(url, tmp_path):
+    """Each connection gets its own empty database: Optuna's tables vanish with the first one."""
+    with pytest.raises(UserError, match=r"^an in-memory SQLite database cannot be shared between workers or kept; "
+                                        r"give a file path, e.g. sqlite:///study.db$"):
+        storage_url(url, tmp_path)
+
+
+@pytest.mark.parametrize("command", ["study", "tune"])
+@pytest.mark.parametrize("url", MEMORY_URLS[:3])
+def test_study_and_tune_refuse_an_in_memory_storage_before_writing_anything(command, url, mnist_root, tmp_path,
+                                                                            capsys):
+    from mnist_ops.cli import main
+
+    spec = tmp_path / "spec.toml"
+    if command == "study":
+        spec.write_text('[[variant]]\nname = "a"\npreset = "seed-lean"\n')
+    else:
+        spec.write_text('preset = "seed-lean"\nvalidation = 300\n[base]\nepochs = 1\n[objective]\nlast_k = 1\n'
+                        '[space.lr]\ntype = "float"\nlow = 0.01\nhigh = 0.1\n')
+    code = main([command, "--spec", str(spec), "--out", str(tmp_path / "out"), "--storage", url,
+                 "--data-root", str(mnist_root)])
+    stderr = capsys.readouterr().err
+    assert code == 2 and stderr.splitlines() == [
+        "mnist-ops: error: an in-memory SQLite database cannot be shared between workers or kept; give a file path, "
+        "e.g. sqlite:///study.db"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["status", "report"])
+@pytest.mark.parametrize("relative", [False, True])
+def test_read_only_study_commands_refuse_a_missing_sqlite_file_and_create_none(command, relative, tmp_path, capsys,
+                                                                                monkeypatch):
+    """Opening a missing SQLite file creates an empty one: a mistyped --storage would leave it behind."""
+    from mnist_ops.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    missing = "typo/optuna.db" if relative else f"{tmp_path}/typo/optuna.db"
+    (tmp_path / "typo").mkdir()
+    code = main(["study", command, str(tmp_path / "study"), "--storage", f"sqlite:///{missing}", "--study-name", "s"])
+    stderr = capsys.readouterr().err
+    assert code == 2 and len(stderr.splitlines()) == 1
+    assert stderr.startswith(f"mnist-ops: error: no such database file {missing} (sqlite:///{missing}); "
+                             "check the --storage path")
+    assert list(tmp_path.rglob("*")) == [tmp_path / "typo"]
+
+
+def test_read_only_study_commands_open_an_existing_sqlite_file(tmp_path, capsys):
+    from mnist_ops.cli import main
+
+    open_storage(embedded_url(tmp_path))  # Optuna's tables, no study
+    code = main(["study", "status", str(tmp_path / "study"), "--storage", embedded_url(tmp_path)])
+    assert code == 2 and "holds 0 mnist-ops studies (none); pass --study-name NAME" in capsys.readouterr().err

@@ -454,7 +454,7 @@ def study_status(args) -> str:
     if args.storage or (directory / EMBEDDED_FILE).is_file():
         from mnist_ops.study_storage import only_study_name, storage_status
 
-        url = storage_url(args.storage, directory) if args.storage else embedded_url(directory)
+        url = storage_url(args.storage, directory, read_only=True) if args.storage else embedded_url(directory)
         name = args.study_name or only_study_name(url)
         return format_status(name, storage_status(url, name, args.heartbeat))
     if not (directory / SPEC_FILE).is_file():
@@ -484,7 +484,7 @@ def command_study(args) -> None:
             from mnist_ops.distributed import storage_url
             from mnist_ops.study_storage import export_study, only_study_name
 
-            url = storage_url(args.storage, args.directory)
+            url = storage_url(args.storage, args.directory, read_only=True)
             export_study(url, args.study_name or only_study_name(url), args.directory)
         print(f"wrote {write_report(args.directory, data_root=args.data_root)}")
         return

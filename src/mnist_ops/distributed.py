@@ -44,15 +44,40 @@ def embedded_url(directory: str | os.PathLike) -> str:
     return f"sqlite:///{(Path(directory) / EMBEDDED_FILE).resolve()}"
 
 
-def storage_url(storage: str | None, directory: str | os.PathLike) -> str:
+def storage_url(storage: str | None, directory: str | os.PathLike, read_only: bool = False) -> str:
     """The URL to open: the user's, with `postgresql://` mapped to the installed psycopg 3 driver,
-    or the embedded SQLite file in `directory`."""
+    or the embedded SQLite file in `directory`. A SQLite URL must name a file; with `read_only`
+    (`study status`, `study report`) a file that exists, since opening a missing one creates it."""
     if not storage:
         Path(directory).mkdir(parents=True, exist_ok=True)
         return embedded_url(directory)
     if storage.startswith("postgresql://") or storage.startswith("postgres://"):
         return "postgresql+psycopg://" + storage.split("://", 1)[1]
+    _check_sqlite(storage, read_only)
     return storage
+
+
+def _check_sqlite(url: str, read_only: bool) -> None:
+    """Refuse an in-memory SQLite database: each worker, and each connection after open_storage's
+    engine.dispose(), gets a new empty one, so Optuna's tables are gone before the first study is made.
+    With `read_only`, refuse a file that does not exist: SQLite would create it, empty, at a mistyped path."""
+    if url.split(":", 1)[0].split("+", 1)[0] != "sqlite":
+        return
+    require_optuna()  # SQLAlchemy parses the URL
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return  # open_storage says what is wrong with it
+    database, uri = parsed.database or "", str(parsed.query.get("uri", "")).lower() == "true"
+    if database in ("", ":memory:") or (uri and (parsed.query.get("mode") == "memory" or ":memory:" in database)):
+        raise UserError("an in-memory SQLite database cannot be shared between workers or kept; give a file path, "
+                        "e.g. sqlite:///study.db")
+    if read_only and not uri and not Path(database).is_file():  # a file: URI (uri=true) is left to SQLite
+        raise UserError(f"no such database file {database} ({describe_url(url)}); check the --storage path, "
+                        "relative to the current directory after sqlite:/// (absolute: sqlite:////path/to/optuna.db)")
 
 
 def describe_url(url: str) -> str:
