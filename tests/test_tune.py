@@ -77,6 +77,8 @@ def test_spec_takes_your_own_net(tmp_path):
     ({"space": {"replicas": {"type": "int", "low": 1, "high": 2}}},
      "reaches a config that cannot train, at replicas = 2"),
     ({"sampler": {"kind": "cmaes"}}, r"\[sampler\] 'kind' must be one of tpe, random"),
+    ({"sampler": {"seed": 2**32}}, r"\[sampler\]: 'seed' must be an integer in \[0, 4294967295\], got 4294967296"),
+    ({"sampler": {"seed": -1}}, r"\[sampler\]: 'seed' must be an integer in \[0, 4294967295\], got -1"),
     ({"pruner": {"kind": "asha"}}, r"\[pruner\] 'kind' must be one of median, hyperband, none"),
     ({"objective": {"last_k": 3}}, "last_k = 3 is more than the epochs trained"),
     ({"objective": {"last_k": 1, "seeds": 0}}, r"\[objective\].*'seeds' must be an integer >= 1"),
@@ -91,6 +93,16 @@ def test_spec_takes_your_own_net(tmp_path):
 def test_bad_specs_are_refused(changes, message):
     with pytest.raises(UserError, match=message):
         parse_tune_spec(tiny_values(**changes), "tiny.toml")
+
+
+@pytest.mark.parametrize("kind", ["tpe", "random"])
+def test_the_largest_sampler_seed_builds_a_sampler_for_every_worker(kind):
+    """numpy takes seeds up to 2**32 - 1; a worker's offset on top of the spec's seed wraps round."""
+    from mnist_ops.tune import make_sampler
+
+    spec = parse_tune_spec(tiny_values(sampler={"kind": kind, "seed": 2**32 - 1}), "tiny.toml")
+    for offset in (0, 1, 1000 * 7 + 99_999):
+        assert make_sampler(spec, offset, parallel=True) is not None
 
 
 def run_cli(*args, env=None):

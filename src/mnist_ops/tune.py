@@ -40,6 +40,7 @@ BEST_CONFIG = "best.toml"
 CONFIRM_DIR = "confirm"
 MAX_SEEDS_PER_TRIAL = 10
 MAX_CORNERS = 4096  # spec check: every combination of bounds and choices is built, up to this many
+MAX_SAMPLER_SEED = 2**32 - 1  # Optuna's samplers seed numpy, which takes seeds in [0, 2**32 - 1]
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,11 @@ def _reject_unknown(table: dict, known, where: str) -> None:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
 
 
-def _integer(table: dict, key: str, default: int, low: int, where: str) -> int:
+def _integer(table: dict, key: str, default: int, low: int, where: str, high: int | None = None) -> int:
     value = table.get(key, default)
-    if type(value) is not int or value < low:
-        raise UserError(f"{where}: '{key}' must be an integer >= {low}, got {value!r}")
+    if type(value) is not int or value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise UserError(f"{where}: '{key}' must be an integer {bounds}, got {value!r}")
     return value
 
 
@@ -224,7 +226,8 @@ def parse_tune_spec(values: dict, source: str, trials: int | None = None) -> Tun
     count = trials if trials is not None else values.get("trials", 20)
     if type(count) is not int or count < 1:
         raise UserError(f"{source}: 'trials' (or --trials) must be an integer >= 1, got {count!r}")
-    return TuneSpec(name, base, space, count, sampler_kind, _integer(sampler, "seed", 0, 0, f"{source}: [sampler]"),
+    sampler_seed = _integer(sampler, "seed", 0, 0, f"{source}: [sampler]", MAX_SAMPLER_SEED)
+    return TuneSpec(name, base, space, count, sampler_kind, sampler_seed,
                     _integer(sampler, "startup_trials", 10, 0, f"{source}: [sampler]"), pruner_kind,
                     _integer(pruner, "warmup_epochs", 1, 0, f"{source}: [pruner]"), last_k, seeds, score)
 
@@ -263,7 +266,8 @@ def make_sampler(spec: TuneSpec, worker_seed_offset: int, parallel: bool):
     start-up trials; with several workers TPE uses the constant liar for trials still running."""
     import optuna
 
-    seed = spec.sampler_seed + worker_seed_offset
+    # the offsets (workers, hosts, runs again) can carry a seed near the top past numpy's range: wrap it round
+    seed = (spec.sampler_seed + worker_seed_offset) % (MAX_SAMPLER_SEED + 1)
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=spec.startup_trials, constant_liar=parallel)
