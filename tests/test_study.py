@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 import tempfile
 import tomllib
@@ -88,6 +89,16 @@ def variant_with(**keys):
 def test_bad_specs_are_refused_by_name(changes, message):
     with pytest.raises(UserError, match=message):
         parse_spec(spec_values(**changes), "spec.toml")
+
+
+@pytest.mark.parametrize("name", ["spec.toml", "study.json", "report.md", "index.html", "test_accuracy.png", "gap.png",
+                                  "confusion.png", "misclassified.png", "optuna.db", "optuna.db-journal"])
+def test_a_variant_named_like_a_file_of_the_study_directory_is_refused(name, tmp_path):
+    """Its directory would take the file's place: the study failed when it wrote that file, after training."""
+    with pytest.raises(UserError, match=rf"^spec.toml: variant name '{re.escape(name)}' is a file the study writes "
+                                        r"beside the variants' directories \(spec.toml, .*\); rename the variant$"):
+        parse_spec(variant_with(name=name), "spec.toml")
+    parse_spec({"variant": [{"name": name.replace(".", "-"), "preset": "seed-lean"}]}, "spec.toml")  # a near name is fine
 
 
 def test_missing_data_fails_before_any_study_directory(tmp_path):

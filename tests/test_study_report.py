@@ -3,6 +3,7 @@ import statistics
 import pytest
 
 from fake_study import CURVES, write_fake_study
+from mnist_ops.study import STUDY_DIR_FILES
 from mnist_ops.study_report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -54,6 +55,8 @@ def test_report_tables_figures_and_html(fake_study, mnist_root):
     page = (fake_study / "index.html").read_text()
     assert '<img src="test_accuracy.png"' in page and f"<td>{mean_std_min(last['bn'])}</td>" in page
     assert "<td>distinguishable from noise</td>" in page
+    written = {path.name for path in fake_study.iterdir() if path.is_file()}
+    assert written and written <= set(STUDY_DIR_FILES)  # a variant may not take one of these names (study.py)
 
 
 def test_a_study_copied_without_checkpoints_is_refused_before_any_figure_is_drawn(fake_study, tmp_path):

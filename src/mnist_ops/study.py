@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from mnist_ops.config import (RANGES, Config, changed_keys, check_combination, read_toml, resolve, show_key,
                               stored_table, to_toml)
+from mnist_ops.distributed import EMBEDDED_FILE
 from mnist_ops.errors import TrainingDiverged, UserError, did_you_mean, show
 from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, atomic_write_json, read_jsonl
 from mnist_ops.provenance import ENVIRONMENT_FILE
@@ -34,6 +35,10 @@ DIVERGED_FILE = "diverged.json"  # written when fit() raised TrainingDiverged: f
 PREDICTIONS_FILE = "test_predictions.json"  # runs of a study on a storage: last.pt's class for each test image
 SPEC_KEYS = ("name", "seeds", "defaults", "target_accuracy", "last_k", "variant")
 VARIANT_NAME = re.compile(r"[A-Za-z0-9+_-][A-Za-z0-9+._-]*")  # study and variant names: directory names (fullmatch)
+# What a study writes beside its variants' directories (the report, its figures, the embedded storage and SQLite's
+# files beside it): a variant of one of these names would fail only when that file is written, after training
+STUDY_DIR_FILES = (SPEC_FILE, STUDY_FILE, "report.md", "index.html", "test_accuracy.png", "gap.png", "confusion.png",
+                   "misclassified.png", EMBEDDED_FILE, *(EMBEDDED_FILE + end for end in ("-journal", "-wal", "-shm")))
 MAX_SEEDS = 10_000
 
 # The built-in `regularization` study: what BatchNorm, Dropout and augmentation each buy the
@@ -118,6 +123,9 @@ def _parse_variant(table: Any, defaults: dict, overrides: dict, source: str) -> 
     if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
         raise UserError(f"{source}: a variant needs a 'name' of letters, digits, '+', '-', '_' or '.', "
                         f"got {show(name)}")
+    if name in STUDY_DIR_FILES:
+        raise UserError(f"{source}: variant name '{name}' is a file the study writes beside the variants' directories "
+                        f"({', '.join(STUDY_DIR_FILES)}); rename the variant")
     where = f"{source}: variant '{name}'"
     preset = keys.pop("preset", None)
     if not isinstance(preset, str):
