@@ -168,6 +168,21 @@ def test_study_spec_mistakes_are_one_line_and_create_nothing(tmp_path, capsys):
     assert_one_line_error(code, capsys.readouterr().err, "not both")
 
 
+@pytest.mark.parametrize("command", ["report", "status"])
+def test_study_report_and_status_name_a_damaged_run_file_in_one_line(command, tmp_path, capsys):
+    from mnist_ops.study import parse_spec, spec_to_toml
+
+    spec = parse_spec({"name": "s", "seeds": 1, "variant": [{"name": "a", "preset": "seed-lean"}]}, "s.toml")
+    (tmp_path / "spec.toml").write_text(spec_to_toml(spec))
+    run = tmp_path / "a" / "seed1"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"epoch": 0, "test_accuracy": 97.0}\n{"epoch": 1, "te')  # cut short
+    (run / "done.json").write_text('{"seed": 1, "summary": {}}')
+    code = main(["study", command, str(tmp_path)])
+    assert_one_line_error(code, capsys.readouterr().err, f"{run / 'metrics.jsonl'} is damaged (line 2 is not a JSON",
+                          f"delete {run / 'done.json'} and run the study again")
+
+
 def test_study_flag_of_the_wrong_type():
     code, _, stderr = run_cli("study", "regularization", "--seeds", "three")
     assert_one_line_error(code, stderr, "invalid int value")

@@ -101,6 +101,26 @@ def test_a_variant_named_like_a_file_of_the_study_directory_is_refused(name, tmp
     parse_spec({"variant": [{"name": name.replace(".", "-"), "preset": "seed-lean"}]}, "spec.toml")  # a near name is fine
 
 
+@pytest.mark.parametrize("state, file, content, fix", [
+    ("done", "metrics.jsonl", '{"epoch": 0, "test_accuracy": 97.0}\njunk\n', "delete {run}/done.json and run"),
+    ("started", "metrics.jsonl", '{"epoch": 0, "test_accuracy": 97.0}\n5\n', "run"),  # resuming rewrites it
+    ("diverged", "diverged.json", '{"diverged": "loss na', "delete it and run"),
+    ("diverged", "diverged.json", '["loss nan"]', "delete it and run"),
+])
+def test_status_names_a_damaged_run_file_and_the_fix(tmp_path, state, file, content, fix):
+    spec = parse_spec(spec_values(), "tiny.toml")
+    run = tmp_path / "plain" / "seed1"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"epoch": 0, "test_accuracy": 97.0}\n')
+    if state != "started":
+        (run / (DONE_FILE if state == "done" else DIVERGED_FILE)).write_text('{"seed": 1, "summary": {}}')
+    (run / file).write_text(content)
+    with pytest.raises(UserError, match=re.escape(f"{run / file} is damaged (") + r"[^\n]*"
+                                        + re.escape("); " + fix.format(run=run) + " the study again: it rewrites "
+                                                    "the run's files from its last.pt, or trains the run again") + "$"):
+        directory_status(spec, tmp_path)
+
+
 def test_missing_data_fails_before_any_study_directory(tmp_path):
     spec = parse_spec(spec_values(), "tiny.toml")
     with pytest.raises(UserError, match="mnist-ops data fetch"):

@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -69,4 +70,52 @@ def test_environment_and_diverged_runs(tmp_path):
 
 def test_a_directory_without_a_spec_is_not_a_study(tmp_path):
     with pytest.raises(UserError, match="not a study directory"):
+        load_study(tmp_path)
+
+
+def write_finished_study(directory):
+    """spec.toml, study.json and one finished run a/seed1 of two epochs, as a study writes them."""
+    spec = parse_spec({"name": "s", "seeds": 1, "variant": [{"name": "a", "preset": "seed-lean"}]}, "s.toml")
+    (directory / "spec.toml").write_text(spec_to_toml(spec))
+    (directory / "study.json").write_text(json.dumps({"command": "mnist-ops study", "invocations": []}))
+    run = directory / "a" / "seed1"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": epoch, "test_accuracy": 97.0 + epoch}) + "\n"
+                                               for epoch in range(2)))
+    (run / "done.json").write_text(json.dumps({"seed": 1, "summary": {}}))
+    return run
+
+
+REBUILD = "run the study again: it rewrites the run's files from its last.pt, or trains the run again"
+
+
+@pytest.mark.parametrize("file, content, problem, fix", [
+    ("a/seed1/done.json", '{"x":', r"not JSON: Expecting value: line 1 column 6 \(char 5\)", f"delete it and {REBUILD}"),
+    ("a/seed1/done.json", "[1, 2]", "a JSON list, not an object", f"delete it and {REBUILD}"),
+    ("a/seed1/done.json", '{"seed": 1}', "no 'summary'", f"delete it and {REBUILD}"),
+    ("a/seed1/done.json", b"\xff\xfe{", "not JSON: 'utf-8' codec can't decode", f"delete it and {REBUILD}"),
+    ("a/seed1/metrics.jsonl", "", "it holds no epoch", f"delete {{run}}/done.json and {REBUILD}"),
+    ("a/seed1/metrics.jsonl", '{"epoch": 0, "test_accuracy": 97.0}\n{"epo', "line 2 is not a JSON object: '{\"epo'",
+     f"delete {{run}}/done.json and {REBUILD}"),
+    ("a/seed1/metrics.jsonl", '[1, 2]\n', r"line 1 is not a JSON object: '\[1, 2\]'",
+     f"delete {{run}}/done.json and {REBUILD}"),
+    ("study.json", '{"invocations": [', "not JSON: ", "delete it; the report then leaves out the command, machine and "
+                                                       "wall time it recorded"),
+])
+def test_a_damaged_study_file_is_named_with_the_fix(tmp_path, file, content, problem, fix):
+    run = write_finished_study(tmp_path)
+    damaged = tmp_path / file
+    damaged.write_bytes(content if isinstance(content, bytes) else content.encode())
+    pattern = re.escape(f"{damaged} is damaged (") + problem + ".*" + re.escape("); " + fix.format(run=run)) + "$"
+    with pytest.raises(UserError, match=pattern) as raised:
+        load_study(tmp_path)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_damaged_diverged_record_is_named_with_the_fix(tmp_path):
+    run = write_finished_study(tmp_path)
+    (run / "done.json").unlink()
+    (run / "diverged.json").write_text('{"diverged": "loss na')
+    with pytest.raises(UserError, match=re.escape(f"{run / 'diverged.json'} is damaged (not JSON: ") + ".*"
+                                        + re.escape("); delete it and run the study again: it rewrites")):
         load_study(tmp_path)

@@ -25,7 +25,7 @@ from mnist_ops.config import (RANGES, Config, changed_keys, check_combination, r
                               stored_table, to_toml)
 from mnist_ops.distributed import EMBEDDED_FILE
 from mnist_ops.errors import TrainingDiverged, UserError, did_you_mean, show
-from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, atomic_write_json, read_jsonl
+from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, atomic_write_json
 from mnist_ops.provenance import ENVIRONMENT_FILE
 
 SPEC_FILE = "spec.toml"
@@ -229,6 +229,54 @@ def run_dir(study_dir: str | os.PathLike, variant: str, seed: int) -> Path:
     return Path(study_dir) / variant / f"seed{seed}"
 
 
+def damaged_file(path: Path, problem: str) -> UserError:
+    """A study file that does not read back (a disk filled up, an editor, a copy cut short): its name and the fix."""
+    if path.name == STUDY_FILE:  # provenance only: the report reads without it
+        fix = "delete it; the report then leaves out the command, machine and wall time it recorded"
+    else:  # a run's: without done.json or diverged.json the study takes the run up again, from its last.pt if any
+        markers = [path.parent / name for name in (DONE_FILE, DIVERGED_FILE)]
+        finished = path if path in markers else next((marker for marker in markers if marker.is_file()), None)
+        first = "delete it" if finished == path else f"delete {finished}" if finished else ""
+        fix = (f"{first} and run" if first else "run") + (" the study again: it rewrites the run's files from its "
+                                                         "last.pt, or trains the run again")
+    return UserError(f"{path} is damaged ({problem}); {fix}")
+
+
+def read_json_object(path: Path, keys: tuple[str, ...] = ()) -> dict:
+    """A JSON object a study wrote (done.json, diverged.json, study.json) that holds `keys`; a damaged one
+    is a UserError naming it and the fix."""
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise damaged_file(path, f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise damaged_file(path, f"a JSON {type(value).__name__}, not an object")
+    missing = [key for key in keys if key not in value]
+    if missing:
+        raise damaged_file(path, f"no {', '.join(repr(key) for key in missing)}")
+    return value
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """A run's metrics.jsonl (as fileio.read_jsonl reads it); a damaged one is a UserError naming it and the fix."""
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as error:
+        raise damaged_file(path, f"not text: {error}") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            raise damaged_file(path, f"line {number} is not a JSON object: {show(line)}")
+        records.append(record)
+    return records
+
+
 def done_record(directory: Path, variant: str, seed: int, summary: dict, config: Config) -> dict:
     """done.json: the run's summary and config, and the code, torch and threads it ran with
     (environment.json, which a storage-built study directory would not have)."""
@@ -260,12 +308,12 @@ def directory_status(spec: Spec, study_dir: Path) -> list[RunStatus]:
         for seed in spec.seeds:
             directory = run_dir(study_dir, variant.name, seed)
             metrics = directory / "metrics.jsonl"
-            records = read_jsonl(metrics) if metrics.is_file() else []
+            records = read_metrics(metrics) if metrics.is_file() else []
             label, planned = f"{variant.name}/seed{seed}", variant.config.epochs
             if (directory / DONE_FILE).is_file():
                 rows.append(RunStatus(label, "done", len(records), planned, last_accuracy(records)))
             elif (directory / DIVERGED_FILE).is_file():
-                what = json.loads((directory / DIVERGED_FILE).read_text()).get("diverged", "")
+                what = read_json_object(directory / DIVERGED_FILE).get("diverged", "")
                 rows.append(RunStatus(label, "diverged", len(records), planned, last_accuracy(records), what))
             elif directory.exists():  # training now, or stopped: the next invocation resumes it
                 rows.append(RunStatus(label, "started", len(records), planned, last_accuracy(records)))

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mnist_ops.errors import UserError
-from mnist_ops.fileio import read_jsonl
 from mnist_ops.provenance import ENVIRONMENT_FILE
-from mnist_ops.study import DIVERGED_FILE, DONE_FILE, SPEC_FILE, STUDY_FILE, Spec, read_spec, run_dir
+from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, SPEC_FILE, STUDY_FILE, Spec, damaged_file, read_json_object,
+                             read_metrics, read_spec, run_dir)
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,14 @@ def held_target(records: list[dict], target: float, last_k: int) -> bool:
 
 
 def _load_run(directory: Path) -> Run:
-    done = json.loads((directory / DONE_FILE).read_text())
+    done = read_json_object(directory / DONE_FILE, ("seed", "summary"))
     environment = done.get("environment")
     if environment is None and (directory / ENVIRONMENT_FILE).is_file():  # a done.json older than its environment key
         environment = json.loads((directory / ENVIRONMENT_FILE).read_text())
-    return Run(done["seed"], read_jsonl(directory / "metrics.jsonl"), done["summary"], directory, environment or {})
+    records = read_metrics(directory / "metrics.jsonl")
+    if not records:  # a finished run has at least one epoch: the report reads its last
+        raise damaged_file(directory / "metrics.jsonl", "it holds no epoch")
+    return Run(done["seed"], records, done["summary"], directory, environment or {})
 
 
 def load_study(study_dir: str | os.PathLike) -> tuple[Spec, list[VariantResult], dict]:
@@ -99,7 +102,7 @@ def load_study(study_dir: str | os.PathLike) -> tuple[Spec, list[VariantResult],
     for variant in spec.variants:
         directories = [run_dir(study_dir, variant.name, seed) for seed in spec.seeds]
         runs = [_load_run(directory) for directory in directories if (directory / DONE_FILE).is_file()]
-        diverged = {seed: json.loads((directory / DIVERGED_FILE).read_text())["diverged"]
+        diverged = {seed: read_json_object(directory / DIVERGED_FILE, ("diverged",))["diverged"]
                     for seed, directory in zip(spec.seeds, directories)
                     if (directory / DIVERGED_FILE).is_file() and not (directory / DONE_FILE).is_file()}
         if runs or diverged:
@@ -107,5 +110,5 @@ def load_study(study_dir: str | os.PathLike) -> tuple[Spec, list[VariantResult],
     if not results:
         raise UserError(f"{study_dir} has no finished runs yet; run the study first")
     info_path = study_dir / STUDY_FILE
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info = read_json_object(info_path) if info_path.is_file() else {}
     return spec, results, info
