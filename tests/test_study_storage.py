@@ -34,6 +34,24 @@ def test_export_names_the_studies_a_storage_holds(tmp_path):
         export_study(url, "nope", tmp_path / "report")
 
 
+@pytest.mark.parametrize("command", ["status", "report"])
+def test_status_and_report_refuse_a_tune_search_by_name(command, tmp_path, capsys):
+    """A tune search stores a spec too, with no variants: status once failed on it with max() of nothing."""
+    from mnist_ops.cli import main
+    from mnist_ops.distributed import embedded_url
+    from mnist_ops.tune import create_study, parse_tune_spec
+
+    url = embedded_url(tmp_path)
+    search = {"preset": "seed-lean", "validation": 300, "base": {"epochs": 1},
+              "space": {"lr": {"type": "float", "low": 0.01, "high": 0.1}}, "objective": {"last_k": 1}}
+    create_study(parse_tune_spec(search, "t.toml"), url, "t")
+    code = main(["study", command, str(tmp_path / "study"), "--storage", url, "--study-name", "t"])
+    assert code == 2 and capsys.readouterr().err.splitlines() == [
+        f"mnist-ops: error: study 't' in {url} is not an mnist-ops study (a `mnist-ops tune` search); pass the "
+        "--study-name of a study run with `mnist-ops study --storage`"]
+    assert not (tmp_path / "study").exists()
+
+
 SPEC = """
 name = "tiny-shared"
 seeds = [1, 2]

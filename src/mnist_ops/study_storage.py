@@ -373,8 +373,13 @@ def _load_mnist_study(url: str, study_name: str):
         names = ", ".join(mnist_study_names(storage)) or "none"
         raise UserError(f"no study '{study_name}' in {describe_url(url)} (mnist-ops studies there: {names}); "
                         "pass --study-name") from None
-    if "spec" not in study.user_attrs:
-        raise UserError(f"study '{study_name}' in {describe_url(url)} is not an mnist-ops study (no spec); "
+    try:  # a `tune` search stores its spec too: one with a search space and no variants
+        stored = tomllib.loads(study.user_attrs.get("spec", ""))
+    except tomllib.TOMLDecodeError:
+        stored = {}
+    if "variant" not in stored:
+        what = "a `mnist-ops tune` search" if "space" in stored else "no spec"
+        raise UserError(f"study '{study_name}' in {describe_url(url)} is not an mnist-ops study ({what}); "
                         "pass the --study-name of a study run with `mnist-ops study --storage`")
     return study
 
