@@ -199,6 +199,18 @@ def test_rerun_with_another_seed_trains_only_the_new_run(tiny_study, mnist_root,
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("content", ['{"invocations": [', '[1, 2]', '{"invocations": 3}'])
+def test_a_damaged_study_json_is_one_line_naming_it_when_the_study_runs_again(tiny_study, mnist_root, tmp_path,
+                                                                              content):
+    study = tmp_path / "tiny"
+    shutil.copytree(tiny_study, study)
+    (study / "study.json").write_text(content)
+    with pytest.raises(UserError, match=r"study.json is damaged .*; delete it") as error:
+        run_study(read_spec(study / SPEC_FILE), study, data_root=mnist_root, log=lambda line: None)
+    assert "\n" not in str(error.value) and (study / "study.json").read_text() == content
+
+
+@pytest.mark.integration
 def test_restart_resumes_only_the_unfinished_run(tiny_study, mnist_root):
     spec = read_spec(tiny_study / SPEC_FILE)
     kept, interrupted = tiny_study / "plain" / "seed1", tiny_study / "bn" / "seed1"

@@ -433,7 +433,9 @@ def _train_sizes(spec: Spec, data_root) -> dict[str, int]:
 def _record_invocation(study_dir: Path, command: str, train_sizes: dict[str, int], seconds: float,
                        completed: bool) -> None:
     path = study_dir / STUDY_FILE
-    record = json.loads(path.read_text()) if path.is_file() else {"invocations": []}
+    record = read_json_object(path, ("invocations",)) if path.is_file() else {"invocations": []}
+    if not isinstance(record["invocations"], list):
+        raise damaged_file(path, "'invocations' is not a list")
     record.update(command=command, machine=machine_description())
     record.setdefault("train_images", {}).update(train_sizes)
     record["invocations"].append({"command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
