@@ -47,6 +47,16 @@ def assert_one_line_error(code, stderr, *fragments):
     (["bench", "--preset", "lean-8k-fast", "--optimizer", "sgdd"], ["invalid choice: 'sgdd'"]),
     (["study", "status", "/nonexistent/study"], ["holds no spec.toml and no optuna.db: not a study directory"]),
     (["study", "status"], ["`study status` needs the study directory"]),
+    (["train", "--learning-rate", "0.1"], ["unrecognized arguments: --learning-rate 0.1 (did you mean '--lr'?)",
+                                           "(see `mnist-ops train --help`)"]),
+    (["train", "--batchsize", "64"], ["(did you mean '--batch-size'"]),
+    # an empty value is no value: not a new run, no config file, the default preset, the current directory
+    (["train", "--resume", ""], ["--resume is empty; give it a value, or leave it out"]),
+    (["train", "--config", ""], ["--config is empty"]),
+    (["summary", "--preset", ""], ["--preset is empty"]),
+    (["predict", "--checkpoint", "run", ""], ["inputs is empty"]),
+    (["bench", "--preset", "seed-lean", "--batch-size", "100000"],
+     ["batch_size 100000 is more than the 60,000 training images"]),
 ])
 def test_user_mistakes_give_one_line_and_exit_2(args, fragments):
     code, _, stderr = run_cli(*args)
@@ -64,6 +74,14 @@ def test_paths_of_the_wrong_kind_are_named_as_such(tmp_path, capsys):
          ["is a directory; --model takes an .onnx file"]),
         (["predict", "--checkpoint", str(tmp_path / "run" / "last.pt"), "/dev/zero"],
          ["/dev/zero: not a regular file or a directory"]),  # once "no such file", and a read would never end
+        # refused before the work: the range test, the measuring, the export, the training
+        *[(args, [f"{tmp_path / 'run' / 'last.pt'} is a file, not a directory"]) for args in (
+            ["lr-find", "--preset", "seed-lean", "--out", str(tmp_path / "run" / "last.pt" / "find")],
+            ["bench", "--json", str(tmp_path / "run" / "last.pt" / "b.json")],
+            ["data", "preview", "--out", str(tmp_path / "run" / "last.pt" / "p.png")],
+            ["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "run" / "last.pt" / "m.onnx")],
+            ["train", "--out", str(tmp_path / "run" / "last.pt" / "new")])],
+        (["train", "--out", str(tmp_path) + "/x\udcff"], ["is not valid UTF-8; choose a name in UTF-8"]),
     ]
     for args, fragments in cases:
         assert_one_line_error(main(args), capsys.readouterr().err, *fragments)
@@ -92,6 +110,11 @@ def test_corrupt_checkpoint(tmp_path):
     (tmp_path / "best.pt").write_bytes(b"\x00" * 100)
     code, _, stderr = run_cli("evaluate", "--checkpoint", str(tmp_path / "best.pt"))
     assert_one_line_error(code, stderr, "unreadable")
+    import pickle
+
+    (tmp_path / "last.pt").write_bytes(pickle.dumps({"a": 1}))  # torch warns of its protocol before refusing it
+    code, _, stderr = run_cli("evaluate", "--checkpoint", str(tmp_path / "last.pt"))
+    assert_one_line_error(code, stderr, "unreadable (UnpicklingError)")
 
 
 def test_summary_prints_layers_and_receptive_field(capsys):

@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 from mnist_ops.errors import UserError, did_you_mean
+from mnist_ops.fileio import check_destination
 
+UNRECOGNIZED = re.compile(r"unrecognized arguments: (?P<words>.*)")
 INVALID_CHOICE = re.compile(r"invalid choice: '(?P<name>[^']*)' \(choose from (?P<choices>.*)\)")
 
 
@@ -23,7 +25,26 @@ class ArgumentParser(argparse.ArgumentParser):
         if match:
             choices = re.findall(r"'([^']*)'", match["choices"])
             message = message.replace(match[0], match[0] + did_you_mean(match["name"], choices))
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        help_command = self.prog
+        unknown = UNRECOGNIZED.match(message)
+        command = (self.commands or {}).get(self.command)
+        if unknown and command is not None:  # the top parser reports a command's unknown flags
+            from mnist_ops.config import KEY_ALIASES
+
+            flags = option_names(command).values()
+            aliases = {"--" + alias.replace("_", "-"): "--" + key.replace("_", "-") for alias, key in KEY_ALIASES.items()}
+            message += "".join(did_you_mean(word.split("=")[0], flags, aliases) for word in unknown["words"].split()
+                               if word.startswith("--"))
+            help_command = command.prog
+        self.exit(2, f"{self.prog}: error: {message} (see `{help_command} --help`)\n")
+
+    command: str | None = None  # the command being parsed, once known (set by parse_known_args below)
+    commands: dict[str, argparse.ArgumentParser] | None = None  # the top parser's, by name (build_parser)
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extras = super().parse_known_args(args, namespace)
+        self.command = getattr(parsed, "command", None)
+        return parsed, extras
 
 
 def add_config_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...] | None = None,
@@ -160,6 +181,7 @@ def build_parser() -> ArgumentParser:
                                                           "what each choice buys.")
     parser.add_argument("--version", action=VersionAction, help="print the version (and git commit) and exit")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    parser.commands = commands.choices
 
     data = commands.add_parser("data", help="fetch data, show statistics")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=ArgumentParser)
@@ -326,6 +348,7 @@ def command_train(args) -> None:
     if args.resume and args.out and Path(args.out) != Path(args.resume):
         raise UserError("--resume continues the run in its own directory; drop --out")
     out = args.resume or args.out or Path("runs") / f"{config.preset}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_destination(out, directory=True)
     try:
         fit(config, out, data_root=args.data_root, progress=not args.no_progress, resume=bool(args.resume))
     except KeyboardInterrupt:
@@ -387,7 +410,8 @@ def command_data_preview(args) -> None:
 
     overrides = config_overrides(args, PREVIEW_KEYS)
     config = build_config(args.preset, None, {"dataset": args.dataset, "seed": args.seed, **overrides})  # checks --seed
-    out = args.out or Path("runs") / ("-".join(["preview", config.preset, *overrides.values()]) + ".png")
+    out = check_destination(args.out or Path("runs") / ("-".join(["preview", config.preset, *overrides.values()])
+                                                        + ".png"))
     plot_augmentation_preview(config, args.count, config.seed, out, data_root=args.root)
     print(f"wrote {out}: {args.count} training digits, each row before and the row below it after "
           f"augment '{config.augment}' ({config.interpolation})")
@@ -490,7 +514,7 @@ def command_study(args) -> None:
         return
     check_worker_args(args)
     spec = study_spec_from_args(args)
-    out = Path(args.out or Path("runs") / f"study-{spec.name}")
+    out = check_destination(args.out or Path("runs") / f"study-{spec.name}", directory=True)
     if not args.report_only:
         run_study_command(spec, out, args.storage, args.study_name, args.workers, args.heartbeat, args.data_root,
                           study_command_line(args), progress=not args.no_progress)
@@ -502,7 +526,8 @@ def command_lr_find(args) -> None:
     from mnist_ops.presets import build_config
 
     config = build_config(args.preset, None, config_overrides(args, LR_FIND_KEYS))
-    out = args.out or Path("runs") / f"lr-find-{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = check_destination(args.out or Path("runs") / f"lr-find-{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}",
+                            directory=True)  # before the range test, not after it
     lr_find(config, args.start_lr, args.end_lr, args.iterations, out, data_root=args.data_root,
             progress=not args.no_progress, force=args.force)
 
@@ -544,6 +569,7 @@ def command_predict(args) -> int:
 def command_export(args) -> None:
     from mnist_ops.export import export_onnx
 
+    check_destination(args.out)
     with checkpoint_in_use(args.checkpoint) as checkpoint:
         metadata = export_onnx(checkpoint, args.out)
     print(f"wrote {args.out}: model {metadata['model_name']}, epoch {metadata['epoch']}, dynamic batch; "
@@ -585,7 +611,7 @@ def command_tune(args) -> None:
     if args.confirm < 0:
         raise UserError(f"--confirm must be >= 0 (seeds to train the best config on), got {args.confirm}")
     spec = read_tune_spec(args.spec, args.trials)
-    out = Path(args.out or Path("runs") / f"tune-{spec.name}")
+    out = check_destination(args.out or Path("runs") / f"tune-{spec.name}", directory=True)
     command = tune_command_line(args)
     run_tune(spec, out, storage=args.storage, study_name=args.study_name, workers=args.workers,
              data_root=args.data_root, heartbeat=args.heartbeat, command=command)
@@ -612,10 +638,33 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt  # SIGTERM (a pre-empted job, `kill`) stops as Ctrl-C does: files stay whole
 
 
+def option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """dest -> its flag (`resume` -> `--resume`), over the parser and its commands."""
+    names = {}
+    for action in parser._actions:
+        if action.option_strings:
+            names.setdefault(action.dest, max(action.option_strings, key=len))
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                names.update(option_names(command))
+    return names
+
+
+def refuse_empty_values(parser: argparse.ArgumentParser, args) -> None:
+    """An empty string is no value: `--resume ''` would start a new run, `--config ''` drop the file, `--preset ''`
+    train the default preset, and an empty path means the current directory."""
+    for dest, value in vars(args).items():
+        if value == "" or (isinstance(value, list) and "" in value):
+            name = option_names(parser).get(dest, dest.replace("_", " "))
+            parser.error(f"{name} is empty; give it a value, or leave it out")
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    refuse_empty_values(parser, args)
     signal.signal(signal.SIGTERM, _interrupt)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # epoch lines reach a pipe (a log, a watching script) as printed

@@ -13,6 +13,7 @@ import io
 import math
 import os
 import random
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -407,7 +408,9 @@ def load_checkpoint(path: str | os.PathLike, data: bytes | None = None) -> dict:
     given, is the file's bytes, already read (a caller that also hashes them reads the file once)."""
     path = find_checkpoint(path, log=lambda message: None)
     try:
-        checkpoint = torch.load(path if data is None else io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns of a plain pickle's protocol before refusing it: one line
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path if data is None else io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a corrupt, truncated or unsafe file
         raise UserError(f"checkpoint {path} is unreadable ({type(error).__name__}); "
                         "pass a best.pt or last.pt written by mnist-ops train") from None

@@ -22,6 +22,24 @@ from mnist_ops.errors import UserError
 TEMP_SUFFIX = ".tmp"
 
 
+def check_destination(path: str | os.PathLike, directory: bool = False) -> Path:
+    """Refuse, before any work, an output path that cannot be written: a name that is not UTF-8 (the run's own
+    text files name it), or one below a file. `directory`: the path is a directory to create or fill."""
+    path = Path(path)
+    try:
+        os.fsdecode(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"output path {os.fsdecode(path)!r} is not valid UTF-8; choose a name in UTF-8") from None
+    start = path if directory else path.parent
+    for ancestor in (start, *start.parents):
+        if ancestor.exists() or ancestor.is_symlink():
+            if not ancestor.is_dir():
+                raise UserError(f"{ancestor} is a file, not a directory, so {path} cannot be written; "
+                                "choose another path")
+            break
+    return path
+
+
 def _umask() -> int:
     """The process umask, read without changing it (os.umask would, for a moment, in every thread)."""
     try:

@@ -47,7 +47,9 @@ def refuse_existing(path: str | os.PathLike) -> Path:
     """A results file is written once: refuse a path that exists, before any measuring starts."""
     from mnist_ops.errors import UserError
 
-    path = Path(path)
+    from mnist_ops.fileio import check_destination
+
+    path = check_destination(path)
     if path.exists():
         raise UserError(f"{path} exists and results files are never overwritten (a doc may cite it); "
                         "pass a new file name")
