@@ -150,6 +150,24 @@ def onnx_model(digit_checkpoint, tmp_path_factory):
     return out
 
 
+@pytest.fixture
+def altered_checkpoint(digit_checkpoint, tmp_path):
+    """Writes `digit_checkpoint` again as a diverged or hand-edited run leaves it: `weights` maps each float
+    tensor of the model, keywords replace entries (mean, std). Returns the new file's path."""
+    import torch
+
+    def write(name: str, weights=None, **changes):
+        checkpoint = torch.load(digit_checkpoint, weights_only=True)
+        if weights is not None:
+            checkpoint["model"] = {key: weights(tensor) if tensor.is_floating_point() else tensor
+                                   for key, tensor in checkpoint["model"].items()}
+        checkpoint.update(changes)
+        torch.save(checkpoint, tmp_path / name)
+        return tmp_path / name
+
+    return write
+
+
 @pytest.fixture(scope="session")
 def mnist_test(mnist_root):
     from mnist_ops.data import load_split

@@ -7,7 +7,7 @@ from PIL import Image
 
 from mnist_ops.cli import main
 from mnist_ops.idx import write_idx
-from mnist_ops.predict import TorchPredictor, load_predictor
+from mnist_ops.predict import NonFiniteOutputError, TorchPredictor, load_predictor
 from mnist_ops.batches import normalize
 from mnist_ops.engine import evaluate, load_checkpoint, model_from_checkpoint
 
@@ -143,3 +143,36 @@ def test_one_predictor_interface(digit_checkpoint, mnist_test):
     assert prediction.top(3)[0] == (2, prediction.probability)
     probabilities = predictor.probabilities(mnist_test.images[:50].numpy(), batch_size=7)
     assert probabilities.shape == (50, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_a_checkpoint_that_cannot_answer_is_refused_in_one_line(altered_checkpoint, mnist_test, tmp_path, capsys):
+    """NaN or infinite weights (a diverged run), or a mean/std that normalize pixels to infinity: each once
+    printed '0 (nan%)' with exit 0."""
+    Image.fromarray(255 - mnist_test.images[0].numpy()).resize((140, 140)).save(tmp_path / "seven.png")
+    for name, weights, changes, problem in [
+            ("nan.pt", lambda tensor: tensor * float("nan"), {},
+             "its weights hold NaN (conv1.conv.weight): the run diverged; use an earlier checkpoint"),
+            ("inf.pt", lambda tensor: tensor.clone().fill_(float("inf")), {},
+             "its weights hold infinite values (conv1.conv.weight): the run diverged; use an earlier checkpoint"),
+            ("tiny-std.pt", None, {"std": 1e-300}, "its std 1e-300 is not above 1e-06"),  # 0 in float32
+            ("small-std.pt", None, {"std": 1e-7}, "its std 1e-07 is not above 1e-06"),
+            ("huge-mean.pt", None, {"mean": 1e300}, "its mean 1e+300 and std 0.308"),  # inf in float32
+    ]:
+        path = altered_checkpoint(name, weights, **changes)
+        code, out, err = run_predict(capsys, "--checkpoint", path, tmp_path / "seven.png")
+        assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+        assert err.startswith(f"mnist-ops: error: checkpoint {path}: {problem}"), err
+
+
+def test_a_model_whose_output_overflows_gives_an_error_not_nan(altered_checkpoint, mnist_test, tmp_path, capsys):
+    """Finite weights can still overflow float32 inside the net: that image gets an error line, never NaN."""
+    Image.fromarray(255 - mnist_test.images[0].numpy()).resize((140, 140)).save(tmp_path / "seven.png")
+    path = altered_checkpoint("huge.pt", lambda tensor: tensor * 1e30)
+    for flags in ([], ["--json"]):
+        code, out, err = run_predict(capsys, "--checkpoint", path, *flags, tmp_path / "seven.png")
+        assert code == 2 and out == "" and err == (
+            f"mnist-ops: error: {tmp_path / 'seven.png'}: model lean-8k gives no finite answer (its output holds NaN "
+            "or infinity: its weights overflow float32 or are broken); use another model\n")
+    predictor = TorchPredictor(path)
+    with pytest.raises(NonFiniteOutputError):
+        predictor.predict(Image.open(tmp_path / "seven.png"))

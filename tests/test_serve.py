@@ -126,8 +126,21 @@ def test_the_onnx_model_serves_the_same_answer(onnx_model, seven, server):
     assert np.allclose(answer["probabilities"], reference["probabilities"], atol=1e-4)
 
 
-def test_serve_mistakes_give_one_line(digit_checkpoint, tmp_path, capsys, monkeypatch):
-    for args, fragment in [(["--checkpoint", digit_checkpoint, "--port", "70000"], "not a port number"),
+def test_a_model_with_no_finite_answer_gets_json_not_a_500(altered_checkpoint, seven):
+    """Weights that overflow float32 inside the net: once a plain-text 500 (NaN is not JSON)."""
+    process, url = start_server("--checkpoint", altered_checkpoint("huge.pt", lambda tensor: tensor * 1e30))
+    try:
+        response = httpx.post(f"{url}/predict", content=seven, timeout=10)
+        assert response.status_code == 422 and "gives no finite answer" in response.json()["detail"]
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200  # still serving
+    finally:
+        stop(process)
+
+
+def test_serve_mistakes_give_one_line(digit_checkpoint, altered_checkpoint, tmp_path, capsys, monkeypatch):
+    diverged = altered_checkpoint("diverged.pt", lambda tensor: tensor * float("nan"))
+    for args, fragment in [(["--checkpoint", diverged, "--port", "0"], "its weights hold NaN"),  # once served NaN
+                           (["--checkpoint", digit_checkpoint, "--port", "70000"], "not a port number"),
                            (["--checkpoint", digit_checkpoint, "--host", "203.0.113.7"], "cannot listen"),
                            (["--checkpoint", tmp_path / "absent.pt", "--port", "0"], "not found"),
                            (["--model", tmp_path / "absent.onnx", "--port", "0"], "not found"),

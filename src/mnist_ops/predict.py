@@ -8,6 +8,7 @@ and return `Prediction`s; `mnist-ops predict` and `mnist-ops serve` use them.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,13 @@ from mnist_ops.errors import UserError, require_extra
 from mnist_ops.preprocess import normalize_pixels, open_image, preprocess
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# Pixels are 0..1, so a data set's std below this is one shade throughout: nothing a net learns from. A smaller std
+# scales inputs past 1e6, where a net's sums can overflow float32 (std = 1e-300 is 0 in float32: infinite inputs).
+MIN_STD = 1e-6
+
+
+class NonFiniteOutputError(UserError):
+    """The model's output for an image is NaN or infinite: it has no answer to give."""
 
 
 @dataclass
@@ -64,9 +72,12 @@ class Predictor:
         return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), dtype=np.float32)
 
     def predict(self, image: Image.Image, name: str = "image") -> Prediction:
-        """One picture of a digit, any size or colour; NoDigitError for a blank one."""
+        """One picture of a digit, any size or colour; NoDigitError for a blank one, NonFiniteOutputError when
+        the model's output is not finite."""
         prepared = preprocess(image, self.mean, self.std, name)
         probabilities = softmax(self.logits(prepared.inputs[None]))[0]
+        if not np.isfinite(probabilities).all():
+            raise self._non_finite(name)
         digit = int(probabilities.argmax())
         return Prediction(digit, float(probabilities[digit]), probabilities, prepared.pixels)
 
@@ -84,7 +95,8 @@ class Predictor:
                     yield name, pixels
                 else:
                     p = next(probabilities)
-                    yield name, Prediction(int(p.argmax()), float(p.max()), p, pixels)
+                    yield name, (Prediction(int(p.argmax()), float(p.max()), p, pixels) if np.isfinite(p).all()
+                                 else self._non_finite(name))
             batch.clear()
 
         for name, image in images:
@@ -98,6 +110,25 @@ class Predictor:
             if len(batch) == batch_size:
                 yield from flush()
         yield from flush()
+
+    def _non_finite(self, name: str) -> NonFiniteOutputError:
+        # Loading refuses NaN weights and a mean/std that overflow the inputs; finite weights can still overflow
+        # float32 on the way through the net, and a NaN must never reach a JSON answer.
+        return NonFiniteOutputError(f"{name}: model {self.model_name} gives no finite answer (its output holds NaN "
+                                    "or infinity: its weights overflow float32 or are broken); use another model")
+
+
+def normalization_problem(mean: float, std: float) -> str | None:
+    """What keeps a model's mean and std from normalizing pixels to finite inputs, if anything."""
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        return f"its mean {mean!r} and std {std!r} must be finite numbers"
+    if std <= MIN_STD:
+        return f"its std {std!r} is not above {MIN_STD:g} (pixels would normalize to infinity)"
+    with np.errstate(all="ignore"):  # a mean past float32's range
+        inputs = normalize_pixels(np.array([[0, 255]], dtype=np.uint8), mean, std)
+    if not np.isfinite(inputs).all():
+        return f"its mean {mean!r} and std {std!r} normalize pixels to infinity"
+    return None
 
 
 def _check_digits(dataset: str, source) -> None:
@@ -128,6 +159,16 @@ class TorchPredictor(Predictor):
         _check_digits(dataset, checkpoint_path)
         self.model_name = checkpoint["model_name"]
         self.mean, self.std = float(checkpoint["mean"]), float(checkpoint["std"])
+        problem = normalization_problem(self.mean, self.std)
+        if problem:
+            raise UserError(f"checkpoint {checkpoint_path}: {problem}; pass a best.pt or last.pt written by "
+                            "mnist-ops train")
+        # Weights of a diverged run (or an edited file) make every answer NaN: refuse them here, not per image.
+        for name, tensor in checkpoint["model"].items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                what = "NaN" if torch.isnan(tensor).any() else "infinite values"
+                raise UserError(f"checkpoint {checkpoint_path}: its weights hold {what} ({name}): the run diverged; "
+                                "use an earlier checkpoint")
         self.labels = list(dataset_info(dataset).classes)
         self.model = fold_batchnorm(model_from_checkpoint(checkpoint))
         self._torch = torch

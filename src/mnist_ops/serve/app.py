@@ -16,11 +16,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from mnist_ops.errors import UserError
-from mnist_ops.predict import Predictor
+from mnist_ops.predict import NonFiniteOutputError, Predictor
 from mnist_ops.preprocess import FORMATS, ImageTooLargeError, NoDigitError, NotAnImageError, open_image
 
 MAX_BODY_BYTES = 1024 * 1024
-STATUS = {NotAnImageError: 415, ImageTooLargeError: 413, NoDigitError: 422}  # any other UserError: 400
+STATUS = {NotAnImageError: 415, ImageTooLargeError: 413, NoDigitError: 422,
+          NonFiniteOutputError: 422}  # any other UserError: 400
 
 
 class RequestError(Exception):
@@ -97,7 +98,7 @@ def create_app(predictor: Predictor) -> FastAPI:
                                 "image/jpeg": image_schema, "application/octet-stream": image_schema}}
     errors = {code: {"description": text} for code, text in (
         (400, "empty body or malformed upload"), (413, "body over 1 MB or image over 16.7 megapixels"),
-        (415, "not an image"), (422, "no digit found (blank image)"))}
+        (415, "not an image"), (422, "no digit found (blank image), or no finite answer from the model"))}
 
     @app.post("/predict", summary="The digit in an image", openapi_extra={"requestBody": request_body},
               responses=errors)
