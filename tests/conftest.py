@@ -168,6 +168,25 @@ def altered_checkpoint(digit_checkpoint, tmp_path):
     return write
 
 
+@pytest.fixture
+def edited_onnx(onnx_model, tmp_path):
+    """Writes `onnx_model` again with metadata entries replaced, as a hand-edited file holds them;
+    dynamic_outputs leaves its output count to the first answer. Returns the new file's path."""
+    import onnx
+
+    def write(name: str, dynamic_outputs: bool = False, **metadata: str):
+        model = onnx.load(onnx_model)
+        props = {prop.key: prop.value for prop in model.metadata_props} | metadata
+        del model.metadata_props[:]
+        onnx.helper.set_model_props(model, props)
+        if dynamic_outputs:
+            model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "classes"
+        onnx.save(model, tmp_path / name)
+        return tmp_path / name
+
+    return write
+
+
 @pytest.fixture(scope="session")
 def mnist_test(mnist_root):
     from mnist_ops.data import load_split

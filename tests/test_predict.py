@@ -176,3 +176,27 @@ def test_a_model_whose_output_overflows_gives_an_error_not_nan(altered_checkpoin
     predictor = TorchPredictor(path)
     with pytest.raises(NonFiniteOutputError):
         predictor.predict(Image.open(tmp_path / "seven.png"))
+
+
+def test_bad_onnx_metadata_is_refused_in_one_line_when_the_model_loads(edited_onnx, mnist_test, tmp_path, capsys):
+    """Hand-edited metadata once gave a traceback (ValueError, JSONDecodeError), an IndexError after the
+    model had loaded, or 'nan%' answers with exit 0."""
+    Image.fromarray(255 - mnist_test.images[0].numpy()).resize((140, 140)).save(tmp_path / "seven.png")
+    for name, changes, problem in [
+            ("std-abc.onnx", {"std": "abc"}, "its metadata mean '0.1306604762738429' and std 'abc' must be numbers"),
+            ("std-0.onnx", {"std": "0"}, "its std 0.0 is not above 1e-06"),
+            ("mean-nan.onnx", {"mean": "nan"}, "its mean nan and std 0.3081078071314181 must be finite numbers"),
+            ("labels-json.onnx", {"labels": "[1,"}, "its metadata labels '[1,' are not a JSON list of strings"),
+            ("labels-int.onnx", {"labels": "[0, 1]"}, "its metadata labels '[0, 1]' are not a JSON list of strings"),
+            ("labels-few.onnx", {"labels": '["a"]'}, "its metadata has 1 labels for its 10 outputs"),
+            ("labels-dynamic.onnx", {"labels": '["a"]', "dynamic_outputs": True},  # counted at the first answer
+             "its metadata has 1 labels for its 10 outputs"),
+    ]:
+        path = edited_onnx(name, **changes)
+        code, out, err = run_predict(capsys, "--model", path, tmp_path / "seven.png")
+        assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+        assert err.startswith(f"mnist-ops: error: model {path}: {problem}") and \
+            err.endswith("; export it again with `mnist-ops export`\n"), err
+    code, out, err = run_predict(capsys, "--model", edited_onnx("dynamic.onnx", dynamic_outputs=True),
+                                 tmp_path / "seven.png")
+    assert code == 0 and out.startswith(f"{tmp_path / 'seven.png'}: 7 (")  # a dynamic output count that fits

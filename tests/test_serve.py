@@ -137,9 +137,12 @@ def test_a_model_with_no_finite_answer_gets_json_not_a_500(altered_checkpoint, s
         stop(process)
 
 
-def test_serve_mistakes_give_one_line(digit_checkpoint, altered_checkpoint, tmp_path, capsys, monkeypatch):
+def test_serve_mistakes_give_one_line(digit_checkpoint, altered_checkpoint, edited_onnx, tmp_path, capsys,
+                                      monkeypatch):
     diverged = altered_checkpoint("diverged.pt", lambda tensor: tensor * float("nan"))
+    few_labels = edited_onnx("few-labels.onnx", labels='["a"]')
     for args, fragment in [(["--checkpoint", diverged, "--port", "0"], "its weights hold NaN"),  # once served NaN
+                           (["--model", few_labels, "--port", "0"], "1 labels for its 10 outputs"),  # once 500s
                            (["--checkpoint", digit_checkpoint, "--port", "70000"], "not a port number"),
                            (["--checkpoint", digit_checkpoint, "--host", "203.0.113.7"], "cannot listen"),
                            (["--checkpoint", tmp_path / "absent.pt", "--port", "0"], "not found"),

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from mnist_ops.errors import UserError, require_extra
+from mnist_ops.errors import UserError, require_extra, show
 from mnist_ops.preprocess import normalize_pixels, open_image, preprocess
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -209,12 +209,41 @@ class OnnxPredictor(Predictor):
                             "export it with `mnist-ops export`")
         _check_digits(metadata.get("dataset", "mnist"), path)
         self.model_name = metadata["model_name"]
-        self.mean, self.std = float(metadata["mean"]), float(metadata["std"])
-        self.labels = json.loads(metadata["labels"])
+        self._path = path
+        fix = "export it again with `mnist-ops export`"
+        try:
+            self.mean, self.std = float(metadata["mean"]), float(metadata["std"])
+        except ValueError:
+            raise UserError(f"model {path}: its metadata mean {show(metadata['mean'])} and std {show(metadata['std'])} "
+                            f"must be numbers; {fix}") from None
+        problem = normalization_problem(self.mean, self.std)
+        if problem:
+            raise UserError(f"model {path}: {problem}; {fix}")
+        try:
+            self.labels = json.loads(metadata["labels"])
+        except ValueError:  # JSONDecodeError
+            self.labels = None
+        if not (isinstance(self.labels, list) and all(isinstance(label, str) for label in self.labels)):
+            raise UserError(f"model {path}: its metadata labels {show(metadata['labels'])} are not a JSON list of "
+                            f"strings; {fix}")
         self.input_name = self.session.get_inputs()[0].name
+        # The output count, where the graph fixes it (export does); a dynamic one is checked at the first answer.
+        classes = (self.session.get_outputs()[0].shape or [None])[-1]
+        self._classes = classes if isinstance(classes, int) else None
+        if self._classes is not None:
+            self._check_classes(self._classes)
+
+    def _check_classes(self, classes: int) -> None:
+        if classes != len(self.labels):  # an answer would have no label, or labels no answer
+            raise UserError(f"model {self._path}: its metadata has {len(self.labels)} labels for its {classes} "
+                            "outputs; export it again with `mnist-ops export`")
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+        logits = self.session.run(None, {self.input_name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
+        if self._classes is None:
+            self._check_classes(logits.shape[-1])
+            self._classes = logits.shape[-1]
+        return logits
 
 
 def load_predictor(checkpoint: str | os.PathLike | None = None, model: str | os.PathLike | None = None) -> Predictor:
