@@ -78,6 +78,11 @@ def test_predict_raw_body_and_multipart_upload(server, seven):
         assert raw.status_code == upload.status_code == 200
         result = raw.json()
         assert result["digit"] == 7 and result["label"] == "7" and result == upload.json()
+        form = (b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="seven.png"\r\n'
+                b"Content-Type: image/png\r\n\r\n" + seven + b"\r\n--XyZ--\r\n")
+        mixed_case = client.post("/predict", content=form,  # media types are case-insensitive: once a 415
+                                 headers={"content-type": "Multipart/Form-Data; boundary=XyZ"})
+        assert mixed_case.status_code == 200 and mixed_case.json() == result, mixed_case.text
         assert len(result["probabilities"]) == 10 and abs(sum(result["probabilities"]) - 1) < 1e-4
         pixels = np.array(result["pixels"])
         assert pixels.shape == (28, 28) and pixels.max() == 255 and pixels[0].max() == 0  # light on black, margins

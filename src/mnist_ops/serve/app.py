@@ -106,7 +106,9 @@ def create_app(predictor: Predictor) -> FastAPI:
         """Returns the digit, its probability, the top 3, all probabilities and the 28x28 image the model saw."""
         body = await read_body(request)
         what = "request body"
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        # media types are case-insensitive (RFC 9110): Multipart/Form-Data is a form too
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type == "multipart/form-data":
             body, what = await uploaded_file(request, body), "uploaded file"
         if not body:
             raise RequestError(400, f"empty {what}: send an image ({', '.join(FORMATS)}) as the body "
