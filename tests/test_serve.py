@@ -4,6 +4,7 @@ import select
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -117,6 +118,33 @@ def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(server, seven, b
             assert fragment in response.json()["detail"]
             assert client.post("/predict", content=seven).json()["digit"] == 7  # still serving
         assert client.get("/predict").status_code == 405
+
+
+def peak_memory(pid: int) -> int:
+    """The process's peak resident memory (VmHWM), in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) * 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak memory from /proc (Linux)")
+def test_concurrent_large_images_do_not_multiply_the_servers_memory(digit_checkpoint):
+    """A 72 KB PNG of 4096x4096 RGBA pixels takes over 500 MB to preprocess: 8 at once took the server
+    from 250 MB to 4 GB. Decodes wait their turn, so 8 at once cost well under 8 times one."""
+    image = Image.new("RGBA", (4096, 4096), (0, 0, 0, 0))  # a transparent page with one black stroke: a 1
+    image.paste((0, 0, 0, 255), (1900, 800, 2200, 3300))
+    large = png(image)
+    process, url = start_server("--checkpoint", digit_checkpoint)
+    try:
+        idle = peak_memory(process.pid)
+        assert httpx.post(f"{url}/predict", content=large, timeout=60).json()["digit"] == 1
+        one = peak_memory(process.pid) - idle
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: httpx.post(f"{url}/predict", content=large, timeout=120), range(8)))
+        eight = peak_memory(process.pid) - idle
+    finally:
+        stop(process)
+    assert [answer.status_code for answer in answers] == [200] * 8
+    assert one > 200e6 and eight < 4.5 * one, (one, eight)  # 2 at a time: 3.1-3.4 times one here; unbounded 5.5-6
 
 
 def test_the_onnx_model_serves_the_same_answer(onnx_model, seven, server):

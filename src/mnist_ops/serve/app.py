@@ -8,6 +8,7 @@ are read into memory (at most 1 MB) and never spooled to disk. Bad input gets a 
 from __future__ import annotations
 
 import socket
+import threading
 from importlib.resources import files
 
 from fastapi import FastAPI, Request
@@ -20,6 +21,11 @@ from mnist_ops.predict import NonFiniteOutputError, Predictor
 from mnist_ops.preprocess import FORMATS, ImageTooLargeError, NoDigitError, NotAnImageError, open_image
 
 MAX_BODY_BYTES = 1024 * 1024
+# Images decoded and preprocessed at once. A 72 KB PNG can hold 4096x4096 RGBA pixels, and preprocessing one takes
+# about 560 MB at its peak: 8 such uploads at once took the server from 250 MB to 4.0 GB. Two at a time kept it
+# under 1.9 GB (the rest is memory freed into the thread pool's malloc arenas) and still use both cores of the
+# machine the speeds were measured on (docs/serving.md).
+DECODE_SLOTS = 2
 STATUS = {NotAnImageError: 415, ImageTooLargeError: 413, NoDigitError: 422,
           NonFiniteOutputError: 422}  # any other UserError: 400
 
@@ -80,9 +86,12 @@ def create_app(predictor: Predictor) -> FastAPI:
     async def healthz() -> dict:
         return {"status": "ok", "model": predictor.model_name, "backend": predictor.backend}
 
+    decoding = threading.BoundedSemaphore(DECODE_SLOTS)
+
     def predict_bytes(content: bytes) -> dict:
         try:
-            prediction = predictor.predict(open_image(content, "upload"), "upload")
+            with decoding:  # the others wait in the thread pool, holding at most their 1 MB body
+                prediction = predictor.predict(open_image(content, "upload"), "upload")
         except UserError as error:
             raise RequestError(next((code for kind, code in STATUS.items() if isinstance(error, kind)), 400),
                                str(error)) from None
