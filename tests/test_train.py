@@ -331,8 +331,10 @@ def test_train_crop_trains_the_augmented_epochs_on_crops_and_is_refused_for_a_ne
     crops, whole = learned(tmp_path / "crops"), learned(tmp_path / "whole")
     assert crops[0]["train_loss"] != whole[0]["train_loss"] and len(crops) == 2
     for bad, message in [({"model": "lean-8k", "dropout": 0.0, "train_crop": 22},
-                          r"^train_crop = 22: model 'lean-8k' fails on a batch of shape \[2, 1, 22, 22\]: .*; "
-                          "set train_crop = 0, or train fast-8k$"),
+                          r"^model lean-8k takes no crop smaller than the images .*; set train_crop = 0, or train "
+                          "fast-8k$"),
+                         ({"train_crop": 4},  # fast-8k itself: how small it goes (its receptive field is 20)
+                          r"^train_crop = 4 is too small for model fast-8k, which takes crops from 20 x 20; raise it"),
                          ({"train_crop": 28}, r"^train_crop = 28 is not smaller than the images \(28 x 28\)")]:
         with pytest.raises(UserError, match=message):
             fit(config.replace(**bad), tmp_path / "refused", data_root=mnist_root, log=quiet, progress=False)

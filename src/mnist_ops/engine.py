@@ -101,11 +101,21 @@ def build_model(config: Config, num_classes: int = 10, image_size: tuple[int, in
         if config.train_crop >= min(image_size):
             raise UserError(f"train_crop = {config.train_crop} is not smaller than the images "
                             f"({image_size[0]} x {image_size[1]}); set it below {min(image_size)}, or 0 for whole images")
-        try:
-            check_output(model, config.model, num_classes, (config.train_crop, config.train_crop))
-        except UserError as error:
-            raise UserError(f"train_crop = {config.train_crop}: {error} (a net for crops pools its whole last map, "
-                            "as models.GlobalAvgPool does); set train_crop = 0, or train fast-8k") from None
+        def takes(size: int) -> bool:
+            try:
+                check_output(model, config.model, num_classes, (size, size))
+            except UserError:
+                return False
+            return True
+
+        if not takes(config.train_crop):
+            smallest = next((size for size in range(config.train_crop + 1, min(image_size)) if takes(size)), None)
+            if smallest is not None:
+                raise UserError(f"train_crop = {config.train_crop} is too small for model {config.model}, which takes "
+                                f"crops from {smallest} x {smallest}; raise it, or set 0 for whole images")
+            raise UserError(f"model {config.model} takes no crop smaller than the images (a net for crops pools its "
+                            "whole last map, as models.GlobalAvgPool does); set train_crop = 0"
+                            + ("" if config.model == "fast-8k" else ", or train fast-8k"))
     trust(build_record(model))  # the user named this code: its checkpoints may rebuild it here
     if config.fast_dropout:
         use_fast_dropout(model)
