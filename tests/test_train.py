@@ -281,6 +281,11 @@ def test_a_run_started_over_gets_a_new_environment_record(mnist_root, tmp_path):
     assert environment["commit"] != "older" and "resumes" not in environment
     assert not any("differ from the run's start" in message for message in messages)
     assert any("holds no finished epoch yet: starting it from the beginning" in message for message in messages)
+    (out / "last.pt").unlink()  # metrics.jsonl is written after last.pt: this one was deleted
+    kept = (out / "metrics.jsonl").read_bytes()
+    with pytest.raises(UserError, match="lists finished epochs in metrics.jsonl but holds no last.pt to resume"):
+        fit(config.replace(lr=0.5), out, data_root=mnist_root, log=quiet, progress=False, resume=True)
+    assert (out / "metrics.jsonl").read_bytes() == kept  # not started over: the history is kept
 
 
 @pytest.mark.integration

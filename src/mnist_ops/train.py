@@ -246,8 +246,12 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
 
         remove_stale_temporaries(out)  # a kill during a write can leave one; we hold the lock now
         seconds_before = 0.0  # training time of earlier invocations of this run
-        if resume and not (out / "last.pt").is_file():  # stopped before its first epoch ended: nothing to keep
-            log(f"{out} holds no finished epoch yet: starting it from the beginning")
+        if resume and not (out / "last.pt").is_file():
+            metrics = out / "metrics.jsonl"
+            if metrics.is_file() and metrics.stat().st_size:  # written after last.pt: that was there, and is gone
+                raise UserError(f"{out} lists finished epochs in metrics.jsonl but holds no last.pt to resume them "
+                                "from (deleted?); restore it, or start a new run with another --out")
+            log(f"{out} holds no finished epoch yet: starting it from the beginning")  # stopped in its first epoch
         elif resume:
             checkpoint = load_checkpoint(out / "last.pt")
             missing = sorted((RESUME_KEYS | (EMA_KEYS if ema is not None else set())) - set(checkpoint))
