@@ -185,8 +185,10 @@ def _refuse_changed_config(checkpoint: dict, config: Config, out: Path, log: Cal
     changed = [f"{key} ({saved[key]!r} in the run, {now[key]!r} now)"
                for key in changed_keys(saved, now, ignore={"device"})]
     if changed:
-        raise UserError(f"cannot resume {out} with a different config: {'; '.join(changed)}; drop those flags, "
-                        "or start a new run with another --out")
+        # "now" is the run's config.toml with this invocation's flags: name both, as either may be what changed
+        raise UserError(f"cannot resume {out} with a different config: {'; '.join(changed)} (last.pt against "
+                        "config.toml and your flags); drop those flags or restore config.toml, or start a new run "
+                        "with another --out")
     if saved["device"] != now["device"]:  # a run moved to another machine: continue it there, and say what it costs
         log(f"warning: {out} trained on {saved['device']} and resumes on {now['device']}: from here its numbers "
             "differ in the last digits from those the run would have computed there")
