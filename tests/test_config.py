@@ -71,8 +71,14 @@ def test_bad_toml_and_missing_file(tmp_path):
         build_config(None, str(path), {})
     with pytest.raises(UserError, match="not found"):
         build_config(None, str(tmp_path / "absent.toml"), {})
-    with pytest.raises(UserError, match="unknown preset 'fast'"):
+    with pytest.raises(UserError, match="^unknown preset 'fast'"):
         build_config("fast", None, {})
+    path.write_text('preset = "lean8k"\n')  # a preset named in the file: the error names the file
+    with pytest.raises(UserError, match=f"^{path}: unknown preset 'lean8k' \\(did you mean 'lean-8k'"):
+        build_config(None, str(path), {})
+    path.write_bytes(b"\xef\xbb\xbflr = 0.1\n")  # Windows' "UTF-8 with BOM"
+    with pytest.raises(UserError, match="starts with a byte order mark .*; save it as plain UTF-8"):
+        build_config(None, str(path), {})
 
 
 def test_resolved_config_round_trips_through_toml(tmp_path):

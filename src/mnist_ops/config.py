@@ -258,10 +258,13 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"cannot read config file {path}: {error.strerror or error}") from None
     except UnicodeDecodeError as error:
         raise UserError(f"config file {path} is not valid TOML: not UTF-8 text (byte {error.start})") from None
+    except tomllib.TOMLDecodeError as error:
+        if path.read_bytes().startswith(b"\xef\xbb\xbf"):  # Windows' "UTF-8 with BOM", which TOML does not allow
+            raise UserError(f"config file {path} starts with a byte order mark (saved as \"UTF-8 with BOM\"), which "
+                            "TOML does not allow; save it as plain UTF-8") from None
+        raise UserError(f"config file {path} is not valid TOML: {error}") from None
     except RecursionError:
         raise UserError(f"config file {path} is not valid TOML: arrays or tables nested too deeply") from None
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"config file {path} is not valid TOML: {error}") from None
 
 
 def _toml_value(value: Any) -> str:

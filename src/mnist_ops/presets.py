@@ -110,7 +110,7 @@ def build_config(preset: str | None = None, config_file: str | None = None,
     name = preset or file_values.get("preset", DEFAULT_PRESET)
     if not isinstance(name, str):
         raise UserError(f"{config_file}: 'preset' must be a preset name, got {show(name)}")
-    config = get_preset(name)
+    config = get_preset(name, "" if preset or "preset" not in file_values else str(config_file))
     file_values = {key: value for key, value in file_values.items() if key != "preset"}
     config = resolve(config, file_values, source=str(config_file))
     return check_combination(resolve(config, overrides or {}, source="command line"))
