@@ -82,6 +82,9 @@ def test_paths_of_the_wrong_kind_are_named_as_such(tmp_path, capsys):
             ["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "run" / "last.pt" / "m.onnx")],
             ["train", "--out", str(tmp_path / "run" / "last.pt" / "new")])],
         (["train", "--out", str(tmp_path) + "/x\udcff"], ["is not valid UTF-8; choose a name in UTF-8"]),
+        (["train", "--out", str(tmp_path / "run" / "last.pt")], ["last.pt is a file, and this command writes a "
+                                                                 "directory there"]),
+        (["evaluate", "--checkpoint", "/dev/null"], ["checkpoint /dev/null is not a regular file"]),
     ]
     for args, fragments in cases:
         assert_one_line_error(main(args), capsys.readouterr().err, *fragments)

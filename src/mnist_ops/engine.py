@@ -404,6 +404,8 @@ def find_checkpoint(path: str | os.PathLike, log=print) -> Path:
                                                " (no best.pt: no epoch from 3 on reached the target)"))
                 return path / name
         raise UserError(f"{path} holds no best.pt or last.pt; pass a run directory written by mnist-ops train")
+    if path.exists() and not path.is_file():  # a device, a pipe: nothing torch.load could read
+        raise UserError(f"checkpoint {path} is not a regular file; pass a run directory, or a best.pt or last.pt")
     if not path.is_file():
         hint = "pass a run directory, or a best.pt or last.pt from one"
         if path.name == "best.pt" and (path.parent / "last.pt").is_file():

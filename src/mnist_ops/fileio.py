@@ -30,6 +30,8 @@ def check_destination(path: str | os.PathLike, directory: bool = False) -> Path:
         os.fsdecode(path).encode("utf-8")
     except UnicodeEncodeError:
         raise UserError(f"output path {os.fsdecode(path)!r} is not valid UTF-8; choose a name in UTF-8") from None
+    if directory and path.exists() and not path.is_dir():
+        raise UserError(f"{path} is a file, and this command writes a directory there; choose another path")
     start = path if directory else path.parent
     for ancestor in (start, *start.parents):
         if ancestor.exists() or ancestor.is_symlink():
