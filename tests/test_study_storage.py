@@ -383,8 +383,13 @@ def test_export_into_a_directory_of_the_study_before_it_grew(tmp_path):
     before = tmp_path / "before"
     before.mkdir()
     (before / "spec.toml").write_text(spec_to_toml(_grow_spec_values([1])))
+    earlier = [{"command": "mnist-ops study here", "finished": "2026-11-01 10:00:00", "seconds": 5.0, "completed": True}]
+    (before / "study.json").write_text(json.dumps({"command": "mnist-ops study here", "machine": "m",
+                                                   "train_images": {"a": 60000}, "invocations": earlier}))
     export_study(url, "g", before)  # the same study, grown since: accepted, and spec.toml follows the storage
     assert (before / "spec.toml").read_text() == spec_to_toml(_grow_spec_values([1, 2]))
+    # the invocations that ran in this directory before the study moved to the storage are kept
+    assert json.loads((before / "study.json").read_text())["invocations"][:1] == earlier
     other = tmp_path / "other"
     other.mkdir()
     (other / "spec.toml").write_text(spec_to_toml(_grow_spec_values([1], ("c",))))

@@ -28,7 +28,7 @@ from mnist_ops.errors import TrainingDiverged, UserError
 from mnist_ops.fileio import atomic_write_bytes, atomic_write_json, read_jsonl, write_jsonl
 from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, PREDICTIONS_FILE, SPEC_FILE, STUDY_FILE, RunStatus, Spec,
                              last_accuracy, claim_study_dir, diverged_record, done_record, grow_spec, is_finished,
-                             machine_description, read_spec, run_dir, spec_from_text, spec_to_toml)
+                             machine_description, read_json_object, read_spec, run_dir, spec_from_text, spec_to_toml)
 
 QUEUED_WAIT_SECONDS = 120  # how long a loading process waits for the creating one to queue the runs
 INVOCATION_PREFIX = "invocation:"
@@ -460,13 +460,17 @@ def export_study(url: str, study_name: str, directory: str | os.PathLike) -> Pat
     if existing.is_file() and not _contains(stored, read_spec(existing)):  # the same study, grown since, is fine
         raise UserError(f"{directory} holds a different study; pass another directory")
     atomic_write_bytes(existing, attrs["spec"].encode())
+    fields = ("command", "finished", "seconds", "completed")
     invocations = sorted((value for key, value in attrs.items() if key.startswith(INVOCATION_PREFIX)),
                          key=lambda entry: entry["finished"])
-    info = {"command": invocations[-1]["command"] if invocations else "",
-            "machine": invocations[-1]["machine"] if invocations else machine_description(),
-            "train_images": attrs.get("train_images", {}),
-            "invocations": [{key: entry[key] for key in ("command", "finished", "seconds", "completed")}
-                            for entry in invocations]}
+    # a study that ran in this directory before it moved to the storage keeps the record of those invocations
+    before = read_json_object(directory / STUDY_FILE, ("invocations",)) if (directory / STUDY_FILE).is_file() else {}
+    shared = [{key: entry[key] for key in fields} for entry in invocations]
+    local = [entry for entry in before.get("invocations", []) if isinstance(entry, dict) and entry not in shared]
+    info = {"command": invocations[-1]["command"] if invocations else before.get("command", ""),
+            "machine": invocations[-1]["machine"] if invocations else before.get("machine", machine_description()),
+            "train_images": {**before.get("train_images", {}), **attrs.get("train_images", {})},
+            "invocations": sorted(local + shared, key=lambda entry: str(entry.get("finished", "")))}
     atomic_write_json(directory / STUDY_FILE, info)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         if not is_finished_trial(trial):
