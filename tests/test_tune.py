@@ -118,6 +118,19 @@ def test_a_bad_spec_fails_before_any_trial_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_study_directory_as_out_is_named_as_such(tmp_path):
+    from mnist_ops.study import parse_spec, spec_to_toml
+    from mnist_ops.tune import check_tune_dir
+
+    spec = parse_tune_spec(tiny_values(), "tiny.toml")
+    study = tmp_path / "study"
+    study.mkdir()  # what `mnist-ops study` leaves: its spec.toml lists seeds and variants, which a tune spec has not
+    (study / "spec.toml").write_text(spec_to_toml(parse_spec({"name": "s", "seeds": [1], "variant": [
+        {"name": "a", "preset": "seed-lean"}]}, "s.toml")))
+    with pytest.raises(UserError, match=r"holds a spec.toml that is not a tune spec \(a study directory\?\)"):
+        check_tune_dir(spec, study)
+
+
 def test_a_validation_split_as_large_as_the_training_set_fails_before_any_trial(train_only_root, tmp_path):
     spec = write_spec(tmp_path / "big.toml", tiny_values(validation=60_000, trials=1))
     code, _, stderr = run_cli("tune", "--spec", str(spec), "--out", str(tmp_path / "out"),
