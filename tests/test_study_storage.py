@@ -275,6 +275,18 @@ def test_a_stored_study_grows_by_seeds_and_variants_each_run_queued_once(tmp_pat
     assert sorted(runs) == ["a/seed1", "a/seed2", "b/seed1", "b/seed2"] and study.user_attrs["queued"] == 4
 
 
+def test_missing_data_fails_before_the_study_directory_is_written(tmp_path):
+    from mnist_ops.study import parse_spec
+    from mnist_ops.study_storage import run_shared_study
+
+    values = {"name": "s", "seeds": [1], "variant": [{"name": "a", "preset": "seed-lean"}]}
+    (tmp_path / "db").mkdir()
+    with pytest.raises(UserError, match="mnist-ops data fetch"):
+        run_shared_study(parse_spec(values, "s.toml"), tmp_path / "study", f"sqlite:///{tmp_path / 'db' / 's.db'}",
+                         "s", data_root=tmp_path / "no-data", log=lambda line: None)
+    assert not (tmp_path / "study").exists()
+
+
 def test_a_shared_study_run_again_with_more_seeds_trains_only_the_new_ones(tmp_path, mnist_root):
     from mnist_ops.distributed import embedded_url
     from mnist_ops.study import parse_spec, read_spec

@@ -338,8 +338,9 @@ def run_shared_study(spec: Spec, out: str | os.PathLike, url: str, study_name: s
     log = log or flushed_print
     started = time.perf_counter()
     out = Path(out)
+    sizes = _train_sizes(spec, data_root)  # missing data fails before the study directory is written
     claim_study_dir(spec, out)  # this directory holds this spec's runs only
-    study, spec = prepare_study(spec, url, study_name, _train_sizes(spec, data_root), log, heartbeat)
+    study, spec = prepare_study(spec, url, study_name, sizes, log, heartbeat)
     claim_study_dir(spec, out)  # and the whole study's, which other machines may have grown
     log(f"study '{study_name}' in {describe_url(url)}: {len(spec_labels(spec))} runs, {workers} local worker(s)")
     worker = StudyWorker(spec, url, study_name, out, data_root, heartbeat or HEARTBEAT_SECONDS,
