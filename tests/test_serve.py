@@ -90,6 +90,7 @@ def test_predict_raw_body_and_multipart_upload(server, seven):
         assert pixels.shape == (28, 28) and pixels.max() == 255 and pixels[0].max() == 0  # light on black, margins
         assert client.get("/healthz").json() == {"status": "ok", "model": "lean-8k", "backend": "torch"}
         assert "<canvas" in client.get("/").text
+        assert [client.head(path).status_code for path in ("/", "/healthz")] == [200, 200]  # `curl -I`, monitors
         assert client.get("/docs").status_code == 200
         assert "/predict" in client.get("/openapi.json").json()["paths"]
 

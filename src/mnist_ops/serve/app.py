@@ -78,11 +78,12 @@ def create_app(predictor: Predictor) -> FastAPI:
     async def request_error(request: Request, error: RequestError) -> JSONResponse:
         return JSONResponse({"detail": error.detail}, status_code=error.status)
 
-    @app.get("/", response_class=HTMLResponse, summary="The draw-a-digit page")
+    # HEAD too, as for any static page: uptime monitors and `curl -I` ask with it
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, summary="The draw-a-digit page")
     async def index() -> str:
         return page
 
-    @app.get("/healthz", summary="Liveness, and which model is served")
+    @app.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness, and which model is served")
     async def healthz() -> dict:
         return {"status": "ok", "model": predictor.model_name, "backend": predictor.backend}
 
