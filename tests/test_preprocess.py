@@ -109,6 +109,24 @@ def test_a_dark_frame_around_white_paper_is_not_the_digit(mnist_test):
         mnist_pixels(Image.fromarray(np.pad(np.full((50, 50), 255, np.uint8), 3)))
 
 
+@pytest.mark.integration
+def test_specks_and_a_rounded_frames_corners_do_not_stretch_the_crop(mnist_test):
+    """A screenshot of the page's pad has a 2-px border with rounded corners: peeling the frame leaves its corner
+    arcs, and a speck of dust on a scan does the same. As ink they stretched the crop to the picture's corners,
+    and a small digit stayed small (read as a 1)."""
+    from PIL import ImageDraw
+
+    for digit in mnist_test.images[:10].numpy():
+        page = dark_on_white(digit, 3, (284, 284), (30, 30))  # a small digit near a corner
+        expected = mnist_pixels(Image.fromarray(page))
+        framed = Image.fromarray(page)
+        ImageDraw.Draw(framed).rounded_rectangle((0, 0, 283, 283), radius=8, outline=68, width=2)
+        assert similarity(mnist_pixels(framed), expected) > 0.99
+        dusty = page.copy()
+        dusty[250:253, 260:263] = 0  # a 3x3 speck far from the digit
+        assert similarity(mnist_pixels(Image.fromarray(dusty)), expected) > 0.99
+
+
 def test_an_image_of_no_pixels_is_an_error():
     """An IDX file may declare images of 0 rows or columns; predict reads each as a PIL image."""
     for size in ((28, 0), (0, 28), (0, 0)):
