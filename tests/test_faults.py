@@ -114,12 +114,20 @@ def test_resuming_a_finished_run_says_so_and_a_changed_config_is_refused_by_key(
                 "--no-progress"]
     subprocess.run(command("train", *run_args, "--out", str(out)), env=env, check=True, capture_output=True,
                    timeout=300)
-    before = (out / "metrics.jsonl").read_bytes()
+    before = [(out / name).read_bytes() for name in ("metrics.jsonl", "last.pt")]
     finished = subprocess.run(command("train", "--resume", str(out), "--no-progress"), env=env,
                               capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0 and "is finished (1 of 1 epochs): nothing left to train" in finished.stdout
     assert "resuming /" not in finished.stdout  # it once said "resuming ... after epoch 0 of 1" first
-    assert (out / "metrics.jsonl").read_bytes() == before
+    assert [(out / name).read_bytes() for name in ("metrics.jsonl", "last.pt")] == before
+    # the run's own preset, and its directory spelt another way, name the same run: accepted
+    same = subprocess.run(command("train", "--resume", str(out), "--preset", "lean-8k", "--no-progress", "--out",
+                                  str(out.parent / ".." / out.parent.name / out.name)), env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert same.returncode == 0 and "nothing left to train" in same.stdout, same.stderr
+    other = subprocess.run(command("train", "--resume", str(out), "--preset", "lean-5k"), env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert other.returncode == 2 and "of preset 'lean-8k'; drop --preset lean-5k" in other.stderr
     changed = subprocess.run(command("train", "--resume", str(out), "--lr", "0.2", "--batch-size", "64"), env=env,
                              capture_output=True, text=True, timeout=300)
     assert changed.returncode == 2 and changed.stderr.count("\n") == 1

@@ -322,8 +322,8 @@ def train_config(args):
     from mnist_ops.presets import build_config
 
     if args.resume:
-        if args.preset or args.config:
-            raise UserError("--resume takes the run's own config.toml; drop --preset/--config")
+        if args.config:
+            raise UserError("--resume takes the run's own config.toml; drop --config")
         run = Path(args.resume)
         if run.is_file():
             hint = "; pass the directory it is in" if run.suffix == ".pt" else ""
@@ -336,6 +336,9 @@ def train_config(args):
                             f"starting); start it with `mnist-ops train --out {args.resume}` and your flags")
         # a key Config gained after the run started ran at its default then, not at its preset's value of today
         recorded = read_toml(config_file)
+        if args.preset and args.preset != recorded.get("preset"):
+            raise UserError(f"--resume takes the run's own config.toml, of preset {recorded.get('preset')!r}; "
+                            f"drop --preset {args.preset}")
         unrecorded = {key: value for key, value in Config().to_dict().items() if key not in recorded}
         return build_config(None, str(config_file), {**unrecorded, **config_overrides(args)})
     return build_config(args.preset, args.config, config_overrides(args))
@@ -345,7 +348,7 @@ def command_train(args) -> None:
     from mnist_ops.train import fit
 
     config = train_config(args)
-    if args.resume and args.out and Path(args.out) != Path(args.resume):
+    if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
         raise UserError("--resume continues the run in its own directory; drop --out")
     out = args.resume or args.out or Path("runs") / f"{config.preset}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     check_destination(out, directory=True)
