@@ -24,6 +24,37 @@ def test_receptive_field_follows_padding_and_dilation():
     assert [(r.output_size, r.receptive_field) for r in rows] == [(28, 3), (24, 7), (12, 8), (10, 12)]
 
 
+class OutOfOrder(torch.nn.Module):
+    """Its 5x5 conv is defined first and runs second; its 3x3 conv is called twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.late = torch.nn.Conv2d(4, 4, 5)
+        self.early = torch.nn.Conv2d(1, 4, 3, stride=2, padding=1)
+        self.twice = torch.nn.Conv2d(4, 4, 3, padding="same")
+
+    def forward(self, x):
+        return self.twice(self.twice(self.late(self.early(x))))
+
+
+def test_receptive_field_follows_the_forward_pass_not_the_definitions():
+    rows = receptive_field(OutOfOrder(), 28)
+    assert [(r.input_size, r.output_size, r.receptive_field) for r in rows] == \
+        [(28, 14, 3), (14, 10, 11), (10, 10, 15), (10, 10, 19)]
+    assert rows[2].padding == "same" and "same" in format_receptive_field(rows)
+
+
+def test_receptive_field_of_non_square_kernels_ceil_pools_adaptive_pools_and_no_convs():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, (1, 5)), torch.nn.MaxPool2d(3, 2, ceil_mode=True),
+                                torch.nn.AdaptiveAvgPool2d(1))
+    rows = receptive_field(model, 28)
+    assert [(r.kernels, r.output_sizes, r.fields) for r in rows] == [
+        ((1, 5), (28, 24), (1, 5)), ((3, 3), (14, 12), (3, 7)), ((14, 12), (1, 1), (29, 29))]
+    assert "28*24" in format_receptive_field(rows)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    assert receptive_field(mlp) == [] and "no conv or pooling layers" in format_receptive_field([])
+
+
 def test_model_summary_reports_totals():
     text = model_summary(create_model("seed-regularized"))
     assert "Total params: 511,386" in text and "BatchNorm2d" in text and "Params size (MB)" in text

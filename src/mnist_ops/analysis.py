@@ -12,18 +12,25 @@ from mnist_ops.models import GlobalAvgPool
 
 @dataclass(frozen=True)
 class ReceptiveFieldRow:
+    """One conv or pool call, per axis (rows, columns): a square layer on a square map has equal pairs."""
     layer: str
-    kernel: int
-    padding: int
-    stride: int
-    input_size: int
-    output_size: int
-    receptive_field: int
-    jump: int  # distance in input pixels between adjacent output pixels
+    kernels: tuple[int, int]
+    padding: object  # as the module holds it: 0, 1, (1, 2), "same"
+    strides: tuple[int, int]
+    input_sizes: tuple[int, int]
+    output_sizes: tuple[int, int]
+    fields: tuple[int, int]
+    jumps: tuple[int, int]  # distance in input pixels between adjacent output pixels
+
+    kernel = property(lambda self: self.kernels[0])  # the rows axis: all there is to a square net's table
+    stride = property(lambda self: self.strides[0])
+    input_size = property(lambda self: self.input_sizes[0])
+    output_size = property(lambda self: self.output_sizes[0])
+    receptive_field = property(lambda self: self.fields[0])
 
 
-def _pair_first(value) -> int:
-    return int(value[0] if isinstance(value, tuple) else value)
+def _pair(value) -> tuple[int, int]:
+    return (int(value[0]), int(value[1])) if isinstance(value, (tuple, list)) else (int(value), int(value))
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -32,47 +39,72 @@ def device_of(model: nn.Module) -> torch.device:
     return next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
 
 
-def layer_names(model: nn.Module, input_size: int = 28) -> dict[int, str]:
-    """torchinfo's name for each layer the forward pass runs ('Conv2d: 1-1': type, depth, index at that
-    depth), keyed by id(module): the layer table and the receptive-field table name layers alike."""
+def _forward_layers(model: nn.Module, input_size: int):
+    """torchinfo's record of the layers the forward pass runs, in the order it runs them (a module called twice
+    is there twice), with the shapes each got and gave."""
     from torchinfo import summary
 
     with torch.random.fork_rng(devices=[]):  # torchinfo draws its example input from torch's generator:
         # leave that generator as it was, so a run repeats the runs recorded before this table had names
-        stats = summary(model, input_size=(1, 1, input_size, input_size), verbose=0, device=device_of(model),
-                        mode="eval")
-    return {id(layer.module): f"{layer.class_name}: {layer.depth}-{layer.depth_index}" for layer in stats.summary_list}
+        return summary(model, input_size=(1, 1, input_size, input_size), verbose=0, device=device_of(model),
+                       mode="eval").summary_list
+
+
+def layer_names(model: nn.Module, input_size: int = 28) -> dict[int, str]:
+    """torchinfo's name for each layer the forward pass runs ('Conv2d: 1-1': type, depth, index at that
+    depth), keyed by id(module): the layer table and the receptive-field table name layers alike."""
+    return {id(layer.module): _name(layer) for layer in _forward_layers(model, input_size)}
+
+
+def _name(layer) -> str:
+    return f"{layer.class_name}: {layer.depth}-{layer.depth_index}"
+
+
+SLIDING = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+ADAPTIVE = (GlobalAvgPool, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)  # a window fitted to the map they get
 
 
 def receptive_field(model: nn.Module, input_size: int = 28) -> list[ReceptiveFieldRow]:
-    """One row per conv/pool layer, computed from the layers themselves, in forward order."""
-    names = layer_names(model, input_size)
+    """One row per conv or pool call, in the order the forward pass makes them, with the sizes it saw (so a
+    layer defined out of order, used twice, with padding "same" or ceil_mode, reads as it runs)."""
     rows = []
-    size, field, jump = input_size, 1, 1
-    for name, module in model.named_modules():
-        if isinstance(module, GlobalAvgPool):  # a kernel as large as the map it gets
-            kernel, stride, padding, dilation = size, size, 0, 1
-        elif isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            kernel = _pair_first(module.kernel_size)
-            stride = _pair_first(module.stride)
-            padding = _pair_first(module.padding)
-            dilation = _pair_first(getattr(module, "dilation", 1))
-        else:
+    fields, jumps = [1, 1], [1, 1]
+    for layer in _forward_layers(model, input_size):
+        module = layer.module
+        if not isinstance(module, SLIDING + ADAPTIVE) or len(layer.input_size) != 4 or len(layer.output_size) != 4:
             continue
-        effective = dilation * (kernel - 1) + 1
-        output = (size + 2 * padding - effective) // stride + 1
-        field += (effective - 1) * jump
-        rows.append(ReceptiveFieldRow(names.get(id(module), f"{type(module).__name__} ({name})"), kernel, padding,
-                                      stride, size, output, field, jump))
-        size, jump = output, jump * stride
+        sizes_in, sizes_out = tuple(layer.input_size[2:]), tuple(layer.output_size[2:])
+        if isinstance(module, ADAPTIVE):
+            strides = tuple(max(1, size // max(out, 1)) for size, out in zip(sizes_in, sizes_out))
+            kernels = tuple(size - (out - 1) * stride for size, out, stride in zip(sizes_in, sizes_out, strides))
+            dilations, padding = (1, 1), 0
+        else:
+            kernels, strides = _pair(module.kernel_size), _pair(module.stride)
+            dilations, padding = _pair(getattr(module, "dilation", 1)), module.padding
+        for axis in (0, 1):
+            fields[axis] += (dilations[axis] * (kernels[axis] - 1)) * jumps[axis]
+        rows.append(ReceptiveFieldRow(_name(layer), kernels, padding, strides, sizes_in, sizes_out, tuple(fields),
+                                      tuple(jumps)))
+        jumps = [jumps[axis] * strides[axis] for axis in (0, 1)]
     return rows
 
 
 def format_receptive_field(rows: list[ReceptiveFieldRow]) -> str:
+    if not rows:
+        return "no conv or pooling layers: every output sees the whole input"
+
+    def pair(values) -> str:
+        return f"{values[0]}*{values[1]}"
+
+    def padding(value) -> str:
+        if isinstance(value, (tuple, list)):
+            value = value[0] if len(set(value)) == 1 else "*".join(map(str, value))
+        return "NO" if value in (0, "valid") else str(value)
+
     header = ["#", "Layer", "Kernel", "Padding", "Stride", "Input", "Output", "Receptive field"]
-    body = [[str(i), row.layer, f"{row.kernel}*{row.kernel}", str(row.padding) if row.padding else "NO",
-             str(row.stride), f"{row.input_size}*{row.input_size}", f"{row.output_size}*{row.output_size}",
-             f"{row.receptive_field}*{row.receptive_field}"] for i, row in enumerate(rows)]
+    body = [[str(i), row.layer, pair(row.kernels), padding(row.padding), str(row.stride) if len(set(row.strides)) == 1
+             else pair(row.strides), pair(row.input_sizes), pair(row.output_sizes), pair(row.fields)]
+            for i, row in enumerate(rows)]
     widths = [max(len(line[c]) for line in [header, *body]) for c in range(len(header))]
 
     def render(line: list[str]) -> str:
