@@ -20,6 +20,24 @@ def test_suggestion_is_the_steepest_descent_after_skipping_the_ends():
     assert suggest_lr(learning_rates, losses) == learning_rates[26]
 
 
+def test_a_loss_that_never_falls_gets_no_suggestion_and_a_readable_plot(tmp_path, monkeypatch):
+    """The steepest point of a loss that only rises is where it rose least: no suggestion, not that lr. A diverging
+    tail leaves the plot at the top instead of flattening the rest of the curve to a line at 0."""
+    from mnist_ops.lr_find import RangeTest, plot_range_test
+
+    learning_rates = [10 ** (-1 + i / 20) for i in range(30)]
+    rising = [2.3 + 0.01 * i for i in range(25)] + [9.0, 1e3, 1e6, 1e10, 5e14]
+    assert suggest_lr(learning_rates, rising) is None
+    falling_then_diverging = [2.3 - 0.05 * i for i in range(25)] + [9.0, 1e3, 1e6, 1e10, 5e14]
+    assert suggest_lr(learning_rates, falling_then_diverging) is not None
+    drawn = []
+    monkeypatch.setattr("mnist_ops.report.save_figure", lambda figure, path: drawn.append(figure.axes[0]))
+    for losses in (rising, falling_then_diverging):
+        plot_range_test(RangeTest(learning_rates, losses, suggest_lr(learning_rates, losses), True),
+                        tmp_path / "x.png", "t")
+        assert drawn[-1].get_ylim()[1] < 10  # the curve, not the divergence, sets the scale
+
+
 def test_short_histories_use_every_point_and_too_short_is_a_user_error():
     assert suggest_lr([0.1, 0.2, 0.3], [1.0, 0.5, 0.4]) in (0.1, 0.2)
     with pytest.raises(UserError, match="fewer than 2 iterations"):

@@ -31,7 +31,7 @@ class ArgumentParser(argparse.ArgumentParser):
         if unknown and command is not None:  # the top parser reports a command's unknown flags
             from mnist_ops.config import KEY_ALIASES
 
-            flags = option_names(command).values()
+            flags = [flag for flag in option_names(command).values() if flag != "--help"]
             aliases = {"--" + alias.replace("_", "-"): "--" + key.replace("_", "-") for alias, key in KEY_ALIASES.items()}
             message += "".join(did_you_mean(word.split("=")[0], flags, aliases) for word in unknown["words"].split()
                                if word.startswith("--"))
@@ -84,7 +84,7 @@ def config_overrides(args, keys: tuple[str, ...] | None = None) -> dict:
 
 BENCH_KEYS = ("model", "optimizer", "batch_size", "precision", "channels_last", "fast_dropout", "ema")
 STUDY_KEYS = ("epochs", "limit_train", "tensorboard")  # for every variant of a study
-LR_FIND_KEYS = ("batch_size", "limit_train")
+LR_FIND_KEYS = ("model", "batch_size", "limit_train")
 PREVIEW_KEYS = ("augment", "interpolation")  # what `data preview` draws may differ from the preset's
 DATA_ROOT_HELP = "data root (default: $MNIST_OPS_DATA, else ~/.cache/mnist-ops)"
 MAX_LOADER_WORKERS = 32  # bench's DataLoader processes: 1,000 once ran out of memory after minutes, with a traceback

@@ -48,21 +48,27 @@ class TrainBatches:
 class RangeTest:
     learning_rates: list[float]
     losses: list[float]  # exponentially smoothed, as torch-lr-finder records them
-    suggested_lr: float
+    suggested_lr: float | None  # None: the smoothed loss never fell
     diverged: bool
 
 
-def suggest_lr(learning_rates: list[float], losses: list[float]) -> float:
-    """The lr at the steepest descent of the smoothed loss (torch-lr-finder's 'steepest' rule),
-    ignoring the first and last few points, where the curve is noisiest."""
-    if len(losses) < 2:
-        raise UserError("the range test stopped after fewer than 2 iterations; lower --start-lr")
+def kept_points(learning_rates: list[float], losses: list[float]) -> tuple[list[float], list[float]]:
+    """The points the suggestion and the plot use: without the first and last few, where the curve is noisiest
+    (the last ones, where it diverges, would flatten the rest of the plot)."""
     skip_start, skip_end = SKIP_START, SKIP_END
     if len(losses) < skip_start + skip_end + 2:
         skip_start, skip_end = 0, 0
-    lrs = learning_rates[skip_start:len(learning_rates) - skip_end]
-    kept = losses[skip_start:len(losses) - skip_end]
-    return float(lrs[int(np.gradient(np.array(kept)).argmin())])
+    return learning_rates[skip_start:len(learning_rates) - skip_end], losses[skip_start:len(losses) - skip_end]
+
+
+def suggest_lr(learning_rates: list[float], losses: list[float]) -> float | None:
+    """The lr at the steepest descent of the smoothed loss (torch-lr-finder's 'steepest' rule) over
+    `kept_points`; None when the loss never falls there (the steepest point would be where it rose least)."""
+    if len(losses) < 2:
+        raise UserError("the range test stopped after fewer than 2 iterations; lower --start-lr")
+    lrs, kept = kept_points(learning_rates, losses)
+    slopes = np.gradient(np.array(kept))
+    return float(lrs[int(slopes.argmin())]) if slopes.min() < 0 else None
 
 
 def check_range(start_lr: float, end_lr: float, iterations: int) -> None:
@@ -153,10 +159,14 @@ def plot_range_test(result: RangeTest, path: str | os.PathLike, title: str, pres
 
     figure = Figure(figsize=(7, 4.5))
     axes = figure.subplots()
-    axes.plot(result.learning_rates, result.losses, label="smoothed training loss")
-    suggested = result.learning_rates.index(result.suggested_lr)
-    axes.scatter([result.suggested_lr], [result.losses[suggested]], s=60, color="red", zorder=3,
-                 label=f"steepest descent: lr {result.suggested_lr:.3g}")
+    lrs, losses = kept_points(result.learning_rates, result.losses)
+    axes.plot(lrs, losses, label="smoothed training loss")
+    if result.suggested_lr is not None:
+        suggested = result.learning_rates.index(result.suggested_lr)
+        axes.scatter([result.suggested_lr], [result.losses[suggested]], s=60, color="red", zorder=3,
+                     label=f"steepest descent: lr {result.suggested_lr:.3g}")
+    if max(losses) > 2 * losses[0]:  # a diverging loss would flatten the rest to a line: it leaves at the top
+        axes.set_ylim(min(losses) * 0.95, 2 * losses[0])
     if preset_lr is not None:
         axes.axvline(preset_lr, color="gray", linestyle="--", label=f"preset lr {preset_lr:g}")
     axes.set_xscale("log")
@@ -182,6 +192,10 @@ def lr_find(config: Config, start_lr: float, end_lr: float, iterations: int, out
               "warning": few_iterations_warning(len(result.losses), iterations), "provenance": run_provenance(),
               "learning_rates": result.learning_rates, "losses": result.losses}
     atomic_write_json(out / "lr_find.json", record)
-    log(f"suggested lr {result.suggested_lr:.3g} (steepest descent of the smoothed loss; the preset uses "
-        f"{config.lr:g}); wrote {out / 'lr_find.png'}")
+    if result.suggested_lr is None:
+        log(f"no suggested lr: the smoothed loss never fell between lr {start_lr:g} and {end_lr:g} (the preset uses "
+            f"{config.lr:g}); run with a lower --start-lr; wrote {out / 'lr_find.png'}")
+    else:
+        log(f"suggested lr {result.suggested_lr:.3g} (steepest descent of the smoothed loss; the preset uses "
+            f"{config.lr:g}); wrote {out / 'lr_find.png'}")
     return result
