@@ -49,6 +49,8 @@ def test_bench_runs_and_its_numbers_are_consistent(mnist_root, preset, two_threa
     assert results["warning"] == too_few_warning(3, 2) and f"warning: {results['warning']}" in lines
     assert any(line.startswith("each cell: median img/s over the 2 repeat(s), then (mean±std)") for line in lines)
     assert results["provenance"]["threads"] == threads and results["provenance"]["torch"] == torch.__version__
+    # the whole recipe is recorded (--optimizer and --ema change what (b) measures), and how the net was built
+    assert results["config"] == config.to_dict() and results["model_source"]["reference"] == config.model
 
 
 def test_images_per_second_times_each_repeat_after_one_warm_up():

@@ -71,3 +71,19 @@ def test_without_the_extra_tensorboard_names_the_install_with_the_tested_version
                                         r"-e '\.\[tensorboard\]'\)$"):
         tensorboard.open(tmp_path, torch.nn.Conv2d(1, 1, 3), torch.zeros(1, 1, 4, 4))
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.integration
+def test_a_validation_runs_gallery_names_its_validation_images(mnist_root, tmp_path, monkeypatch):
+    """A run with a held-out split never loads the test set: its misclassified digits are validation images."""
+    from matplotlib.figure import Figure
+
+    from mnist_ops.presets import build_config
+    from mnist_ops.train import fit
+
+    titles = []
+    original = Figure.suptitle
+    monkeypatch.setattr(Figure, "suptitle", lambda self, text, **kw: titles.append(text) or original(self, text, **kw))
+    config = build_config("lean-8k", None, {"epochs": 1, "limit_train": 1000, "validation": 500, "tensorboard": True})
+    fit(config, tmp_path / "run", mnist_root, log=lambda m: None, progress=False)
+    assert any("misclassified validation images" in title for title in titles), titles

@@ -28,6 +28,7 @@ from mnist_ops.batches import fit_batches, iterate_batches, load_training_split,
 from mnist_ops.distill import load_teacher
 from mnist_ops.engine import TrainStep, build_model, make_ema, make_optimizer, memory_format
 from mnist_ops.errors import UserError
+from mnist_ops.models import build_record
 from mnist_ops.provenance import run_provenance
 from mnist_ops.replicas import one_thread_per_replica
 
@@ -127,8 +128,8 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
     cpu = torch.device("cpu")
     step_a = make_step(build_model(plain), plain, teacher=load_teacher(plain, mean, std, cpu))
     torch.manual_seed(config.seed)
-    step_b = make_step(build_model(config), config,
-                       teacher=load_teacher(config, mean, std, cpu, memory_format(config)))
+    step_b_model = build_model(config)
+    step_b = make_step(step_b_model, config, teacher=load_teacher(config, mean, std, cpu, memory_format(config)))
 
     def as_in_fit(run: Callable[[], int]) -> Callable[[], int]:
         """(b) runs as fit() does: with replicas, one thread per copy and for making batches (end to end,
@@ -149,8 +150,10 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
     }
     ours = (f"{config.precision}, channels_last={config.channels_last}, replicas={config.replicas}, "
             f"fast_dropout={config.fast_dropout}" + (", 1 thread per copy" if config.replicas > 1 else ""))
+    # the whole recipe, not just the keys bench prints: --optimizer and --ema change what (b) measures
     results = {"preset": config.preset, "model": config.model, "batch_size": config.batch_size,
                "augment": config.augment, "interpolation": config.interpolation, "ours": ours,
+               "config": config.to_dict(), "model_source": build_record(step_b_model),
                "per_sample": f"DataLoader num_workers={workers}, fp32 eager", "batches": batches,
                "repeats": repeats, "provenance": run_provenance(), "measures": {}}
     provenance = results["provenance"]

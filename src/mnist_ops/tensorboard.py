@@ -34,8 +34,10 @@ class Board:
     def __init__(self, writer):
         self.writer = writer
 
-    def epoch(self, record: dict, images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor) -> None:
-        """One epoch's scalars (a metrics.jsonl record) and its misclassified test digits (uint8 [N, H, W])."""
+    def epoch(self, record: dict, images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor,
+              split: str = "test") -> None:
+        """One epoch's scalars (a metrics.jsonl record) and its misclassified digits of the evaluated split
+        ("test", or "validation" with a held-out split), uint8 [N, H, W]."""
         from matplotlib.figure import Figure
 
         step = record["epoch"]
@@ -50,7 +52,7 @@ class Board:
             if index is not None:
                 axes.imshow(images[index].numpy(), cmap="gray_r", vmin=0, vmax=255)
                 axes.set_title(f"true {int(labels[index])}, pred {int(predictions[index])}", fontsize=8)
-        figure.suptitle(f"epoch {step}: {int((predictions != labels).sum())} misclassified test images "
+        figure.suptitle(f"epoch {step}: {int((predictions != labels).sum())} misclassified {split} images "
                         f"(first {len(wrong)})")
         self.writer.add_figure("misclassified", figure, step)
         self.writer.flush()

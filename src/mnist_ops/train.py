@@ -370,7 +370,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             save_checkpoint(out / "last.pt", checkpoint)  # the commit point of the epoch
             write_jsonl(out / "metrics.jsonl", history)
             if board is not None:
-                board.epoch(record, data.evaluation.images, data.evaluation.labels, result.predictions)
+                board.epoch(record, data.evaluation.images, data.evaluation.labels, result.predictions,
+                            "validation" if name == "val" else "test")
             log(f"epoch {epoch:2d}: train loss {train_loss:.4f} acc {train_accuracy:.2f}% | "
                 f"{name} loss {result.loss:.4f} acc {result.accuracy:.2f}% | lr {lr:.4g} | "
                 f"{seconds:.1f}s ({record['train_images_per_second']:.0f} img/s) | {reason}")
