@@ -101,12 +101,12 @@ def test_a_dark_frame_around_white_paper_is_not_the_digit(mnist_test):
     for digit in mnist_test.images[:10].numpy():
         page = dark_on_white(digit, 5, (180, 180), (20, 20))
         expected = mnist_pixels(Image.fromarray(page))
-        for width, grey in ((2, 0), (15, 40)):  # a scan's black edge; a broad grey border
+        for width, grey in ((2, 0), (3, 40)):  # a scan's black edge; a grey border
             framed = page.copy()
             framed[:width], framed[-width:], framed[:, :width], framed[:, -width:] = grey, grey, grey, grey
             assert similarity(mnist_pixels(Image.fromarray(framed)), expected) > 0.99
     with pytest.raises(NoDigitError):  # a frame alone is no digit
-        mnist_pixels(Image.fromarray(np.pad(np.full((50, 50), 255, np.uint8), 3)))
+        mnist_pixels(Image.fromarray(np.pad(np.full((100, 100), 255, np.uint8), 2)))
 
 
 @pytest.mark.integration
@@ -125,6 +125,30 @@ def test_specks_and_a_rounded_frames_corners_do_not_stretch_the_crop(mnist_test)
         dusty = page.copy()
         dusty[250:253, 260:263] = 0  # a 3x3 speck far from the digit
         assert similarity(mnist_pixels(Image.fromarray(dusty)), expected) > 0.99
+
+
+def test_a_bold_digit_cropped_tightly_keeps_its_paper_as_background():
+    """More ink than paper (a marker's 1 or 0 cropped close): the paper at the picture's edges is still the
+    background, as a median of the whole picture would not have it."""
+    from PIL import ImageDraw
+
+    one = Image.new("L", (24, 60), 255)
+    ImageDraw.Draw(one).line((16, 2, 8, 57), fill=0, width=15)  # 59% ink
+    zero = Image.new("L", (60, 64), 255)
+    ImageDraw.Draw(zero).ellipse((2, 2, 57, 61), outline=0, width=16)  # a thick ring, 2 px from the edges
+    for picture in (one, zero):  # reads as the same digit with a wide margin of paper around it
+        margin = Image.fromarray(np.pad(np.asarray(picture), 60, constant_values=255))
+        assert similarity(mnist_pixels(picture), mnist_pixels(margin)) > 0.95
+    assert mnist_pixels(zero)[14, 14] < 64  # the hole of the 0 stays background
+
+
+def test_a_dotted_digit_is_not_all_specks():
+    """Every piece of a dot-matrix digit is under the speck share: none is dropped (it raised IndexError)."""
+    page = np.full((120, 120), 255, np.uint8)
+    for row in range(10, 110, 17):
+        for column in range(10, 110, 17):
+            page[row:row + 4, column:column + 4] = 0  # a 6 x 6 grid of dots
+    assert mnist_pixels(Image.fromarray(page)).max() == 255
 
 
 def test_an_image_of_no_pixels_is_an_error():
