@@ -51,6 +51,10 @@ def test_receptive_field_of_non_square_kernels_ceil_pools_adaptive_pools_and_no_
     assert [(r.kernels, r.output_sizes, r.fields) for r in rows] == [
         ((1, 5), (28, 24), (1, 5)), ((3, 3), (14, 12), (3, 7)), ((14, 12), (1, 1), (29, 29))]
     assert "28*24" in format_receptive_field(rows)
+    enlarging = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, stride=9), torch.nn.AdaptiveAvgPool2d(7))  # 3 -> 7
+    assert [(r.kernels, r.strides) for r in receptive_field(enlarging, 28)][1] == ((2, 2), (1, 1))  # windows of 1-2
+    uneven = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(7))  # 12 -> 7: windows of at most 3, as torch's
+    assert receptive_field(uneven, 12)[0].kernels == (3, 3)
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
     assert receptive_field(mlp) == [] and "no conv or pooling layers" in format_receptive_field([])
 

@@ -53,6 +53,8 @@ def assert_one_line_error(code, stderr, *fragments):
     # an empty value is no value: not a new run, no config file, the default preset, the current directory
     (["train", "--resume", ""], ["--resume is empty; give it a value, or leave it out"]),
     (["train", "--config", ""], ["--config is empty"]),
+    (["train", "--teacher", "", "--epochs", "0"], ["'epochs' must be >= 1"]),  # teacher '': none, a valid value
+    (["data", "stats", "--rot", "x"], ["(did you mean '--root'", "(see `mnist-ops data stats --help`)"]),
     (["summary", "--preset", ""], ["--preset is empty"]),
     (["predict", "--checkpoint", "run", ""], ["inputs is empty"]),
     (["bench", "--preset", "seed-lean", "--batch-size", "100000"],

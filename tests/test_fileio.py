@@ -1,5 +1,6 @@
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -112,3 +113,16 @@ def test_a_second_process_cannot_take_a_locked_run_directory(tmp_path):
         holder.wait(timeout=10)
     with DirectoryLock(tmp_path):  # the kernel released the killed holder's lock
         pass
+
+
+def test_a_device_or_a_pipe_is_never_replaced(tmp_path):
+    """As root, renaming a temp file over /dev/null turned it into a regular file of mode 0644."""
+    from mnist_ops.fileio import check_destination
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for write in (lambda: atomic_write_bytes(pipe, b"x"), lambda: check_destination(pipe),
+                  lambda: check_destination("/dev/null")):
+        with pytest.raises(UserError, match="exists and is not a regular file"):
+            write()
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)

@@ -127,7 +127,7 @@ def test_a_study_directory_as_out_is_named_as_such(tmp_path):
     study.mkdir()  # what `mnist-ops study` leaves: its spec.toml lists seeds and variants, which a tune spec has not
     (study / "spec.toml").write_text(spec_to_toml(parse_spec({"name": "s", "seeds": [1], "variant": [
         {"name": "a", "preset": "seed-lean"}]}, "s.toml")))
-    with pytest.raises(UserError, match=r"holds a spec.toml that is not a tune spec \(a study directory\?\)"):
+    with pytest.raises(UserError, match=r"holds a study's spec.toml \(a study directory\); pass another --out"):
         check_tune_dir(spec, study)
 
 

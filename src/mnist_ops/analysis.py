@@ -74,9 +74,10 @@ def receptive_field(model: nn.Module, input_size: int = 28) -> list[ReceptiveFie
         if not isinstance(module, SLIDING + ADAPTIVE) or len(layer.input_size) != 4 or len(layer.output_size) != 4:
             continue
         sizes_in, sizes_out = tuple(layer.input_size[2:]), tuple(layer.output_size[2:])
-        if isinstance(module, ADAPTIVE):
-            strides = tuple(max(1, size // max(out, 1)) for size, out in zip(sizes_in, sizes_out))
-            kernels = tuple(size - (out - 1) * stride for size, out, stride in zip(sizes_in, sizes_out, strides))
+        if isinstance(module, ADAPTIVE):  # torch's windows: [floor(i n / m), ceil((i + 1) n / m)) of n for output i of m
+            kernels = tuple(max(-(-(i + 1) * size // out) - i * size // out for i in range(out))
+                            for size, out in zip(sizes_in, sizes_out))
+            strides = tuple(max(1, size // out) for size, out in zip(sizes_in, sizes_out))  # exact when m divides n
             dilations, padding = (1, 1), 0
         else:
             kernels, strides = _pair(module.kernel_size), _pair(module.stride)

@@ -27,24 +27,34 @@ class ArgumentParser(argparse.ArgumentParser):
             message = message.replace(match[0], match[0] + did_you_mean(match["name"], choices))
         help_command = self.prog
         unknown = UNRECOGNIZED.match(message)
-        command = (self.commands or {}).get(self.command)
-        if unknown and command is not None:  # the top parser reports a command's unknown flags
+        command = chosen_command(self, self.parsed)
+        if unknown and command is not self:  # the top parser reports a command's unknown flags
             from mnist_ops.config import KEY_ALIASES
 
-            flags = [flag for flag in option_names(command).values() if flag != "--help"]
+            flags = [flag for action in command._actions for flag in action.option_strings if flag != "--help"]
             aliases = {"--" + alias.replace("_", "-"): "--" + key.replace("_", "-") for alias, key in KEY_ALIASES.items()}
             message += "".join(did_you_mean(word.split("=")[0], flags, aliases) for word in unknown["words"].split()
                                if word.startswith("--"))
             help_command = command.prog
         self.exit(2, f"{self.prog}: error: {message} (see `{help_command} --help`)\n")
 
-    command: str | None = None  # the command being parsed, once known (set by parse_known_args below)
-    commands: dict[str, argparse.ArgumentParser] | None = None  # the top parser's, by name (build_parser)
+    parsed: argparse.Namespace | None = None  # what parse_known_args found, for the error it may report next
 
     def parse_known_args(self, args=None, namespace=None):
         parsed, extras = super().parse_known_args(args, namespace)
-        self.command = getattr(parsed, "command", None)
+        self.parsed = parsed
         return parsed, extras
+
+
+def chosen_command(parser: argparse.ArgumentParser, parsed) -> argparse.ArgumentParser:
+    """The (sub)command parser `parsed` went down to: `data stats` for `mnist-ops data stats ...`."""
+    while parsed is not None:
+        choice = next((action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+                       and getattr(parsed, action.dest, None) in action.choices), None)
+        if choice is None:
+            break
+        parser = choice.choices[getattr(parsed, choice.dest)]
+    return parser
 
 
 def add_config_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...] | None = None,
@@ -181,7 +191,6 @@ def build_parser() -> ArgumentParser:
                                                           "what each choice buys.")
     parser.add_argument("--version", action=VersionAction, help="print the version (and git commit) and exit")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
-    parser.commands = commands.choices
 
     data = commands.add_parser("data", help="fetch data, show statistics")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=ArgumentParser)
@@ -337,8 +346,8 @@ def train_config(args):
         # a key Config gained after the run started ran at its default then, not at its preset's value of today
         recorded = read_toml(config_file)
         if args.preset and args.preset != recorded.get("preset"):
-            raise UserError(f"--resume takes the run's own config.toml, of preset {recorded.get('preset')!r}; "
-                            f"drop --preset {args.preset}")
+            of = f", of preset {recorded['preset']!r}" if recorded.get("preset") else ""
+            raise UserError(f"--resume takes the run's own config.toml{of}; drop --preset {args.preset}")
         unrecorded = {key: value for key, value in Config().to_dict().items() if key not in recorded}
         return build_config(None, str(config_file), {**unrecorded, **config_overrides(args)})
     return build_config(args.preset, args.config, config_overrides(args))
@@ -655,11 +664,17 @@ def option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 def refuse_empty_values(parser: argparse.ArgumentParser, args) -> None:
     """An empty string is no value: `--resume ''` would start a new run, `--config ''` drop the file, `--preset ''`
-    train the default preset, and an empty path means the current directory."""
+    train the default preset, and an empty path means the current directory. A config key whose default is empty
+    (`--teacher ''`: none, over a teacher a config file names) keeps it."""
+    from dataclasses import fields
+
+    from mnist_ops.config import Config
+
+    empty_means_none = {field.name for field in fields(Config) if field.default == ""}
     for dest, value in vars(args).items():
-        if value == "" or (isinstance(value, list) and "" in value):
+        if dest not in empty_means_none and (value == "" or (isinstance(value, list) and "" in value)):
             name = option_names(parser).get(dest, dest.replace("_", " "))
-            parser.error(f"{name} is empty; give it a value, or leave it out")
+            chosen_command(parser, args).error(f"{name} is empty; give it a value, or leave it out")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,8 +24,10 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 def _root_cause(error: BaseException) -> str:
     """The first line of the innermost exception behind `error`, without terminal colour codes: the exporter's
     own message only says which of its steps failed."""
-    while (error.__cause__ or error.__context__) is not None:
+    seen = {id(error)}
+    while (error.__cause__ or error.__context__) is not None and id(error.__cause__ or error.__context__) not in seen:
         error = error.__cause__ or error.__context__
+        seen.add(id(error))
     lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
     return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
 

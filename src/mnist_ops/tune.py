@@ -428,11 +428,9 @@ def check_tune_dir(spec: TuneSpec, out: Path) -> None:
     """The directory is new, empty, or holds this spec (the trial count may change)."""
     existing = out / "spec.toml"
     if existing.is_file():
-        try:
-            old = read_tune_spec(existing)
-        except UserError:  # most likely a study's (mnist-ops study) or another tool's spec.toml
-            raise UserError(f"{out} holds a spec.toml that is not a tune spec (a study directory?); pass another "
-                            "--out") from None
+        if "variant" in read_toml(existing):  # what `mnist-ops study` writes; a tune spec has a search space
+            raise UserError(f"{out} holds a study's spec.toml (a study directory); pass another --out")
+        old = read_tune_spec(existing)
         if tune_spec_to_toml(dataclasses.replace(old, trials=spec.trials)) != tune_spec_to_toml(spec):
             raise UserError(f"{out} was written by a different tune spec; pass another --out or delete it")
     elif out.is_dir() and any(path.name != "optuna.db" for path in out.iterdir()):  # a start that failed early
