@@ -32,9 +32,8 @@ def check_destination(path: str | os.PathLike, directory: bool = False) -> Path:
         raise UserError(f"output path {os.fsdecode(path)!r} is not valid UTF-8; choose a name in UTF-8") from None
     if directory and path.exists() and not path.is_dir():
         raise UserError(f"{path} is a file, and this command writes a directory there; choose another path")
-    if not directory and path.exists() and not path.is_file():
-        raise UserError(f"{path} exists and is not a regular file (a device, a pipe or a directory); "
-                        "write to a file path instead")
+    if not directory and path.exists() and not path.is_file() and not path.is_dir():
+        raise UserError(f"{path} exists and is not a regular file (a device or a pipe); write to a file path instead")
     start = path if directory else path.parent
     for ancestor in (start, *start.parents):
         if ancestor.exists() or ancestor.is_symlink():
@@ -68,13 +67,11 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> None:
-    """Write `content` to `path` all at once or not at all, durably, with the user's umask. An existing path
-    that is not a regular file (a device such as /dev/null, a pipe, a directory) is refused: the rename would
-    replace it, and as root that turns /dev/null into a file."""
+    """Write `content` to `path` all at once or not at all, durably, with the user's umask. An existing device
+    (such as /dev/null) or pipe is refused: the rename would replace it, and as root /dev/null became a file."""
     path = Path(path)
-    if path.exists() and not path.is_file():
-        raise UserError(f"{path} exists and is not a regular file (a device, a pipe or a directory); "
-                        "write to a file path instead")
+    if path.exists() and not path.is_file() and not path.is_dir():  # a directory: os.replace's IsADirectoryError
+        raise UserError(f"{path} exists and is not a regular file (a device or a pipe); write to a file path instead")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
