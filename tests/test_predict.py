@@ -102,11 +102,12 @@ def test_bad_files_get_one_line_each_and_the_good_ones_are_still_predicted(digit
     (tmp_path / "c-notes.gif").write_text("not an image")
     (tmp_path / "d-none.idx").write_bytes(bytes([0, 0, 8, 3]) + (0).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2)
     (tmp_path / "e-magic.idx").write_bytes(bytes([8, 3, 0, 0]) + (1).to_bytes(4, "big") + bytes(8 + 784))
+    (tmp_path / "f-zeros.png").write_bytes(bytes(100))  # named a picture: not read as IDX by its two zero bytes
     code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint, tmp_path)
     assert code == 2
     assert out.splitlines()[0].startswith(f"{tmp_path / 'a-seven.png'}: 7 (") and len(out.splitlines()) == 1
     errors = err.splitlines()
-    assert len(errors) == 4 and "Traceback" not in err
+    assert len(errors) == 5 and "Traceback" not in err and "f-zeros.png: not an image" in errors[4]
     assert "b-blank.png: no digit found" in errors[0] and "c-notes.gif: not an image" in errors[1]
     assert "d-none.idx: IDX file holds no images (shape (0, 28, 28))" in errors[2]  # once silent, and exit 0
     assert "e-magic.idx: bad magic number 08030000: not an IDX file" in errors[3]  # once "not an image"

@@ -262,6 +262,8 @@ def _is_idx(path: Path) -> bool:
     """An IDX file by its name (so a bad one is named as a bad IDX file, not as a bad image) or its magic."""
     if path.name.endswith((".gz", *IDX_SUFFIXES)):
         return True
+    if path.suffix.lower() in IMAGE_SUFFIXES:  # named as a picture: a damaged one is "not an image", not bad IDX
+        return False
     with open(path, "rb") as handle:
         return handle.read(2) == b"\x00\x00"  # IDX magic; no image format starts with two zero bytes
 
