@@ -88,6 +88,11 @@ def test_spec_takes_your_own_net(tmp_path):
     ({"base": {"model": "lean8k"}}, r"tiny.toml: unknown model 'lean8k' \(did you mean 'lean-8k'"),
     ({"base": {"model": "nets.py:Net"}}, "tiny.toml: model 'nets.py:Net': "),
     ({"trials": 0}, "'trials' .* must be an integer >= 1"),
+    # Optuna would lower 'high' to the last step with a warning only: [32, 64] by 1000 searched 32 alone
+    ({"space": {"batch_size": {"type": "int", "low": 32, "high": 64, "step": 1000}}},
+     r"high - low = 32 is not a multiple of step 1000, and Optuna would search \[32, 32\] only"),
+    ({"space": {"lr": {"type": "float", "low": 0.01, "high": 0.2, "step": 0.05}}},
+     r"would search \[0.01, 0.16\] only; make high 0.16"),
     ({"budget": 3}, r"unknown key\(s\) budget"),
 ])
 def test_bad_specs_are_refused(changes, message):

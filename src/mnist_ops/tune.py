@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import os
 import socket
 import time
@@ -155,6 +156,12 @@ def _parse_param(name: str, table: Any, base: Config, source: str) -> Param:
             raise UserError(f"{where}: 'step' must be a positive {kind}, got {step!r}")
         if log and (kind == "float" or step != 1):
             raise UserError(f"{where}: 'step' and log = true cannot be combined; drop one")
+        # Optuna lowers 'high' to the last multiple of step above 'low', with a warning only: say so here
+        count = (high - low) / step
+        if step > high - low or abs(count - round(count)) > 1e-9 * max(1.0, count):
+            last = low + math.floor(count + 1e-9) * step
+            raise UserError(f"{where}: high - low = {high - low:g} is not a multiple of step {step:g}, and Optuna "
+                            f"would search [{low:g}, {last:g}] only; make high {last:g} or a multiple of step above low")
     if log and low <= 0:
         raise UserError(f"{where}: log = true needs low > 0, got {low}")
     return Param(name, kind, low, high, log, step)
