@@ -17,9 +17,16 @@ import os
 import tempfile
 from pathlib import Path
 
-from mnist_ops.errors import UserError
+from mnist_ops.errors import UserError, show
 
 TEMP_SUFFIX = ".tmp"
+
+
+def _refuse_special_file(path: Path) -> None:
+    """A device (/dev/null) or a pipe where a file is to be written: the rename would replace it. A directory is
+    left to os.replace, whose IsADirectoryError names it."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise UserError(f"{path} exists and is not a regular file (a device or a pipe); write to a file path instead")
 
 
 def check_destination(path: str | os.PathLike, directory: bool = False) -> Path:
@@ -32,8 +39,8 @@ def check_destination(path: str | os.PathLike, directory: bool = False) -> Path:
         raise UserError(f"output path {os.fsdecode(path)!r} is not valid UTF-8; choose a name in UTF-8") from None
     if directory and path.exists() and not path.is_dir():
         raise UserError(f"{path} is a file, and this command writes a directory there; choose another path")
-    if not directory and path.exists() and not path.is_file() and not path.is_dir():
-        raise UserError(f"{path} exists and is not a regular file (a device or a pipe); write to a file path instead")
+    if not directory:
+        _refuse_special_file(path)
     start = path if directory else path.parent
     for ancestor in (start, *start.parents):
         if ancestor.exists() or ancestor.is_symlink():
@@ -70,8 +77,7 @@ def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> None:
     """Write `content` to `path` all at once or not at all, durably, with the user's umask. An existing device
     (such as /dev/null) or pipe is refused: the rename would replace it, and as root /dev/null became a file."""
     path = Path(path)
-    if path.exists() and not path.is_file() and not path.is_dir():  # a directory: os.replace's IsADirectoryError
-        raise UserError(f"{path} exists and is not a regular file (a device or a pipe); write to a file path instead")
+    _refuse_special_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
@@ -109,8 +115,20 @@ def write_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """The records `write_jsonl` wrote, in order (blank lines skipped)."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The records `write_jsonl` wrote, in order (blank lines skipped). A line that is not a JSON object is a
+    ValueError naming it (as is text that is not UTF-8: UnicodeDecodeError)."""
+    records = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            raise ValueError(f"line {number} is not a JSON object: {show(line)}")
+        records.append(record)
+    return records
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:

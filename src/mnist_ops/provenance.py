@@ -46,7 +46,6 @@ def run_provenance() -> dict:
 def refuse_existing(path: str | os.PathLike) -> Path:
     """A results file is written once: refuse a path that exists, before any measuring starts."""
     from mnist_ops.errors import UserError
-
     from mnist_ops.fileio import check_destination
 
     path = check_destination(path)

@@ -25,7 +25,7 @@ from mnist_ops.config import (RANGES, Config, changed_keys, check_combination, r
                               stored_table, to_toml)
 from mnist_ops.distributed import EMBEDDED_FILE
 from mnist_ops.errors import TrainingDiverged, UserError, did_you_mean, show
-from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, atomic_write_json
+from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, atomic_write_json, read_jsonl
 from mnist_ops.provenance import ENVIRONMENT_FILE
 
 SPEC_FILE = "spec.toml"
@@ -258,23 +258,13 @@ def read_json_object(path: Path, keys: tuple[str, ...] = ()) -> dict:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """A run's metrics.jsonl (as fileio.read_jsonl reads it); a damaged one is a UserError naming it and the fix."""
+    """A run's metrics.jsonl (fileio.read_jsonl); a damaged one is a UserError naming it and the fix."""
     try:
-        lines = path.read_text().splitlines()
+        return read_jsonl(path)
     except UnicodeDecodeError as error:
         raise damaged_file(path, f"not text: {error}") from None
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict):
-            raise damaged_file(path, f"line {number} is not a JSON object: {show(line)}")
-        records.append(record)
-    return records
+    except ValueError as error:  # a line that is not a JSON object
+        raise damaged_file(path, str(error)) from None
 
 
 def done_record(directory: Path, variant: str, seed: int, summary: dict, config: Config) -> dict:
