@@ -50,13 +50,9 @@ def _forward_layers(model: nn.Module, input_size: int):
                        mode="eval").summary_list
 
 
-def layer_names(model: nn.Module, input_size: int = 28) -> dict[int, str]:
-    """torchinfo's name for each layer the forward pass runs ('Conv2d: 1-1': type, depth, index at that
-    depth), keyed by id(module): the layer table and the receptive-field table name layers alike."""
-    return {id(layer.module): _name(layer) for layer in _forward_layers(model, input_size)}
-
-
 def _name(layer) -> str:
+    """torchinfo's name for a layer ('Conv2d: 1-1': type, depth, index at that depth): the layer table and the
+    receptive-field table name layers alike."""
     return f"{layer.class_name}: {layer.depth}-{layer.depth_index}"
 
 

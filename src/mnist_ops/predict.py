@@ -182,6 +182,7 @@ class OnnxPredictor(Predictor):
     """A model written by `mnist-ops export`, run by onnxruntime; mean, std and labels come from its metadata."""
 
     backend = "onnxruntime"
+    FIX = "export it again with `mnist-ops export`"  # the fix for metadata that cannot be used
 
     def __init__(self, model_path: str | os.PathLike, threads: int | None = None):
         path = Path(model_path)
@@ -210,22 +211,21 @@ class OnnxPredictor(Predictor):
         _check_digits(metadata.get("dataset", "mnist"), path)
         self.model_name = metadata["model_name"]
         self._path = path
-        fix = "export it again with `mnist-ops export`"
         try:
             self.mean, self.std = float(metadata["mean"]), float(metadata["std"])
         except ValueError:
             raise UserError(f"model {path}: its metadata mean {show(metadata['mean'])} and std {show(metadata['std'])} "
-                            f"must be numbers; {fix}") from None
+                            f"must be numbers; {self.FIX}") from None
         problem = normalization_problem(self.mean, self.std)
         if problem:
-            raise UserError(f"model {path}: {problem}; {fix}")
+            raise UserError(f"model {path}: {problem}; {self.FIX}")
         try:
             self.labels = json.loads(metadata["labels"])
         except ValueError:  # JSONDecodeError
             self.labels = None
         if not (isinstance(self.labels, list) and all(isinstance(label, str) for label in self.labels)):
             raise UserError(f"model {path}: its metadata labels {show(metadata['labels'])} are not a JSON list of "
-                            f"strings; {fix}")
+                            f"strings; {self.FIX}")
         self.input_name = self.session.get_inputs()[0].name
         # The output count, where the graph fixes it (export does); a dynamic one is checked at the first answer.
         classes = (self.session.get_outputs()[0].shape or [None])[-1]
@@ -236,7 +236,7 @@ class OnnxPredictor(Predictor):
     def _check_classes(self, classes: int) -> None:
         if classes != len(self.labels):  # an answer would have no label, or labels no answer
             raise UserError(f"model {self._path}: its metadata has {len(self.labels)} labels for its {classes} "
-                            "outputs; export it again with `mnist-ops export`")
+                            f"outputs; {self.FIX}")
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         logits = self.session.run(None, {self.input_name: np.ascontiguousarray(inputs, dtype=np.float32)})[0]
