@@ -1,3 +1,4 @@
+import contextlib
 import io
 import os
 import select
@@ -207,6 +208,28 @@ def test_serve_mistakes_give_one_line(digit_checkpoint, altered_checkpoint, edit
                                       "constraints.txt -e '.[serve]')\n"
 
 
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium is not installed at "
+                                    "/usr/bin/chromium (apt-get install chromium); .ci/run installs it")
+
+
+@contextlib.contextmanager
+def chromium_page(tmp_path, init_script: str | None = None):
+    """A page of Debian's Chromium through Playwright, in a fresh profile, closed on the way out."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 900, "height": 620})
+        try:
+            page = browser.new_page()
+            if init_script:
+                page.add_init_script(init_script)
+            yield page
+        finally:
+            browser.close()
+
+
 def strokes_from(pixels: np.ndarray, threshold: int = 128) -> list[tuple[int, int, int]]:
     """Trace an MNIST digit as pen strokes: one left-to-right stroke over each run of inked pixels
     in each row, as (row, first column, last column)."""
@@ -219,105 +242,84 @@ def strokes_from(pixels: np.ndarray, threshold: int = 128) -> list[tuple[int, in
     return strokes
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium is not installed at /usr/bin/chromium "
-                                                   "(apt-get install chromium); .ci/run installs it")
+@needs_chromium
 def test_drawing_digits_in_a_real_browser(server, mnist_test, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     scale = 9  # screen pixels per MNIST pixel: the digit is about 180 px tall on the 280 px pad
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 900, "height": 620})
-        try:
-            page = browser.new_page()
-            page.goto(server + "/", timeout=20_000)
-            box = page.locator("#pad").bounding_box()
-            left, top = box["x"] + (box["width"] - 28 * scale) / 2, box["y"] + (box["height"] - 28 * scale) / 2
-            for index in range(4):  # the first four test digits: 7, 2, 1, 0
-                label = int(mnist_test.labels[index])
-                page.click("#clear")
-                traced = strokes_from(mnist_test.images[index].numpy())
-                for row, first, last in traced:
-                    y = top + (row + 0.5) * scale
-                    page.mouse.move(left + (first + 0.5) * scale, y)
-                    page.mouse.down()
-                    page.mouse.move(left + (last + 0.5) * scale, y, steps=max(2, last - first))
-                    page.mouse.up()
-                page.wait_for_function("n => document.getElementById('answer').dataset.stroke === String(n)",
-                                       arg=len(traced), timeout=30_000)
-                assert page.text_content("#digit") == str(label), f"drew a {label}"
-                assert page.locator("#bars .best").first.text_content() == str(label)
-                seen_ink = page.evaluate("() => document.getElementById('seen').getContext('2d')"
-                                         ".getImageData(0, 0, 28, 28).data.reduce((a, b) => a + b, 0)")
-                assert seen_ink > 28 * 28 * 255  # the 28x28 image the model saw is drawn (beyond opaque black)
-            screenshot = page.screenshot()
-            (tmp_path / "draw-page.png").write_bytes(screenshot)
-            if os.environ.get("MNIST_OPS_SCREENSHOT"):  # MNIST_OPS_SCREENSHOT=docs/draw-page.png refreshes the README's
-                Path(os.environ["MNIST_OPS_SCREENSHOT"]).write_bytes(screenshot)
+    with chromium_page(tmp_path) as page:
+        page.goto(server + "/", timeout=20_000)
+        box = page.locator("#pad").bounding_box()
+        left, top = box["x"] + (box["width"] - 28 * scale) / 2, box["y"] + (box["height"] - 28 * scale) / 2
+        for index in range(4):  # the first four test digits: 7, 2, 1, 0
+            label = int(mnist_test.labels[index])
             page.click("#clear")
-            assert page.text_content("#digit") == "" and page.get_attribute("#answer", "data-stroke") == "0"
-        finally:
-            browser.close()
+            traced = strokes_from(mnist_test.images[index].numpy())
+            for row, first, last in traced:
+                y = top + (row + 0.5) * scale
+                page.mouse.move(left + (first + 0.5) * scale, y)
+                page.mouse.down()
+                page.mouse.move(left + (last + 0.5) * scale, y, steps=max(2, last - first))
+                page.mouse.up()
+            page.wait_for_function("n => document.getElementById('answer').dataset.stroke === String(n)",
+                                   arg=len(traced), timeout=30_000)
+            assert page.text_content("#digit") == str(label), f"drew a {label}"
+            assert page.locator("#bars .best").first.text_content() == str(label)
+            seen_ink = page.evaluate("() => document.getElementById('seen').getContext('2d')"
+                                     ".getImageData(0, 0, 28, 28).data.reduce((a, b) => a + b, 0)")
+            assert seen_ink > 28 * 28 * 255  # the 28x28 image the model saw is drawn (beyond opaque black)
+        screenshot = page.screenshot()
+        (tmp_path / "draw-page.png").write_bytes(screenshot)
+        if os.environ.get("MNIST_OPS_SCREENSHOT"):  # MNIST_OPS_SCREENSHOT=docs/draw-page.png refreshes the README's
+            Path(os.environ["MNIST_OPS_SCREENSHOT"]).write_bytes(screenshot)
+        page.click("#clear")
+        assert page.text_content("#digit") == "" and page.get_attribute("#answer", "data-stroke") == "0"
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's Chromium is not installed at /usr/bin/chromium "
-                                                   "(apt-get install chromium); .ci/run installs it")
+@needs_chromium
 def test_the_page_drops_stale_answers_clears_on_errors_and_draws_only_what_it_should(server, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     # the page's first request is held back 2 s: its answer arrives after a Clear and a new drawing
     hold_first = """(() => { const real = window.fetch; let calls = 0;
         window.fetch = (...args) => (++calls === 1 ? new Promise(r => setTimeout(r, 2000)) : Promise.resolve())
             .then(() => real(...args)); })();"""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 900, "height": 620})
-        try:
-            page = browser.new_page()
-            page.add_init_script(hold_first)
-            page.goto(server + "/", timeout=20_000)
-            box = page.locator("#pad").bounding_box()
-            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    with chromium_page(tmp_path, init_script=hold_first) as page:
+        page.goto(server + "/", timeout=20_000)
+        box = page.locator("#pad").bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
-            def stroke(dx1, dy1, dx2, dy2, button="left"):
-                page.mouse.move(x + dx1, y + dy1)
-                page.mouse.down(button=button)
-                page.mouse.move(x + dx2, y + dy2, steps=12)
-                page.mouse.up(button=button)
+        def stroke(dx1, dy1, dx2, dy2, button="left"):
+            page.mouse.move(x + dx1, y + dy1)
+            page.mouse.down(button=button)
+            page.mouse.move(x + dx2, y + dy2, steps=12)
+            page.mouse.up(button=button)
 
-            def answered(n):
-                page.wait_for_function("n => document.getElementById('answer').dataset.stroke === String(n)",
-                                       arg=n, timeout=30_000)
+        def answered(n):
+            page.wait_for_function("n => document.getElementById('answer').dataset.stroke === String(n)",
+                                   arg=n, timeout=30_000)
 
-            ink = ("() => { const c = document.getElementById('pad'), d = c.getContext('2d')"
-                   ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
-                   " for (let i = 0; i < d.length; i += 4) n += d[i] < 128; return n; }")
-            stroke(-60, -80, 60, -80)  # a 7's bar: its answer is held back
-            stroke(60, -80, -20, 90)
-            page.click("#clear")
-            stroke(0, -90, 0, 90)  # a 1
-            answered(1)
-            page.wait_for_timeout(2500)  # the held answer to the cleared 7 has arrived by now
-            assert page.text_content("#digit") == "1" and page.get_attribute("#answer", "data-stroke") == "1"
+        ink = ("() => { const c = document.getElementById('pad'), d = c.getContext('2d')"
+               ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
+               " for (let i = 0; i < d.length; i += 4) n += d[i] < 128; return n; }")
+        stroke(-60, -80, 60, -80)  # a 7's bar: its answer is held back
+        stroke(60, -80, -20, 90)
+        page.click("#clear")
+        stroke(0, -90, 0, 90)  # a 1
+        answered(1)
+        page.wait_for_timeout(2500)  # the held answer to the cleared 7 has arrived by now
+        assert page.text_content("#digit") == "1" and page.get_attribute("#answer", "data-stroke") == "1"
 
-            page.click("#clear")
-            stroke(-50, -50, 50, 50, button="right")  # a right-drag draws nothing and asks nothing
-            page.wait_for_timeout(300)
-            assert page.evaluate(ink) == 0 and page.get_attribute("#answer", "data-stroke") == "0"
-            page.mouse.click(x, y)  # a tap draws a dot
-            answered(1)
-            assert page.evaluate(ink) > 0 and "no digit found" not in page.text_content("#status")
+        page.click("#clear")
+        stroke(-50, -50, 50, 50, button="right")  # a right-drag draws nothing and asks nothing
+        page.wait_for_timeout(300)
+        assert page.evaluate(ink) == 0 and page.get_attribute("#answer", "data-stroke") == "0"
+        page.mouse.click(x, y)  # a tap draws a dot
+        answered(1)
+        assert page.evaluate(ink) > 0 and "no digit found" not in page.text_content("#status")
 
-            stroke(0, -90, 0, 90)
-            answered(2)
-            assert page.text_content("#digit") != ""
-            page.route("**/predict", lambda route: route.fulfill(status=502, content_type="text/html",
-                                                                 body="<html>Bad Gateway</html>"))
-            stroke(-40, 0, 40, 0)  # a proxy's error page: said so, and the old answer is gone
-            answered(3)
-            assert page.text_content("#status").startswith("server error 502")
-            assert page.text_content("#digit") == "" and page.text_content("#bars").count("%") == 0
-        finally:
-            browser.close()
+        stroke(0, -90, 0, 90)
+        answered(2)
+        assert page.text_content("#digit") != ""
+        page.route("**/predict", lambda route: route.fulfill(status=502, content_type="text/html",
+                                                             body="<html>Bad Gateway</html>"))
+        stroke(-40, 0, 40, 0)  # a proxy's error page: said so, and the old answer is gone
+        answered(3)
+        assert page.text_content("#status").startswith("server error 502")
+        assert page.text_content("#digit") == "" and page.text_content("#bars").count("%") == 0
