@@ -21,10 +21,10 @@ from mnist_ops.predict import NonFiniteOutputError, Predictor
 from mnist_ops.preprocess import FORMATS, ImageTooLargeError, NoDigitError, NotAnImageError, open_image
 
 MAX_BODY_BYTES = 1024 * 1024
-# Images decoded and preprocessed at once. A 72 KB PNG can hold 4096x4096 RGBA pixels, and preprocessing one takes
-# about 560 MB at its peak: 8 such uploads at once took the server from 250 MB to 4.0 GB. Two at a time kept it
-# under 1.9 GB (the rest is memory freed into the thread pool's malloc arenas) and still use both cores of the
-# machine the speeds were measured on (docs/serving.md).
+# Images decoded and preprocessed at once. A 72 KB PNG can hold 4096x4096 RGBA pixels: one such upload raised the
+# server's peak memory by about 600 MB, and 8 at once, unbounded, took it from 250 MB to 4.0 GB; two at a time, to
+# 1.8-2.1 GB (`python benchmarks/serve_memory.py --checkpoint RUN`; the unbounded run is in commit 4456477's
+# message). Two still use both cores of the machine the speeds were measured on (docs/serving.md).
 DECODE_SLOTS = 2
 STATUS = {NotAnImageError: 415, ImageTooLargeError: 413, NoDigitError: 422,
           NonFiniteOutputError: 422}  # any other UserError: 400
