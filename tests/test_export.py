@@ -84,6 +84,20 @@ def test_export_command_writes_a_working_model(digit_checkpoint, tmp_path, capsy
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temp files or external data left behind
 
 
+def test_export_keeps_an_existing_file_unless_forced(digit_checkpoint, tmp_path, capsys):
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"an earlier export")
+    assert main(["export", "--checkpoint", str(digit_checkpoint), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"mnist-ops: error: {out} already exists; pass another --out, or --force to overwrite it\n"
+    assert out.read_bytes() == b"an earlier export"
+    (tmp_path / "dir.onnx").mkdir()
+    assert main(["export", "--checkpoint", str(digit_checkpoint), "--out", str(tmp_path / "dir.onnx"), "--force"]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(digit_checkpoint), "--out", str(out), "--force"]) == 0
+    assert OnnxPredictor(out).model_name == "lean-8k"
+
+
 def test_a_model_of_your_own_data_exports_with_its_classes_and_size_after_the_data_moved(tmp_path):
     """The checkpoint keeps the class names and the image size: export needs neither the data set's directory
     (moved here after training) nor 28 x 28 images."""

@@ -66,6 +66,16 @@ def test_corruption_is_a_user_error(mutate, message):
         parse_idx(mutate(content), "sample")
 
 
+def test_compression_is_read_from_the_content_not_the_name(tmp_path):
+    """A browser that unpacks a download keeps the `.gz` name; a gzipped file can lose it. Both read."""
+    tensor = torch.arange(24, dtype=torch.uint8).reshape(2, 3, 4)
+    (tmp_path / "raw-idx3-ubyte.gz").write_bytes(encode_idx(tensor))
+    (tmp_path / "packed-idx3-ubyte").write_bytes(gzip.compress(encode_idx(tensor)))
+    for name in ("raw-idx3-ubyte.gz", "packed-idx3-ubyte"):
+        assert torch.equal(read_idx(tmp_path / name), tensor)
+        assert read_idx_shape(tmp_path / name) == (2, 3, 4)
+
+
 def test_broken_gzip_and_missing_file(tmp_path):
     (tmp_path / "bad.gz").write_bytes(b"\x1f\x8bnot really gzip")
     with pytest.raises(UserError, match="cannot read"):

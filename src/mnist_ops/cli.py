@@ -255,6 +255,7 @@ def _add_use_parsers(commands) -> None:
     export.add_argument("--checkpoint", required=True, help="a run directory (its best.pt, else last.pt) or a "
                                                             "checkpoint file")
     export.add_argument("--out", default="model.onnx", help="the .onnx file to write (default: model.onnx)")
+    export.add_argument("--force", action="store_true", help="overwrite an existing --out")
 
     serve = commands.add_parser("serve", help="a draw-a-digit page and a JSON /predict endpoint (FastAPI)")
     add_model_args(serve)
@@ -582,6 +583,10 @@ def command_export(args) -> None:
     from mnist_ops.export import export_onnx
 
     check_destination(args.out)
+    if Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a directory; name the file to write, e.g. {Path(args.out) / 'model.onnx'}")
+    if Path(args.out).exists() and not args.force:  # an earlier export is not lost to a default --out
+        raise UserError(f"{args.out} already exists; pass another --out, or --force to overwrite it")
     with checkpoint_in_use(args.checkpoint) as checkpoint:
         metadata = export_onnx(checkpoint, args.out)
     print(f"wrote {args.out}: model {metadata['model_name']}, epoch {metadata['epoch']}, dynamic batch; "

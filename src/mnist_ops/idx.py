@@ -11,6 +11,7 @@ reader allocate more than the smaller of the header's claim and what the file re
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import math
@@ -97,10 +98,18 @@ def gunzip_idx(content: bytes, name: str = "<bytes>") -> bytearray:
         return _read_bounded(handle, name)
 
 
+GZIP_MAGIC = b"\x1f\x8b"  # an IDX file starts with two zero bytes, so the two never clash
+
+
 def _read_file(path: Path, read: Callable[[BinaryIO, str], bytearray]) -> bytearray:
+    """Decompressed by content, not by name: a browser that unpacks a download keeps its `.gz` name, and a
+    gzipped file can lose it."""
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as handle:
-            return read(handle, str(path))
+        with path.open("rb") as raw:
+            compressed = raw.read(2) == GZIP_MAGIC
+            raw.seek(0)
+            with (gzip.GzipFile(fileobj=raw) if compressed else contextlib.nullcontext(raw)) as handle:
+                return read(handle, str(path))
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
