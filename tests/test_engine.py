@@ -485,6 +485,18 @@ def test_sam_steps_from_the_unmoved_weights_with_the_gradient_at_the_moved_ones_
     assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
+def test_sam_puts_the_weights_back_bit_for_bit():
+    """w + e - e is w only up to float rounding; SAM copies w back, so a step of lr 0 leaves every bit."""
+    from mnist_ops.config import Config
+
+    torch.manual_seed(0)
+    model = create_model("lean-2k")
+    start = [p.detach().clone() for p in model.parameters()]
+    step = TrainStep(model, torch.optim.SGD(model.parameters(), lr=0.0), Config(model="lean-2k", dropout=0.0, sam=0.5))
+    step(torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,)))
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), start))
+
+
 def test_random_states_keep_the_cuda_generators_of_a_process_that_used_cuda(monkeypatch):
     """No GPU here: torch.cuda's generator functions are stood in for, to check what is saved and restored when."""
     from mnist_ops.engine import random_states, restore_random_states

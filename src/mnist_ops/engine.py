@@ -263,15 +263,15 @@ class TrainStep:
 
     def sharpness_aware_gradient(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """SAM (Foret et al., 2021): replace the gradients by those at w + rho * g / ||g|| (g: the gradient at w,
-        all parameters as one vector), then put the weights back at w for the optimizer's step, by subtracting the
-        move (w + e - e: w up to float rounding). BatchNorm's running statistics keep the first pass's update only
+        all parameters as one vector), then put the weights back at w for the optimizer's step: copied back, since
+        w + e - e is w only up to float rounding. BatchNorm's running statistics keep the first pass's update only
         (momentum 0 in the second). Returns the loss at the moved weights."""
         parameters = [p for p in self.model.parameters() if p.grad is not None]
         gradients = [p.grad for p in parameters]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gradients]))
         with torch.no_grad():
-            moves = torch._foreach_mul(gradients, self.sam / (norm + 1e-12))
-            torch._foreach_add_(parameters, moves)
+            unmoved = [p.clone() for p in parameters]
+            torch._foreach_add_(parameters, torch._foreach_mul(gradients, self.sam / (norm + 1e-12)))
         norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         kept = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in norms]
         try:
@@ -286,7 +286,7 @@ class TrainStep:
                 if tracked is not None:
                     m.num_batches_tracked.copy_(tracked)
             with torch.no_grad():
-                torch._foreach_sub_(parameters, moves)
+                torch._foreach_copy_(parameters, unmoved)
         return loss.detach()
 
     def close(self) -> None:
