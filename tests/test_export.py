@@ -1,3 +1,4 @@
+import re
 import sys
 
 import numpy as np
@@ -126,6 +127,15 @@ def test_a_model_of_your_own_data_exports_with_its_classes_and_size_after_the_da
     assert [dim.dim_value for dim in onnx.load(tmp_path / "m.onnx").graph.input[0].type.tensor_type.shape.dim[1:]] \
         == [1, 20, 24]
     assert session.run(None, {"image": np.zeros((5, 1, 20, 24), np.float32)})[0].shape == (5, 3)
+    # a net of one's own whose head takes exactly 20 x 24 images trains too (the receptive-field table fed it 20 x 20)
+    (tmp_path / "flat.py").write_text("import torch\n"
+                                      "def net(num_classes=10):\n"
+                                      "    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(),\n"
+                                      "                               torch.nn.Linear(4 * 18 * 22, num_classes))\n")
+    fit(Config(dataset=str(tmp_path / "moved"), model=f"{tmp_path / 'flat.py'}:net", dropout=0.0, epochs=1,
+               batch_size=16, augment="none"), tmp_path / "flat-run", data_root=tmp_path / "root",
+        log=lambda line: None, progress=False)
+    assert re.search(r"\| 20\*24 \| +18\*22 \|", (tmp_path / "flat-run" / "summary.txt").read_text())
 
 
 def test_a_forward_torch_export_cannot_trace_is_one_line_naming_the_cause(tmp_path, mnist_root, capfd):

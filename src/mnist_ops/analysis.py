@@ -39,14 +39,14 @@ def device_of(model: nn.Module) -> torch.device:
     return next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
 
 
-def _forward_layers(model: nn.Module, input_size: int):
+def _forward_layers(model: nn.Module, input_size: int | tuple[int, int]):
     """torchinfo's record of the layers the forward pass runs, in the order it runs them (a module called twice
-    is there twice), with the shapes each got and gave."""
+    is there twice), with the shapes each got and gave, for one image of `input_size` (rows, columns)."""
     from torchinfo import summary
 
     with torch.random.fork_rng(devices=[]):  # torchinfo draws its example input from torch's generator:
         # leave that generator as it was, so a run repeats the runs recorded before this table had names
-        return summary(model, input_size=(1, 1, input_size, input_size), verbose=0, device=device_of(model),
+        return summary(model, input_size=(1, 1, *_pair(input_size)), verbose=0, device=device_of(model),
                        mode="eval").summary_list
 
 
@@ -60,9 +60,10 @@ SLIDING = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 ADAPTIVE = (GlobalAvgPool, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)  # a window fitted to the map they get
 
 
-def receptive_field(model: nn.Module, input_size: int = 28) -> list[ReceptiveFieldRow]:
+def receptive_field(model: nn.Module, input_size: int | tuple[int, int] = 28) -> list[ReceptiveFieldRow]:
     """One row per conv or pool call, in the order the forward pass makes them, with the sizes it saw (so a
-    layer defined out of order, used twice, with padding "same" or ceil_mode, reads as it runs)."""
+    layer defined out of order, used twice, with padding "same" or ceil_mode, reads as it runs). `input_size`:
+    the side of a square image, or (rows, columns)."""
     rows = []
     fields, jumps = [1, 1], [1, 1]
     for layer in _forward_layers(model, input_size):

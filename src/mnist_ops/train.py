@@ -242,7 +242,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         # torchinfo draws its example input from torch's generator: keep it here, before training (and
         # before a resume restores the random states), so runs repeat those recorded before resume existed
         inspection = (model_summary(model, (1, 1, *image_size)) + "\n\nReceptive field\n"
-                      + format_receptive_field(receptive_field(model, image_size[0])))
+                      + format_receptive_field(receptive_field(model, image_size)))
         history: list[dict] = []
         best_accuracy, best_epoch = -1.0, -1
 
