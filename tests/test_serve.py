@@ -323,3 +323,33 @@ def test_the_page_drops_stale_answers_clears_on_errors_and_draws_only_what_it_sh
         answered(3)
         assert page.text_content("#status").startswith("server error 502")
         assert page.text_content("#digit") == "" and page.text_content("#bars").count("%") == 0
+
+
+@needs_chromium
+def test_a_chosen_picture_is_read_small_or_over_the_upload_limit(server, mnist_test, tmp_path):
+    """The page's file chooser (keyboard users' and phone cameras' way in): a scan of a digit is sent as it is, a
+    photo over the server's 1 MB limit is shrunk in the browser first, and what the server refuses is shown."""
+    def answered():
+        page.wait_for_function("() => document.getElementById('answer').dataset.stroke === 'picture'", timeout=30_000)
+
+    two = Image.fromarray(255 - mnist_test.images[1].numpy()).resize((300, 300), Image.Resampling.BILINEAR)
+    two.save(tmp_path / "two.png")
+    seven = Image.fromarray(255 - mnist_test.images[0].numpy()).resize((1400, 1400), Image.Resampling.BILINEAR)
+    grain = np.random.default_rng(0).integers(-30, 30, (2400, 2400), dtype=np.int16)
+    photo = np.clip(np.full((2400, 2400), 235, np.int16) + grain, 0, 255).astype(np.uint8)
+    photo[500:1900, 500:1900] = np.minimum(photo[500:1900, 500:1900], np.asarray(seven))
+    Image.fromarray(photo).convert("RGB").save(tmp_path / "photo.jpg", quality=98)
+    assert (tmp_path / "photo.jpg").stat().st_size > 1024 * 1024  # the server alone would answer 413
+    (tmp_path / "notes.png").write_text("not a picture")
+    with chromium_page(tmp_path) as page:
+        page.goto(server + "/", timeout=20_000)
+        page.set_input_files("#picture", str(tmp_path / "two.png"))
+        answered()
+        assert page.text_content("#digit") == "2" and page.text_content("#status") == ""
+        page.set_input_files("#picture", str(tmp_path / "photo.jpg"))
+        page.wait_for_function("() => document.getElementById('digit').textContent === '7'", timeout=30_000)
+        assert page.text_content("#status") == ""
+        page.set_input_files("#picture", str(tmp_path / "notes.png"))
+        page.wait_for_function("() => document.getElementById('status').textContent !== ''", timeout=30_000)
+        assert "not an image" in page.text_content("#status") and page.text_content("#digit") == ""
+        assert page.get_attribute("#answer", "data-stroke") == "picture"
