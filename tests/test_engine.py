@@ -11,7 +11,7 @@ import torch
 from hypothesis import example, given, strategies as st
 
 from fuzzing import FLOATS, INTEGERS, NAMES, TOML_VALUES, Payload, assert_one_line
-from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, find_checkpoint,
+from mnist_ops.engine import (ONECYCLE_WARMUP, NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, find_checkpoint,
                               fold_batchnorm, load_checkpoint, make_optimizer, make_scheduler, model_from_checkpoint,
                               random_states, recompute_batchnorm, restore_random_states, save_checkpoint)
 from mnist_ops.errors import UserError
@@ -162,6 +162,40 @@ def _schedule(config, steps_per_epoch: int, steps: int, state: dict | None = Non
         optimizer.step()
         scheduler.step()
     return seen, (optimizer.state_dict(), scheduler.state_dict())
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "muon", "adam"])
+def test_onecycle_runs_the_momentum_key_against_the_lr(optimizer):
+    """torch's OneCycleLR cycles momentum 0.95 -> 0.85 -> 0.95 whatever the optimizer was given: the key did nothing
+    under onecycle. Now it is the cycle's middle; at 0.9 the cycle is torch's own, so earlier runs repeat exactly."""
+    def momenta(momentum, steps=20):
+        config = build_config("lean-8k", None, {"optimizer": optimizer, "momentum": momentum, "epochs": 2})
+        model = create_model("lean-2k")
+        torch_optimizer = make_optimizer(config, model)
+        scheduler = make_scheduler(config, torch_optimizer, steps // 2)
+        seen = []
+        for _ in range(steps):
+            group = torch_optimizer.param_groups[0]
+            seen.append(group["betas"][0] if optimizer == "adam" else group["momentum"])
+            torch_optimizer.step()
+            scheduler.step()
+        return seen
+
+    half = momenta(0.5)
+    assert half[0] == pytest.approx(0.55) and min(half) == pytest.approx(0.45) and half[-1] == pytest.approx(0.55, abs=1e-3)
+    assert momenta(0.0) == [0.0] * 20  # no momentum means none, not 0.95
+    model = create_model("lean-2k")
+    default = build_config("lean-8k", None, {"optimizer": optimizer, "epochs": 2})
+    reference = torch.optim.lr_scheduler.OneCycleLR(  # torch's defaults: base 0.85, max 0.95
+        make_optimizer(default, model), max_lr=default.lr, epochs=2, steps_per_epoch=10, pct_start=ONECYCLE_WARMUP,
+        anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
+    expected = []
+    for _ in range(20):
+        group = reference.optimizer.param_groups[0]
+        expected.append(group["betas"][0] if optimizer == "adam" else group["momentum"])
+        reference.optimizer.step()
+        reference.step()
+    assert momenta(0.9) == expected  # bit for bit
 
 
 @pytest.mark.parametrize("epochs, cycles, steps_per_epoch", [(1, 1, 5), (2, 2, 5), (5, 1, 1)])

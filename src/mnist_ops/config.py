@@ -45,7 +45,8 @@ class Config:
                                          "or bilinear")
     optimizer: str = _key("sgd", "sgd, adam, or muon (SGD whose conv filters step along an orthogonalized update: muon.py)")
     lr: float = _key(0.015, "learning rate (the peak lr with schedule onecycle)")
-    momentum: float = _key(0.9, "SGD momentum")
+    momentum: float = _key(0.9, "SGD momentum (Adam: beta1); with schedule onecycle it runs against the lr, from "
+                                "momentum + 0.05 down to momentum - 0.05 at the peak and back")
     nesterov: bool = _key(False, "Nesterov momentum (SGD)")
     weight_decay: float = _key(0.0, "L2 weight decay")
     schedule: str = _key("constant", "constant, or onecycle (warm-up to lr over the first fifth of the steps, cosine down)")

@@ -142,7 +142,8 @@ def model_from_checkpoint(checkpoint: dict) -> nn.Module:
 
 def make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.momentum, 0.999),
+                                weight_decay=config.weight_decay)
     sgd = dict(lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
                weight_decay=config.weight_decay)
     if config.optimizer == "muon":
@@ -169,6 +170,17 @@ class RestartingOneCycleLR(torch.optim.lr_scheduler.OneCycleLR):
 
 
 ONECYCLE_WARMUP = 0.2  # the share of a cycle's steps that warm up
+# Under onecycle the momentum (Adam: beta1) runs against the lr, as in Smith's one-cycle policy: from momentum + 0.05
+# down to momentum - 0.05 at the peak lr and back. At momentum 0.9 that is torch's OneCycleLR default (0.95 -> 0.85),
+# which every onecycle run had before the key took effect here (2026-11-27): those runs repeat bit for bit.
+ONECYCLE_MOMENTUM_SWING = 0.05
+
+
+def onecycle_momentum(momentum: float) -> dict:
+    """OneCycleLR's momentum arguments for config.momentum: cycled around it, or none at all at 0 (plain SGD)."""
+    return dict(cycle_momentum=momentum > 0,
+                base_momentum=round(max(0.0, momentum - ONECYCLE_MOMENTUM_SWING), 10),  # 0.9 - 0.05: 0.85, not ..01
+                max_momentum=round(min(0.999, momentum + ONECYCLE_MOMENTUM_SWING), 10))
 
 
 def check_schedule(config: Config, steps_per_epoch: int) -> None:
@@ -187,7 +199,8 @@ def make_scheduler(config: Config, optimizer: torch.optim.Optimizer, steps_per_e
     check_schedule(config, steps_per_epoch)
     if config.schedule == "onecycle":
         one_cycle = dict(max_lr=config.lr, epochs=config.cycle_epochs, steps_per_epoch=steps_per_epoch,
-                         pct_start=ONECYCLE_WARMUP, anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
+                         pct_start=ONECYCLE_WARMUP, anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0,
+                         **onecycle_momentum(config.momentum))
         if config.cycles > 1:
             return RestartingOneCycleLR(optimizer, config.cycles, **one_cycle)
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, **one_cycle)
