@@ -11,7 +11,8 @@ import torch
 from hypothesis import example, given, strategies as st
 
 from fuzzing import FLOATS, INTEGERS, NAMES, TOML_VALUES, Payload, assert_one_line
-from mnist_ops.engine import (ONECYCLE_WARMUP, NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate, find_checkpoint,
+from mnist_ops.engine import (ONECYCLE_WARMUP, NonFiniteLoss, TrainStep, build_model, checkpoint_decision, evaluate,
+                              find_checkpoint,
                               fold_batchnorm, load_checkpoint, make_optimizer, make_scheduler, model_from_checkpoint,
                               random_states, recompute_batchnorm, restore_random_states, save_checkpoint)
 from mnist_ops.errors import UserError

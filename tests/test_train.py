@@ -42,6 +42,26 @@ def test_same_seed_gives_identical_metrics(mnist_root, tmp_path):
 
 
 @pytest.mark.integration
+def test_best_pt_is_the_best_of_the_epochs_it_may_hold(mnist_root, tmp_path, monkeypatch):
+    """An epoch before 3 (never saved, by the seed's rule) above every later one kept best.pt from being written."""
+    import mnist_ops.train as train_module
+
+    accuracies = iter([99.0, 99.3, 99.62, 99.5, 99.55, 99.45])
+    real = train_module.evaluate
+
+    def scripted(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.accuracy = next(accuracies)
+        return result
+
+    monkeypatch.setattr(train_module, "evaluate", scripted)
+    config = build_config("lean-2k", None, {"epochs": 6, "limit_train": 256, "validation": 500, "target_accuracy": 99.4})
+    summary = fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False)
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 4  # 99.55: the best of epochs 3-5
+    assert summary["best_epoch"] == 2  # the summary still names the best epoch of all
+
+
+@pytest.mark.integration
 def test_fast_mode_bf16_channels_last_trains(mnist_root, tmp_path):
     config = build_config("lean-8k", None, {"epochs": 1, "limit_train": 3_000, "precision": "bf16",
                                             "channels_last": True, "augment": "none", "batch_size": 32,

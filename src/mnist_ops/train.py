@@ -24,8 +24,8 @@ from mnist_ops import tensorboard
 from mnist_ops.analysis import format_receptive_field, model_summary, receptive_field
 from mnist_ops.batches import FitData, fit_batches, load_fit_data, normalize
 from mnist_ops.config import Config, changed_keys, check_combination, to_toml
-from mnist_ops.engine import (NonFiniteLoss, TrainStep, build_model, check_schedule, checkpoint_decision, evaluate,
-                              has_batchnorm, load_checkpoint, make_ema, make_optimizer, make_scheduler, memory_format,
+from mnist_ops.engine import (CHECKPOINT_MIN_EPOCH, NonFiniteLoss, TrainStep, build_model, check_schedule,
+                              checkpoint_decision, evaluate, has_batchnorm, load_checkpoint, make_ema, make_optimizer, make_scheduler, memory_format,
                               random_states, recompute_batchnorm, resolve_device, restore_random_states,
                               save_checkpoint, seed_everything)
 from mnist_ops.data import dataset_info
@@ -347,7 +347,11 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             }
             history.append(record)
 
-            save, reason = checkpoint_decision(epoch, record[f"{name}_accuracy"], best_accuracy,
+            # best.pt must beat the epochs that could have been saved: an early epoch above every later one
+            # (possible in a short run) would otherwise keep best.pt from being written at all
+            best_saveable = max((r[f"{name}_accuracy"] for r in history[:-1] if r["epoch"] >= CHECKPOINT_MIN_EPOCH),
+                                default=-1.0)
+            save, reason = checkpoint_decision(epoch, record[f"{name}_accuracy"], best_saveable,
                                                config.target_accuracy, "validation" if name == "val" else name)
             if record[f"{name}_accuracy"] > best_accuracy:
                 best_accuracy, best_epoch = record[f"{name}_accuracy"], epoch
