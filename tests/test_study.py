@@ -376,6 +376,11 @@ def test_the_committed_reports_are_found():
     assert len(list(_committed_reports())) >= 15  # the studies and searches behind docs/ on 2026-11-26
 
 
+# Reports whose onecycle runs recorded a momentum that had no effect then: torch's OneCycleLR cycled it 0.95 -> 0.85
+# -> 0.95, which momentum 0.9 gives since the key took effect (docs/records.md, "The momentum key under onecycle").
+INERT_MOMENTUM = {"lean-5k-ema.toml"}
+
+
 @pytest.mark.parametrize("path, report", list(_committed_reports()))
 def test_a_committed_spec_still_runs_the_recipe_of_its_committed_report(path, report):
     """A preset may change (lean-5k took an EMA); the studies and searches behind docs/ pin what they
@@ -392,6 +397,9 @@ def test_a_committed_spec_still_runs_the_recipe_of_its_committed_report(path, re
     assert [variant.name for variant in committed] == [table["name"] for table in stored["variant"]]
     for variant, table in zip(committed, stored["variant"]):
         config, ran = variant.config.to_dict(), stored_table({k: v for k, v in table.items() if k != "name"})
+        if path.name in INERT_MOMENTUM:
+            assert ran["schedule"] == "onecycle" and ran["momentum"] != 0.9
+            ran["momentum"] = 0.9
         # teacher files are recorded by absolute path, so the report holds the checkout it ran in: the same
         # files (by name), and they are committed here (a spec names them relative to the repository)
         names = [[Path(file).name for file in values["teacher"].split(",") if file] for values in (config, ran)]

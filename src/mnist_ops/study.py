@@ -16,13 +16,12 @@ import os
 import platform
 import re
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from mnist_ops.config import (RANGES, Config, changed_keys, check_combination, read_toml, resolve, show_key,
-                              stored_table, to_toml)
+                              stored_table, to_toml, tomllib)  # tomllib: or tomli on Python 3.10
 from mnist_ops.distributed import EMBEDDED_FILE
 from mnist_ops.errors import TrainingDiverged, UserError, did_you_mean, show
 from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, atomic_write_json, read_jsonl

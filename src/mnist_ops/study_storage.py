@@ -16,19 +16,19 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mnist_ops.config import Config
+from mnist_ops.config import Config, tomllib  # tomllib: or tomli on Python 3.10
+from mnist_ops.distributed import worker_name
 from mnist_ops.errors import TrainingDiverged, UserError
-from mnist_ops.fileio import atomic_write_bytes, atomic_write_json, read_jsonl, write_jsonl
+from mnist_ops.fileio import atomic_write_bytes, atomic_write_json, write_jsonl
 from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, PREDICTIONS_FILE, SPEC_FILE, STUDY_FILE, RunStatus, Spec,
                              last_accuracy, claim_study_dir, diverged_record, done_record, grow_spec, is_finished,
-                             machine_description, read_json_object, read_spec, run_dir, spec_from_text, spec_to_toml)
+                             machine_description, read_json_object, read_metrics, read_spec, run_dir, spec_from_text,
+                             spec_to_toml)
 
 QUEUED_WAIT_SECONDS = 120  # how long a loading process waits for the creating one to queue the runs
 INVOCATION_PREFIX = "invocation:"
@@ -189,7 +189,7 @@ def requeue_failed_runs(study, storage, log: Callable[[str], None]) -> None:
 
 def record_invocation(study, command: str, seconds: float, completed: bool) -> None:
     """One user attribute per invocation (machines cannot append to one list without a race)."""
-    key = f"{INVOCATION_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}:{socket.gethostname()}:{os.getpid()}"
+    key = f"{INVOCATION_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}:{worker_name()}"
     study.set_user_attr(key, {"command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                               "seconds": round(seconds, 1), "completed": completed,
                               "machine": machine_description()})
@@ -224,17 +224,14 @@ class StudyWorker:
             raise optuna.TrialPruned("no queued run was left when this worker asked; nothing trained")
         # the run is a user attribute, not a parameter: a categorical parameter's choices cannot grow with the study
         self.spec = self._spec_naming(label, trial)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("worker", worker_name())
         variant_name, seed = parse_label(label)
         variant = next(v for v in self.spec.variants if v.name == variant_name)
         config = variant.config.replace(seed=seed)
         directory = run_dir(self.out, variant_name, seed)
         resume = directory.exists()  # a worker on this machine died: fit goes on from last.pt, or starts over
-        def read_metrics() -> list[dict]:  # every epoch, also those before a resume
-            return read_jsonl(directory / "metrics.jsonl")
-
         def on_epoch(epoch: int, record: dict) -> None:
-            trial.set_user_attr("metrics", read_metrics())  # fit has just written it; `study status` shows it
+            trial.set_user_attr("metrics", read_metrics(directory / "metrics.jsonl"))  # fit has just written it; `study status` shows it
             trial.report(record["test_accuracy"], epoch)
 
         self.log(f"{label}: {'resuming' if (directory / 'last.pt').is_file() else 'training'} (trial {trial.number})")
@@ -256,7 +253,7 @@ class StudyWorker:
             # Its own number: a retry copies the user attributes, and must not look failed from the start.
             trial.set_user_attr("error", {"trial": trial.number, "message": f"{type(error).__name__}: {error}"[:500]})
             raise
-        trial.set_user_attr("metrics", read_metrics())  # a run that was finished before this trial has no on_epoch
+        trial.set_user_attr("metrics", read_metrics(directory / "metrics.jsonl"))  # a run that was finished before this trial has no on_epoch
         predictions = checkpoint_predictions(directory, self.data_root)[1].tolist()
         done = done_record(directory, variant_name, seed, summary, config)
         trial.set_user_attr("done", done)

@@ -14,15 +14,15 @@ import itertools
 import json
 import math
 import os
-import socket
 import time
-import tomllib
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mnist_ops.config import FIELD_TYPES, Config, check_combination, read_toml, resolve, stored_table, to_toml
+from mnist_ops.config import (FIELD_TYPES, Config, check_combination, read_toml, resolve, stored_table, to_toml,
+                              tomllib)  # tomllib: or tomli on Python 3.10
+from mnist_ops.distributed import worker_name
 from mnist_ops.errors import TrainingDiverged, UserError, show
 from mnist_ops.fileio import atomic_write_bytes
 
@@ -336,7 +336,7 @@ class TuneWorker:
         from mnist_ops.train import fit
 
         beat_now(trial)
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("worker", worker_name())
         if budget_position(trial.study, trial.number) > self.spec.trials:
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(f"trial {trial.number} started after the budget of {self.spec.trials} was taken")
@@ -516,7 +516,7 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
     atomic_write_bytes(out / "spec.toml", tune_spec_to_toml(spec).encode())
     parallel = workers > 1 or storage is not None
     # On a shared storage each command's workers draw different seeds; alone, the first run uses the spec's seed.
-    offset = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 100_000 if storage else 0
+    offset = zlib.crc32(worker_name().encode()) % 100_000 if storage else 0
     # A search run again goes on with new draws: with the first run's seeds, its random start-up
     # trials would repeat the first run's parameters one for one (seen here: trials 8, 9 = 0, 1).
     offset += 1000 * len(study.trials)
