@@ -74,12 +74,10 @@ class Predictor:
     def predict(self, image: Image.Image, name: str = "image") -> Prediction:
         """One picture of a digit, any size or colour; NoDigitError for a blank one, NonFiniteOutputError when
         the model's output is not finite."""
-        prepared = preprocess(image, self.mean, self.std, name)
-        probabilities = softmax(self.logits(prepared.inputs[None]))[0]
-        if not np.isfinite(probabilities).all():
-            raise self._non_finite(name)
-        digit = int(probabilities.argmax())
-        return Prediction(digit, float(probabilities[digit]), probabilities, prepared.pixels)
+        [(_, result)] = self.predict_many([(name, image)])  # one path for serve's single image and predict's many
+        if isinstance(result, UserError):
+            raise result
+        return result
 
     def predict_many(self, images: Iterable[tuple[str, Image.Image | UserError]],
                      batch_size: int = 256) -> Iterator[tuple[str, Prediction | UserError]]:
