@@ -94,7 +94,7 @@ def config_overrides(args, keys: tuple[str, ...] | None = None) -> dict:
 
 BENCH_KEYS = ("model", "optimizer", "batch_size", "precision", "channels_last", "fast_dropout", "ema")
 STUDY_KEYS = ("epochs", "limit_train", "tensorboard")  # for every variant of a study
-LR_FIND_KEYS = ("model", "batch_size", "limit_train")
+LR_FIND_KEYS = ("model", "dataset", "batch_size", "limit_train")
 PREVIEW_KEYS = ("augment", "interpolation")  # what `data preview` draws may differ from the preset's
 DATA_ROOT_HELP = "data root (default: $MNIST_OPS_DATA, else ~/.cache/mnist-ops)"
 MAX_LOADER_WORKERS = 32  # bench's DataLoader processes: 1,000 once ran out of memory after minutes, with a traceback

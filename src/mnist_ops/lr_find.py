@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mnist_ops.config import RANGES, Config
-from mnist_ops.data import Split
+from mnist_ops.data import Split, dataset_info
 from mnist_ops.errors import UserError
 from mnist_ops.fileio import atomic_write_json
 
@@ -108,7 +108,7 @@ def range_test(config: Config, start_lr: float, end_lr: float, iterations: int, 
     train, mean, std = load_training_split(config, data_root)
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    model = build_model(config).to(device)
+    model = build_model(config, len(dataset_info(config.dataset).classes), tuple(train.images.shape[1:])).to(device)
     optimizer = make_optimizer(config, model)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     batches = TrainBatches(train, config, mean, std, torch.Generator().manual_seed(config.seed))
