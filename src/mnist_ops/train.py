@@ -194,6 +194,24 @@ def _refuse_changed_config(checkpoint: dict, config: Config, out: Path, log: Cal
             "differ in the last digits from those the run would have computed there")
 
 
+def describe_recipe(config: Config, precise_bn_images: int, teacher=None) -> str:
+    """The run's first log line: the precision and every recipe choice beyond the plain train step."""
+    cycle = " of each cycle" if config.cycles > 1 else ""
+    parts = [config.precision,
+             config.replicas > 1 and f"{config.replicas} model copies (replicas)",
+             config.cycles > 1 and f"{config.cycles} cycles of {config.cycle_epochs} epochs",
+             config.plain_epochs and f"the last {config.plain_epochs} epoch(s){cycle} without augmentation",
+             config.train_crop and f"the augmented epochs on random {config.train_crop} x {config.train_crop} crops",
+             config.sam and f"sharpness-aware steps (SAM, rho {config.sam}: two gradients a step)",
+             config.precise_bn and f"BatchNorm statistics recomputed over {precise_bn_images:,} plain training images "
+                                   "before each evaluation (precise BN)",
+             config.ema > 0 and f"evaluating an EMA of the weights (decay {config.ema}; it lags in the first epochs, "
+                                "so a run of a few epochs may want --ema 0)",
+             teacher is not None and f"distilling {len(teacher.models)} teacher(s) (weight {config.distill_weight}, "
+                                     f"temperature {config.distill_temperature})"]
+    return ", ".join(part for part in parts if part)
+
+
 def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike | None = None,
         log: Callable[[str], None] = print, progress: bool = True,
         on_epoch: Callable[[int, dict], None] | None = None, resume: bool = False) -> dict:
@@ -278,23 +296,9 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         parameters = count_parameters(model)
         atomic_write_bytes(out / "config.toml", to_toml(config.to_dict()).encode())
         write_environment(out / ENVIRONMENT_FILE, run_environment(device), log, resumed=bool(history))
-        mode = (config.precision + (f", {config.replicas} model copies (replicas)" if config.replicas > 1 else "")
-                + (f", {config.cycles} cycles of {config.cycle_epochs} epochs" if config.cycles > 1 else "")
-                + (f", the last {config.plain_epochs} epoch(s){' of each cycle' if config.cycles > 1 else ''} "
-                   "without augmentation" if config.plain_epochs else "")
-                + (f", the augmented epochs on random {config.train_crop} x {config.train_crop} crops"
-                   if config.train_crop else "")
-                + (f", sharpness-aware steps (SAM, rho {config.sam}: two gradients a step)" if config.sam else "")
-                + (f", BatchNorm statistics recomputed over {len(precise_bn_inputs):,} plain training images before "
-                   "each evaluation (precise BN)" if config.precise_bn else "")
-                + (f", evaluating an EMA of the weights (decay {config.ema}; it lags in the first epochs, "
-                   "so a run of a few epochs may want --ema 0)"
-                   if ema is not None else "")
-                + (f", distilling {len(teacher.models)} teacher(s) (weight {config.distill_weight}, "
-                   f"temperature {config.distill_temperature})" if teacher is not None else ""))
         log(f"run {out}: preset {config.preset}, model {config.model} ({parameters:,} parameters), "
-            f"device {device}, {mode}, {len(data.train):,} train / {len(data.evaluation):,} {name} images, "
-            f"mean {data.mean:.4f} std {data.std:.4f}")
+            f"device {device}, {describe_recipe(config, len(precise_bn_inputs), teacher)}, "
+            f"{len(data.train):,} train / {len(data.evaluation):,} {name} images, mean {data.mean:.4f} std {data.std:.4f}")
 
         step = TrainStep(model, optimizer, config, scheduler, device, ema, teacher)
         board = tensorboard.open(out, model, evaluation_inputs[:2], log) if config.tensorboard else None
