@@ -96,3 +96,31 @@ def test_training_images_of_one_pixel_value_are_refused_before_training(tmp_path
         write_idx(tmp_path / name, tensor)
     with pytest.raises(UserError, match=r"every training pixel has the same value \(pixel std 0\)"):
         load_fit_data(Config(dataset=str(tmp_path)), data_root=tmp_path / "root")  # its stats cache there
+
+
+@pytest.mark.parametrize("validation_from", ["random", "last"])
+def test_the_validation_split_holds_out_n_images_random_by_class_or_the_last_in_file_order(tmp_path, validation_from):
+    from mnist_ops.idx import write_idx
+
+    images = torch.arange(100, dtype=torch.uint8)[:, None, None].expand(100, 28, 28).contiguous()  # image i: value i
+    labels = (torch.arange(100) % 4).to(torch.uint8)
+    for name, tensor in (("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", labels),
+                         ("t10k-images-idx3-ubyte", images[:8]), ("t10k-labels-idx1-ubyte", labels[:8])):
+        write_idx(tmp_path / name, tensor)
+    config = Config(dataset=str(tmp_path), validation=20, validation_from=validation_from)
+    data = load_fit_data(config, data_root=tmp_path / "root")
+    held, trained = data.evaluation.images[:, 0, 0].tolist(), data.train.images[:, 0, 0].tolist()
+    assert sorted(held + trained) == list(range(100)) and data.evaluation_name == "val"
+    if validation_from == "last":
+        assert held == list(range(80, 100))
+    else:
+        assert held != list(range(80, 100)) and torch.bincount(data.evaluation.labels.long()).tolist() == [5] * 4
+    assert data.mean == pytest.approx(float(data.train.images.float().mean() / 255))  # the trained images' statistics
+
+
+def test_validation_from_without_a_validation_split_is_refused():
+    from mnist_ops.config import check_combination
+
+    with pytest.raises(UserError, match=r"validation_from = 'last' picks which images validation holds out, and "
+                                        r"validation is 0; set validation = N"):
+        check_combination(Config(validation_from="last"))

@@ -55,6 +55,27 @@ def test_spec_resolves_base_space_and_defaults(tmp_path):
     assert parse_tune_spec(values, "tiny.toml").base.validation == 10_000
 
 
+def test_a_search_on_the_last_images_confirms_on_the_test_set(tmp_path):
+    """[base] validation_from = "last" holds out the last N training images for every trial; the confirm runs
+    train on all of them and evaluate on the test set."""
+    import optuna
+
+    from mnist_ops.config import check_combination
+    from mnist_ops.tune import best_config
+
+    spec = parse_tune_spec(tiny_values(base={"epochs": 1, "validation_from": "last"}), "tiny.toml")
+    assert (spec.base.validation, spec.base.validation_from) == (300, "last")
+    (tmp_path / "spec.toml").write_text(tune_spec_to_toml(spec))
+    assert read_tune_spec(tmp_path / "spec.toml") == spec
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(params={"lr": 0.05, "augment": "none"}, value=99.0, distributions={
+        "lr": optuna.distributions.FloatDistribution(0.01, 0.2, log=True),
+        "augment": optuna.distributions.CategoricalDistribution(["none", "light"])}))
+    confirm, _ = best_config(study, spec)
+    assert (confirm.validation, confirm.validation_from, confirm.lr) == (0, "random", 0.05)
+    check_combination(confirm)
+
+
 def test_spec_takes_your_own_net(tmp_path):
     # tune searches a recipe for any net train takes: a file of yours, named path/to/nets.py:builder
     nets = tmp_path / "nets.py"

@@ -46,6 +46,14 @@ def stratified_holdout(labels: torch.Tensor, count: int) -> tuple[torch.Tensor, 
     return keep.nonzero().flatten(), held_out
 
 
+def last_holdout(labels: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, held-out indices): the last `count` images in file order are held out."""
+    if not 0 < count < len(labels):
+        raise UserError(f"validation = {count} must be between 1 and {len(labels) - 1} (the training images); "
+                        "hold out fewer")
+    return torch.arange(len(labels) - count), torch.arange(len(labels) - count, len(labels))
+
+
 @dataclass
 class FitData:
     train: Split
@@ -59,7 +67,8 @@ def load_fit_data(config: Config, data_root=None, with_evaluation: bool = True) 
     full = load_split(config.dataset, "train", data_root)
     evaluation, name = None, "test"
     if config.validation:
-        train_index, held_out = stratified_holdout(full.labels, config.validation)
+        holdout = stratified_holdout if config.validation_from == "random" else last_holdout
+        train_index, held_out = holdout(full.labels, config.validation)
         train, name = full.subset(train_index), "val"
         if with_evaluation:
             evaluation = full.subset(held_out)

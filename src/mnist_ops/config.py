@@ -80,6 +80,10 @@ class Config:
     limit_train: int = _key(0, "train on the first N training images only (0 = all)")
     validation: int = _key(0, "hold out N training images (stratified, fixed) and evaluate on them, "
                               "never on the test set (0 = evaluate on the test set)")
+    validation_from: str = _key("random", "which N images validation holds out: random (stratified by class, fixed), "
+                                          "or last (the last N in file order: MNIST's file keeps a writer's digits "
+                                          "near each other, so fewer held-out writers are trained on; "
+                                          "benchmarks/writer_split.py)")
     tensorboard: bool = _key(False, "TensorBoard event files beside metrics.jsonl (extra mnist-ops[tensorboard])")
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +105,7 @@ CHOICES = {
     "schedule": ("constant", "onecycle"),
     "device": ("auto", "cpu", "cuda", "mps"),
     "precision": ("fp32", "bf16"),
+    "validation_from": ("random", "last"),
 }
 RANGES = {  # key: (lowest allowed, highest allowed or None), inclusive
     "dropout": (0.0, 0.99),
@@ -236,6 +241,9 @@ def check_combination(config: Config) -> Config:
     if config.train_crop and config.teacher:
         raise UserError(f"train_crop = {config.train_crop} with a teacher is not supported (the teachers would see "
                         "the crops); set train_crop = 0, or drop teacher")
+    if config.validation_from != "random" and not config.validation:
+        raise UserError(f"validation_from = {config.validation_from!r} picks which images validation holds out, and "
+                        "validation is 0; set validation = N (flag --validation 10000), or drop validation_from")
     if config.sam and config.replicas > 1:
         raise UserError(f"sam = {config.sam} takes a second gradient on one copy of the model, and replicas = "
                         f"{config.replicas}; set replicas = 1 (flag --replicas 1), or sam = 0")

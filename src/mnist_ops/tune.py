@@ -29,8 +29,8 @@ from mnist_ops.fileio import atomic_write_bytes
 TUNE_KEYS = ("name", "preset", "trials", "validation", "base", "space", "sampler", "pruner", "objective")
 PARAM_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
               "categorical": {"type", "choices"}}
-NOT_TUNABLE = ("preset", "dataset", "seed", "device", "validation", "limit_train", "eval_batch_size",
-               "target_accuracy", "tensorboard")
+NOT_TUNABLE = ("preset", "dataset", "seed", "device", "validation", "validation_from", "limit_train",
+               "eval_batch_size", "target_accuracy", "tensorboard")
 DEFAULT_VALIDATION = 10_000
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
@@ -484,7 +484,8 @@ def best_config(study, spec: TuneSpec) -> tuple[Config, Any]:
         raise UserError(f"study '{study.study_name}' has no completed trial yet (all pruned or failed); "
                         "run more trials or loosen the pruner")
     trial = study.best_trial
-    return resolve(spec.base, trial.params, source=f"trial {trial.number}").replace(validation=0), trial
+    config = resolve(spec.base, trial.params, source=f"trial {trial.number}")
+    return config.replace(validation=0, validation_from="random"), trial
 
 
 def write_best_config(path: Path, config: Config, trial, command: str, score: str = "mean") -> None:
