@@ -203,3 +203,20 @@ def test_normalization_matches_training():
     assert np.allclose(ours, normalize(torch.from_numpy(pixels), 0.1307, 0.3081).numpy(), atol=1e-6)
     prepared = preprocess(Image.fromarray(pixels[0]), 0.1307, 0.3081)
     assert np.allclose(prepared.inputs, normalize_pixels(prepared.pixels, 0.1307, 0.3081))
+
+
+@pytest.mark.integration
+def test_a_strip_of_desk_along_one_side_of_a_photo_is_not_the_digit(mnist_test):
+    """A photo of a page with some desk showing along one side: the desk is ink against the paper, and as one
+    piece with the digit's it stretched the crop (a 7 read as 1). A piece along half a side or more is dropped."""
+    for digit in mnist_test.images[:10].numpy():
+        page = dark_on_white(digit, 10, (800, 600), (250, 150))
+        expected = mnist_pixels(Image.fromarray(page))
+        for rows, columns in ((slice(None), slice(0, 10)), (slice(None), slice(560, None)), (slice(0, 40), slice(None)),
+                              (slice(740, None), slice(0, 300))):  # left, right, top, half of the bottom
+            photo = page.copy()
+            photo[rows, columns] = 90
+            assert similarity(mnist_pixels(Image.fromarray(photo)), expected) > 0.99
+    tight = np.full((60, 12), 255, np.uint8)
+    tight[:, 2:10] = 0  # a 1 cropped to its stroke lies along the top and bottom: all the ink there is, kept
+    assert mnist_pixels(Image.fromarray(tight)).any()

@@ -36,6 +36,7 @@ INK_FRACTION = 0.2  # pixels above this fraction of the strongest ink count when
 # read 164 of those right against 162 without it (98.09% against 98.07% on all; `python benchmarks/speck_rule.py
 # --checkpoint RUN`, 2026-11-27). 1% left a 3x3 speck beside a small digit (1.4% of its ink).
 SPECK_SHARE = 0.03
+EDGE_SHARE = 0.5  # a piece of ink along at least half of one side of the picture is not the digit (drop_edge_pieces)
 
 
 class NotAnImageError(UserError):
@@ -131,7 +132,7 @@ def mnist_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
     peak = float(ink.max())
     if peak < MIN_CONTRAST:
         raise NoDigitError(f"{name}: no digit found (the image is blank or has almost no contrast)")
-    strokes = drop_specks(ink, ink > INK_FRACTION * peak)
+    strokes = drop_edge_pieces(ink, drop_specks(ink, ink > INK_FRACTION * peak))
     rows = np.flatnonzero(strokes.any(axis=1))
     columns = np.flatnonzero(strokes.any(axis=0))
     ink = ink[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
@@ -159,6 +160,27 @@ def drop_specks(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if len(specks) == count or not len(specks):  # every piece small (a dotted digit): nothing is a speck
         return mask
     dropped = np.isin(labels, specks)
+    ink[dropped] = 0
+    return mask & ~dropped
+
+
+def drop_edge_pieces(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The ink mask without pieces lying along the picture's edge: a connected piece that covers at least
+    EDGE_SHARE of one side (a strip of desk beside the paper in a photo, a shadow at the edge, what is left of a
+    frame), so long as other ink remains. A digit crosses an edge for the width of a stroke, not along it; one
+    cropped so tightly that it does lie along an edge is all the ink there is, and is kept. Cleared in `ink` too."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    if count < 2:
+        return mask
+    along = set()
+    for side in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        pieces, contact = np.unique(side[side > 0], return_counts=True)
+        along.update(pieces[contact >= EDGE_SHARE * len(side)].tolist())
+    if not along or len(along) == count:
+        return mask
+    dropped = np.isin(labels, sorted(along))
     ink[dropped] = 0
     return mask & ~dropped
 
