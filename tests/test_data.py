@@ -141,6 +141,18 @@ def test_a_directory_of_idx_files_is_a_dataset_with_classes_from_its_labels(tmp_
     assert torch.equal(data.load_split(str(tmp_path), "test").images, test)
 
 
+def test_a_data_sets_files_are_decompressed_by_content_not_by_name(tmp_path):
+    """A browser that unpacks a download keeps the .gz name; a gzipped file can lose it: both load."""
+    import gzip
+
+    train, test = write_dataset(tmp_path, MNIST_NAMES, [0, 1, 2, 1, 0], [2, 0])
+    raw, packed = tmp_path / MNIST_NAMES[0], tmp_path / MNIST_NAMES[1]  # written raw, and gzipped
+    raw.write_bytes(gzip.compress(raw.read_bytes()))  # now gzipped under a raw name
+    packed.write_bytes(gzip.decompress(packed.read_bytes()))  # now raw under a .gz name
+    split = data.load_split(str(tmp_path), "train")
+    assert torch.equal(split.images, train) and split.labels.tolist() == [0, 1, 2, 1, 0]
+
+
 def test_dataset_toml_names_classes_and_checks_md5s(tmp_path):
     write_dataset(tmp_path, MNIST_NAMES, [0, 1, 0], [1, 1])
     digest = data.md5_of((tmp_path / MNIST_NAMES[0]).read_bytes())

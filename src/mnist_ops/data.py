@@ -29,7 +29,7 @@ import torch
 
 from mnist_ops.errors import UserError, did_you_mean
 from mnist_ops.fileio import DirectoryLock, atomic_write_bytes
-from mnist_ops.idx import gunzip_idx, parse_idx, read_idx_shape
+from mnist_ops.idx import GZIP_MAGIC, gunzip_idx, parse_idx, read_idx_shape
 
 # MNIST's names (train-images-idx3-ubyte, t10k-labels-idx1-ubyte; KMNIST uses them too), EMNIST's
 # (emnist-digits-test-images-idx3-ubyte), raw or .gz.
@@ -247,7 +247,7 @@ def md5_of(content: bytes) -> str:
 
 def _verified(content: bytes, info: DatasetInfo, file_name: str, origin: str) -> bytes:
     """The file's bytes as stored: a raw name's content decompressed if it came gzipped; a .gz name's as is."""
-    if content[:2] == b"\x1f\x8b" and not file_name.endswith(".gz"):
+    if content[:2] == GZIP_MAGIC and not file_name.endswith(".gz"):
         try:
             content = gunzip_idx(content, origin)
         except (OSError, EOFError, zlib.error, UserError) as error:
@@ -407,7 +407,7 @@ def _read_verified(directory: Path, md5: dict[str, str | None], file_name: str, 
             f"{path} fails its MD5 check (corrupt or a different file); replace it and run "
             f"`{fetch_command(dataset, root)}`"
         )
-    if file_name.endswith(".gz"):
+    if content[:2] == GZIP_MAGIC:  # by content, as read_idx: a browser that unpacks a download keeps its .gz name
         try:
             content = gunzip_idx(content, str(path))
         except (OSError, EOFError, zlib.error) as error:
