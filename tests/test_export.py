@@ -99,7 +99,7 @@ def test_export_keeps_an_existing_file_unless_forced(digit_checkpoint, tmp_path,
     assert OnnxPredictor(out).model_name == "lean-8k"
 
 
-def test_a_model_of_your_own_data_exports_with_its_classes_and_size_after_the_data_moved(tmp_path):
+def test_a_model_of_your_own_data_exports_with_its_classes_and_size_after_the_data_moved(tmp_path, capsys):
     """The checkpoint keeps the class names and the image size: export needs neither the data set's directory
     (moved here after training) nor 28 x 28 images."""
     import onnxruntime
@@ -127,6 +127,24 @@ def test_a_model_of_your_own_data_exports_with_its_classes_and_size_after_the_da
     assert [dim.dim_value for dim in onnx.load(tmp_path / "m.onnx").graph.input[0].type.tensor_type.shape.dim[1:]] \
         == [1, 20, 24]
     assert session.run(None, {"image": np.zeros((5, 1, 20, 24), np.float32)})[0].shape == (5, 3)
+    # predict reads its data set's IDX images as they are, with its class names, through torch and onnxruntime alike
+    from PIL import Image
+
+    answers = []
+    for flag, model in (("--checkpoint", tmp_path / "run"), ("--model", tmp_path / "m.onnx")):
+        assert main(["predict", flag, str(model), str(tmp_path / "moved" / "t10k-images-idx3-ubyte")]) == 0
+        answers.append([line.split("(")[0] for line in capsys.readouterr().out.splitlines()])
+    assert len(answers[0]) == 16 and answers[0] == answers[1]
+    assert {line.split(": ")[1].strip() for line in answers[0]} <= {"circle", "square", "star"}
+    Image.new("L", (24, 20), 255).save(tmp_path / "photo.png")  # a picture: MNIST's preprocessing is for digits
+    write_idx(tmp_path / "wrong-idx3-ubyte", torch.zeros(2, 28, 28, dtype=torch.uint8))
+    assert main(["predict", "--checkpoint", str(tmp_path / "run"), str(tmp_path / "photo.png"),
+                 str(tmp_path / "wrong-idx3-ubyte")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("using ")]
+    assert len(err) == 3 and "not on MNIST's handwritten digits" in err[0] and "pass an IDX file" in err[0]
+    assert all("a 28x28 image, and model fast-8k takes 20x24 images" in line for line in err[1:])
+    assert main(["serve", "--checkpoint", str(tmp_path / "run"), "--port", "0"]) == 2
+    assert "serve reads pictures of digits" in capsys.readouterr().err
     # a net of one's own whose head takes exactly 20 x 24 images trains too (the receptive-field table fed it 20 x 20)
     (tmp_path / "flat.py").write_text("import torch\n"
                                       "def net(num_classes=10):\n"

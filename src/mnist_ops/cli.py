@@ -589,8 +589,10 @@ def command_export(args) -> None:
         raise UserError(f"{args.out} already exists; pass another --out, or --force to overwrite it")
     with checkpoint_in_use(args.checkpoint) as checkpoint:
         metadata = export_onnx(checkpoint, args.out)
+    try_it = (f"`mnist-ops predict --model {args.out} FILE` or `mnist-ops serve --model {args.out}`"
+              if metadata["dataset"] == "mnist" else f"`mnist-ops predict --model {args.out} FILE-idx3-ubyte`")
     print(f"wrote {args.out}: model {metadata['model_name']}, epoch {metadata['epoch']}, dynamic batch; "
-          f"try `mnist-ops predict --model {args.out} FILE` or `mnist-ops serve --model {args.out}`", flush=True)
+          f"try {try_it}", flush=True)
 
 
 def command_serve(args) -> None:
@@ -604,6 +606,10 @@ def command_serve(args) -> None:
     try:
         with checkpoint_in_use(args.checkpoint) as checkpoint:
             predictor = load_predictor(checkpoint, args.model)
+        if not predictor.digits:  # the page and /predict take pictures, which only a digit model can read
+            raise UserError(f"model {predictor.model_name} was trained on {predictor.dataset}, not on MNIST's "
+                            "handwritten digits, and serve reads pictures of digits; run it on its data set's IDX "
+                            "files with `mnist-ops predict`")
     except BaseException:
         sock.close()
         raise

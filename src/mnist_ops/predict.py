@@ -35,7 +35,7 @@ class Prediction:
     digit: int
     probability: float
     probabilities: np.ndarray  # float [classes]
-    pixels: np.ndarray  # uint8 [28, 28]: the image the model saw
+    pixels: np.ndarray  # uint8 [H, W] (28 x 28 for a digit model): the image the model saw
 
     def top(self, k: int = 3) -> list[tuple[int, float]]:
         order = np.argsort(-self.probabilities, kind="stable")[:k]
@@ -53,14 +53,24 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class Predictor:
-    """A trained digit classifier. Subclasses set `backend`, `model_name`, `mean`, `std`, `labels`
-    and implement `logits` on normalized float32 inputs [N, 1, 28, 28]."""
+    """A trained classifier. Subclasses set `backend`, `model_name`, `mean`, `std`, `labels`, `dataset` and
+    `image_size`, and implement `logits` on normalized float32 inputs [N, 1, H, W].
+
+    A model of MNIST's handwritten digits (`digits`) takes any picture: `preprocess` rebuilds MNIST's form from
+    it. A model of another data set takes the data set's own images, from IDX files, as they are: how to turn a
+    photo into that data set's form is not known here."""
 
     backend: str
     model_name: str
     mean: float
     std: float
     labels: list[str]
+    dataset: str = "mnist"  # what it was trained on; MNIST's unless a subclass says otherwise
+    image_size: tuple[int, int] = (28, 28)
+
+    @property
+    def digits(self) -> bool:
+        return self.dataset == "mnist"
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -79,10 +89,29 @@ class Predictor:
             raise result
         return result
 
-    def predict_many(self, images: Iterable[tuple[str, Image.Image | UserError]],
+    def model_input(self, name: str, image: Image.Image | np.ndarray) -> np.ndarray:
+        """uint8 [H, W], the image as the model takes it: a digit model's through `preprocess`; another model's
+        an IDX image of its size, as it is (a picture file is refused: see the class's note)."""
+        if self.digits:
+            picture = Image.fromarray(image) if isinstance(image, np.ndarray) else image
+            return preprocess(picture, self.mean, self.std, name).pixels
+        height, width = self.image_size
+        if isinstance(image, np.ndarray) and stored_transposed(self.dataset):
+            image = image.T  # as load_split turns EMNIST's files upright
+        if not isinstance(image, np.ndarray):
+            raise UserError(f"{name}: model {self.model_name} was trained on {self.dataset}, not on MNIST's "
+                            f"handwritten digits, so it takes its data set's own {height}x{width} images from IDX "
+                            "files, not pictures; pass an IDX file (FILE-idx3-ubyte)")
+        if image.shape != (height, width):
+            raise UserError(f"{name}: a {image.shape[0]}x{image.shape[1]} image, and model {self.model_name} takes "
+                            f"{height}x{width} images (those of {self.dataset}); pass images of that size")
+        return image
+
+    def predict_many(self, images: Iterable[tuple[str, Image.Image | np.ndarray | UserError]],
                      batch_size: int = 256) -> Iterator[tuple[str, Prediction | UserError]]:
         """(name, image) pairs -> (name, Prediction), or (name, UserError) for an image that cannot be used.
-        Images are preprocessed one by one and run through the model in batches."""
+        An image is a picture (PIL) or an IDX file's uint8 [H, W]. Images are prepared one by one
+        (`model_input`) and run through the model in batches."""
         batch: list[tuple[str, np.ndarray | UserError]] = []
 
         def flush():
@@ -102,7 +131,7 @@ class Predictor:
                 batch.append((name, image))
             else:
                 try:
-                    batch.append((name, preprocess(image, self.mean, self.std, name).pixels))
+                    batch.append((name, self.model_input(name, image)))
                 except UserError as error:
                     batch.append((name, error))
             if len(batch) == batch_size:
@@ -116,6 +145,16 @@ class Predictor:
                                     "or infinity: its weights overflow float32 or are broken); use another model")
 
 
+def stored_transposed(dataset: str) -> bool:
+    """Whether the data set's IDX files hold images transposed (EMNIST's); False for one no longer found."""
+    from mnist_ops.data import dataset_info
+
+    try:
+        return dataset_info(dataset).transposed
+    except UserError:
+        return False
+
+
 def normalization_problem(mean: float, std: float) -> str | None:
     """What keeps a model's mean and std from normalizing pixels to finite inputs, if anything."""
     if not (math.isfinite(mean) and math.isfinite(std)):
@@ -127,12 +166,6 @@ def normalization_problem(mean: float, std: float) -> str | None:
     if not np.isfinite(inputs).all():
         return f"its mean {mean!r} and std {std!r} normalize pixels to infinity"
     return None
-
-
-def _check_digits(dataset: str, source) -> None:
-    if dataset != "mnist":
-        raise UserError(f"{source} was trained on {dataset}; predict and serve prepare images as handwritten "
-                        "digits (MNIST) only")
 
 
 def intra_op_threads() -> int | None:
@@ -153,8 +186,8 @@ class TorchPredictor(Predictor):
         from mnist_ops.engine import fold_batchnorm, load_checkpoint, model_from_checkpoint
 
         checkpoint = load_checkpoint(checkpoint_path)
-        dataset = checkpoint["config"].get("dataset", "mnist")
-        _check_digits(dataset, checkpoint_path)
+        self.dataset = checkpoint["config"].get("dataset", "mnist")
+        self.image_size = tuple(checkpoint.get("image_size", (28, 28)))  # recorded since 2026-11-27; MNIST's before
         self.model_name = checkpoint["model_name"]
         self.mean, self.std = float(checkpoint["mean"]), float(checkpoint["std"])
         problem = normalization_problem(self.mean, self.std)
@@ -167,7 +200,8 @@ class TorchPredictor(Predictor):
                 what = "NaN" if torch.isnan(tensor).any() else "infinite values"
                 raise UserError(f"checkpoint {checkpoint_path}: its weights hold {what} ({name}): the run diverged; "
                                 "use an earlier checkpoint")
-        self.labels = list(dataset_info(dataset).classes)
+        # recorded since 2026-11-27, so that a data set moved since training is not needed
+        self.labels = list(checkpoint.get("classes") or dataset_info(self.dataset).classes)
         self.model = fold_batchnorm(model_from_checkpoint(checkpoint))
         self._torch = torch
 
@@ -206,7 +240,7 @@ class OnnxPredictor(Predictor):
         if not {"mean", "std", "model_name", "labels"} <= set(metadata):
             raise UserError(f"model {path} has no mnist-ops metadata (mean, std, labels); "
                             "export it with `mnist-ops export`")
-        _check_digits(metadata.get("dataset", "mnist"), path)
+        self.dataset = metadata.get("dataset", "mnist")
         self.model_name = metadata["model_name"]
         self._path = path
         try:
@@ -225,6 +259,8 @@ class OnnxPredictor(Predictor):
             raise UserError(f"model {path}: its metadata labels {show(metadata['labels'])} are not a JSON list of "
                             f"strings; {self.FIX}")
         self.input_name = self.session.get_inputs()[0].name
+        size = self.session.get_inputs()[0].shape[2:]  # [batch, 1, H, W]: export fixes H and W
+        self.image_size = tuple(size) if len(size) == 2 and all(isinstance(s, int) for s in size) else (28, 28)
         # The output count, where the graph fixes it (export does); a dynamic one is checked at the first answer.
         classes = (self.session.get_outputs()[0].shape or [None])[-1]
         self._classes = classes if isinstance(classes, int) else None
@@ -285,8 +321,8 @@ def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def read_images(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, Image.Image | UserError]]:
-    """(name, image) for each picture, and for each image inside an IDX file (name FILE[i]);
+def read_images(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, Image.Image | np.ndarray | UserError]]:
+    """(name, picture) for each picture file, (name FILE[i], uint8 [H, W] as stored) for each image in an IDX file;
     (name, UserError) for a file that is not a usable image."""
     from mnist_ops.idx import read_idx
 
@@ -309,4 +345,4 @@ def read_images(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, Image
             yield str(path), UserError(f"{path}: IDX file holds no images (shape {tuple(images.shape)})")
             continue
         for index, pixels in enumerate(images.numpy()):
-            yield f"{path}[{index}]", Image.fromarray(pixels)
+            yield f"{path}[{index}]", pixels
