@@ -619,3 +619,39 @@ def test_every_option_of_every_command_says_what_it_does():
 
     walk(build_parser(), [])
     assert silent == []  # --data-root of five commands, lr-find's --start-lr and --end-lr once had no help
+
+
+def test_an_interrupt_while_starting_says_to_run_again_and_leaves_no_empty_run(tmp_path, capsys, monkeypatch):
+    from pathlib import Path
+
+    import mnist_ops.train
+
+    def stopped_while_starting(config, out, **kwargs):
+        Path(out).mkdir()  # fit made the directory, and was stopped before config.toml
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mnist_ops.train, "fit", stopped_while_starting)
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "--preset", "seed-lean", "--out", str(tmp_path / "run")])
+    assert stopped.value.code == 130 and not (tmp_path / "run").exists()
+    assert capsys.readouterr().err == "mnist-ops: interrupted before the run started; run the same command again\n"
+
+
+@pytest.mark.integration
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_exits_143(tmp_path, mnist_root):
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "mnist_ops", "train", "--preset", "seed-lean", "--epochs", "50",
+                                "--limit-train", "2000", "--out", str(run), "--data-root", str(mnist_root),
+                                "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").is_file() and time.monotonic() < deadline:  # the first epoch is done
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert err.splitlines()[-1] == f"mnist-ops: interrupted; continue with `mnist-ops train --resume {run}`"

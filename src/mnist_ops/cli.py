@@ -364,9 +364,14 @@ def command_train(args) -> None:
     check_destination(out, directory=True)
     try:
         fit(config, out, data_root=args.data_root, progress=not args.no_progress, resume=bool(args.resume))
-    except KeyboardInterrupt:
-        print(f"mnist-ops: interrupted; continue with `mnist-ops train --resume {out}`", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as error:
+        if (Path(out) / "config.toml").is_file():
+            print(f"mnist-ops: interrupted; continue with `mnist-ops train --resume {out}`", file=sys.stderr)
+        else:  # stopped while starting: there is no run to resume yet, and no empty directory is left behind
+            with contextlib.suppress(OSError):
+                Path(out).rmdir()
+            print("mnist-ops: interrupted before the run started; run the same command again", file=sys.stderr)
+        raise SystemExit(interrupted_code(error)) from None
 
 
 def command_evaluate(args) -> None:
@@ -657,8 +662,16 @@ COMMANDS = {"data": command_data, "summary": command_summary, "list": command_li
             "predict": command_predict, "export": command_export, "serve": command_serve}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a pre-empted job, `kill`): it stops as Ctrl-C does, so files stay whole, and exits 143 (128 + 15)."""
+
+
 def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM (a pre-empted job, `kill`) stops as Ctrl-C does: files stay whole
+    raise Terminated
+
+
+def interrupted_code(error: KeyboardInterrupt) -> int:
+    return 143 if isinstance(error, Terminated) else 130  # 128 + the signal's number, as a shell reports it
 
 
 def option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -712,9 +725,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mnist-ops: error: {where}{error.strerror or error}; check the path, its permissions and free space",
               file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         print("mnist-ops: interrupted", file=sys.stderr)
-        return 130
+        return interrupted_code(error)
     return code or 0
 
 
