@@ -135,6 +135,20 @@ def test_bad_files_get_one_line_each_and_the_good_ones_are_still_predicted(digit
         assert code == 2 and out == "" and len(err.splitlines()) == 1 and fragment in err
 
 
+def test_a_folder_says_what_it_leaves_out(digit_checkpoint, mnist_test, tmp_path, capsys):
+    """Only image and IDX files are read, not subfolders: what else the folder holds is named, not skipped unseen.
+    A phone's .jfif is a JPEG."""
+    Image.fromarray(255 - mnist_test.images[0].numpy()).resize((140, 140)).convert("RGB").save(tmp_path / "a.jfif",
+                                                                                                "JPEG")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "notes.txt").write_text("the 7 is a.jfif")
+    (tmp_path / ".DS_Store").write_bytes(b"")
+    code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint, tmp_path)
+    assert code == 0 and out.startswith(f"{tmp_path / 'a.jfif'}: 7 (") and len(out.splitlines()) == 1
+    assert err == (f"mnist-ops: note: {tmp_path}: left out 2 entries that are not image or IDX files (notes.txt, sub/; "
+                   "1 folder(s), not searched); name them to read them\n")
+
+
 def test_one_predictor_interface(digit_checkpoint, mnist_test):
     predictor = load_predictor(checkpoint=digit_checkpoint)
     assert isinstance(predictor, TorchPredictor) and predictor.labels == [str(d) for d in range(10)]

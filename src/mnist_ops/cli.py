@@ -568,7 +568,8 @@ def command_predict(args) -> int:
 
     from mnist_ops.predict import expand_inputs, load_predictor, read_images
 
-    files = expand_inputs(args.inputs)  # a missing input is named before a model is loaded
+    # a missing input is named before a model is loaded; what a folder holds besides images, on stderr
+    files = expand_inputs(args.inputs, log=lambda message: print(f"mnist-ops: note: {message}", file=sys.stderr))
     with checkpoint_in_use(args.checkpoint) as checkpoint:
         predictor = load_predictor(checkpoint, args.model)
     failed = 0

@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -20,7 +20,7 @@ from PIL import Image
 from mnist_ops.errors import UserError, require_extra, show
 from mnist_ops.preprocess import normalize_pixels, open_image, preprocess
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif")  # Pillow's names for its 4 formats
 # Pixels are 0..1, so a data set's std below this is one shade throughout: nothing a net learns from. A smaller std
 # scales inputs past 1e6, where a net's sums can overflow float32 (std = 1e-300 is 0 in float32: infinite inputs).
 MIN_STD = 1e-6
@@ -302,15 +302,24 @@ def _is_idx(path: Path) -> bool:
         return handle.read(2) == b"\x00\x00"  # IDX magic; no image format starts with two zero bytes
 
 
-def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given; a directory contributes its image and IDX files (sorted, not recursive)."""
+def expand_inputs(paths: Iterable[str | os.PathLike], log: Callable[[str], None] | None = None) -> list[Path]:
+    """Files as given; a directory contributes its image and IDX files (sorted, not recursive). What a directory
+    holds besides is said to `log`, so that nothing is left out unnoticed."""
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and (
-                p.suffix.lower() in IMAGE_SUFFIXES or p.name.endswith(IDX_SUFFIXES)))
+            entries = sorted(path.iterdir())
+            found = [p for p in entries if p.is_file() and (
+                p.suffix.lower() in IMAGE_SUFFIXES or p.name.endswith(IDX_SUFFIXES))]
             if not found:
                 raise UserError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) or IDX files in this directory")
+            skipped = [p for p in entries if p not in found and not p.name.startswith(".")]
+            if skipped and log is not None:
+                folders = sum(p.is_dir() for p in skipped)
+                shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in skipped[:3])
+                log(f"{path}: left out {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} that are not image or "
+                    f"IDX files ({shown}{', ...' if len(skipped) > 3 else ''}; {folders} folder(s), not searched); "
+                    "name them to read them")
             files += found
         elif path.is_file():
             files.append(path)
