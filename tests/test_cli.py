@@ -9,6 +9,7 @@ from PIL import Image
 
 from fuzzing import Payload
 from mnist_ops.cli import main
+from mnist_ops.errors import UserError
 from mnist_ops.presets import build_config
 
 
@@ -375,7 +376,8 @@ def test_every_config_key_has_a_train_flag_that_reaches_the_config(key):
     base = build_config("lean-8k")
     value = _other_value(key, getattr(base, key))
     extra = {"replicas": ["--dropout", "0"], "teacher": ["--distill-weight", "0.5"],  # the keys they need
-             "distill_weight": ["--teacher", "/runs/teacher/last.pt"], "cycles": ["--epochs", "16"]}.get(key, [])
+             "distill_weight": ["--teacher", "/runs/teacher/last.pt"], "cycles": ["--epochs", "16"],
+             "validation_from": ["--validation", "100"]}.get(key, [])
     config = train_config(build_parser().parse_args(["train", "--preset", "lean-8k", *_flag_words(key, value), *extra]))
     assert getattr(config, key) == value
 
@@ -655,3 +657,27 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_exits_143(tmp_path, mnist_root):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143, err
     assert err.splitlines()[-1] == f"mnist-ops: interrupted; continue with `mnist-ops train --resume {run}`"
+
+
+def test_runs_started_in_the_same_second_without_out_get_directories_of_their_own(tmp_path, monkeypatch):
+    import time
+    from pathlib import Path
+
+    import mnist_ops.train
+
+    used = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(time, "strftime", lambda fmt, *args: "20261127-180000")  # one second for all three
+    monkeypatch.setattr(mnist_ops.train, "fit", lambda config, out, **kwargs: used.append(Path(out)))
+    for _ in range(3):
+        assert main(["train", "--preset", "seed-lean"]) == 0
+    assert used == [Path("runs/seed-lean-seed1-20261127-180000"), Path("runs/seed-lean-seed1-20261127-180000-2"),
+                    Path("runs/seed-lean-seed1-20261127-180000-3")]
+    assert all(path.is_dir() for path in used)
+
+    def missing_data(config, out, **kwargs):
+        raise UserError("mnist not found")
+
+    monkeypatch.setattr(mnist_ops.train, "fit", missing_data)
+    assert main(["train", "--preset", "seed-lean"]) == 2
+    assert not Path("runs/seed-lean-seed1-20261127-180000-4").exists()  # made for the run, removed when it failed

@@ -354,16 +354,38 @@ def train_config(args):
     return build_config(args.preset, args.config, config_overrides(args))
 
 
+def new_directory(path: Path) -> Path:
+    """Create `path`, or `path-2`, `path-3`, ... if it exists: the first name no other process took."""
+    check_destination(path, directory=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for number in range(1, 1000):
+        candidate = path if number == 1 else path.with_name(f"{path.name}-{number}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise UserError(f"{path} and 998 more names like it exist; pass --out")
+
+
 def command_train(args) -> None:
     from mnist_ops.train import fit
 
     config = train_config(args)
     if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
         raise UserError("--resume continues the run in its own directory; drop --out")
-    out = args.resume or args.out or Path("runs") / f"{config.preset}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.resume or args.out
+    if out is None:  # a new directory of its own, even beside a run started in the same second (an lr sweep)
+        out = new_directory(Path("runs") / f"{config.preset}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_destination(out, directory=True)
     try:
-        fit(config, out, data_root=args.data_root, progress=not args.no_progress, resume=bool(args.resume))
+        try:
+            fit(config, out, data_root=args.data_root, progress=not args.no_progress, resume=bool(args.resume))
+        except BaseException:
+            if not (args.resume or args.out):  # ours, made above: gone again if it stayed empty (missing data...)
+                with contextlib.suppress(OSError):
+                    Path(out).rmdir()
+            raise
     except KeyboardInterrupt as error:
         if (Path(out) / "config.toml").is_file():
             print(f"mnist-ops: interrupted; continue with `mnist-ops train --resume {out}`", file=sys.stderr)
