@@ -153,6 +153,19 @@ def test_a_data_sets_files_are_decompressed_by_content_not_by_name(tmp_path):
     assert torch.equal(split.images, train) and split.labels.tolist() == [0, 1, 2, 1, 0]
 
 
+@pytest.mark.parametrize("classes, message", [('["a", "a", "b"]', "holds names 'a' more than once"),
+                                              ('["a", " ", "b"]', "holds an empty name"),
+                                              ('["only"]', "1 class\\(es\\), from the 1 classes in dataset.toml")])
+def test_class_names_must_be_distinct_and_a_data_set_needs_two_classes(tmp_path, classes, message):
+    write_dataset(tmp_path, MNIST_NAMES, [0, 0, 0], [0])
+    (tmp_path / "dataset.toml").write_text(f"classes = {classes}\n")
+    with pytest.raises(UserError, match=message):
+        data.dataset_info(str(tmp_path))
+    (tmp_path / "dataset.toml").unlink()  # one class from the labels alone: refused too
+    with pytest.raises(UserError, match=r"1 class\(es\), from the train labels \(0..0\); a classifier needs at least 2"):
+        data.dataset_info(str(tmp_path))
+
+
 def test_dataset_toml_names_classes_and_checks_md5s(tmp_path):
     write_dataset(tmp_path, MNIST_NAMES, [0, 1, 0], [1, 1])
     digest = data.md5_of((tmp_path / MNIST_NAMES[0]).read_bytes())

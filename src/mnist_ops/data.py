@@ -170,6 +170,11 @@ def _read_settings(directory: Path) -> dict:
     classes, transposed, md5 = settings.get("classes"), settings.get("transposed", False), settings.get("md5", {})
     if classes is not None and not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         raise UserError(f"{path}: 'classes' must be a list of class names, got {classes!r}")
+    if classes is not None and (len(set(classes)) < len(classes) or not all(name.strip() for name in classes)):
+        repeated = sorted({name for name in classes if classes.count(name) > 1})
+        problem = f"names {', '.join(map(repr, repeated))} more than once" if repeated else "an empty name"
+        raise UserError(f"{path}: 'classes' holds {problem}; give every class its own name (answers and per-class "
+                        "accuracy are reported by name)")
     if not isinstance(transposed, bool):
         raise UserError(f"{path}: 'transposed' must be true or false, got {transposed!r}")
     if not isinstance(md5, dict) or not all(isinstance(v, str) and re.fullmatch(r"[0-9a-f]{32}", v) for v in md5.values()):
@@ -225,6 +230,9 @@ def local_dataset(path: str | os.PathLike) -> DatasetInfo:
         if len(values) and int(values.max()) >= len(classes):
             raise UserError(f"{directory}: {split} label {int(values.max())} is outside {source}; "
                             f"fix the labels or list every class in {directory / DATASET_TOML}")
+    if len(classes) < 2:  # one class: every answer right at loss 0, nothing learnt
+        raise UserError(f"{directory}: {len(classes)} class(es), from {source}; a classifier needs at least 2: "
+                        f"check the label files, or list the classes in {DATASET_TOML}")
     transposed = settings.get("transposed", files["train"][0].startswith("emnist"))
     return DatasetInfo(name=str(directory), md5={name: settings.get("md5", {}).get(name) for pair in files.values()
                                                  for name in pair},
