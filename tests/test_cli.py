@@ -232,6 +232,14 @@ def test_data_preview_writes_the_format_its_suffix_names_in_rows_of_ten(mnist_ro
         sizes[count] = Image.open(out).size
     assert sizes[30][0] == sizes[100][0] < 1500  # 10 digits per row, however many digits
     assert sizes[100][1] > 3 * sizes[30][1] > 3 * sizes[6][1]
+    before = (tmp_path / "preview.png").read_bytes()  # a file named by --out is not drawn over unless forced
+    preview = ["data", "preview", "--preset", "seed-lean", "--count", "12", "--root", str(mnist_root)]
+    assert main([*preview, "--out", str(tmp_path / "preview.png")]) == 2
+    assert "preview.png already exists; pass another --out, or --force" in capsys.readouterr().err
+    assert (tmp_path / "preview.png").read_bytes() == before
+    assert main([*preview, "--out", str(tmp_path / "preview.png"), "--force"]) == 0
+    assert (tmp_path / "preview.png").read_bytes() != before  # 12 digits now, where there were 6
+    assert main([*preview, "--out", str(tmp_path)]) == 2 and "is a directory" in capsys.readouterr().err
 
 
 @pytest.mark.integration

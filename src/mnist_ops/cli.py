@@ -181,7 +181,8 @@ def _add_measurement_parsers(commands, data_commands) -> None:
     add_config_flags(preview, ("seed",), default="0; it picks the digits shown and the augmentation's draws")
     preview.set_defaults(seed=0)
     preview.add_argument("--out", default=None, help="image path: .png, .jpg, .svg or .pdf "
-                                                     "(default: runs/preview-<preset>.png)")
+                                                     "(default: runs/preview-<preset>.png, redrawn each time)")
+    preview.add_argument("--force", action="store_true", help="overwrite an existing --out")
     add_config_flags(preview, PREVIEW_KEYS)
     _add_data_args(preview)
 
@@ -444,6 +445,16 @@ def command_bench(args) -> None:
         print(f"wrote {write_results(args.json, results)}")
 
 
+def refuse_to_overwrite(out: str | None, force: bool) -> None:
+    """A file --out names is written over only with --force; a directory is named as one."""
+    if out is None:
+        return
+    if Path(out).is_dir():
+        raise UserError(f"--out {out} is a directory; name the file to write in it")
+    if Path(out).exists() and not force:
+        raise UserError(f"{out} already exists; pass another --out, or --force to overwrite it")
+
+
 def command_data_preview(args) -> None:
     from mnist_ops.presets import build_config
     from mnist_ops.report import plot_augmentation_preview
@@ -452,6 +463,7 @@ def command_data_preview(args) -> None:
     config = build_config(args.preset, None, {"dataset": args.dataset, "seed": args.seed, **overrides})  # checks --seed
     out = check_destination(args.out or Path("runs") / ("-".join(["preview", config.preset, *overrides.values()])
                                                         + ".png"))
+    refuse_to_overwrite(args.out, args.force)  # a path the user named; the default one is the tool's, redrawn
     plot_augmentation_preview(config, args.count, config.seed, out, data_root=args.root)
     print(f"wrote {out}: {args.count} training digits, each row before and the row below it after "
           f"augment '{config.augment}' ({config.interpolation})")
@@ -611,10 +623,7 @@ def command_export(args) -> None:
     from mnist_ops.export import export_onnx
 
     check_destination(args.out)
-    if Path(args.out).is_dir():
-        raise UserError(f"--out {args.out} is a directory; name the file to write, e.g. {Path(args.out) / 'model.onnx'}")
-    if Path(args.out).exists() and not args.force:  # an earlier export is not lost to a default --out
-        raise UserError(f"{args.out} already exists; pass another --out, or --force to overwrite it")
+    refuse_to_overwrite(args.out, args.force)  # an earlier export is not lost to the default --out
     with checkpoint_in_use(args.checkpoint) as checkpoint:
         metadata = export_onnx(checkpoint, args.out)
     try_it = (f"`mnist-ops predict --model {args.out} FILE` or `mnist-ops serve --model {args.out}`"
