@@ -376,3 +376,86 @@ def test_sam_trains_and_says_so(mnist_root, tmp_path):
     assert "sharpness-aware steps (SAM, rho 0.05: two gradients a step)" in next(message for message in messages
                                                                                 if message.startswith("run "))
     assert learned(tmp_path / "sam")[0]["train_loss"] != learned(tmp_path / "plain")[0]["train_loss"]
+
+
+NETS = '''
+import torch
+import torch.nn as nn
+
+
+class TrainOnlyFails(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.head = nn.Linear(784, num_classes)
+
+    def forward(self, x):
+        if self.training:
+            raise RuntimeError("this net was never tried in train mode")
+        return self.head(x.flatten(1))
+
+
+class Norm1d(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.body, self.norm, self.head = nn.Linear(784, 16), nn.BatchNorm1d(16), nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return self.head(self.norm(self.body(x.flatten(1))))
+
+
+class Counts(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.head = nn.Linear(784, num_classes)
+
+    def forward(self, x):
+        return self.head(x.flatten(1)).round().long()
+
+
+class Bf16(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.head = nn.Linear(784, num_classes)
+
+    def forward(self, x):
+        return self.head(x.flatten(1)).to(torch.bfloat16)
+'''
+
+
+@pytest.mark.integration
+def test_a_net_of_ones_own_that_fails_in_training_is_one_line_naming_it(mnist_root, tmp_path, monkeypatch):
+    (tmp_path / "nets.py").write_text(NETS)
+    monkeypatch.setenv("MNIST_OPS_TRUSTED_MODELS", str(tmp_path / "trusted"))
+
+    def train(net, **changes):
+        config = build_config("seed-baseline", None, {"model": f"{tmp_path / 'nets.py'}:{net}", "epochs": 1,
+                                                      "limit_train": 130, "batch_size": 64, **changes})
+        return fit(config, tmp_path / net, data_root=mnist_root, log=quiet, progress=False)
+
+    with pytest.raises(UserError, match=r"^model .*nets.py:TrainOnlyFails raised RuntimeError: this net was never "
+                                        r"tried in train mode while training in epoch 0; fix its forward\(\)"):
+        train("TrainOnlyFails")
+    with pytest.raises(UserError, match=r"raised ValueError: Expected more than 1 value per channel .* the epoch's "
+                                        r"last batch holds 1 image \(BatchNorm cannot train on 1\)"):
+        train("Norm1d", limit_train=129)
+    with pytest.raises(UserError, match=r"returns torch.int64 scores; return floating-point logits"):
+        train("Counts")
+
+
+@pytest.mark.integration
+def test_a_net_with_bf16_scores_exports_to_float32_scores(mnist_root, tmp_path, monkeypatch):
+    import numpy as np
+
+    from mnist_ops.data import load_split
+    from mnist_ops.export import export_onnx
+    from mnist_ops.predict import OnnxPredictor
+
+    (tmp_path / "nets.py").write_text(NETS)
+    monkeypatch.setenv("MNIST_OPS_TRUSTED_MODELS", str(tmp_path / "trusted"))
+    config = build_config("seed-baseline", None, {"model": f"{tmp_path / 'nets.py'}:Bf16", "epochs": 1,
+                                                  "limit_train": 256, "batch_size": 64})
+    fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False)
+    export_onnx(tmp_path / "run" / "last.pt", tmp_path / "m.onnx")
+    digits = load_split("mnist", "test", mnist_root).images[:8].numpy()
+    probabilities = OnnxPredictor(tmp_path / "m.onnx").probabilities(digits)
+    assert probabilities.dtype == np.float32 and probabilities.shape == (8, 10)

@@ -72,6 +72,17 @@ def export_onnx(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> d
     labels, image_size = _labels_and_size(checkpoint, dataset, checkpoint_path)
     # a batch of 2: an example batch of 1 would freeze the batch dimension
     example = torch.zeros(2, 1, *image_size)
+    with torch.no_grad():
+        if model(example).dtype != torch.float32:  # bf16 scores: numpy, and so onnxruntime's callers, have no bf16
+            class Float32Scores(torch.nn.Module):
+                def __init__(self, net: torch.nn.Module):
+                    super().__init__()
+                    self.net = net
+
+                def forward(self, x: torch.Tensor) -> torch.Tensor:
+                    return self.net(x).float()
+
+            model = Float32Scores(model).eval()
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     torch_log = logging.getLogger("torch")
     level = torch_log.level

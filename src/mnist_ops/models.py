@@ -354,6 +354,9 @@ def check_output(model: nn.Module, reference: str, num_classes: int, image_size:
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
         raise UserError(f"model '{reference}' returns {shape} for a batch of shape {list(x.shape)}; it must return "
                         f"[N, {num_classes}]: one score per class for the data's {num_classes} classes")
+    if not out.is_floating_point():
+        raise UserError(f"model '{reference}' returns {out.dtype} scores; return floating-point logits (the loss is "
+                        "cross-entropy, and its gradient needs them)")
     if (out >= 0).all() and torch.allclose(out.float().sum(dim=1), torch.ones(2), atol=1e-4):
         raise UserError(f"model '{reference}' returns probabilities (softmax: rows sum to 1); return logits or "
                         "log_softmax, since the loss is cross-entropy on scores")

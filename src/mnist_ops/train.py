@@ -194,6 +194,16 @@ def _refuse_changed_config(checkpoint: dict, config: Config, out: Path, log: Cal
             "differ in the last digits from those the run would have computed there")
 
 
+def _user_model_failed(config: Config, error: Exception, epoch: int, images: int) -> str:
+    """One line for a net of the user's own that raised while training (check_output tried it in eval mode only)."""
+    text = str(error).strip().splitlines()
+    cause = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    last = images % config.batch_size
+    hint = (f"; the epoch's last batch holds {last} image (BatchNorm cannot train on 1): change batch_size or "
+            "limit_train" if last == 1 else "; fix its forward() (it must run in train mode on any batch size)")
+    return f"model {config.model} raised {cause} while training in epoch {epoch}{hint}"
+
+
 def describe_recipe(config: Config, precise_bn_images: int, teacher=None) -> str:
     """The run's first log line: the precision and every recipe choice beyond the plain train step."""
     cycle = " of each cycle" if config.cycles > 1 else ""
@@ -313,6 +323,10 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             except NonFiniteLoss as error:
                 raise TrainingDiverged(f"training loss became {error.loss} at epoch {epoch}, step {error.step}",
                                        _diverged_advice(epoch, config)) from None
+            except Exception as error:
+                if isinstance(error, UserError) or build_record(model)["kind"] == "registered":
+                    raise  # a built-in net failing is a bug here: its traceback is wanted
+                raise UserError(_user_model_failed(config, error, epoch, len(data.train))) from None
             finally:
                 if bar is not None:
                     bar.close()
