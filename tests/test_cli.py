@@ -689,3 +689,13 @@ def test_runs_started_in_the_same_second_without_out_get_directories_of_their_ow
     monkeypatch.setattr(mnist_ops.train, "fit", missing_data)
     assert main(["train", "--preset", "seed-lean"]) == 2
     assert not Path("runs/seed-lean-seed1-20261127-180000-4").exists()  # made for the run, removed when it failed
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--checkpiont", "run"], ["export", "--chekpoint", "run"],
+                                     ["predict", "--chekpoint", "run", "digit.png"]])
+def test_a_mistyped_required_flag_gets_a_did_you_mean(command, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(command)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and len(err.splitlines()) == 1
+    assert f"; {command[1]} is not a flag (did you mean '--checkpoint'?)" in err

@@ -26,6 +26,11 @@ class ArgumentParser(argparse.ArgumentParser):
             choices = re.findall(r"'([^']*)'", match["choices"])
             message = message.replace(match[0], match[0] + did_you_mean(match["name"], choices))
         help_command = self.prog
+        if "required" in message:  # argparse stops at a missing flag before it reports the unknown ones: a typo
+            flags = [flag for action in self._actions for flag in action.option_strings if flag != "--help"]
+            typed = [word.split("=")[0] for word in self.command_line if word.startswith("--")]
+            message += "".join(f"; {word} is not a flag{did_you_mean(word, flags)}" for word in typed
+                               if word not in flags and did_you_mean(word, flags))
         unknown = UNRECOGNIZED.match(message)
         command = chosen_command(self, self.parsed)
         if unknown and command is not self:  # the top parser reports a command's unknown flags
@@ -39,6 +44,7 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{help_command} --help`)\n")
 
     parsed: argparse.Namespace | None = None  # what parse_known_args found, for the error it may report next
+    command_line: list[str] = []  # every word given (main sets it), for a mistyped required flag
 
     def parse_known_args(self, args=None, namespace=None):
         parsed, extras = super().parse_known_args(args, namespace)
@@ -737,6 +743,7 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     parser = build_parser()
+    ArgumentParser.command_line = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     refuse_empty_values(parser, args)
     signal.signal(signal.SIGTERM, _interrupt)
