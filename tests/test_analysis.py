@@ -70,6 +70,8 @@ def test_confusion_matrix_and_per_class_accuracy():
     matrix = confusion_matrix(targets, predictions, num_classes=3)
     assert matrix.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     assert per_class_accuracy(matrix) == [50.0, 100.0, 0.0]
+    # a class with no images has no accuracy (it read 0.00%, like a class never predicted right)
+    assert per_class_accuracy(confusion_matrix(targets, predictions, num_classes=4)) == [50.0, 100.0, 0.0, None]
 
 
 def test_summary_states_mult_adds_in_millions():

@@ -130,9 +130,11 @@ def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_class
     return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def per_class_accuracy(matrix: torch.Tensor) -> list[float]:
-    totals = matrix.sum(dim=1).clamp(min=1)
-    return (matrix.diagonal().double() / totals * 100).tolist()
+def per_class_accuracy(matrix: torch.Tensor) -> list[float | None]:
+    """Per true class, the share predicted right (%); None for a class with no images, which has no accuracy."""
+    totals = matrix.sum(dim=1)
+    shares = (matrix.diagonal().double() / totals.clamp(min=1) * 100).tolist()
+    return [share if total else None for share, total in zip(shares, totals.tolist())]
 
 
 def format_confusion(matrix: torch.Tensor, classes: tuple[str, ...]) -> str:

@@ -425,13 +425,15 @@ def command_evaluate(args) -> None:
             "checkpoint": str(path), "model": checkpoint["model_name"], "epoch": checkpoint["epoch"],
             "dataset": dataset, "test_accuracy": round(result.accuracy, 2), "test_loss": round(result.loss, 4),
             "correct": int(matrix.diagonal().sum()), "images": len(test),
-            "per_class_accuracy": {name: round(value, 2) for name, value in zip(classes, per_class)},
+            "per_class_accuracy": {name: None if value is None else round(value, 2)  # null: no test images
+                                   for name, value in zip(classes, per_class)},
             "confusion_matrix": matrix.tolist()}, indent=2))
         return
     print(f"checkpoint {path}: model {checkpoint['model_name']}, epoch {checkpoint['epoch']}")
     print(f"test accuracy {result.accuracy:.2f}%  loss {result.loss:.4f}  "
           f"({int(matrix.diagonal().sum())}/{len(test)} correct)")
-    print("per-class accuracy: " + "  ".join(f"{c}: {a:.2f}%" for c, a in zip(classes, per_class)))
+    print("per-class accuracy: " + "  ".join(f"{c}: {'n/a (no test images)' if a is None else f'{a:.2f}%'}"
+                                             for c, a in zip(classes, per_class)))
     print("confusion matrix (rows: true, columns: predicted)")
     print(format_confusion(matrix, classes))
 

@@ -21,8 +21,8 @@ CHANCE_CEILING = 20.0  # percent: a variant ending at or below this did not lear
 
 # ---------------------------------------------------------------------------- formatting
 
-def percent(value: float) -> str:
-    return f"{value:.2f}"
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def signed(value: float, digits: int = 2) -> str:
