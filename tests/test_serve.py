@@ -353,3 +353,22 @@ def test_a_chosen_picture_is_read_small_or_over_the_upload_limit(server, mnist_t
         page.wait_for_function("() => document.getElementById('status').textContent !== ''", timeout=30_000)
         assert "not an image" in page.text_content("#status") and page.text_content("#digit") == ""
         assert page.get_attribute("#answer", "data-stroke") == "picture"
+
+
+def test_a_malformed_upload_is_a_400_and_not_a_line_on_the_servers_stderr(caplog):
+    import asyncio
+
+    from mnist_ops.serve.app import create_app
+
+    class Stub(Predictor):
+        backend, model_name, mean, std, labels = "stub", "stub", 0.1307, 0.3081, [str(d) for d in range(10)]
+
+    async def post():
+        transport = httpx.ASGITransport(app=create_app(Stub()))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post("/predict", content=b"garbage",
+                                     headers={"content-type": "multipart/form-data; boundary=xyz"})
+
+    answer = asyncio.run(post())
+    assert answer.status_code == 400 and answer.json()["detail"].startswith("malformed multipart body")
+    assert not caplog.records  # python-multipart's warning went to stderr (logging's last resort) beside the 400

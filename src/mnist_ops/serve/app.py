@@ -7,6 +7,7 @@ are read into memory (at most 1 MB) and never spooled to disk. Bad input gets a 
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from importlib.resources import files
@@ -70,6 +71,8 @@ async def uploaded_file(request: Request, body: bytes) -> bytes:
 
 
 def create_app(predictor: Predictor) -> FastAPI:
+    # python-multipart logs a malformed body's details to stderr as a warning; the client gets them in its 400
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
     page = (files("mnist_ops.serve") / "static" / "index.html").read_text(encoding="utf-8")
     app = FastAPI(title="mnist-ops", version="1", summary=f"Handwritten digit recognition: {predictor.model_name} "
                                                           f"({predictor.backend})")
