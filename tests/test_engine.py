@@ -573,3 +573,17 @@ def test_a_non_finite_loss_at_sams_moved_weights_stops_before_the_step(monkeypat
     after = dict(model.named_parameters())
     # no step: the weights are where they were, up to the rounding of w + e - e (an SGD step moves them by ~1e-3)
     assert all(torch.allclose(after[key], before[key], atol=1e-6, rtol=0) for key in after)
+
+
+def test_evaluating_a_checkpoint_on_a_data_set_that_changed_since_is_refused():
+    """A data set directory whose files were replaced after training: other sizes crashed in the net (a traceback)
+    or, through a fixed pool, gave a silent wrong accuracy; labels past the classes failed in the loss."""
+    from mnist_ops.engine import evaluate_checkpoint
+
+    checkpoint = {"image_size": [20, 24], "classes": ["a", "b", "c"], "config": {"dataset": "/data/shapes"}}
+    with pytest.raises(UserError, match=r"test images of /data/shapes are 28x28 now, and the checkpoint's model "
+                                        r"was trained on 20x24"):
+        evaluate_checkpoint(checkpoint, torch.zeros(2, 28, 28, dtype=torch.uint8), torch.tensor([0, 1]), "cpu")
+    with pytest.raises(UserError, match=r"test labels of /data/shapes go up to 3 now, and the checkpoint's model "
+                                        r"knows 3 classes"):
+        evaluate_checkpoint(checkpoint, torch.zeros(2, 20, 24, dtype=torch.uint8), torch.tensor([0, 3]), "cpu")

@@ -324,6 +324,15 @@ def evaluate_checkpoint(checkpoint: dict, images: torch.Tensor, labels: torch.Te
     the accuracy its metrics.jsonl logged (fp32 would differ by a few images)."""
     from mnist_ops.batches import normalize
 
+    size, classes = checkpoint.get("image_size"), checkpoint.get("classes")  # recorded since 2026-11-27
+    dataset = checkpoint["config"].get("dataset", "mnist")
+    if size is not None and tuple(images.shape[1:]) != tuple(size):
+        raise UserError(f"the test images of {dataset} are {images.shape[1]}x{images.shape[2]} now, and the "
+                        f"checkpoint's model was trained on {size[0]}x{size[1]}: the data set changed since training; "
+                        "restore it, or train again")
+    if classes is not None and len(labels) and int(labels.max()) >= len(classes):
+        raise UserError(f"the test labels of {dataset} go up to {int(labels.max())} now, and the checkpoint's model "
+                        f"knows {len(classes)} classes: the data set changed since training; restore it, or train again")
     config = resolve(Config(), {key: value for key, value in checkpoint["config"].items() if key in FIELD_TYPES},
                      source="checkpoint config")
     layout = memory_format(config)
