@@ -699,3 +699,16 @@ def test_a_mistyped_required_flag_gets_a_did_you_mean(command, capsys):
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and len(err.splitlines()) == 1
     assert f"; {command[1]} is not a flag (did you mean '--checkpoint'?)" in err
+
+
+def test_summary_builds_the_net_for_a_data_set_of_ones_own(tmp_path, capsys):
+    from mnist_ops.idx import write_idx
+
+    for name, count in (("train", 12), ("t10k", 6)):
+        write_idx(tmp_path / f"{name}-images-idx3-ubyte", torch.zeros(count, 20, 24, dtype=torch.uint8))
+        write_idx(tmp_path / f"{name}-labels-idx1-ubyte", (torch.arange(count) % 3).to(torch.uint8))
+    assert main(["summary", "--model", "fast-8k", "--dataset", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[1, 3]" in out and "| 20*24 |" in out  # 3 scores; the table runs on 20 x 24 images
+    assert main(["summary", "--model", "lean-8k", "--dataset", str(tmp_path)]) == 2  # its pool is built for 28 x 28
+    assert "fails on a batch of shape [2, 1, 20, 24]" in capsys.readouterr().err

@@ -209,6 +209,7 @@ def build_parser() -> ArgumentParser:
     add_config_flags(which, ("model",))
     which.add_argument("--preset", help="a preset name (its model)")
     add_config_flags(summary, ("dropout",))
+    _add_data_args(summary)  # --dataset: the net as built for that data set's classes and image size
 
     commands.add_parser("list", help="list the registered models and presets")
 
@@ -297,13 +298,19 @@ def command_summary(args) -> None:
     from mnist_ops.engine import build_model
     from mnist_ops.presets import build_config
 
-    config = build_config(args.preset, None, config_overrides(args, ("model", "dropout")))
-    model = build_model(config, log=print)
+    config = build_config(args.preset, None, {**config_overrides(args, ("model", "dropout")), "dataset": args.dataset})
+    classes, size = 10, (28, 28)
+    if args.dataset != "mnist":  # its classes and image size, from its test split (the smaller one)
+        from mnist_ops.data import dataset_info, load_split
+
+        classes, size = len(dataset_info(config.dataset).classes), tuple(
+            load_split(config.dataset, "test", args.root).images.shape[1:])
+    model = build_model(config, classes, size, log=print)
     name = config.model
     print(f"model {name}")
-    print(model_summary(model))
+    print(model_summary(model, (1, 1, *size)))
     print("Receptive field")
-    print(format_receptive_field(receptive_field(model)))
+    print(format_receptive_field(receptive_field(model, size)))
 
 
 def command_list(args) -> None:
