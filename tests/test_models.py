@@ -22,6 +22,18 @@ def test_a_net_sees_its_whole_image_at_28x28_and_a_fixed_pool_is_refused_at_othe
         check_output(model, name, 10, (32, 32))
 
 
+@pytest.mark.parametrize("layers", [
+    "nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.AdaptiveMaxPool2d(1)",  # one probe's max reaches few pixels
+    "nn.MaxPool2d(2), nn.Conv2d(1, 8, 3), nn.AdaptiveAvgPool2d(1)",
+    "nn.ReLU(), nn.Conv2d(1, 8, 3), nn.AdaptiveAvgPool2d(1)",
+])
+def test_nets_that_see_the_whole_image_through_max_pools_or_relus_are_not_called_blind(layers):
+    from mnist_ops.models import MAX_IGNORED, ignored_share
+
+    model = eval(f"nn.Sequential({layers}, nn.Flatten(), nn.Linear(8, 10))")
+    assert ignored_share(model, (28, 28)) <= MAX_IGNORED
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_shape_finite_and_gradients_reach_every_parameter(name):
     torch.manual_seed(0)

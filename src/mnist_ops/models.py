@@ -371,22 +371,23 @@ def check_output(model: nn.Module, reference: str, num_classes: int, image_size:
 
 
 # A net built for 28 x 28 whose fixed pool sees only part of a larger map trains on, blind to a border strip: lean-8k
-# ignored 23% of each 32 x 32 image and reached 37%. At the size they are built for, the built-in nets ignore at most
-# one pixel of 784 (0.13%, a unit that happens to be off for the probe input).
-MAX_IGNORED = 0.02
+# ignored 23% of each 32 x 32 image and reached 37%. At the size they are built for, the built-in nets ignore none.
+MAX_IGNORED = 0.10  # a global max-pool after unpadded convs reaches corner pixels rarely: 1% unreached in 64 probes
+PROBES = 64  # a max-pool or a ReLU passes one probe's gradient to only some pixels; 64 probes reach nearly all
 
 
 def ignored_share(model: nn.Module, image_size: tuple[int, int]) -> float:
-    """The share of an image's pixels that no score depends on: zero gradient for one random eval-mode input."""
-    x = torch.randn((1, 1, *image_size), generator=torch.Generator().manual_seed(0), requires_grad=True)
+    """The share of an image's pixels that no score depends on: zero gradient for every one of PROBES random
+    eval-mode inputs. A net the input's gradient cannot reach (a threshold, a detach) is not this check's to judge."""
+    x = torch.randn((PROBES, 1, *image_size), generator=torch.Generator().manual_seed(0), requires_grad=True)
     training = model.training
     try:
         (gradient,) = torch.autograd.grad(model.eval()(x).float().sum(), x, allow_unused=True)
-    except (Exception, SystemExit):  # no gradient to the input (an integer step, a detach): not this check's to judge
+    except (Exception, SystemExit):
         return 0.0
     finally:
         model.train(training)
-    return 1.0 if gradient is None else float((gradient == 0).float().mean())
+    return 0.0 if gradient is None else float((gradient == 0).all(dim=0).float().mean())
 
 
 # ----------------------------------------------------------------------- dropout
