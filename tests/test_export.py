@@ -1,3 +1,4 @@
+import json
 import re
 import sys
 
@@ -136,6 +137,10 @@ def test_a_model_of_your_own_data_exports_with_its_classes_and_size_after_the_da
         answers.append([line.split("(")[0] for line in capsys.readouterr().out.splitlines()])
     assert len(answers[0]) == 16 and answers[0] == answers[1]
     assert {line.split(": ")[1].strip() for line in answers[0]} <= {"circle", "square", "star"}
+    assert main(["predict", "--model", str(tmp_path / "m.onnx"), "--json",
+                 str(tmp_path / "moved" / "t10k-images-idx3-ubyte")]) == 0
+    first = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert first["label"] == ["circle", "square", "star"][first["digit"]]  # the class name, beside its index
     Image.new("L", (24, 20), 255).save(tmp_path / "photo.png")  # a picture: MNIST's preprocessing is for digits
     write_idx(tmp_path / "wrong-idx3-ubyte", torch.zeros(2, 28, 28, dtype=torch.uint8))
     assert main(["predict", "--checkpoint", str(tmp_path / "run"), str(tmp_path / "photo.png"),

@@ -220,3 +220,16 @@ def test_a_strip_of_desk_along_one_side_of_a_photo_is_not_the_digit(mnist_test):
     tight = np.full((60, 12), 255, np.uint8)
     tight[:, 2:10] = 0  # a 1 cropped to its stroke lies along the top and bottom: all the ink there is, kept
     assert mnist_pixels(Image.fromarray(tight)).any()
+
+
+def test_a_digit_cropped_to_its_ink_keeps_a_piece_that_lies_along_an_edge():
+    """A 5 whose flag is a stroke of its own, cropped to the ink: the flag lies along the top edge, and is the digit's."""
+    five = np.full((100, 60), 255, np.uint8)
+    five[0:12, 0:60] = 0  # the flag, along the whole top, apart from the rest
+    five[18:60, 10:20] = 0  # the stem
+    five[50:60, 10:55] = 0  # the belly's top
+    five[50:95, 45:55] = 0  # its right side
+    five[88:100, 20:46] = 0  # its bottom: under half the bottom edge, not along it
+    kept = mnist_pixels(Image.fromarray(five))
+    assert kept[4:8].sum() > 0  # the flag's rows, at the top of the 20-pixel box
+    assert (kept > 0).sum() > 0.9 * (mnist_pixels(Image.fromarray(np.pad(five, 5, constant_values=255))) > 0).sum()

@@ -627,7 +627,7 @@ def command_predict(args) -> int:
             print(f"mnist-ops: error: {result}", file=sys.stderr)
             failed += 1
         elif args.json:
-            print(json.dumps({"file": name, **result.to_dict()}))
+            print(json.dumps({"file": name, **result.to_dict(), "label": predictor.labels[result.digit]}))
         else:
             top = ", ".join(f"{predictor.labels[digit]} {p:.1%}" for digit, p in result.top(3))
             print(f"{name}: {predictor.labels[result.digit]} ({result.probability:.1%})  top 3: {top}")

@@ -313,7 +313,8 @@ def expand_inputs(paths: Iterable[str | os.PathLike], log: Callable[[str], None]
                 p.suffix.lower() in IMAGE_SUFFIXES or p.name.endswith(IDX_SUFFIXES))]
             if not found:
                 raise UserError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) or IDX files in this directory")
-            skipped = [p for p in entries if p not in found and not p.name.startswith(".")]
+            chosen = set(found)
+            skipped = [p for p in entries if p not in chosen and not p.name.startswith(".")]
             if skipped and log is not None:
                 folders = sum(p.is_dir() for p in skipped)
                 shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in skipped[:3])

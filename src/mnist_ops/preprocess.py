@@ -167,10 +167,13 @@ def drop_specks(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def drop_edge_pieces(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The ink mask without pieces lying along the picture's edge: a connected piece that covers at least
     EDGE_SHARE of one side (a strip of desk beside the paper in a photo, a shadow at the edge, what is left of a
-    frame), so long as other ink remains. A digit crosses an edge for the width of a stroke, not along it; one
-    cropped so tightly that it does lie along an edge is all the ink there is, and is kept. Cleared in `ink` too."""
+    frame), so long as other ink remains. A digit crosses an edge for the width of a stroke, not along it. A digit
+    cropped to its ink touches all four sides, and its pieces may lie along them (a 5's flag): such a picture is
+    left alone. Cleared in `ink` too."""
     from scipy import ndimage
 
+    if mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any():
+        return mask
     labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
     if count < 2:
         return mask
