@@ -436,8 +436,19 @@ def test_a_net_of_ones_own_that_fails_in_training_is_one_line_naming_it(mnist_ro
                                         r"tried in train mode while training in epoch 0; fix its forward\(\)"):
         train("TrainOnlyFails")
     with pytest.raises(UserError, match=r"raised ValueError: Expected more than 1 value per channel .* the epoch's "
-                                        r"last batch holds 1 image \(BatchNorm cannot train on 1\)"):
+                                        r"last batch holds 1 image, and BatchNorm cannot train on 1"):
         train("Norm1d", limit_train=129)
+    with pytest.raises(UserError, match=r"TrainOnlyFails raised RuntimeError: .* fix its forward\(\)"):
+        train("TrainOnlyFails", limit_train=129)  # a last batch of 1, but not what failed: no BatchNorm hint
+
+    import mnist_ops.train as train_module
+
+    def broken_batches(*args, **kwargs):
+        raise RuntimeError("a bug in the batches, not in the net")
+
+    monkeypatch.setattr(train_module, "fit_batches", broken_batches)
+    with pytest.raises(RuntimeError, match="a bug in the batches"):  # not blamed on the net: the traceback stays
+        train("Norm1d")
     with pytest.raises(UserError, match=r"returns torch.int64 scores; return floating-point logits"):
         train("Counts")
 

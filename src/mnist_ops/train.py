@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -194,13 +195,22 @@ def _refuse_changed_config(checkpoint: dict, config: Config, out: Path, log: Cal
             "differ in the last digits from those the run would have computed there")
 
 
+def _raised_in(error: BaseException, file: str | None) -> bool:
+    """Whether `file` (a net of the user's own: its source file) is on the error's traceback."""
+    if not file:
+        return False
+    frames = traceback.extract_tb(error.__traceback__)
+    return any(os.path.realpath(frame.filename) == os.path.realpath(file) for frame in frames)
+
+
 def _user_model_failed(config: Config, error: Exception, epoch: int, images: int) -> str:
     """One line for a net of the user's own that raised while training (check_output tried it in eval mode only)."""
     text = str(error).strip().splitlines()
     cause = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
     last = images % config.batch_size
-    hint = (f"; the epoch's last batch holds {last} image (BatchNorm cannot train on 1): change batch_size or "
-            "limit_train" if last == 1 else "; fix its forward() (it must run in train mode on any batch size)")
+    hint = (f"; the epoch's last batch holds 1 image, and BatchNorm cannot train on 1: change batch_size or "
+            "limit_train" if last == 1 and "Expected more than 1 value per channel" in cause
+            else "; fix its forward() (it must run in train mode on any batch size)")
     return f"model {config.model} raised {cause} while training in epoch {epoch}{hint}"
 
 
@@ -324,8 +334,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 raise TrainingDiverged(f"training loss became {error.loss} at epoch {epoch}, step {error.step}",
                                        _diverged_advice(epoch, config)) from None
             except Exception as error:
-                if isinstance(error, UserError) or build_record(model)["kind"] == "registered":
-                    raise  # a built-in net failing is a bug here: its traceback is wanted
+                if isinstance(error, UserError) or not _raised_in(error, build_record(model).get("file")):
+                    raise  # a failure of a built-in net, or outside the net: a bug here, whose traceback is wanted
                 raise UserError(_user_model_failed(config, error, epoch, len(data.train))) from None
             finally:
                 if bar is not None:
