@@ -118,6 +118,14 @@ def test_the_validation_split_holds_out_n_images_random_by_class_or_the_last_in_
     assert data.mean == pytest.approx(float(data.train.images.float().mean() / 255))  # the trained images' statistics
 
 
+def test_holding_out_the_last_images_of_a_file_sorted_by_class_is_refused():
+    from mnist_ops.batches import last_holdout
+
+    with pytest.raises(UserError, match=r"holds out no image of class\(es\) 0, 1: the training file is in class order"):
+        last_holdout(torch.arange(30) // 10, 8)  # classes 0, 1, 2 in blocks of 10: the last 8 are all 2s
+    assert last_holdout(torch.arange(30) % 3, 8)[1].tolist() == list(range(22, 30))
+
+
 def test_validation_from_without_a_validation_split_is_refused():
     from mnist_ops.config import check_combination
 

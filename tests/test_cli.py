@@ -637,7 +637,7 @@ def test_an_interrupt_while_starting_says_to_run_again_and_leaves_no_empty_run(t
     import mnist_ops.train
 
     def stopped_while_starting(config, out, **kwargs):
-        Path(out).mkdir()  # fit made the directory, and was stopped before config.toml
+        Path(out).mkdir(exist_ok=True)  # fit made the directory, and was stopped before config.toml
         raise KeyboardInterrupt
 
     monkeypatch.setattr(mnist_ops.train, "fit", stopped_while_starting)
@@ -645,6 +645,10 @@ def test_an_interrupt_while_starting_says_to_run_again_and_leaves_no_empty_run(t
         main(["train", "--preset", "seed-lean", "--out", str(tmp_path / "run")])
     assert stopped.value.code == 130 and not (tmp_path / "run").exists()
     assert capsys.readouterr().err == "mnist-ops: interrupted before the run started; run the same command again\n"
+    (tmp_path / "mine").mkdir()  # a directory the user made: left where it is
+    with pytest.raises(SystemExit):
+        main(["train", "--preset", "seed-lean", "--out", str(tmp_path / "mine")])
+    assert (tmp_path / "mine").is_dir()
 
 
 @pytest.mark.integration
@@ -699,6 +703,13 @@ def test_a_mistyped_required_flag_gets_a_did_you_mean(command, capsys):
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and len(err.splitlines()) == 1
     assert f"; {command[1]} is not a flag (did you mean '--checkpoint'?)" in err
+
+
+def test_an_abbreviated_flag_argparse_takes_is_not_called_a_typo(capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "--ou", "m.onnx"])  # --ou is --out to argparse; --checkpoint is what is missing
+    err = capsys.readouterr().err
+    assert "required: --checkpoint" in err and "is not a flag" not in err
 
 
 def test_summary_builds_the_net_for_a_data_set_of_ones_own(tmp_path, capsys):

@@ -47,11 +47,20 @@ def stratified_holdout(labels: torch.Tensor, count: int) -> tuple[torch.Tensor, 
 
 
 def last_holdout(labels: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train indices, held-out indices): the last `count` images in file order are held out."""
+    """(train indices, held-out indices): the last `count` images in file order are held out. A file sorted by class
+    would hold out whole classes: refused."""
     if not 0 < count < len(labels):
         raise UserError(f"validation = {count} must be between 1 and {len(labels) - 1} (the training images); "
                         "hold out fewer")
-    return torch.arange(len(labels) - count), torch.arange(len(labels) - count, len(labels))
+    cut = len(labels) - count
+    classes = set(labels.unique().tolist())
+    for part, name in ((labels[:cut], "trains on"), (labels[cut:], "holds out")):
+        missing = sorted(classes - set(part.unique().tolist()))
+        if missing:
+            raise UserError(f"validation_from = \"last\" {name} no image of class(es) {', '.join(map(str, missing))}: "
+                            "the training file is in class order, not in the order it was written; use "
+                            "validation_from = \"random\" (stratified)")
+    return torch.arange(cut), torch.arange(cut, len(labels))
 
 
 @dataclass

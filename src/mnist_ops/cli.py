@@ -30,7 +30,8 @@ class ArgumentParser(argparse.ArgumentParser):
             flags = [flag for action in self._actions for flag in action.option_strings if flag != "--help"]
             typed = [word.split("=")[0] for word in self.command_line if word.startswith("--")]
             message += "".join(f"; {word} is not a flag{did_you_mean(word, flags)}" for word in typed
-                               if word not in flags and did_you_mean(word, flags))
+                               if not any(flag.startswith(word) for flag in flags)  # argparse takes --ou for --out
+                               and did_you_mean(word, flags))
         unknown = UNRECOGNIZED.match(message)
         command = chosen_command(self, self.parsed)
         if unknown and command is not self:  # the top parser reports a command's unknown flags
@@ -389,6 +390,7 @@ def command_train(args) -> None:
     if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
         raise UserError("--resume continues the run in its own directory; drop --out")
     out = args.resume or args.out
+    existed = out is not None and Path(out).exists()  # a directory of the user's own is never removed below
     if out is None:  # a new directory of its own, even beside a run started in the same second (an lr sweep)
         out = new_directory(Path("runs") / f"{config.preset}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_destination(out, directory=True)
@@ -396,16 +398,14 @@ def command_train(args) -> None:
         try:
             fit(config, out, data_root=args.data_root, progress=not args.no_progress, resume=bool(args.resume))
         except BaseException:
-            if not (args.resume or args.out):  # ours, made above: gone again if it stayed empty (missing data...)
+            if not existed:  # made for this run (here or by fit): gone again if it stayed empty (missing data...)
                 with contextlib.suppress(OSError):
                     Path(out).rmdir()
             raise
     except KeyboardInterrupt as error:
         if (Path(out) / "config.toml").is_file():
             print(f"mnist-ops: interrupted; continue with `mnist-ops train --resume {out}`", file=sys.stderr)
-        else:  # stopped while starting: there is no run to resume yet, and no empty directory is left behind
-            with contextlib.suppress(OSError):
-                Path(out).rmdir()
+        else:  # stopped while starting: there is no run to resume yet (its empty directory went above)
             print("mnist-ops: interrupted before the run started; run the same command again", file=sys.stderr)
         raise SystemExit(interrupted_code(error)) from None
 
