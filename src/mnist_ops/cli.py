@@ -300,12 +300,16 @@ def command_summary(args) -> None:
     from mnist_ops.presets import build_config
 
     config = build_config(args.preset, None, {**config_overrides(args, ("model", "dropout")), "dataset": args.dataset})
-    classes, size = 10, (28, 28)
-    if args.dataset != "mnist":  # its classes and image size, from its test split (the smaller one)
-        from mnist_ops.data import dataset_info, load_split
+    classes, size = 10, (28, 28)  # the registered data sets' images are all 28 x 28
+    if args.dataset != "mnist":
+        from mnist_ops.data import dataset_info
+        from mnist_ops.idx import read_idx_shape
 
-        classes, size = len(dataset_info(config.dataset).classes), tuple(
-            load_split(config.dataset, "test", args.root).images.shape[1:])
+        info = dataset_info(config.dataset)
+        classes = len(info.classes)
+        if info.directory is not None:  # a directory of one's own: the size from its train images' header
+            shape = read_idx_shape(info.directory / info.split_files("train")[0])[1:]
+            size = shape[::-1] if info.transposed else shape
     model = build_model(config, classes, size, log=print)
     name = config.model
     print(f"model {name}")
