@@ -187,3 +187,31 @@ def test_a_forward_torch_export_cannot_trace_is_one_line_naming_the_cause(tmp_pa
     assert "torch.export cannot trace its forward() (GuardOnDataDependentSymNode" in captured.err
     assert "torch.where instead of `if`" in captured.err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_model_of_transposed_idx_files_reads_them_upright_after_the_data_moved(tmp_path, capsys):
+    """EMNIST stores images transposed. The checkpoint and the ONNX file record it, so predict turns the files'
+    images upright with no data set at hand (without the record: 'a 24x20 image, and the model takes 20x24')."""
+    import torch
+
+    from mnist_ops.config import Config
+    from mnist_ops.export import export_onnx
+    from mnist_ops.idx import write_idx
+    from mnist_ops.train import fit
+
+    data = tmp_path / "letters"
+    data.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", 64), ("test", 16)):
+        upright = torch.randint(0, 256, (count, 20, 24), dtype=torch.uint8, generator=generator)
+        write_idx(data / f"emnist-digits-{split}-images-idx3-ubyte", upright.transpose(1, 2).contiguous())
+        write_idx(data / f"emnist-digits-{split}-labels-idx1-ubyte", (torch.arange(count) % 3).to(torch.uint8))
+    config = Config(dataset=str(data), model="fast-8k", dropout=0.0, epochs=1, batch_size=16, augment="none")
+    fit(config, tmp_path / "run", data_root=tmp_path / "root", log=lambda line: None, progress=False)
+    export_onnx(tmp_path / "run" / "last.pt", tmp_path / "m.onnx")
+    stored = tmp_path / "emnist-digits-test-images-idx3-ubyte"
+    data.joinpath(stored.name).rename(stored)
+    data.rename(tmp_path / "moved")
+    for flag, model in (("--checkpoint", tmp_path / "run" / "last.pt"), ("--model", tmp_path / "m.onnx")):
+        assert main(["predict", flag, str(model), str(stored)]) == 0, capsys.readouterr().err
+        assert len(capsys.readouterr().out.splitlines()) == 16

@@ -17,6 +17,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from mnist_ops.errors import UserError, require_extra
+from mnist_ops.predict import stored_transposed
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
@@ -104,6 +105,7 @@ def export_onnx(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> d
     metadata = {
         "mean": repr(float(checkpoint["mean"])), "std": repr(float(checkpoint["std"])),
         "model_name": checkpoint["model_name"], "dataset": dataset,
+        "transposed": json.dumps(bool(checkpoint.get("transposed", stored_transposed(dataset)))),
         "labels": json.dumps(labels),
         "epoch": str(checkpoint["epoch"]),
         "test_accuracy": str(checkpoint["metrics"].get("test_accuracy", "")),

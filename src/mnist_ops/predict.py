@@ -67,6 +67,7 @@ class Predictor:
     labels: list[str]
     dataset: str = "mnist"  # what it was trained on; MNIST's unless a subclass says otherwise
     image_size: tuple[int, int] = (28, 28)
+    transposed: bool = False  # its data set's IDX files hold images transposed (EMNIST's)
 
     @property
     def digits(self) -> bool:
@@ -96,7 +97,7 @@ class Predictor:
             picture = Image.fromarray(image) if isinstance(image, np.ndarray) else image
             return preprocess(picture, self.mean, self.std, name).pixels
         height, width = self.image_size
-        if isinstance(image, np.ndarray) and stored_transposed(self.dataset):
+        if isinstance(image, np.ndarray) and self.transposed:
             image = image.T  # as load_split turns EMNIST's files upright
         if not isinstance(image, np.ndarray):
             raise UserError(f"{name}: model {self.model_name} was trained on {self.dataset}, not on MNIST's "
@@ -188,6 +189,7 @@ class TorchPredictor(Predictor):
         checkpoint = load_checkpoint(checkpoint_path)
         self.dataset = checkpoint["config"].get("dataset", "mnist")
         self.image_size = tuple(checkpoint.get("image_size", (28, 28)))  # recorded since 2026-11-27; MNIST's before
+        self.transposed = bool(checkpoint.get("transposed", stored_transposed(self.dataset)))  # recorded since then too
         self.model_name = checkpoint["model_name"]
         self.mean, self.std = float(checkpoint["mean"]), float(checkpoint["std"])
         problem = normalization_problem(self.mean, self.std)
@@ -241,6 +243,7 @@ class OnnxPredictor(Predictor):
             raise UserError(f"model {path} has no mnist-ops metadata (mean, std, labels); "
                             "export it with `mnist-ops export`")
         self.dataset = metadata.get("dataset", "mnist")
+        self.transposed = metadata.get("transposed", json.dumps(stored_transposed(self.dataset))) == "true"
         self.model_name = metadata["model_name"]
         self._path = path
         try:

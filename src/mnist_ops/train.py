@@ -388,6 +388,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 "config": config.to_dict(),
                 "epoch": epoch, "metrics": record, "mean": data.mean, "std": data.std,
                 "classes": list(classes), "image_size": list(image_size),  # what export needs if the data moves
+                "transposed": dataset_info(config.dataset).transposed,  # how predict reads its IDX files (EMNIST's)
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "history": history, "best_accuracy": best_accuracy, "best_epoch": best_epoch,
                 "random_states": random_states(generator),
