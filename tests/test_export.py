@@ -142,12 +142,13 @@ def test_a_model_of_your_own_data_exports_with_its_classes_and_size_after_the_da
     first = json.loads(capsys.readouterr().out.splitlines()[0])
     assert first["label"] == ["circle", "square", "star"][first["digit"]]  # the class name, beside its index
     Image.new("L", (24, 20), 255).save(tmp_path / "photo.png")  # a picture: MNIST's preprocessing is for digits
-    write_idx(tmp_path / "wrong-idx3-ubyte", torch.zeros(2, 28, 28, dtype=torch.uint8))
+    write_idx(tmp_path / "wrong-idx3-ubyte", torch.zeros(50, 28, 28, dtype=torch.uint8))
     assert main(["predict", "--checkpoint", str(tmp_path / "run"), str(tmp_path / "photo.png"),
                  str(tmp_path / "wrong-idx3-ubyte")]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("using ")]
     assert len(err) == 3 and "not on MNIST's handwritten digits" in err[0] and "pass an IDX file" in err[0]
-    assert all("a 28x28 image, and model fast-8k takes 20x24 images" in line for line in err[1:])
+    assert "wrong-idx3-ubyte[0]: a 28x28 image, and model fast-8k takes 20x24 images" in err[1]
+    assert err[2] == f"mnist-ops: error: {tmp_path / 'wrong-idx3-ubyte'}: the same for 49 more of its images"
     assert main(["serve", "--checkpoint", str(tmp_path / "run"), "--port", "0"]) == 2
     assert "serve reads pictures of digits" in capsys.readouterr().err
     # a net of one's own whose head takes exactly 20 x 24 images trains too (the receptive-field table fed it 20 x 20)

@@ -625,17 +625,27 @@ def command_predict(args) -> int:
     files = expand_inputs(args.inputs, log=lambda message: print(f"mnist-ops: note: {message}", file=sys.stderr))
     with checkpoint_in_use(args.checkpoint) as checkpoint:
         predictor = load_predictor(checkpoint, args.model)
-    failed = 0
+    failed, repeats = 0, {}  # (IDX file, message) -> images after the first with that message
     for name, result in predictor.predict_many(read_images(files)):
         if isinstance(result, UserError):
-            print(f"mnist-ops: error: {result}", file=sys.stderr)
             failed += 1
+            file, _, index = name.rpartition("[")  # "FILE[i]": an image inside an IDX file
+            key = (file, str(result).removeprefix(name)) if file and index.endswith("]") else None
+            if key in repeats:  # the same error for every image of a file: said once, then counted
+                repeats[key] += 1
+                continue
+            if key is not None:
+                repeats[key] = 0
+            print(f"mnist-ops: error: {result}", file=sys.stderr)
         elif args.json:
             print(json.dumps({"file": name, **result.to_dict(), "label": predictor.labels[result.digit]}))
         else:
             top = ", ".join(f"{predictor.labels[digit]} {p:.1%}" for digit, p in result.top(3))
             print(f"{name}: {predictor.labels[result.digit]} ({result.probability:.1%})  top 3: {top}")
-    return 2 if failed else 0  # the good images are printed; each bad one got its own line on stderr
+    for (file, _), count in repeats.items():
+        if count:
+            print(f"mnist-ops: error: {file}: the same for {count:,} more of its images", file=sys.stderr)
+    return 2 if failed else 0  # the good images are printed; each bad one (or file) got its own line on stderr
 
 
 def command_export(args) -> None:
