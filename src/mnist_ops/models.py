@@ -363,20 +363,32 @@ def check_output(model: nn.Module, reference: str, num_classes: int, image_size:
     if not any(parameter.requires_grad for parameter in model.parameters()):
         raise UserError(f"model '{reference}' has no trainable parameters (none with requires_grad); "
                         "give it a layer with weights, such as nn.Conv2d or nn.Linear")
-    ignored = ignored_share(model, image_size)
-    if ignored > MAX_IGNORED:
-        raise UserError(f"model '{reference}' ignores {ignored:.0%} of each {image_size[0]}x{image_size[1]} image (no "
-                        "score depends on those pixels): it was built for another image size; train a net that pools "
-                        "its whole last map (fast-8k, or your own with nn.AdaptiveAvgPool2d)")
+    if tuple(image_size) != (28, 28):
+        check_sees_the_image(model, reference, tuple(image_size))
 
 
 # A net built for 28 x 28 whose fixed pool sees only part of a larger map trains on, blind to a border strip: lean-8k
-# ignored 23% of each 32 x 32 image and reached 37%. At the size they are built for, the built-in nets ignore none.
+# ignored 23% of each 32 x 32 image (none of a 28 x 28 one) and reached 37%. A net may be blind to MNIST's empty
+# border by design (an unpadded pool that drops the last row: a test's student net, 14%), so what is refused is a
+# net blind to MAX_IGNORED more of the data's images than of MNIST's.
 MAX_IGNORED = 0.10  # a global max-pool after unpadded convs reaches corner pixels rarely: 1% unreached in 64 probes
 PROBES = 64  # a max-pool or a ReLU passes one probe's gradient to only some pixels; 64 probes reach nearly all
 
 
-def ignored_share(model: nn.Module, image_size: tuple[int, int]) -> float:
+def check_sees_the_image(model: nn.Module, reference: str, image_size: tuple[int, int]) -> None:
+    """UserError for a net built for 28 x 28 that would be blind to part of images of another size."""
+    try:
+        at_28 = ignored_share(model, (28, 28), strict=True)
+    except (Exception, SystemExit):  # a net for another size only: its blindness there is by its design
+        return
+    ignored = ignored_share(model, image_size)
+    if ignored - at_28 > MAX_IGNORED:
+        raise UserError(f"model '{reference}' ignores {ignored:.0%} of each {image_size[0]}x{image_size[1]} image (no "
+                        f"score depends on those pixels; {at_28:.0%} at 28x28): it was built for MNIST's size; train a "
+                        "net that pools its whole last map (fast-8k, or your own with nn.AdaptiveAvgPool2d)")
+
+
+def ignored_share(model: nn.Module, image_size: tuple[int, int], strict: bool = False) -> float:
     """The share of an image's pixels that no score depends on: zero gradient for every one of PROBES random
     eval-mode inputs. A net the input's gradient cannot reach (a threshold, a detach) is not this check's to judge."""
     x = torch.randn((PROBES, 1, *image_size), generator=torch.Generator().manual_seed(0), requires_grad=True)
@@ -384,6 +396,8 @@ def ignored_share(model: nn.Module, image_size: tuple[int, int]) -> float:
     try:
         (gradient,) = torch.autograd.grad(model.eval()(x).float().sum(), x, allow_unused=True)
     except (Exception, SystemExit):
+        if strict:  # the caller asks whether the net runs at this size at all
+            raise
         return 0.0
     finally:
         model.train(training)
