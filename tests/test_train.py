@@ -470,3 +470,21 @@ def test_a_net_with_bf16_scores_exports_to_float32_scores(mnist_root, tmp_path, 
     digits = load_split("mnist", "test", mnist_root).images[:8].numpy()
     probabilities = OnnxPredictor(tmp_path / "m.onnx").probabilities(digits)
     assert probabilities.dtype == np.float32 and probabilities.shape == (8, 10)
+
+
+@pytest.mark.integration
+def test_a_run_of_a_relative_model_file_resumes_from_another_directory(mnist_root, tmp_path, monkeypatch):
+    """config.toml keeps the model as typed (nets.py:Net); resuming from elsewhere found no nets.py there."""
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "nets.py").write_text(NETS)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.setenv("MNIST_OPS_TRUSTED_MODELS", str(tmp_path / "trusted"))
+    monkeypatch.chdir(tmp_path / "work")
+    config = build_config("seed-baseline", None, {"model": "nets.py:Bf16", "epochs": 2, "limit_train": 256,
+                                                  "batch_size": 64})
+    with pytest.raises(Interrupted):
+        fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False, on_epoch=_stop_after(0))
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    summary = fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False, resume=True)
+    assert summary["epochs"] == 2 and len(learned(tmp_path / "run")) == 2
+    assert "nets.py:Bf16" in (tmp_path / "run" / "config.toml").read_text()

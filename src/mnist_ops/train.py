@@ -195,6 +195,21 @@ def _refuse_changed_config(checkpoint: dict, config: Config, out: Path, log: Cal
             "differ in the last digits from those the run would have computed there")
 
 
+def _model_as_recorded(config: Config, last: Path) -> Config:
+    """The config to build the run's net from: as it is, unless its model is a file named by a relative path that
+    is not there from here; then the absolute path the run's last.pt recorded (config.toml keeps what was typed)."""
+    location = config.model.rpartition(":")[0]
+    if not location.endswith(".py") or Path(location).is_absolute() or Path(location).expanduser().exists():
+        return config
+    try:
+        source = load_checkpoint(last).get("model_source", {}) if last.is_file() else {}
+    except UserError:  # resuming reports an unreadable last.pt itself
+        return config
+    if source.get("kind") == "file" and source.get("file") and Path(source["file"]).is_file():
+        return config.replace(model=source["target"])
+    return config
+
+
 def _raised_in(error: BaseException, file: str | None) -> bool:
     """Whether `file` (a net of the user's own: its source file) is on the error's traceback."""
     if not file:
@@ -256,7 +271,9 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     generator = torch.Generator().manual_seed(config.seed)  # shuffling and augmentation draws
     image_size = tuple(data.train.images.shape[1:])
     classes = dataset_info(config.dataset).classes
-    model = build_model(config, len(classes), image_size, log)
+    # resumed from another working directory, a net named by a relative file path is found where the run found it
+    built_from = _model_as_recorded(config, Path(out_dir) / "last.pt") if resume else config
+    model = build_model(built_from, len(classes), image_size, log)
     model = model.to(device, memory_format=memory_format(config))
     if config.precise_bn and not has_batchnorm(model):  # before the run directory, as the data and the schedule
         raise UserError(f"precise_bn = {config.precise_bn} recomputes BatchNorm statistics, and model "
