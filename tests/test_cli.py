@@ -723,3 +723,15 @@ def test_summary_builds_the_net_for_a_data_set_of_ones_own(tmp_path, capsys):
     assert "[1, 3]" in out and "| 20*24 |" in out  # 3 scores; the table runs on 20 x 24 images
     assert main(["summary", "--model", "lean-8k", "--dataset", str(tmp_path)]) == 2  # its pool is built for 28 x 28
     assert "fails on a batch of shape [2, 1, 20, 24]" in capsys.readouterr().err
+
+
+def test_data_stats_shows_class_names_however_short(tmp_path, capsys):
+    from mnist_ops.idx import write_idx
+
+    for name, count in (("train", 6), ("t10k", 4)):
+        write_idx(tmp_path / f"{name}-images-idx3-ubyte", torch.randint(0, 256, (count, 28, 28), dtype=torch.uint8))
+        write_idx(tmp_path / f"{name}-labels-idx1-ubyte", (torch.arange(count) % 2).to(torch.uint8))
+    (tmp_path / "dataset.toml").write_text('classes = ["a", "bee"]\n')
+    assert main(["data", "stats", "--dataset", str(tmp_path), "--root", str(tmp_path / "root")]) == 0
+    rows = capsys.readouterr().out.splitlines()[-2:]
+    assert rows[0].split() == ["0", "a", "3", "2"] and rows[1].split() == ["1", "bee", "3", "2"]

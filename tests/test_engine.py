@@ -587,3 +587,19 @@ def test_evaluating_a_checkpoint_on_a_data_set_that_changed_since_is_refused():
     with pytest.raises(UserError, match=r"test labels of /data/shapes go up to 3 now, and the checkpoint's model "
                                         r"knows 3 classes"):
         evaluate_checkpoint(checkpoint, torch.zeros(2, 20, 24, dtype=torch.uint8), torch.tensor([0, 3]), "cpu")
+
+
+def test_evaluation_never_changes_its_inputs_even_for_a_net_that_changes_its_input_in_place():
+    class Doubling(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(784, 10)
+
+        def forward(self, x):
+            return self.head(x.mul_(2).flatten(1))
+
+    model, inputs = Doubling(), torch.randn(50, 1, 28, 28)
+    held, labels = inputs.clone(), torch.randint(0, 10, (50,))
+    first = evaluate(model, inputs, labels, torch.device("cpu"), batch_size=16)
+    second = evaluate(model, inputs, labels, torch.device("cpu"), batch_size=16)
+    assert torch.equal(inputs, held) and first.loss == second.loss and first.correct == second.correct

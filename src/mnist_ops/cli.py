@@ -291,7 +291,8 @@ def command_data(args) -> None:
     print("class    train    test")
     counts = (data.class_counts(split.labels, len(classes)) for split in (train, test))
     for index, (a, b) in enumerate(zip(*counts)):
-        print(f"{index} {classes[index]:<12} {a:>6} {b:>7}" if len(classes[index]) > 1 else f"{index:<6} {a:>7} {b:>7}")
+        named = classes[index] != str(index)  # a name of its own, however short ("a"), is shown
+        print(f"{index} {classes[index]:<12} {a:>6} {b:>7}" if named else f"{index:<6} {a:>7} {b:>7}")
 
 
 def command_summary(args) -> None:

@@ -382,7 +382,8 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, devic
     loss_sum = torch.zeros((), dtype=torch.float64)
     predictions = []
     for start in range(0, len(labels), batch_size):
-        x = inputs[start:start + batch_size].to(device)
+        # a copy: a net that changes its input in place (x.mul_(2)) would change the held inputs of later epochs
+        x = inputs[start:start + batch_size].to(device, copy=True)
         y = labels[start:start + batch_size].to(device)
         with autocast_context(device, precision):
             logits = model(x)
