@@ -36,7 +36,7 @@ INK_FRACTION = 0.2  # pixels above this fraction of the strongest ink count when
 # read 164 of those right against 162 without it (98.09% against 98.07% on all; `python benchmarks/speck_rule.py
 # --checkpoint RUN`, 2026-11-27). 1% left a 3x3 speck beside a small digit (1.4% of its ink).
 SPECK_SHARE = 0.03
-EDGE_SHARE = 0.5  # a piece of ink along at least half of one side of the picture is not the digit (drop_edge_pieces)
+EDGE_SHARE = 0.5  # a piece of ink along at least half of one side of the picture is not the digit (drop_stray_ink)
 
 
 class NotAnImageError(UserError):
@@ -132,7 +132,7 @@ def mnist_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
     peak = float(ink.max())
     if peak < MIN_CONTRAST:
         raise NoDigitError(f"{name}: no digit found (the image is blank or has almost no contrast)")
-    strokes = drop_edge_pieces(ink, drop_specks(ink, ink > INK_FRACTION * peak))
+    strokes = drop_stray_ink(ink, ink > INK_FRACTION * peak)
     rows = np.flatnonzero(strokes.any(axis=1))
     columns = np.flatnonzero(strokes.any(axis=0))
     ink = ink[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
@@ -146,44 +146,39 @@ def mnist_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
     return place_by_centre_of_mass(ink)
 
 
-def drop_specks(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The ink mask without specks: connected pieces holding under SPECK_SHARE of the ink (a rounded frame's
-    corners left by strip_frame, dust on a scan), which would stretch the crop to the picture's corners and
-    leave the digit small. Their pixels are cleared in `ink` too (in place), so they move no centre of mass."""
+def drop_stray_ink(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The ink mask without the connected pieces that are not the digit, found in one labelling. Their pixels are
+    cleared in `ink` too (in place), so they move no centre of mass.
+
+    - Specks: pieces holding under SPECK_SHARE of the ink (a rounded frame's corners left by strip_frame, dust on a
+      scan), which would stretch the crop to the picture's corners and leave the digit small. If every piece is
+      that small (a dotted digit), none is a speck.
+    - Pieces along the edge: a piece that covers at least EDGE_SHARE of one side (a strip of desk beside the paper
+      in a photo, a shadow at the edge, what is left of a frame), so long as other ink remains. A digit crosses an
+      edge for the width of a stroke, not along it. A digit cropped to its ink touches all four sides, and its
+      pieces may lie along them (a 5's flag): such a picture keeps them."""
     from scipy import ndimage
 
     labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
     if count < 2:
         return mask
+    kept = np.ones(count + 1, dtype=bool)  # by label; 0 is the background
+    kept[0] = False
     masses = ndimage.sum_labels(ink, labels, index=np.arange(1, count + 1))
     specks = np.flatnonzero(masses < SPECK_SHARE * masses.sum()) + 1
-    if len(specks) == count or not len(specks):  # every piece small (a dotted digit): nothing is a speck
+    if 0 < len(specks) < count:
+        kept[specks] = False
+    sides = [labels[0], labels[-1], labels[:, 0], labels[:, -1]]
+    if not all(kept[side].any() for side in sides):  # not cropped to its ink
+        along = set()
+        for side in sides:
+            pieces, contact = np.unique(side[kept[side]], return_counts=True)
+            along.update(pieces[contact >= EDGE_SHARE * len(side)].tolist())
+        if along and len(along) < int(kept.sum()):
+            kept[sorted(along)] = False
+    if kept[1:].all():
         return mask
-    dropped = np.isin(labels, specks)
-    ink[dropped] = 0
-    return mask & ~dropped
-
-
-def drop_edge_pieces(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The ink mask without pieces lying along the picture's edge: a connected piece that covers at least
-    EDGE_SHARE of one side (a strip of desk beside the paper in a photo, a shadow at the edge, what is left of a
-    frame), so long as other ink remains. A digit crosses an edge for the width of a stroke, not along it. A digit
-    cropped to its ink touches all four sides, and its pieces may lie along them (a 5's flag): such a picture is
-    left alone. Cleared in `ink` too."""
-    from scipy import ndimage
-
-    if mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any():
-        return mask
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
-    if count < 2:
-        return mask
-    along = set()
-    for side in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
-        pieces, contact = np.unique(side[side > 0], return_counts=True)
-        along.update(pieces[contact >= EDGE_SHARE * len(side)].tolist())
-    if not along or len(along) == count:
-        return mask
-    dropped = np.isin(labels, sorted(along))
+    dropped = mask & ~kept[labels]
     ink[dropped] = 0
     return mask & ~dropped
 
