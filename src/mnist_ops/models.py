@@ -86,7 +86,7 @@ def _sha256(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
@@ -119,7 +119,7 @@ def _import_file(path: Path, reference: str):
             spec.loader.exec_module(module)
     except (Exception, SystemExit) as error:
         del sys.modules[name]
-        raise UserError(f"model '{reference}': importing {path} raised {_first_line(error)}") from None
+        raise UserError(f"model '{reference}': importing {path} raised {first_line(error)}") from None
     return module
 
 
@@ -131,9 +131,9 @@ def _import_module(name: str, reference: str):
         if error.name and name.startswith(error.name):
             raise UserError(f"model '{reference}': no module named '{error.name}' (for a file, write "
                             f"path/to/file.py:{reference.rpartition(':')[2]})") from None
-        raise UserError(f"model '{reference}': importing {name} raised {_first_line(error)}") from None
+        raise UserError(f"model '{reference}': importing {name} raised {first_line(error)}") from None
     except (Exception, SystemExit) as error:
-        raise UserError(f"model '{reference}': importing {name} raised {_first_line(error)}") from None
+        raise UserError(f"model '{reference}': importing {name} raised {first_line(error)}") from None
 
 
 def _attribute(module, attribute: str, where: str, reference: str):
@@ -167,7 +167,7 @@ def resolve_model(reference: str) -> tuple[Callable[..., nn.Module], ModelSource
             builder = entry.load()
         except (Exception, SystemExit) as error:
             raise UserError(f"model '{reference}': loading entry point {entry.value} raised "
-                            f"{_first_line(error)}") from None
+                            f"{first_line(error)}") from None
         module = sys.modules.get(entry.module)
         file = getattr(module, "__file__", None)
         package = f"{entry.dist.name} {entry.dist.version}" if entry.dist else None
@@ -248,7 +248,7 @@ def create_model(reference: str, *, defaults: dict[str, Any] | None = None,
     except UserError:
         raise
     except (Exception, SystemExit) as error:  # sys.exit() in a builder of yours would end the CLI without a word
-        raise UserError(f"model '{reference}': building it raised {_first_line(error)}") from None
+        raise UserError(f"model '{reference}': building it raised {first_line(error)}") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"model '{reference}' returned a {type(model).__name__}, not a torch.nn.Module")
     if zero_dropout and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
@@ -347,7 +347,7 @@ def check_output(model: nn.Module, reference: str, num_classes: int, image_size:
         with torch.no_grad():
             out = model.eval()(x)
     except (Exception, SystemExit) as error:
-        raise UserError(f"model '{reference}' fails on a batch of shape {list(x.shape)}: {_first_line(error)}") from None
+        raise UserError(f"model '{reference}' fails on a batch of shape {list(x.shape)}: {first_line(error)}") from None
     finally:
         model.train(training)
     shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

@@ -34,7 +34,7 @@ from mnist_ops.distill import load_teacher, refuse_changed_teachers
 from mnist_ops.errors import TrainingDiverged, UserError
 from mnist_ops.fileio import (DirectoryLock, atomic_write_bytes, atomic_write_json, remove_stale_temporaries,
                               write_jsonl)
-from mnist_ops.models import build_record, count_parameters
+from mnist_ops.models import build_record, count_parameters, first_line
 from mnist_ops.provenance import ENVIRONMENT_FILE, run_provenance
 from mnist_ops.replicas import one_thread_per_replica
 
@@ -220,8 +220,7 @@ def _raised_in(error: BaseException, file: str | None) -> bool:
 
 def _user_model_failed(config: Config, error: Exception, epoch: int, images: int) -> str:
     """One line for a net of the user's own that raised while training (check_output tried it in eval mode only)."""
-    text = str(error).strip().splitlines()
-    cause = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    cause = first_line(error)
     last = images % config.batch_size
     hint = (f"; the epoch's last batch holds 1 image, and BatchNorm cannot train on 1: change batch_size or "
             "limit_train" if last == 1 and "Expected more than 1 value per channel" in cause
