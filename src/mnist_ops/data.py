@@ -239,6 +239,14 @@ def local_dataset(path: str | os.PathLike) -> DatasetInfo:
                        mirrors=(), classes=tuple(classes), transposed=transposed, directory=directory)
 
 
+def stored_transposed(name: str) -> bool:
+    """Whether the data set's IDX files hold images transposed (EMNIST's); False for one no longer found."""
+    try:
+        return dataset_info(name).transposed
+    except UserError:
+        return False
+
+
 def default_root() -> Path:
     """`$MNIST_OPS_DATA`, else the user cache dir (`$XDG_CACHE_HOME` or ~/.cache)/mnist-ops."""
     if os.environ.get("MNIST_OPS_DATA"):

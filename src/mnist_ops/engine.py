@@ -438,6 +438,39 @@ def find_checkpoint(path: str | os.PathLike, log=print) -> Path:
     return path
 
 
+@dataclass
+class TrainedOn:
+    """What a checkpoint's model was trained on, as predict and export need it."""
+    dataset: str
+    labels: list[str]
+    image_size: tuple[int, int]
+    transposed: bool  # the data set's IDX files hold images transposed (EMNIST's)
+
+
+def trained_on(checkpoint: dict, path) -> TrainedOn:
+    """From the checkpoint, which has kept class names, image size and transposition since 2026-11-27, so the data set
+    may have moved since; an older checkpoint's from the data set."""
+    from mnist_ops.data import dataset_info, stored_transposed
+
+    dataset = checkpoint["config"].get("dataset", "mnist")
+    labels, size = checkpoint.get("classes"), checkpoint.get("image_size")
+    if labels is None:
+        try:
+            labels = list(dataset_info(dataset).classes)
+        except UserError as error:
+            raise UserError(f"checkpoint {path} predates the class names in checkpoints, and its data set is gone "
+                            f"({error}); put the data set back where it was trained to use it") from None
+    if not (isinstance(labels, list) and labels and all(isinstance(label, str) for label in labels)):
+        raise UserError(f"checkpoint {path} is not an mnist-ops checkpoint (bad classes)")
+    if size is None:
+        size = [28, 28]
+    if not (isinstance(size, list) and len(size) == 2 and all(type(side) is int and 0 < side < 1 << 16
+                                                                   for side in size)):
+        raise UserError(f"checkpoint {path} is not an mnist-ops checkpoint (bad image_size)")
+    transposed = bool(checkpoint.get("transposed", stored_transposed(dataset)))
+    return TrainedOn(dataset, labels, (size[0], size[1]), transposed)
+
+
 def load_checkpoint(path: str | os.PathLike, data: bytes | None = None) -> dict:
     """Load with weights_only=True: a file that would run code when unpickled is refused. `data`, if
     given, is the file's bytes, already read (a caller that also hashes them reads the file once)."""

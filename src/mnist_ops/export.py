@@ -17,7 +17,6 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from mnist_ops.errors import UserError, require_extra
-from mnist_ops.predict import stored_transposed
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
@@ -33,35 +32,13 @@ def _root_cause(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
 
 
-def _labels_and_size(checkpoint: dict, dataset: str, path) -> tuple[list[str], tuple[int, int]]:
-    """The class names and image size the model was trained with: from the checkpoint, which has kept them
-    since 2026-11-27, so the data set may have moved since; an older checkpoint's from the data set."""
-    from mnist_ops.data import dataset_info
-
-    labels, size = checkpoint.get("classes"), checkpoint.get("image_size")
-    if labels is None:
-        try:
-            labels = list(dataset_info(dataset).classes)
-        except UserError as error:
-            raise UserError(f"checkpoint {path} predates the class names in checkpoints, and its data set is gone "
-                            f"({error}); put the data set back where it was trained to export it") from None
-    if not (isinstance(labels, list) and labels and all(isinstance(label, str) for label in labels)):
-        raise UserError(f"checkpoint {path} is not an mnist-ops checkpoint (bad classes)")
-    if size is None:
-        return labels, (28, 28)
-    if not (isinstance(size, list) and len(size) == 2 and all(type(side) is int and 0 < side < 1 << 16
-                                                                   for side in size)):
-        raise UserError(f"checkpoint {path} is not an mnist-ops checkpoint (bad image_size)")
-    return labels, (size[0], size[1])
-
-
 def export_onnx(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> dict:
     """Write `out` (model.onnx) from a checkpoint; returns the metadata written into it."""
     require_extra("export", "onnx", "onnxscript")
     import onnx
     import torch
 
-    from mnist_ops.engine import fold_batchnorm, load_checkpoint, model_from_checkpoint
+    from mnist_ops.engine import fold_batchnorm, load_checkpoint, model_from_checkpoint, trained_on
     from mnist_ops.fileio import atomic_write_bytes
 
     out = Path(out)
@@ -69,8 +46,8 @@ def export_onnx(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> d
         raise UserError(f"--out {out}: name the file *.onnx")
     checkpoint = load_checkpoint(checkpoint_path)
     model = fold_batchnorm(model_from_checkpoint(checkpoint))
-    dataset = checkpoint["config"].get("dataset", "mnist")
-    labels, image_size = _labels_and_size(checkpoint, dataset, checkpoint_path)
+    trained = trained_on(checkpoint, checkpoint_path)
+    dataset, labels, image_size = trained.dataset, trained.labels, trained.image_size
     # a batch of 2: an example batch of 1 would freeze the batch dimension
     example = torch.zeros(2, 1, *image_size)
     with torch.no_grad():
@@ -105,7 +82,7 @@ def export_onnx(checkpoint_path: str | os.PathLike, out: str | os.PathLike) -> d
     metadata = {
         "mean": repr(float(checkpoint["mean"])), "std": repr(float(checkpoint["std"])),
         "model_name": checkpoint["model_name"], "dataset": dataset,
-        "transposed": json.dumps(bool(checkpoint.get("transposed", stored_transposed(dataset)))),
+        "transposed": json.dumps(trained.transposed),
         "labels": json.dumps(labels),
         "epoch": str(checkpoint["epoch"]),
         "test_accuracy": str(checkpoint["metrics"].get("test_accuracy", "")),

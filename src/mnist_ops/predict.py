@@ -146,16 +146,6 @@ class Predictor:
                                     "or infinity: its weights overflow float32 or are broken); use another model")
 
 
-def stored_transposed(dataset: str) -> bool:
-    """Whether the data set's IDX files hold images transposed (EMNIST's); False for one no longer found."""
-    from mnist_ops.data import dataset_info
-
-    try:
-        return dataset_info(dataset).transposed
-    except UserError:
-        return False
-
-
 def normalization_problem(mean: float, std: float) -> str | None:
     """What keeps a model's mean and std from normalizing pixels to finite inputs, if anything."""
     if not (math.isfinite(mean) and math.isfinite(std)):
@@ -183,13 +173,12 @@ class TorchPredictor(Predictor):
     def __init__(self, checkpoint_path: str | os.PathLike):
         import torch
 
-        from mnist_ops.data import dataset_info
-        from mnist_ops.engine import fold_batchnorm, load_checkpoint, model_from_checkpoint
+        from mnist_ops.engine import fold_batchnorm, load_checkpoint, model_from_checkpoint, trained_on
 
         checkpoint = load_checkpoint(checkpoint_path)
-        self.dataset = checkpoint["config"].get("dataset", "mnist")
-        self.image_size = tuple(checkpoint.get("image_size", (28, 28)))  # recorded since 2026-11-27; MNIST's before
-        self.transposed = bool(checkpoint.get("transposed", stored_transposed(self.dataset)))  # recorded since then too
+        trained = trained_on(checkpoint, checkpoint_path)  # as export reads it
+        self.dataset, self.labels, self.image_size = trained.dataset, trained.labels, trained.image_size
+        self.transposed = trained.transposed
         self.model_name = checkpoint["model_name"]
         self.mean, self.std = float(checkpoint["mean"]), float(checkpoint["std"])
         problem = normalization_problem(self.mean, self.std)
@@ -202,8 +191,6 @@ class TorchPredictor(Predictor):
                 what = "NaN" if torch.isnan(tensor).any() else "infinite values"
                 raise UserError(f"checkpoint {checkpoint_path}: its weights hold {what} ({name}): the run diverged; "
                                 "use an earlier checkpoint")
-        # recorded since 2026-11-27, so that a data set moved since training is not needed
-        self.labels = list(checkpoint.get("classes") or dataset_info(self.dataset).classes)
         self.model = fold_batchnorm(model_from_checkpoint(checkpoint))
         self._torch = torch
 
@@ -243,6 +230,8 @@ class OnnxPredictor(Predictor):
             raise UserError(f"model {path} has no mnist-ops metadata (mean, std, labels); "
                             "export it with `mnist-ops export`")
         self.dataset = metadata.get("dataset", "mnist")
+        from mnist_ops.data import stored_transposed
+
         self.transposed = metadata.get("transposed", json.dumps(stored_transposed(self.dataset))) == "true"
         self.model_name = metadata["model_name"]
         self._path = path
