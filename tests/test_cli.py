@@ -713,11 +713,9 @@ def test_an_abbreviated_flag_argparse_takes_is_not_called_a_typo(capsys):
 
 
 def test_summary_builds_the_net_for_a_data_set_of_ones_own(tmp_path, capsys):
-    from mnist_ops.idx import write_idx
+    from idx_data import write_idx_dataset
 
-    for name, count in (("train", 12), ("t10k", 6)):
-        write_idx(tmp_path / f"{name}-images-idx3-ubyte", torch.zeros(count, 20, 24, dtype=torch.uint8))
-        write_idx(tmp_path / f"{name}-labels-idx1-ubyte", (torch.arange(count) % 3).to(torch.uint8))
+    write_idx_dataset(tmp_path, (12, 6), size=(20, 24))
     assert main(["summary", "--model", "fast-8k", "--dataset", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[1, 3]" in out and "| 20*24 |" in out  # 3 scores; the table runs on 20 x 24 images
@@ -726,11 +724,9 @@ def test_summary_builds_the_net_for_a_data_set_of_ones_own(tmp_path, capsys):
 
 
 def test_data_stats_shows_class_names_however_short(tmp_path, capsys):
-    from mnist_ops.idx import write_idx
+    from idx_data import write_idx_dataset
 
-    for name, count in (("train", 6), ("t10k", 4)):
-        write_idx(tmp_path / f"{name}-images-idx3-ubyte", torch.randint(0, 256, (count, 28, 28), dtype=torch.uint8))
-        write_idx(tmp_path / f"{name}-labels-idx1-ubyte", (torch.arange(count) % 2).to(torch.uint8))
+    write_idx_dataset(tmp_path, (6, 4), classes=2)
     (tmp_path / "dataset.toml").write_text('classes = ["a", "bee"]\n')
     assert main(["data", "stats", "--dataset", str(tmp_path), "--root", str(tmp_path / "root")]) == 0
     rows = capsys.readouterr().out.splitlines()[-2:]

@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
+from idx_data import write_idx_dataset
 from mnist_ops.cli import main
 from mnist_ops.predict import OnnxPredictor, TorchPredictor
 from mnist_ops.preprocess import normalize_pixels
@@ -111,13 +112,7 @@ def test_a_model_of_your_own_data_exports_with_its_classes_and_size_after_the_da
     from mnist_ops.idx import write_idx
     from mnist_ops.train import fit
 
-    data = tmp_path / "shapes"
-    data.mkdir()
-    generator = torch.Generator().manual_seed(0)
-    for name, count in (("train", 64), ("t10k", 16)):
-        write_idx(data / f"{name}-images-idx3-ubyte", torch.randint(0, 256, (count, 20, 24), dtype=torch.uint8,
-                                                                    generator=generator))
-        write_idx(data / f"{name}-labels-idx1-ubyte", (torch.arange(count) % 3).to(torch.uint8))
+    data = write_idx_dataset(tmp_path / "shapes", (64, 16), size=(20, 24))
     (data / "dataset.toml").write_text('classes = ["circle", "square", "star"]\n')
     config = Config(dataset=str(data), model="fast-8k", dropout=0.0, epochs=1, batch_size=16, augment="none")
     fit(config, tmp_path / "run", data_root=tmp_path / "root", log=lambda line: None, progress=False)
@@ -193,20 +188,11 @@ def test_a_forward_torch_export_cannot_trace_is_one_line_naming_the_cause(tmp_pa
 def test_a_model_of_transposed_idx_files_reads_them_upright_after_the_data_moved(tmp_path, capsys):
     """EMNIST stores images transposed. The checkpoint and the ONNX file record it, so predict turns the files'
     images upright with no data set at hand (without the record: 'a 24x20 image, and the model takes 20x24')."""
-    import torch
-
     from mnist_ops.config import Config
     from mnist_ops.export import export_onnx
-    from mnist_ops.idx import write_idx
     from mnist_ops.train import fit
 
-    data = tmp_path / "letters"
-    data.mkdir()
-    generator = torch.Generator().manual_seed(0)
-    for split, count in (("train", 64), ("test", 16)):
-        upright = torch.randint(0, 256, (count, 20, 24), dtype=torch.uint8, generator=generator)
-        write_idx(data / f"emnist-digits-{split}-images-idx3-ubyte", upright.transpose(1, 2).contiguous())
-        write_idx(data / f"emnist-digits-{split}-labels-idx1-ubyte", (torch.arange(count) % 3).to(torch.uint8))
+    data = write_idx_dataset(tmp_path / "letters", (64, 16), size=(20, 24), emnist_names=True)
     config = Config(dataset=str(data), model="fast-8k", dropout=0.0, epochs=1, batch_size=16, augment="none")
     fit(config, tmp_path / "run", data_root=tmp_path / "root", log=lambda line: None, progress=False)
     export_onnx(tmp_path / "run" / "last.pt", tmp_path / "m.onnx")

@@ -113,18 +113,10 @@ def test_the_range_test_says_once_that_it_leaves_the_teacher_out(mnist_root, dig
 def test_the_range_test_runs_on_a_data_set_of_ones_own(tmp_path, capsys):
     """--dataset: the net is built for the data set's classes and image size, as train builds it (it was built
     for 10 classes, so a label of 10 or more failed inside the loss)."""
-    import torch
-
+    from idx_data import write_idx_dataset
     from mnist_ops.cli import main
-    from mnist_ops.idx import write_idx
 
-    data = tmp_path / "shapes"
-    data.mkdir()
-    generator = torch.Generator().manual_seed(0)
-    for name, count in (("train", 256), ("t10k", 32)):
-        write_idx(data / f"{name}-images-idx3-ubyte", torch.randint(0, 256, (count, 20, 24), dtype=torch.uint8,
-                                                                    generator=generator))
-        write_idx(data / f"{name}-labels-idx1-ubyte", (torch.arange(count) % 12).to(torch.uint8))
+    data = write_idx_dataset(tmp_path / "shapes", (256, 32), size=(20, 24), classes=12)
     assert main(["lr-find", "--preset", "lean-2k", "--model", "fast-8k", "--dataset", str(data), "--iterations", "12", "--batch-size", "16",
                  "--out", str(tmp_path / "range"), "--no-progress"]) == 0
     record = json.loads((tmp_path / "range" / "lr_find.json").read_text())
