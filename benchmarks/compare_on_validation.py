@@ -43,7 +43,8 @@ def recipe_differences(directory: Path, flags: list[str], seed: int, validation:
     """The config keys on which the run in `directory` differs from what `flags` ask for (none: same recipe).
     A key the run's config.toml lacks was added to Config later: that run had its default."""
     from mnist_ops.cli import build_parser, train_config
-    from mnist_ops.config import changed_keys, read_toml, stored_table
+    from mnist_ops.config import changed_keys, stored_table
+    from mnist_ops.fileio import read_toml
 
     arguments = build_parser().parse_args(["train", *flags, "--seed", str(seed), "--validation", str(validation)])
     asked = train_config(arguments).to_dict()

@@ -6,7 +6,8 @@ import tomli_w
 from hypothesis import example, given, strategies as st
 
 from fuzzing import KEYS, NAMES, TOML_VALUES, assert_one_line, assert_valid_config, config_changes
-from mnist_ops.config import Config, changed_keys, read_toml, resolve, to_toml
+from mnist_ops.config import Config, changed_keys, resolve, to_toml
+from mnist_ops.fileio import read_toml
 from mnist_ops.errors import UserError
 from mnist_ops.presets import PRESETS, build_config
 

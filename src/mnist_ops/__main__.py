@@ -1,5 +1,7 @@
+"""`python -m mnist_ops`: the `mnist-ops` command."""
 import sys
 
 from mnist_ops.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -348,7 +348,8 @@ def command_list(args) -> None:
 def train_config(args):
     """The `train` command's config: preset, then --config FILE, then flags. With --resume, the
     run's own config.toml is the file, and a flag that changes it is refused by `fit`."""
-    from mnist_ops.config import Config, read_toml
+    from mnist_ops.config import Config
+    from mnist_ops.fileio import read_toml
     from mnist_ops.presets import build_config
 
     if args.resume:

@@ -14,11 +14,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
 from mnist_ops.errors import UserError, did_you_mean, show
 
 
@@ -254,26 +249,6 @@ def check_combination(config: Config) -> Config:
         raise UserError(f"replicas = {config.replicas} splits batches over CPU cores; use device cpu or auto, "
                         "or replicas = 1")
     return config
-
-
-def read_toml(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise UserError(f"config file {path} not found") from None
-    except OSError as error:  # a directory, no permission
-        raise UserError(f"cannot read config file {path}: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise UserError(f"config file {path} is not valid TOML: not UTF-8 text (byte {error.start})") from None
-    except tomllib.TOMLDecodeError as error:
-        if path.read_bytes().startswith(b"\xef\xbb\xbf"):  # Windows' "UTF-8 with BOM", which TOML does not allow
-            raise UserError(f"config file {path} starts with a byte order mark (saved as \"UTF-8 with BOM\"), which "
-                            "TOML does not allow; save it as plain UTF-8") from None
-        raise UserError(f"config file {path} is not valid TOML: {error}") from None
-    except RecursionError:
-        raise UserError(f"config file {path} is not valid TOML: arrays or tables nested too deeply") from None
 
 
 def _toml_value(value: Any) -> str:

@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 
 from mnist_ops.errors import UserError, did_you_mean
-from mnist_ops.fileio import DirectoryLock, atomic_write_bytes
+from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, read_toml
 from mnist_ops.idx import GZIP_MAGIC, gunzip_idx, parse_idx, read_idx_shape
 
 # MNIST's names (train-images-idx3-ubyte, t10k-labels-idx1-ubyte; KMNIST uses them too), EMNIST's
@@ -161,8 +161,6 @@ def _read_settings(directory: Path) -> dict:
     path = directory / DATASET_TOML
     if not path.is_file():
         return {}
-    from mnist_ops.config import read_toml
-
     settings = read_toml(path)
     unknown = sorted(set(settings) - {"classes", "transposed", "md5"})
     if unknown:

@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
+from mnist_ops.batches import normalize
 from mnist_ops.config import FIELD_TYPES, Config, resolve
+from mnist_ops.data import dataset_info, stored_transposed
 from mnist_ops.errors import UserError, show
 from mnist_ops.fileio import atomic_write_bytes
 from mnist_ops.models import (build_record, check_output, create_model, list_models, model_kwargs, rebuild_model,
@@ -322,8 +324,6 @@ def evaluate_checkpoint(checkpoint: dict, images: torch.Tensor, labels: torch.Te
     """The checkpoint's model on uint8 images [N, H, W], evaluated as its run evaluated each epoch: the
     run's normalization, precision, memory format and batch size, so a checkpoint of a bf16 run reads
     the accuracy its metrics.jsonl logged (fp32 would differ by a few images)."""
-    from mnist_ops.batches import normalize
-
     size, classes = checkpoint.get("image_size"), checkpoint.get("classes")  # recorded since 2026-11-27
     dataset = checkpoint["config"].get("dataset", "mnist")
     if size is not None and tuple(images.shape[1:]) != tuple(size):
@@ -450,8 +450,6 @@ class TrainedOn:
 def trained_on(checkpoint: dict, path) -> TrainedOn:
     """From the checkpoint, which has kept class names, image size and transposition since 2026-11-27, so the data set
     may have moved since; an older checkpoint's from the data set."""
-    from mnist_ops.data import dataset_info, stored_transposed
-
     dataset = checkpoint["config"].get("dataset", "mnist")
     labels, size = checkpoint.get("classes"), checkpoint.get("image_size")
     if labels is None:

@@ -36,7 +36,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from mnist_ops.config import Config
 from mnist_ops.errors import UserError, did_you_mean
+from mnist_ops.presets import PRESETS
 
 DEFAULT_DROPOUT = 0.05  # the value the reference repository's models use
 ENTRY_POINT_GROUP = "mnist_ops.models"
@@ -261,9 +263,6 @@ def create_model(reference: str, *, defaults: dict[str, Any] | None = None,
 def model_kwargs(config) -> tuple[dict[str, Any], dict[str, Any]]:
     """(explicit, defaults): the config's model keys whose value differs from its preset's are the
     user's own (an error if the model cannot take them); the others are the preset's defaults."""
-    from mnist_ops.config import Config
-    from mnist_ops.presets import PRESETS
-
     preset = PRESETS.get(config.preset, Config())
     explicit = {key: getattr(config, key) for key in MODEL_KEYS if getattr(config, key) != getattr(preset, key)}
     defaults = {key: getattr(config, key) for key in MODEL_KEYS if key not in explicit}

@@ -6,8 +6,9 @@ target accuracy; a TOML file and command-line flags override any key.
 
 from __future__ import annotations
 
-from mnist_ops.config import Config
+from mnist_ops.config import Config, check_combination, resolve
 from mnist_ops.errors import UserError, did_you_mean, show
+from mnist_ops.fileio import read_toml
 
 PRESETS: dict[str, Config] = {
     # The seed's "Add Regularization / Reduce Overfit" run: 511,386 parameters,
@@ -104,8 +105,6 @@ def build_config(preset: str | None = None, config_file: str | None = None,
 
     The preset is the flag's, else the file's `preset` key, else the default preset.
     """
-    from mnist_ops.config import check_combination, read_toml, resolve
-
     file_values = read_toml(config_file) if config_file else {}
     name = preset or file_values.get("preset", DEFAULT_PRESET)
     if not isinstance(name, str):

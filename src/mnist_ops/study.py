@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mnist_ops.config import (RANGES, Config, changed_keys, check_combination, read_toml, resolve, show_key,
-                              stored_table, to_toml, tomllib)  # tomllib: or tomli on Python 3.10
+from mnist_ops.config import RANGES, Config, changed_keys, check_combination, resolve, show_key, stored_table, to_toml
 from mnist_ops.distributed import EMBEDDED_FILE
 from mnist_ops.errors import TrainingDiverged, UserError, did_you_mean, show
-from mnist_ops.fileio import DirectoryLock, atomic_write_bytes, atomic_write_json, read_jsonl
+from mnist_ops.fileio import (DirectoryLock, atomic_write_bytes, atomic_write_json, read_jsonl, read_toml,
+                              tomllib)  # tomllib: or tomli on Python 3.10
 from mnist_ops.provenance import ENVIRONMENT_FILE
 
 SPEC_FILE = "spec.toml"

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mnist_ops.config import Config, tomllib  # tomllib: or tomli on Python 3.10
+from mnist_ops.config import Config
 from mnist_ops.distributed import worker_name
 from mnist_ops.errors import TrainingDiverged, UserError
-from mnist_ops.fileio import atomic_write_bytes, atomic_write_json, write_jsonl
+from mnist_ops.fileio import atomic_write_bytes, atomic_write_json, tomllib, write_jsonl  # tomllib: or tomli on 3.10
 from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, PREDICTIONS_FILE, SPEC_FILE, STUDY_FILE, RunStatus, Spec,
                              last_accuracy, claim_study_dir, diverged_record, done_record, grow_spec, is_finished,
                              machine_description, read_json_object, read_metrics, read_spec, run_dir, spec_from_text,

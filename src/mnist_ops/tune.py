@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from mnist_ops.config import (FIELD_TYPES, Config, check_combination, read_toml, resolve, stored_table, to_toml,
-                              tomllib)  # tomllib: or tomli on Python 3.10
+from mnist_ops.config import FIELD_TYPES, Config, check_combination, resolve, stored_table, to_toml
 from mnist_ops.distributed import worker_name
 from mnist_ops.errors import TrainingDiverged, UserError, show
-from mnist_ops.fileio import atomic_write_bytes
+from mnist_ops.fileio import atomic_write_bytes, read_toml, tomllib  # tomllib: or tomli on Python 3.10
 
 TUNE_KEYS = ("name", "preset", "trials", "validation", "base", "space", "sampler", "pruner", "objective")
 PARAM_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
