@@ -11,7 +11,7 @@ from mnist_ops.models import count_parameters, create_model, list_models
 @pytest.mark.parametrize("name", list_models())
 def test_a_net_sees_its_whole_image_at_28x28_and_a_fixed_pool_is_refused_at_other_sizes(name):
     """lean-8k's 5x5 average pool saw the top-left 5 x 5 of its 7 x 7 map for 32 x 32 images: it trained on, blind to
-    a border strip (37%). Only nets that pool their whole map take other sizes."""
+    a border strip. Only nets that pool their whole map take other sizes."""
     from mnist_ops.models import MAX_IGNORED, check_output, ignored_share
 
     model = create_model(name)

@@ -367,7 +367,7 @@ def check_output(model: nn.Module, reference: str, num_classes: int, image_size:
 
 
 # A net built for 28 x 28 whose fixed pool sees only part of a larger map trains on, blind to a border strip: lean-8k
-# ignored 23% of each 32 x 32 image (none of a 28 x 28 one) and reached 37%. A net may be blind to MNIST's empty
+# ignores 23% of each 32 x 32 image and none of a 28 x 28 one (tests/test_models.py). A net may be blind to MNIST's empty
 # border by design (an unpadded pool that drops the last row: a test's student net, 14%), so what is refused is a
 # net blind to MAX_IGNORED more of the data's images than of MNIST's.
 MAX_IGNORED = 0.10  # a global max-pool after unpadded convs reaches corner pixels rarely: 1% unreached in 64 probes
