@@ -368,3 +368,29 @@ def test_global_average_pooling_gives_the_bits_of_a_fixed_pool_of_the_map_size_a
     model.gap = GlobalAvgPool()
     for size in (20, 24, 36):  # the smallest its convs take, a training crop, a larger image
         assert model.eval()(torch.randn(3, 1, size, size)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("module", ["coursework.nets", "coursework"])
+def test_a_module_models_checkpoint_rebuilds_from_another_working_directory(student_net, monkeypatch, tmp_path,
+                                                                            module):
+    """A run of package.module:build resumes, and its checkpoint loads, from any directory: the module is looked
+    for where it was trained from, after the working directory."""
+    from mnist_ops.models import build_record, rebuild_model, trust
+
+    package = student_net.parent / "coursework"
+    package.mkdir()
+    (package / "__init__.py").write_text(student_net.read_text() if module == "coursework" else "")
+    (package / "nets.py").write_text(student_net.read_text())
+    monkeypatch.chdir(student_net.parent)
+    forget = lambda: [sys.modules.pop(name, None) for name in ("coursework.nets", "coursework")]  # noqa: E731
+    forget()  # another test's coursework
+    record = build_record(create_model(f"{module}:build", width=5))
+    trust(record)
+    forget()  # a new process: nothing imported yet
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    model = rebuild_model(record)
+    assert model[0].out_channels == 5
+    assert str(student_net.parent) not in sys.path  # only while it imports
+    forget()

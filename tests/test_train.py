@@ -1,5 +1,6 @@
 import json
 import re
+import sys
 
 import pytest
 import torch
@@ -473,18 +474,27 @@ def test_a_net_with_bf16_scores_exports_to_float32_scores(mnist_root, tmp_path, 
 
 
 @pytest.mark.integration
-def test_a_run_of_a_relative_model_file_resumes_from_another_directory(mnist_root, tmp_path, monkeypatch):
-    """config.toml keeps the model as typed (nets.py:Net); resuming from elsewhere found no nets.py there."""
-    (tmp_path / "work").mkdir()
+@pytest.mark.parametrize("reference", ["nets.py:Bf16", "resume_nets.small:Bf16"])
+def test_a_run_of_a_relative_model_file_or_a_module_resumes_from_another_directory(mnist_root, tmp_path, monkeypatch,
+                                                                                   reference):
+    """config.toml keeps the model as typed (nets.py:Net, package.module:build); resuming from elsewhere found no
+    nets.py there, and imported no package there."""
+    (tmp_path / "work" / "resume_nets").mkdir(parents=True)
     (tmp_path / "work" / "nets.py").write_text(NETS)
+    (tmp_path / "work" / "resume_nets" / "__init__.py").write_text("")
+    (tmp_path / "work" / "resume_nets" / "small.py").write_text(NETS)
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.setenv("MNIST_OPS_TRUSTED_MODELS", str(tmp_path / "trusted"))
     monkeypatch.chdir(tmp_path / "work")
-    config = build_config("seed-baseline", None, {"model": "nets.py:Bf16", "epochs": 2, "limit_train": 256,
+    config = build_config("seed-baseline", None, {"model": reference, "epochs": 2, "limit_train": 256,
                                                   "batch_size": 64})
     with pytest.raises(Interrupted):
         fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False, on_epoch=_stop_after(0))
+    for name in ("resume_nets.small", "resume_nets"):  # resumed in a new process: imported afresh
+        sys.modules.pop(name, None)
     monkeypatch.chdir(tmp_path / "elsewhere")
     summary = fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False, resume=True)
     assert summary["epochs"] == 2 and len(learned(tmp_path / "run")) == 2
-    assert "nets.py:Bf16" in (tmp_path / "run" / "config.toml").read_text()
+    assert reference in (tmp_path / "run" / "config.toml").read_text()
+    sys.modules.pop("resume_nets.small", None)
+    sys.modules.pop("resume_nets", None)

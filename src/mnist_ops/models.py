@@ -28,7 +28,7 @@ import re
 import sys
 import weakref
 from collections import OrderedDict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -328,13 +328,25 @@ def rebuild_model(record: dict) -> nn.Module:
             raise UserError(f"model '{reference}': {record['file']} changed since this checkpoint was written "
                             "(its sha256 differs); restore the version you trained with")
     _check_trusted(record)
-    model = create_model(record["target"], **record["kwargs"])
+    with importable_as_recorded(record):
+        model = create_model(record["target"], **record["kwargs"])
     now = _BUILT[model]
     if record["kind"] in ("module", "entry point") and (now["file"], now["sha256"]) != (record["file"], record["sha256"]):
         raise UserError(f"model '{reference}' now comes from {now['file']}, which differs from {record['file']} "
                         "that this checkpoint was trained with (moved or changed); install or restore that version")
     _BUILT[model] = dict(record)
     return model
+
+
+def importable_as_recorded(record: dict):
+    """A context in which a module model (package.module:build) imports from where it was built, /proj for
+    /proj/package/module.py, so a run resumes and a checkpoint loads from any working directory (which still comes
+    first). Other records: no change."""
+    if record.get("kind") != "module" or not record.get("file"):
+        return nullcontext()
+    file, depth = Path(record["file"]), record["target"].rpartition(":")[0].count(".") + 1
+    parents = file.parents
+    return _on_sys_path(str(parents[min(depth if file.name == "__init__.py" else depth - 1, len(parents) - 1)]))
 
 
 def check_output(model: nn.Module, reference: str, num_classes: int, image_size: tuple[int, int] = (28, 28)) -> None:

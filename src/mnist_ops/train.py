@@ -34,7 +34,7 @@ from mnist_ops.distill import load_teacher, refuse_changed_teachers
 from mnist_ops.errors import TrainingDiverged, UserError
 from mnist_ops.fileio import (DirectoryLock, atomic_write_bytes, atomic_write_json, remove_stale_temporaries,
                               write_jsonl)
-from mnist_ops.models import build_record, count_parameters, first_line
+from mnist_ops.models import build_record, count_parameters, first_line, importable_as_recorded
 from mnist_ops.provenance import ENVIRONMENT_FILE, run_provenance
 from mnist_ops.replicas import one_thread_per_replica
 
@@ -195,15 +195,19 @@ def _refuse_changed_config(checkpoint: dict, config: Config, out: Path, log: Cal
             "differ in the last digits from those the run would have computed there")
 
 
-def _model_as_recorded(config: Config, last: Path) -> Config:
+def _recorded_source(last: Path) -> dict:
+    """How the run's last.pt says its net was built (models.build_record), or {}."""
+    try:
+        return load_checkpoint(last).get("model_source") or {} if last.is_file() else {}
+    except UserError:  # resuming reports an unreadable last.pt itself
+        return {}
+
+
+def _model_as_recorded(config: Config, source: dict) -> Config:
     """The config to build the run's net from: as it is, unless its model is a file named by a relative path that
     is not there from here; then the absolute path the run's last.pt recorded (config.toml keeps what was typed)."""
     location = config.model.rpartition(":")[0]
     if not location.endswith(".py") or Path(location).is_absolute() or Path(location).expanduser().exists():
-        return config
-    try:
-        source = load_checkpoint(last).get("model_source", {}) if last.is_file() else {}
-    except UserError:  # resuming reports an unreadable last.pt itself
         return config
     if source.get("kind") == "file" and source.get("file") and Path(source["file"]).is_file():
         return config.replace(model=source["target"])
@@ -270,9 +274,11 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     generator = torch.Generator().manual_seed(config.seed)  # shuffling and augmentation draws
     image_size = tuple(data.train.images.shape[1:])
     classes = dataset_info(config.dataset).classes
-    # resumed from another working directory, a net named by a relative file path is found where the run found it
-    built_from = _model_as_recorded(config, Path(out_dir) / "last.pt") if resume else config
-    model = build_model(built_from, len(classes), image_size, log)
+    # resumed from another working directory, a net of the user's own (a file by a relative path, package.module:build)
+    # is found where the run found it
+    source = _recorded_source(Path(out_dir) / "last.pt") if resume else {}
+    with importable_as_recorded(source):
+        model = build_model(_model_as_recorded(config, source), len(classes), image_size, log)
     model = model.to(device, memory_format=memory_format(config))
     if config.precise_bn and not has_batchnorm(model):  # before the run directory, as the data and the schedule
         raise UserError(f"precise_bn = {config.precise_bn} recomputes BatchNorm statistics, and model "
