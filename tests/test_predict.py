@@ -215,3 +215,41 @@ def test_bad_onnx_metadata_is_refused_in_one_line_when_the_model_loads(edited_on
     code, out, err = run_predict(capsys, "--model", edited_onnx("dynamic.onnx", dynamic_outputs=True),
                                  tmp_path / "seven.png")
     assert code == 0 and out.startswith(f"{tmp_path / 'seven.png'}: 7 (")  # a dynamic output count that fits
+
+
+def test_a_data_sets_folder_webp_and_a_photos_broken_exif_are_read_and_files_may_follow_a_flag(
+        digit_checkpoint, mnist_root, mnist_test, tmp_path, capsys, recwarn):
+    """A folder holding a data set's IDX files (images beside labels) once ended in an error for its labels file; a
+    WebP was "not an image"; a JPEG whose EXIF does not parse printed Pillow's warning with its file and line; a
+    file named after --json was "unrecognized"."""
+    import io
+
+    from mnist_ops.data import load_split
+
+    data = tmp_path / "data"
+    data.mkdir()
+    test = load_split("mnist", "test", mnist_root)
+    write_idx(data / "t10k-images-idx3-ubyte", test.images[:3])
+    write_idx(data / "t10k-labels-idx1-ubyte", test.labels[:3].to(torch.uint8))
+    seven = Image.fromarray(255 - mnist_test.images[0].numpy()).resize((140, 140)).convert("RGB")
+    seven.save(data / "seven.webp")
+    buffer = io.BytesIO()
+    seven.save(buffer, "JPEG", quality=95)
+    jpeg = buffer.getvalue()  # an APP1 segment whose EXIF ends at once, after the JPEG's start marker
+    (tmp_path / "seven.jpg").write_bytes(jpeg[:2] + b"\xff\xe1\x00\x10Exif\x00\x00MM\x00*\x00\x00\x00\x08" + jpeg[2:])
+
+    code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint, data, "--json", tmp_path / "seven.jpg")
+    assert code == 0, err
+    assert err == (f"mnist-ops: note: {data}: left out 1 IDX label file(s) (t10k-labels-idx1-ubyte): predict reads "
+                   "images, not labels\n")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [record["file"] for record in records] == [  # the folder's files sorted, then the file after --json
+        str(data / "seven.webp"), *(f"{data / 't10k-images-idx3-ubyte'}[{i}]" for i in range(3)),
+        str(tmp_path / "seven.jpg")]
+    assert [record["digit"] for record in records] == [7, *test.labels[:3].tolist(), 7]
+    assert [str(warning.message) for warning in recwarn if "EXIF" in str(warning.message)] == []
+
+    code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint, data / "t10k-labels-idx1-ubyte")
+    assert code == 2 and out == "" and err == (
+        f"mnist-ops: error: {data / 't10k-labels-idx1-ubyte'}: an IDX file of labels (shape (3,)), not of images; "
+        "pass the images file beside it (...-images-idx3-ubyte)\n")

@@ -1,3 +1,4 @@
+import base64
 import contextlib
 import io
 import os
@@ -112,7 +113,10 @@ def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(server, seven, b
         ({"content": blank}, 422, "no digit found"),
         ({"files": {"note": (None, "just a field")}}, 400, "has no file"),
         ({"files": {"file": ("empty.png", b"", "image/png")}}, 400, "empty uploaded file"),
-        ({"content": b"--xyz\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=xyz"}}, 400, ""),
+        ({"content": b"--xyz\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=xyz"}}, 400,
+         "file=@digit.png"),
+        ({"json": {"image": base64.b64encode(seven).decode()}}, 415, "not JSON or base64"),  # what it was not told
+        ({"content": b"data:image/png;base64," + base64.b64encode(seven)}, 415, "POST the image file as the body"),
     ]
     with httpx.Client(base_url=server, timeout=20) as client:
         for request, status, fragment in cases:
@@ -120,7 +124,34 @@ def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(server, seven, b
             assert response.status_code == status, (fragment, response.text)
             assert fragment in response.json()["detail"]
             assert client.post("/predict", content=seven).json()["digit"] == 7  # still serving
-        assert client.get("/predict").status_code == 405
+        wrong_method, no_page = client.get("/predict"), client.get("/predcit")
+        assert (wrong_method.status_code, no_page.status_code) == (405, 404)
+        assert wrong_method.headers["allow"] == "POST"
+        for answer, start in ((wrong_method, "/predict does not take GET; "), (no_page, "no page /predcit; ")):
+            assert answer.json()["detail"].startswith(start) and "POST /predict" in answer.json()["detail"]
+
+
+def test_the_api_description_names_each_operation_once_and_warns_of_nothing(recwarn):
+    """GET and HEAD on one route shared an operation id: FastAPI warned of it on every /docs, on the server's stderr
+    with its own file and line, and client generators refuse such a description."""
+    import asyncio
+
+    from mnist_ops.serve.app import create_app
+
+    class Stub(Predictor):
+        backend, model_name, mean, std, labels = "stub", "stub", 0.1307, 0.3081, [str(d) for d in range(10)]
+
+    async def ask():
+        transport = httpx.ASGITransport(app=create_app(Stub()))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get("/openapi.json"), await client.head("/"), await client.head("/healthz")
+
+    description, *heads = asyncio.run(ask())
+    operations = [operation["operationId"] for path in description.json()["paths"].values()
+                  for operation in path.values()]
+    assert len(operations) == len(set(operations)) == 3  # GET /, GET /healthz, POST /predict
+    assert [head.status_code for head in heads] == [200, 200]
+    assert [str(warning.message) for warning in recwarn] == []
 
 
 def test_at_most_two_images_are_decoded_and_preprocessed_at_once(seven):
@@ -328,7 +359,8 @@ def test_the_page_drops_stale_answers_clears_on_errors_and_draws_only_what_it_sh
 @needs_chromium
 def test_a_chosen_picture_is_read_small_or_over_the_upload_limit(server, mnist_test, tmp_path):
     """The page's file chooser (keyboard users' and phone cameras' way in): a scan of a digit is sent as it is, a
-    photo over the server's 1 MB limit is shrunk in the browser first, and what the server refuses is shown."""
+    photo over the server's 1 MB limit or a picture over the pixels it decodes is shrunk in the browser first, a WebP
+    is read, and what the server refuses is shown."""
     def answered():
         page.wait_for_function("() => document.getElementById('answer').dataset.stroke === 'picture'", timeout=30_000)
 
@@ -340,6 +372,11 @@ def test_a_chosen_picture_is_read_small_or_over_the_upload_limit(server, mnist_t
     photo[500:1900, 500:1900] = np.minimum(photo[500:1900, 500:1900], np.asarray(seven))
     Image.fromarray(photo).convert("RGB").save(tmp_path / "photo.jpg", quality=98)
     assert (tmp_path / "photo.jpg").stat().st_size > 1024 * 1024  # the server alone would answer 413
+    poster = Image.new("L", (4200, 4200), 255)  # 17.6 million pixels, which the server refuses (413), in a small file
+    poster.paste(two.resize((2000, 2000), Image.Resampling.BILINEAR), (1100, 1100))
+    poster.save(tmp_path / "poster.png", optimize=True)
+    assert (tmp_path / "poster.png").stat().st_size < 1024 * 1024
+    seven.resize((300, 300)).save(tmp_path / "seven.webp")
     (tmp_path / "notes.png").write_text("not a picture")
     with chromium_page(tmp_path) as page:
         page.goto(server + "/", timeout=20_000)
@@ -347,6 +384,12 @@ def test_a_chosen_picture_is_read_small_or_over_the_upload_limit(server, mnist_t
         answered()
         assert page.text_content("#digit") == "2" and page.text_content("#status") == ""
         page.set_input_files("#picture", str(tmp_path / "photo.jpg"))
+        page.wait_for_function("() => document.getElementById('digit').textContent === '7'", timeout=30_000)
+        assert page.text_content("#status") == ""
+        page.set_input_files("#picture", str(tmp_path / "poster.png"))
+        page.wait_for_function("() => document.getElementById('digit').textContent === '2'", timeout=30_000)
+        assert page.text_content("#status") == ""
+        page.set_input_files("#picture", str(tmp_path / "seven.webp"))
         page.wait_for_function("() => document.getElementById('digit').textContent === '7'", timeout=30_000)
         assert page.text_content("#status") == ""
         page.set_input_files("#picture", str(tmp_path / "notes.png"))

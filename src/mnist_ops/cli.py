@@ -254,7 +254,7 @@ def _add_use_parsers(commands) -> None:
                                                 "run by PyTorch")
         which.add_argument("--model", help="a model.onnx written by `mnist-ops export`, run by onnxruntime")
 
-    predict = commands.add_parser("predict", help="the digit in each image file (PNG/JPEG/BMP/GIF, a folder, IDX)",
+    predict = commands.add_parser("predict", help="the digit in each image file (PNG/JPEG/BMP/GIF/WebP, a folder, IDX)",
                                   description="Prints each image's digit, its probability and the top 3.")
     add_model_args(predict)
     predict.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="image files, folders of them, IDX files")
@@ -769,7 +769,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     ArgumentParser.command_line = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras and args.command == "predict" and not any(word.startswith("-") for word in extras):
+        args.inputs += extras  # files after a flag too (predict a.png --json b.png): argparse takes one run of them
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")  # as parse_args says it
     refuse_empty_values(parser, args)
     signal.signal(signal.SIGTERM, _interrupt)
     if hasattr(sys.stdout, "reconfigure"):

@@ -20,7 +20,7 @@ from PIL import Image
 from mnist_ops.errors import UserError, require_extra, show
 from mnist_ops.preprocess import normalize_pixels, open_image, preprocess
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif")  # Pillow's names for its 4 formats
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".webp")  # Pillow's, for FORMATS
 # Pixels are 0..1, so a data set's std below this is one shade throughout: nothing a net learns from. A smaller std
 # scales inputs past 1e6, where a net's sums can overflow float32 (std = 1e-300 is 0 in float32: infinite inputs).
 MIN_STD = 1e-6
@@ -294,18 +294,36 @@ def _is_idx(path: Path) -> bool:
         return handle.read(2) == b"\x00\x00"  # IDX magic; no image format starts with two zero bytes
 
 
+def _is_idx_labels(path: Path) -> bool:
+    """An IDX file of one dimension (a data set's labels), by its header; a file whose header does not read is
+    not (reading it says what is wrong)."""
+    from mnist_ops.idx import read_idx_shape
+
+    try:
+        return len(read_idx_shape(path)) == 1
+    except (UserError, OSError):
+        return False
+
+
 def expand_inputs(paths: Iterable[str | os.PathLike], log: Callable[[str], None] | None = None) -> list[Path]:
-    """Files as given; a directory contributes its image and IDX files (sorted, not recursive). What a directory
-    holds besides is said to `log`, so that nothing is left out unnoticed."""
+    """Files as given; a directory contributes its image and IDX image files (sorted, not recursive). What a
+    directory holds besides (its IDX label files too: a data set's folder) is said to `log`, so that nothing is left
+    out unnoticed."""
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
             entries = sorted(path.iterdir())
             found = [p for p in entries if p.is_file() and (
                 p.suffix.lower() in IMAGE_SUFFIXES or p.name.endswith(IDX_SUFFIXES))]
+            labels = [p for p in found if p.name.endswith(IDX_SUFFIXES) and _is_idx_labels(p)]
+            found = [p for p in found if p not in labels]
             if not found:
-                raise UserError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) or IDX files in this directory")
-            chosen = set(found)
+                raise UserError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) or IDX image files in this "
+                                "directory")
+            if labels and log is not None:
+                log(f"{path}: left out {len(labels)} IDX label file(s) ({', '.join(p.name for p in labels[:2])}"
+                    f"{', ...' if len(labels) > 2 else ''}): predict reads images, not labels")
+            chosen = set(found + labels)
             skipped = [p for p in entries if p not in chosen and not p.name.startswith(".")]
             if skipped and log is not None:
                 folders = sum(p.is_dir() for p in skipped)
@@ -339,6 +357,10 @@ def read_images(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, Image
             continue
         except OSError as error:  # a file that cannot be read is one bad input among many, not the end of the run
             yield str(path), UserError(f"{path}: cannot read it ({error.strerror or error})")
+            continue
+        if images.dim() == 1:
+            yield str(path), UserError(f"{path}: an IDX file of labels (shape {tuple(images.shape)}), not of images; "
+                                       "pass the images file beside it (...-images-idx3-ubyte)")
             continue
         if images.dim() != 3:
             yield str(path), UserError(f"{path}: IDX shape {tuple(images.shape)} is not a stack of images [N, H, W]")

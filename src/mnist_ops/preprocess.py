@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_ops.errors import UserError
 
-FORMATS = ("PNG", "JPEG", "BMP", "GIF")
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 MAX_PIXELS = 4096 * 4096  # larger images are refused before decoding (decompression bombs)
 _PILLOW_WARNINGS = threading.Lock()
 BOX = 20  # the longer side of the digit, in pixels
@@ -40,7 +40,7 @@ EDGE_SHARE = 0.5  # a piece of ink along at least half of one side of the pictur
 
 
 class NotAnImageError(UserError):
-    """The bytes are not a PNG, JPEG, BMP or GIF image Pillow can decode."""
+    """The bytes are not a PNG, JPEG, BMP, GIF or WebP image Pillow can decode."""
 
 
 class ImageTooLargeError(UserError):
@@ -58,15 +58,18 @@ class Preprocessed:
 
 
 def open_image(content: bytes, name: str = "image") -> Image.Image:
-    """Decode PNG/JPEG/BMP/GIF bytes, refusing non-images and decompression bombs. Pillow reads
+    """Decode PNG/JPEG/BMP/GIF/WebP bytes, refusing non-images and decompression bombs. Pillow reads
     the header first, so the pixel count is checked before any pixel is decoded."""
     if not content:
         raise NotAnImageError(f"{name}: empty (0 bytes)")
     try:
         # Pillow's own bomb check warns at 89M pixels: ours is lower, and one line. catch_warnings swaps
         # process-wide state, and `serve` decodes on several threads: one at a time (a header read).
+        # Unreadable EXIF (a phone app's broken metadata) is read as none: Pillow warns of it with its own file and
+        # line on stderr, which is not ours to show.
         with _PILLOW_WARNINGS, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
             image = Image.open(io.BytesIO(content), formats=FORMATS)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
         pixels = re.search(r"\((\d+) pixels\)", str(error))
@@ -74,7 +77,8 @@ def open_image(content: bytes, name: str = "image") -> Image.Image:
         raise ImageTooLargeError(f"{name}: {size} is more than the {MAX_PIXELS:,} this tool decodes "
                                  "(a decompression bomb?); scale the image down") from None
     except (UnidentifiedImageError, ValueError, OSError, SyntaxError):
-        raise NotAnImageError(f"{name}: not an image Pillow can read as {', '.join(FORMATS)}") from None
+        raise NotAnImageError(f"{name}: not an image Pillow can read as {', '.join(FORMATS)}; save it as PNG or "
+                              "JPEG") from None
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise ImageTooLargeError(f"{name}: {width}x{height} pixels is more than the {MAX_PIXELS:,} this tool decodes "
@@ -131,7 +135,8 @@ def mnist_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
     ink = strip_frame(ink)
     peak = float(ink.max())
     if peak < MIN_CONTRAST:
-        raise NoDigitError(f"{name}: no digit found (the image is blank or has almost no contrast)")
+        raise NoDigitError(f"{name}: no digit found (the image is blank or has almost no contrast); write the digit "
+                           "darker than its background, or lighter on a dark one")
     strokes = drop_stray_ink(ink, ink > INK_FRACTION * peak)
     rows = np.flatnonzero(strokes.any(axis=1))
     columns = np.flatnonzero(strokes.any(axis=0))

@@ -15,6 +15,7 @@ from importlib.resources import files
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from mnist_ops.errors import UserError
@@ -22,6 +23,8 @@ from mnist_ops.predict import NonFiniteOutputError, Predictor
 from mnist_ops.preprocess import FORMATS, ImageTooLargeError, NoDigitError, NotAnImageError, open_image
 
 MAX_BODY_BYTES = 1024 * 1024
+HOW_TO_SEND = "POST the image file as the body or as a multipart file field (curl -F file=@digit.png)"
+ROUTES = "this server has GET / (the draw page), POST /predict, GET /healthz and GET /docs"
 # Images decoded and preprocessed at once. A 72 KB PNG can hold 4096x4096 RGBA pixels: one such upload raised the
 # server's peak memory by about 600 MB, and 8 at once, unbounded, took it from 250 MB to 4.0 GB; two at a time, to
 # 1.8-2.1 GB (`python benchmarks/serve_memory.py --checkpoint RUN`; the unbounded run is in commit 4456477's
@@ -45,12 +48,14 @@ async def read_body(request: Request) -> bytes:
     """The request body, refused with 413 as soon as it passes MAX_BODY_BYTES."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise RequestError(413, f"request body of {int(declared):,} bytes is larger than the 1 MB limit")
+        raise RequestError(413, f"request body of {int(declared):,} bytes is larger than the 1 MB limit; send a "
+                                "smaller picture (a JPEG of 1,600 px a side is plenty: the digit is read at 20)")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise RequestError(413, "request body is larger than the 1 MB limit")
+            raise RequestError(413, "request body is larger than the 1 MB limit; send a smaller picture (a JPEG of "
+                                    "1,600 px a side is plenty: the digit is read at 20)")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -63,7 +68,7 @@ async def uploaded_file(request: Request, body: bytes) -> bytes:
     try:
         form = await InMemoryMultiPartParser(request.headers, stream(), max_files=1, max_fields=10).parse()
     except MultiPartException as error:
-        raise RequestError(400, f"malformed multipart body: {error.message}") from None
+        raise RequestError(400, f"malformed multipart body: {error.message.rstrip('.')}; {HOW_TO_SEND}") from None
     for _, value in form.multi_items():
         if not isinstance(value, str):
             return await value.read()
@@ -81,14 +86,25 @@ def create_app(predictor: Predictor) -> FastAPI:
     async def request_error(request: Request, error: RequestError) -> JSONResponse:
         return JSONResponse({"detail": error.detail}, status_code=error.status)
 
-    # HEAD too, as for any static page: uptime monitors and `curl -I` ask with it
-    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, summary="The draw-a-digit page")
+    @app.exception_handler(HTTPException)  # starlette's own: an unknown path, a method a path does not take
+    async def routing_error(request: Request, error: HTTPException) -> JSONResponse:
+        path, method = request.url.path, request.method
+        detail = {404: f"no page {path}; {ROUTES}",
+                  405: f"{path} does not take {method}; {ROUTES}"}.get(error.status_code, error.detail)
+        return JSONResponse({"detail": detail}, status_code=error.status_code, headers=error.headers)
+
+    @app.get("/", response_class=HTMLResponse, summary="The draw-a-digit page")
     async def index() -> str:
         return page
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness, and which model is served")
+    @app.get("/healthz", summary="Liveness, and which model is served")
     async def healthz() -> dict:
         return {"status": "ok", "model": predictor.model_name, "backend": predictor.backend}
+
+    # HEAD too, as for any static page: uptime monitors and `curl -I` ask with it. Its own routes, out of the API
+    # description: one route of GET and HEAD gave both one operation id, which FastAPI warns of on every /docs
+    app.add_api_route("/", index, methods=["HEAD"], response_class=HTMLResponse, include_in_schema=False)
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
 
     decoding = threading.BoundedSemaphore(DECODE_SLOTS)
 
@@ -97,8 +113,9 @@ def create_app(predictor: Predictor) -> FastAPI:
             with decoding:  # the others wait in the thread pool, holding at most their 1 MB body
                 prediction = predictor.predict(open_image(content, "upload"), "upload")
         except UserError as error:
-            raise RequestError(next((code for kind, code in STATUS.items() if isinstance(error, kind)), 400),
-                               str(error)) from None
+            status = next((code for kind, code in STATUS.items() if isinstance(error, kind)), 400)
+            raise RequestError(status, f"{error}; {HOW_TO_SEND}, not JSON or base64" if status == 415
+                               else str(error)) from None
         return {**prediction.to_dict(), "label": predictor.labels[prediction.digit],
                 "pixels": prediction.pixels.tolist(), "model": predictor.model_name}
 
