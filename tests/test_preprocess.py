@@ -233,3 +233,44 @@ def test_a_digit_cropped_to_its_ink_keeps_a_piece_that_lies_along_an_edge():
     kept = mnist_pixels(Image.fromarray(five))
     assert kept[4:8].sum() > 0  # the flag's rows, at the top of the 20-pixel box
     assert (kept > 0).sum() > 0.9 * (mnist_pixels(Image.fromarray(np.pad(five, 5, constant_values=255))) > 0).sum()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("squared", [False, True])
+def test_the_lines_of_ruled_or_squared_paper_are_not_the_digit(mnist_test, squared):
+    """A digit written on ruled paper: grey lines across the whole page, the digit's ink over them. The lines were
+    ink, so the crop spanned the page's width and the digit came out a few pixels tall (an audit's renderings: 7 of
+    10 read right). Squared paper's columns too."""
+    for index, digit in enumerate(mnist_test.images[:20].numpy()):
+        page = dark_on_white(digit, 8, (400, 360), (90 + 3 * index, 60 + 4 * index))
+        expected = mnist_pixels(Image.fromarray(page))
+        paper = np.full(page.shape, 255, np.uint8)
+        paper[20 + index % 7::40, :] = 150  # ruled lines 2 px thick, every 40 px, from one edge to the other
+        paper[21 + index % 7::40, :] = 150
+        if squared:
+            paper[:, 15::40] = 150
+        written = np.minimum(paper, page)  # ink over the lines
+        assert similarity(mnist_pixels(Image.fromarray(written)), expected) > 0.85
+
+
+def test_a_digits_own_bar_across_the_picture_is_kept():
+    """Cropped to the digit, a 7's bar spans the picture, once and at its edge, and a 2's base, once: not ruled
+    lines. Nor is one line under a digit: ruled paper shows two or more."""
+    seven = np.full((100, 70), 255, np.uint8)
+    seven[0:10, :] = 0  # the bar, across the whole top
+    seven[10:100, 45:55] = 0  # the stem
+    two = np.full((120, 120), 255, np.uint8)
+    two[20:30, 30:90] = 0
+    two[30:60, 80:90] = 0
+    two[60:100, 30:40] = 0
+    two[100:108, 4:116] = 0  # the base, across 93% of the picture, inside it
+    underlined = np.full((120, 120), 255, np.uint8)
+    underlined[10:90, 55:65] = 0  # a 1
+    underlined[100:104, :] = 0  # a line under it, from edge to edge
+    for picture in (seven, two):
+        from mnist_ops.preprocess import INK_FRACTION, drop_ruled_lines
+
+        ink = 255.0 - picture.astype(np.float32)
+        mask = ink > INK_FRACTION * ink.max()
+        assert np.array_equal(drop_ruled_lines(ink.copy(), mask.copy()), mask)
+    assert mnist_pixels(Image.fromarray(underlined)).any()

@@ -37,6 +37,7 @@ INK_FRACTION = 0.2  # pixels above this fraction of the strongest ink count when
 # --checkpoint RUN`, 2026-11-27). 1% left a 3x3 speck beside a small digit (1.4% of its ink).
 SPECK_SHARE = 0.03
 EDGE_SHARE = 0.5  # a piece of ink along at least half of one side of the picture is not the digit (drop_stray_ink)
+RULED_SPAN = 0.8  # rows inked across this share of the picture's width, in 2+ bands inside it: ruled paper's lines
 
 
 class NotAnImageError(UserError):
@@ -137,7 +138,7 @@ def mnist_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
     if peak < MIN_CONTRAST:
         raise NoDigitError(f"{name}: no digit found (the image is blank or has almost no contrast); write the digit "
                            "darker than its background, or lighter on a dark one")
-    strokes = drop_stray_ink(ink, ink > INK_FRACTION * peak)
+    strokes = drop_stray_ink(ink, drop_ruled_lines(ink, ink > INK_FRACTION * peak))
     rows = np.flatnonzero(strokes.any(axis=1))
     columns = np.flatnonzero(strokes.any(axis=0))
     ink = ink[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
@@ -149,6 +150,30 @@ def mnist_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
         np.clip(ink, 0, None, out=ink)
     ink *= 255.0 / max(float(ink.max()), 1e-6)  # full contrast, as MNIST's strokes have
     return place_by_centre_of_mass(ink)
+
+
+def drop_ruled_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The ink mask without the lines of ruled (or squared) paper, cleared in `ink` too (in place): rows inked across
+    RULED_SPAN of the picture's width, in two or more bands that do not touch its top or bottom row (and columns so,
+    for squared paper). Where the digit crosses a line its ink, well above the line's, is kept. Without this the
+    crop spanned the lines' full width and left the digit a few pixels tall.
+
+    A digit's own bar (a 7's, a 2's base) spans the picture only when the picture is cropped to the digit, and is
+    then one band, at the picture's edge: such a digit is left alone."""
+    for ink_rows, mask_rows in ((ink, mask), (ink.T, mask.T)):  # rows, then columns (views: writes go through)
+        full = mask_rows.mean(axis=1) >= RULED_SPAN
+        edges = np.diff(full.astype(np.int8), prepend=0, append=0)
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+        if np.count_nonzero((starts > 0) & (ends < len(full) - 1)) < 2:
+            continue
+        lines, inked = ink_rows[full], mask_rows[full]
+        level = float(np.median(lines[inked]))  # the lines' own ink: most of those rows' ink is theirs
+        cleared = inked & (lines < 1.5 * level)
+        if not (mask_rows[~full].any() or (inked & ~cleared).any()):
+            continue  # nothing but lines: no digit to keep
+        ink_rows[full] = np.where(cleared, 0.0, lines)
+        mask_rows[full] = inked & ~cleared
+    return mask
 
 
 def drop_stray_ink(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
