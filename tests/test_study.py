@@ -232,17 +232,24 @@ def test_restart_resumes_only_the_unfinished_run(tiny_study, mnist_root):
 
 @pytest.mark.integration
 def test_an_interrupted_invocation_still_records_its_wall_time(mnist_root, tmp_path):
+    """Also one killed outright (SIGKILL runs no `finally`): its entry is written when it starts and after each run,
+    so the report counted it (once neither its time nor itself)."""
     spec = parse_spec(spec_values(), "tiny.toml")
+    recorded_before_the_second_run = []
 
     def interrupt_second_run(message):
         if message.startswith("[2/2]"):
+            recorded_before_the_second_run.extend(
+                json.loads((tmp_path / "study" / "study.json").read_text())["invocations"])
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         run_study(spec, tmp_path / "study", data_root=mnist_root, command="test", log=interrupt_second_run)
+    [killed_there] = recorded_before_the_second_run
+    assert killed_there["completed"] is False and killed_there["seconds"] > 0  # the first run's time
     invocations = json.loads((tmp_path / "study" / "study.json").read_text())["invocations"]
-    assert len(invocations) == 1
-    assert invocations[0]["completed"] is False and invocations[0]["seconds"] > 0
+    assert len(invocations) == 1 and invocations[0]["id"] == killed_there["id"]
+    assert invocations[0]["completed"] is False and invocations[0]["seconds"] >= killed_there["seconds"]
     assert (tmp_path / "study" / "plain" / "seed1" / DONE_FILE).is_file()
     assert not (tmp_path / "study" / "bn" / "seed1").exists()
     assert [(row.state, row.epochs) for row in directory_status(spec, tmp_path / "study")] == \

@@ -135,6 +135,48 @@ def test_a_run_that_failed_is_queued_again_by_the_next_invocation_once(train_onl
 
 
 @pytest.mark.integration
+def test_a_run_stopped_by_ctrl_c_shows_as_interrupted_and_the_next_invocation_resumes_it(mnist_root, tmp_path,
+                                                                                         monkeypatch, capfd):
+    """Ctrl+C or SIGTERM during a run: Optuna printed a 40-line traceback, and `study status` called the run
+    failed, with "KeyboardInterrupt:" as its reason."""
+    import mnist_ops.train
+    from mnist_ops.distributed import embedded_url
+    from mnist_ops.study import parse_spec
+    from mnist_ops.study_storage import INVOCATION_PREFIX, run_shared_study, storage_status
+
+    spec = parse_spec({"name": "one", "seeds": [1], "defaults": {"epochs": 1, "limit_train": 300, "device": "cpu"},
+                       "variant": [{"name": "plain", "preset": "seed-lean", "model": "seed-lean-plain"}]}, "one.toml")
+    out, url, messages = tmp_path / "study", embedded_url(tmp_path), []
+    real_fit = mnist_ops.train.fit
+
+    recorded_while_training = []
+
+    def stopped_fit(*args, **kwargs):  # as a SIGKILL would find it: the invocation is recorded from its start
+        recorded_while_training.extend(value for key, value in load_study().user_attrs.items()
+                                       if key.startswith(INVOCATION_PREFIX))
+        raise KeyboardInterrupt
+
+    def load_study():
+        import optuna
+
+        from mnist_ops.distributed import open_storage
+
+        return optuna.load_study(study_name="one", storage=open_storage(url))
+
+    monkeypatch.setattr(mnist_ops.train, "fit", stopped_fit)
+    with pytest.raises(KeyboardInterrupt):
+        run_shared_study(spec, out, url, "one", data_root=mnist_root, log=messages.append)
+    assert capfd.readouterr().err == ""
+    assert [entry["completed"] for entry in recorded_while_training] == [False]
+    [row] = storage_status(url, "one")
+    assert (row.state, row.detail) == ("interrupted", "the next `mnist-ops study` invocation resumes it")
+    monkeypatch.setattr(mnist_ops.train, "fit", real_fit)
+    run_shared_study(spec, out, url, "one", data_root=mnist_root, log=messages.append)
+    assert "study 'one': plain/seed1 was interrupted; queued again" in messages
+    assert [row.state for row in storage_status(url, "one")] == ["done"]
+
+
+@pytest.mark.integration
 def test_a_diverging_run_is_pruned_once_and_exported_as_diverged(mnist_root, tmp_path):
     import optuna
     from optuna.trial import TrialState

@@ -307,6 +307,13 @@ def test_a_run_started_over_gets_a_new_environment_record(mnist_root, tmp_path):
     with pytest.raises(UserError, match="lists finished epochs in metrics.jsonl but holds no last.pt to resume"):
         fit(config.replace(lr=0.5), out, data_root=mnist_root, log=quiet, progress=False, resume=True)
     assert (out / "metrics.jsonl").read_bytes() == kept  # not started over: the history is kept
+    (out / "last.pt").write_bytes(b"PK\x03\x04 cut short")  # a damaged last.pt: the fix is not "pass a last.pt"
+    with pytest.raises(UserError) as error:
+        fit(config, out, data_root=mnist_root, log=quiet, progress=False, resume=True)
+    assert str(error.value) == (f"checkpoint {out / 'last.pt'} is unreadable (RuntimeError); the run cannot be "
+                                "resumed from it; start a new run with another --out (its best.pt, if any, is still "
+                                "usable)")
+    assert (out / "metrics.jsonl").read_bytes() == kept
 
 
 @pytest.mark.integration

@@ -410,3 +410,33 @@ def test_a_teacher_that_saw_the_validation_images_fails_before_any_trial(train_o
         run_tune(parse_tune_spec(values, "tiny.toml"), tmp_path / "out", data_root=train_only_root,
                  log=lambda message: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_trial_stopped_by_ctrl_c_runs_again_with_its_parameters_and_no_traceback(train_only_root, tmp_path,
+                                                                                     monkeypatch, capfd):
+    """Ctrl+C or SIGTERM during a trial: Optuna marked it failed and printed a 40-line traceback, and the resumed
+    search drew new parameters in its place, so a polite stop lost what a kill (heartbeat) did not."""
+    import optuna
+    from optuna.trial import TrialState
+
+    import mnist_ops.train
+    from mnist_ops.distributed import embedded_url
+    from mnist_ops.tune import run_tune
+
+    values = tiny_values(base={"epochs": 1, "limit_train": 300, "batch_size": 64, "device": "cpu"},
+                         sampler={"kind": "random"}, pruner={"kind": "none"})
+    spec = parse_tune_spec(values, "tiny.toml", trials=2)
+    real_fit = mnist_ops.train.fit
+
+    def stopped_fit(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mnist_ops.train, "fit", stopped_fit)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(spec, tmp_path / "out", data_root=train_only_root, log=lambda message: None)
+    assert capfd.readouterr().err == ""
+    monkeypatch.setattr(mnist_ops.train, "fit", real_fit)
+    run_tune(spec, tmp_path / "out", data_root=train_only_root, log=lambda message: None)
+    trials = optuna.load_study(study_name="tiny", storage=embedded_url(tmp_path / "out")).get_trials(deepcopy=False)
+    assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert trials[1].params == trials[0].params and trials[2].params != trials[0].params

@@ -24,6 +24,7 @@ Why SQLite and not Optuna's journal file for the embedded default:
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
@@ -91,13 +92,48 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+class HideInterruptedTrials(logging.Filter):
+    """Drops Optuna's two warnings of a trial that Ctrl+C or SIGTERM stopped ("Trial N failed with parameters ...",
+    with a 40-line traceback, then "Trial N failed with value None."): the command says "interrupted" in one line,
+    and the trial is queued again (`requeue_interrupted`, or the next `study` invocation). Other failures show."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden: str | None = None  # "Trial N" while its second warning is to come
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.hidden = message.split(" failed", 1)[0]
+            return False
+        if self.hidden and message.startswith(f"{self.hidden} failed with value"):
+            self.hidden = None
+            return False
+        return True
+
+
 def quiet_optuna() -> None:
-    """Optuna's per-trial INFO lines and experimental-feature warnings stay out of our log."""
+    """Optuna's per-trial INFO lines and experimental-feature warnings stay out of our log, as does its traceback
+    of an interrupted trial."""
     import optuna
     from optuna.exceptions import ExperimentalWarning
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
+    failures = logging.getLogger("optuna.study._optimize")  # where Optuna logs a failed trial
+    if not any(isinstance(kind, HideInterruptedTrials) for kind in failures.filters):
+        failures.addFilter(HideInterruptedTrials())
+
+
+def requeue_interrupted(study, trial_number: int | None) -> None:
+    """Queue again, with the same parameters, the trial a Ctrl-C or SIGTERM stopped (Optuna marked it failed), as
+    a dead worker's trial is queued: a polite stop loses no more than a kill."""
+    import optuna
+    from optuna.trial import TrialState
+
+    trial = next((trial for trial in study.get_trials(deepcopy=True) if trial.number == trial_number), None)
+    if trial is not None and trial.state == TrialState.FAIL:
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, trial)
 
 
 def require_optuna() -> None:

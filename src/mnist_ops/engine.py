@@ -469,25 +469,27 @@ def trained_on(checkpoint: dict, path) -> TrainedOn:
     return TrainedOn(dataset, labels, (size[0], size[1]), transposed)
 
 
-def load_checkpoint(path: str | os.PathLike, data: bytes | None = None) -> dict:
+CHECKPOINT_FIX = "pass a best.pt or last.pt written by mnist-ops train"
+
+
+def load_checkpoint(path: str | os.PathLike, data: bytes | None = None, fix: str = CHECKPOINT_FIX) -> dict:
     """Load with weights_only=True: a file that would run code when unpickled is refused. `data`, if
-    given, is the file's bytes, already read (a caller that also hashes them reads the file once)."""
+    given, is the file's bytes, already read (a caller that also hashes them reads the file once). `fix` ends the
+    error of a file that is not a readable checkpoint."""
     path = find_checkpoint(path, log=lambda message: None)
     try:
         with warnings.catch_warnings():  # torch warns of a plain pickle's protocol before refusing it: one line
             warnings.simplefilter("ignore", UserWarning)
             checkpoint = torch.load(path if data is None else io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a corrupt, truncated or unsafe file
-        raise UserError(f"checkpoint {path} is unreadable ({type(error).__name__}); "
-                        "pass a best.pt or last.pt written by mnist-ops train") from None
+        raise UserError(f"checkpoint {path} is unreadable ({type(error).__name__}); {fix}") from None
     if not isinstance(checkpoint, dict) or not CHECKPOINT_FIELDS.keys() <= set(checkpoint):
         raise UserError(f"checkpoint {path} is not an mnist-ops checkpoint "
-                        f"(needs keys {', '.join(sorted(CHECKPOINT_FIELDS))})")
+                        f"(needs keys {', '.join(sorted(CHECKPOINT_FIELDS))}); {fix}")
     # It unpickled safely, but can still hold anything: check what readers use before they use it.
     wrong = [key for key, valid in CHECKPOINT_FIELDS.items() if not valid(checkpoint[key])]
     if wrong:
-        raise UserError(f"checkpoint {path} is not an mnist-ops checkpoint (bad {', '.join(wrong)}); "
-                        "pass a best.pt or last.pt written by mnist-ops train")
+        raise UserError(f"checkpoint {path} is not an mnist-ops checkpoint (bad {', '.join(wrong)}); {fix}")
     known = {key: value for key, value in checkpoint["config"].items() if key in FIELD_TYPES}
     resolve(Config(), known, source=f"checkpoint {path}: config")  # a UserError naming the bad key
     problem = _model_source_problem(checkpoint)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mnist_ops.config import RANGES, Config, changed_keys, check_combination, resolve, show_key, stored_table, to_toml
-from mnist_ops.distributed import EMBEDDED_FILE
+from mnist_ops.distributed import EMBEDDED_FILE, worker_name
 from mnist_ops.errors import TrainingDiverged, UserError, did_you_mean, show
 from mnist_ops.fileio import (DirectoryLock, atomic_write_bytes, atomic_write_json, read_jsonl, read_toml,
                               tomllib)  # tomllib: or tomli on Python 3.10
@@ -420,15 +420,20 @@ def _train_sizes(spec: Spec, data_root) -> dict[str, int]:
 
 
 def _record_invocation(study_dir: Path, command: str, train_sizes: dict[str, int], seconds: float,
-                       completed: bool) -> None:
+                       completed: bool, invocation: str) -> None:
+    """This invocation's entry in study.json, written when it starts, after each run and when it ends (replaced in
+    place, by its `invocation` id): one killed with SIGKILL still counts, interrupted, with its time up to its last
+    finished run."""
     path = study_dir / STUDY_FILE
     record = read_json_object(path, ("invocations",)) if path.is_file() else {"invocations": []}
     if not isinstance(record["invocations"], list):
         raise damaged_file(path, "'invocations' is not a list")
     record.update(command=command, machine=machine_description())
     record.setdefault("train_images", {}).update(train_sizes)
-    record["invocations"].append({"command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                  "seconds": round(seconds, 1), "completed": completed})
+    entry = {"command": command, "id": invocation, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+             "seconds": round(seconds, 1), "completed": completed}
+    record["invocations"] = [old for old in record["invocations"]
+                             if not (isinstance(old, dict) and old.get("id") == invocation)] + [entry]
     atomic_write_json(path, record)
 
 
@@ -456,6 +461,12 @@ def _run_claimed(spec: Spec, study_dir: Path, data_root, command: str, log: Call
     from mnist_ops.train import fit
 
     claim_study_dir(spec, study_dir, log)
+    invocation = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {worker_name()}"
+
+    def record(completed: bool) -> None:
+        _record_invocation(study_dir, command, train_sizes, time.perf_counter() - started, completed, invocation)
+
+    record(False)
     runs = [(variant, seed) for variant in spec.variants for seed in spec.seeds]
     pending = [(variant, seed) for variant, seed in runs if not is_finished(run_dir(study_dir, variant.name, seed))]
     log(f"study {spec.name}: {len(runs)} runs, {len(runs) - len(pending)} finished earlier, {len(pending)} to train")
@@ -477,9 +488,11 @@ def _run_claimed(spec: Spec, study_dir: Path, data_root, command: str, log: Call
                 log(f"{label}: diverged, {error.what}; the study goes on, and its report lists the run "
                     f"(delete {directory} to train it again)")
                 atomic_write_json(directory / DIVERGED_FILE, diverged_record(directory, variant.name, seed, config, error))
+                record(False)
                 continue
             atomic_write_json(directory / DONE_FILE, done_record(directory, variant.name, seed, summary, config))
+            record(False)
         completed = True
     finally:  # an interrupted invocation's wall time counts too
-        _record_invocation(study_dir, command, train_sizes, time.perf_counter() - started, completed)
+        record(completed)
     return study_dir

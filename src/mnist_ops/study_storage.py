@@ -184,12 +184,17 @@ def requeue_failed_runs(study, storage, log: Callable[[str], None]) -> None:
         if (trial.state == TrialState.FAIL and error.get("trial") == trial.number and trial.number not in retried
                 and trial_run(trial) not in done and _claim(storage, f"{study.study_name}:retry-of-{trial.number}")):
             callback(study, copy.deepcopy(trial))
-            log(f"study '{study.study_name}': {trial_run(trial)} failed earlier ({error['message']}); queued again")
+            what = "was interrupted" if error.get("interrupted") else f"failed earlier ({error['message']})"
+            log(f"study '{study.study_name}': {trial_run(trial)} {what}; queued again")
 
 
-def record_invocation(study, command: str, seconds: float, completed: bool) -> None:
-    """One user attribute per invocation (machines cannot append to one list without a race)."""
-    key = f"{INVOCATION_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}:{worker_name()}"
+def invocation_key() -> str:
+    return f"{INVOCATION_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}:{worker_name()}"
+
+
+def record_invocation(study, command: str, seconds: float, completed: bool, key: str) -> None:
+    """One user attribute per invocation (machines cannot append to one list without a race), written when it
+    starts and again when it ends: one killed outright still counts, as interrupted."""
     study.set_user_attr(key, {"command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                               "seconds": round(seconds, 1), "completed": completed,
                               "machine": machine_description()})
@@ -251,7 +256,9 @@ class StudyWorker:
             raise
         except BaseException as error:  # an error or Ctrl-C: the next invocation queues the run again
             # Its own number: a retry copies the user attributes, and must not look failed from the start.
-            trial.set_user_attr("error", {"trial": trial.number, "message": f"{type(error).__name__}: {error}"[:500]})
+            interrupted = isinstance(error, KeyboardInterrupt)  # Ctrl+C or SIGTERM (cli.Terminated)
+            message = "interrupted (Ctrl+C or SIGTERM)" if interrupted else f"{type(error).__name__}: {error}"[:500]
+            trial.set_user_attr("error", {"trial": trial.number, "message": message, "interrupted": interrupted})
             raise
         trial.set_user_attr("metrics", read_metrics(directory / "metrics.jsonl"))  # a run that was finished before this trial has no on_epoch
         predictions = checkpoint_predictions(directory, self.data_root)[1].tolist()
@@ -342,7 +349,8 @@ def run_shared_study(spec: Spec, out: str | os.PathLike, url: str, study_name: s
     log(f"study '{study_name}' in {describe_url(url)}: {len(spec_labels(spec))} runs, {workers} local worker(s)")
     worker = StudyWorker(spec, url, study_name, out, data_root, heartbeat or HEARTBEAT_SECONDS,
                          progress and workers == 1, log)
-    completed = False
+    completed, key = False, invocation_key()
+    record_invocation(study, command, 0.0, completed, key)
     try:
         if workers == 1:
             worker.run()
@@ -352,7 +360,7 @@ def run_shared_study(spec: Spec, out: str | os.PathLike, url: str, study_name: s
                 worker.run()  # the survivors' share is done; this finishes what a dead one left, or says why not
         completed = True
     finally:
-        record_invocation(study, command, time.perf_counter() - started, completed)
+        record_invocation(study, command, time.perf_counter() - started, completed, key)
     export_study(url, study_name, out)
     return out
 
@@ -413,6 +421,8 @@ def storage_status(url: str, study_name: str, heartbeat: int | None = None) -> l
                                         "the next `mnist-ops study` invocation queues the run again")
         elif trial.state == TrialState.RUNNING:
             state, detail = "running", f"worker {trial.user_attrs.get('worker', '?')}"
+        elif trial.state == TrialState.FAIL and (trial.user_attrs.get("error") or {}).get("interrupted"):
+            state, detail = "interrupted", "the next `mnist-ops study` invocation resumes it"
         elif trial.state == TrialState.FAIL:
             state, detail = "failed", (trial.user_attrs.get("error") or {}).get("message", "")
         elif is_finished_trial(trial) and trial.state == TrialState.PRUNED:

@@ -315,7 +315,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                                 "from (deleted?); restore it, or start a new run with another --out")
             log(f"{out} holds no finished epoch yet: starting it from the beginning")  # stopped in its first epoch
         elif resume:
-            checkpoint = load_checkpoint(out / "last.pt")
+            checkpoint = load_checkpoint(out / "last.pt", fix="the run cannot be resumed from it; start a new run with "
+                                                              "another --out (its best.pt, if any, is still usable)")
             missing = sorted((RESUME_KEYS | (EMA_KEYS if ema is not None else set())) - set(checkpoint))
             if missing:
                 raise UserError(f"{out / 'last.pt'} holds no resume state ({', '.join(missing)}): written by an "

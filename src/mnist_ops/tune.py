@@ -327,6 +327,7 @@ class TuneWorker:
     log: Callable[[str], None]
     seed_offset: int
     parallel: bool
+    current_trial: int | None = None
 
     def objective(self, trial) -> float:
         import optuna
@@ -335,6 +336,7 @@ class TuneWorker:
         from mnist_ops.train import fit
 
         beat_now(trial)
+        self.current_trial = trial.number  # queued again if Ctrl+C or SIGTERM stops it (run)
         trial.set_user_attr("worker", worker_name())
         if budget_position(trial.study, trial.number) > self.spec.trials:
             trial.set_user_attr("surplus", True)
@@ -391,7 +393,7 @@ class TuneWorker:
     def run(self) -> None:
         import optuna
 
-        from mnist_ops.distributed import DeadTrials, open_storage, poll_seconds, trial_counts
+        from mnist_ops.distributed import DeadTrials, open_storage, poll_seconds, requeue_interrupted, trial_counts
 
         storage = open_storage(self.url, self.heartbeat, retry_stale=3)
         dead = DeadTrials(storage, self.heartbeat)
@@ -411,6 +413,9 @@ class TuneWorker:
                 continue
             try:
                 study.optimize(self.objective, n_trials=1, catch=(SurplusTrial,))
+            except KeyboardInterrupt:  # the trial runs again, with its parameters, when the search is resumed
+                requeue_interrupted(study, self.current_trial)
+                raise
             except optuna.exceptions.UpdateFinishedTrialError:
                 # Another worker declared this one's trial dead (no heartbeat in time) and queued it again.
                 self.log("this worker's trial was declared dead by another worker and re-queued; going on")
