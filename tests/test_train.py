@@ -123,7 +123,7 @@ def test_precise_bn_takes_every_training_image_when_fewer_and_is_refused_for_a_n
                                                                if message.startswith("run "))
     config = build_config("seed-baseline", None, {"epochs": 1, "limit_train": 100, "precise_bn": 50})
     with pytest.raises(UserError, match="^precise_bn = 50 recomputes BatchNorm statistics, and model seed-baseline "
-                                        "has no BatchNorm; set precise_bn = 0 \\(flag --precise-bn 0\\)$"):
+                                        "has no BatchNorm; set precise_bn = 0$"):
         fit(config, tmp_path / "plain-net", data_root=mnist_root, log=quiet, progress=False)
     assert not (tmp_path / "plain-net").exists()  # refused before the run directory, as bad data is
 

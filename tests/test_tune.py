@@ -440,3 +440,22 @@ def test_a_trial_stopped_by_ctrl_c_runs_again_with_its_parameters_and_no_traceba
     trials = optuna.load_study(study_name="tiny", storage=embedded_url(tmp_path / "out")).get_trials(deepcopy=False)
     assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert trials[1].params == trials[0].params and trials[2].params != trials[0].params
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"base": {"epochs": 1, "limit_train": 300, "model": "seed-lean-plain", "precise_bn": 100}},
+     "at lr = 0.01, augment = none: precise_bn = 100 recomputes BatchNorm statistics, and model seed-lean-plain has "
+     "no BatchNorm"),
+    ({"space": {"train_crop": {"type": "int", "low": 0, "high": 20}}},
+     "at train_crop = 20: model seed-lean takes no crop smaller than the images"),
+])
+def test_a_space_that_reaches_a_model_that_cannot_train_fails_before_anything_is_written(train_only_root, tmp_path,
+                                                                                       changes, message, capfd):
+    """It failed the first trial instead, with Optuna's traceback, and left an optuna.db and a spec.toml."""
+    from mnist_ops.tune import run_tune
+
+    spec = parse_tune_spec(tiny_values(**changes), "tiny.toml")
+    with pytest.raises(UserError, match="^tune spec 'tiny': the search space reaches a config that cannot train, "
+                                        + re.escape(message)):
+        run_tune(spec, tmp_path / "out", data_root=train_only_root, log=lambda message: None)
+    assert not (tmp_path / "out").exists() and capfd.readouterr().err == ""

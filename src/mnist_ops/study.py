@@ -156,10 +156,12 @@ def spec_name(values: dict, source: str) -> str:
     return name
 
 
-def parse_spec(values: dict, source: str, seeds: int | None = None, overrides: dict | None = None) -> Spec:
+def parse_spec(values: dict, source: str, seeds: int | None = None, overrides: dict | None = None,
+               stored: bool = False) -> Spec:
     """Validate a whole spec (a dict read from TOML); every mistake is a UserError naming it.
 
-    `seeds` (a count) replaces the spec's seeds; `overrides` (config keys) apply to every variant last.
+    `seeds` (a count) replaces the spec's seeds; `overrides` (config keys) apply to every variant last. `stored`: a
+    spec a study stored (older code may have stored a last_k above its epochs).
     """
     unknown = sorted((key for key in values if key not in SPEC_KEYS), key=str)
     if unknown:
@@ -189,6 +191,13 @@ def parse_spec(values: dict, source: str, seeds: int | None = None, overrides: d
     seed_list = _parse_seeds(seeds if seeds is not None else values.get("seeds", 3), source)
     target = _parse_number(values, "target_accuracy", 99.4, float, 0.0, 100.0, source)
     last_k = _parse_number(values, "last_k", 3, int, 1, 10_000, source)
+    shortest = min(variants, key=lambda variant: variant.config.epochs)
+    if last_k > shortest.config.epochs:  # "held in each of the last 3 epochs" of a 1-epoch run would not be true
+        if stored or "last_k" not in values or "epochs" in (overrides or {}):  # the default 3, a quick check of a
+            last_k = shortest.config.epochs  # long study (--epochs 1): its last epochs, each of them
+        else:
+            raise UserError(f"{source}: last_k = {last_k} is more than the {shortest.config.epochs} epoch(s) of "
+                            f"variant '{shortest.name}'; set last_k to at most {shortest.config.epochs}")
     return Spec(name, variants, seed_list, target, last_k)
 
 
@@ -201,7 +210,7 @@ def spec_from_text(text: str, source: str) -> Spec:
     parsed, never as text: a stored study outlives a code upgrade."""
     values = tomllib.loads(text)
     values["variant"] = [stored_table(table, skip={"seed"}, keep={"name"}) for table in values.get("variant", [])]
-    return parse_spec(values, source)
+    return parse_spec(values, source, stored=True)
 
 
 def built_in_spec(name: str, seeds: int | None = None, overrides: dict | None = None) -> Spec:
@@ -398,20 +407,25 @@ def machine_description() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), **run_provenance(), "system": platform.platform()}
 
 
-def _train_sizes(spec: Spec, data_root) -> dict[str, int]:
-    """Load each dataset once and check each variant's teachers: missing data or a teacher that cannot
-    teach fails here, before any run directory exists (not after the runs of the variants before it)."""
-    from mnist_ops.data import load_split
+def _checked_train_sizes(spec: Spec, data_root) -> dict[str, int]:
+    """Load each dataset once and check each variant as `fit` would before its run directory (its teachers, its
+    device, its model, precise BN): missing data or a variant that cannot train fails here, before the study
+    directory is written (not after the runs of the variants before it, into a directory that then refused the
+    corrected spec)."""
+    from mnist_ops.data import dataset_info, load_split
     from mnist_ops.distill import checked_teachers
+    from mnist_ops.train import check_runnable
 
+    train = {dataset: load_split(dataset, "train", data_root)
+             for dataset in sorted({variant.config.dataset for variant in spec.variants})}
     for variant in spec.variants:
+        images = train[variant.config.dataset].images
         try:
             checked_teachers(variant.config)
+            check_runnable(variant.config, len(dataset_info(variant.config.dataset).classes), tuple(images.shape[1:]))
         except UserError as error:
             raise UserError(f"variant '{variant.name}': {error}") from None
-
-    sizes = {dataset: len(load_split(dataset, "train", data_root))
-             for dataset in sorted({variant.config.dataset for variant in spec.variants})}
+    sizes = {dataset: len(split) for dataset, split in train.items()}
     train_images = {}
     for variant in spec.variants:
         full = sizes[variant.config.dataset]
@@ -450,7 +464,7 @@ def run_study(spec: Spec, study_dir: str | os.PathLike, data_root: str | os.Path
     """Train every unfinished (variant, seed) run, one after another. Returns the study dir."""
     started = time.perf_counter()
     study_dir = Path(study_dir)
-    train_sizes = _train_sizes(spec, data_root)
+    train_sizes = _checked_train_sizes(spec, data_root)
     _refuse_foreign(study_dir)  # before the lock file goes in
     with DirectoryLock(study_dir, "study directory"):  # one process per study: a second one is refused
         return _run_claimed(spec, study_dir, data_root, command, log, progress, train_sizes, started)

@@ -336,13 +336,13 @@ def run_shared_study(spec: Spec, out: str | os.PathLike, url: str, study_name: s
     """Train the study's runs with `workers` local processes on the storage; other machines may join.
     Ends with the study directory exported from the storage. Returns out."""
     from mnist_ops.distributed import HEARTBEAT_SECONDS, describe_url, flushed_print, require_optuna, run_workers
-    from mnist_ops.study import _train_sizes
+    from mnist_ops.study import _checked_train_sizes
 
     require_optuna()
     log = log or flushed_print
     started = time.perf_counter()
     out = Path(out)
-    sizes = _train_sizes(spec, data_root)  # missing data fails before the study directory is written
+    sizes = _checked_train_sizes(spec, data_root)  # missing data fails before the study directory is written
     claim_study_dir(spec, out)  # this directory holds this spec's runs only
     study, spec = prepare_study(spec, url, study_name, sizes, log, heartbeat)
     claim_study_dir(spec, out)  # and the whole study's, which other machines may have grown

@@ -214,6 +214,19 @@ def _model_as_recorded(config: Config, source: dict) -> Config:
     return config
 
 
+def check_runnable(config: Config, num_classes: int, image_size: tuple[int, int],
+                   log: Callable[[str], None] | None = None) -> torch.nn.Module:
+    """What `fit` refuses of a config before it writes anything, short of the data: the device, the model (its
+    output, the crops it takes) and precise BN on a model with no BatchNorm. Returns the model, untrained. A study
+    and a search call it for each recipe first, so that one that cannot train leaves no directory behind."""
+    resolve_device("cpu" if config.replicas > 1 else config.device)
+    model = build_model(config, num_classes, image_size, log)
+    if config.precise_bn and not has_batchnorm(model):
+        raise UserError(f"precise_bn = {config.precise_bn} recomputes BatchNorm statistics, and model "
+                        f"{config.model} has no BatchNorm; set precise_bn = 0")
+    return model
+
+
 def _raised_in(error: BaseException, file: str | None) -> bool:
     """Whether `file` (a net of the user's own: its source file) is on the error's traceback."""
     if not file:
@@ -277,12 +290,9 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     # resumed from another working directory, a net of the user's own (a file by a relative path, package.module:build)
     # is found where the run found it
     source = _recorded_source(Path(out_dir) / "last.pt") if resume else {}
-    with importable_as_recorded(source):
-        model = build_model(_model_as_recorded(config, source), len(classes), image_size, log)
+    with importable_as_recorded(source):  # before the run directory, as the data and the schedule
+        model = check_runnable(_model_as_recorded(config, source), len(classes), image_size, log)
     model = model.to(device, memory_format=memory_format(config))
-    if config.precise_bn and not has_batchnorm(model):  # before the run directory, as the data and the schedule
-        raise UserError(f"precise_bn = {config.precise_bn} recomputes BatchNorm statistics, and model "
-                        f"{config.model} has no BatchNorm; set precise_bn = 0 (flag --precise-bn 0)")
 
     out = Path(out_dir)
     try:

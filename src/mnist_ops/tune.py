@@ -166,17 +166,37 @@ def _parse_param(name: str, table: Any, base: Config, source: str) -> Param:
     return Param(name, kind, low, high, log, step)
 
 
-def _check_corners(base: Config, space: tuple[Param, ...], source: str) -> None:
-    """Build the config at every combination of bounds and choices: a rule between keys
-    (replicas and dropout, say) that some trial would break fails here, before any trial runs."""
+def _check_corners(base: Config, space: tuple[Param, ...], source: str,
+                   check: Callable[[Config], object] = check_combination) -> None:
+    """`check` the config at every combination of bounds and choices: a rule between keys (replicas and dropout,
+    say) that some trial would break fails here, before any trial runs."""
     combinations = itertools.product(*(param.corners() for param in space))
     for values in itertools.islice(combinations, MAX_CORNERS):
         changes = dict(zip((param.name for param in space), values))
         try:
-            check_combination(resolve(base, changes, source=source))
+            check(check_combination(resolve(base, changes, source=source)))
         except UserError as error:
             raise UserError(f"{source}: the search space reaches a config that cannot train, at "
                             f"{', '.join(f'{k} = {v}' for k, v in changes.items())}: {error}") from None
+
+
+def _check_corner_models(spec: TuneSpec, num_classes: int, image_size: tuple[int, int]) -> None:
+    """What `fit` refuses before a trial's directory (a model that takes no such crop, precise BN on a net with no
+    BatchNorm, a device this machine lacks), at every corner of the space, before the search writes anything: it
+    was a failed first trial, Optuna's traceback, and an optuna.db. Each distinct model recipe is built once."""
+    from mnist_ops.models import MODEL_KEYS
+    from mnist_ops.train import check_runnable
+
+    built = set()
+
+    def check(config: Config) -> None:
+        keys = (*MODEL_KEYS, "preset", "model", "train_crop", "device", "replicas", "fast_dropout")
+        recipe = tuple(getattr(config, key) for key in keys) + (config.precise_bn > 0,)
+        if recipe not in built:
+            check_runnable(config, num_classes, image_size)
+            built.add(recipe)
+
+    _check_corners(spec.base, spec.space, f"tune spec '{spec.name}'", check)
 
 
 def parse_tune_spec(values: dict, source: str, trials: int | None = None) -> TuneSpec:
@@ -503,7 +523,7 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
              log: Callable[[str], None] | None = None) -> Path:
     """Run the search until `spec.trials` trials ended COMPLETE or PRUNED; write best.toml. Returns out."""
     from mnist_ops.batches import stratified_holdout
-    from mnist_ops.data import load_split
+    from mnist_ops.data import dataset_info, load_split
     from mnist_ops.distill import checked_teachers
     from mnist_ops.distributed import (HEARTBEAT_SECONDS, describe_counts, describe_url, flushed_print,
                                        require_optuna, storage_url, trial_counts)
@@ -512,8 +532,10 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
     log = log or flushed_print
     out = Path(out)
     # missing data, or a validation split as large as the training set, fails here, before anything is written
-    stratified_holdout(load_split(spec.base.dataset, "train", data_root).labels, spec.base.validation)
+    train = load_split(spec.base.dataset, "train", data_root)
+    stratified_holdout(train.labels, spec.base.validation)
     checked_teachers(spec.base)  # and so does a teacher that cannot teach the trials
+    _check_corner_models(spec, len(dataset_info(spec.base.dataset).classes), tuple(train.images.shape[1:]))
     check_tune_dir(spec, out)
     url = storage_url(storage, out)
     name = study_name or spec.name
