@@ -8,6 +8,12 @@ from mnist_ops.errors import UserError
 from mnist_ops.study import parse_spec, spec_to_toml
 from mnist_ops.study_report.load import Run, first_epoch_reaching, held_target, load_study
 
+def epoch(number: int, test_accuracy: float) -> dict:
+    """One line of metrics.jsonl with every number the report reads."""
+    return {"epoch": number, "train_loss": 0.2, "train_accuracy": 95.0, "test_loss": 0.1, "test_accuracy": test_accuracy}
+
+
+SUMMARY = {"seconds": 1.0, "parameters": 7_000}
 RECORDS = [{"epoch": e, "test_accuracy": a} for e, a in enumerate([98.5, 99.1, 99.45, 99.38, 99.5, 99.41])]
 
 
@@ -36,8 +42,8 @@ def test_load_study_reads_finished_runs_only(tmp_path):
         load_study(tmp_path)
     finished = tmp_path / "a" / "seed2"
     finished.mkdir(parents=True)
-    (finished / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "test_accuracy": 97.0}) + "\n")
-    (finished / "done.json").write_text(json.dumps({"seed": 2, "summary": {"seconds": 1.0}}))
+    (finished / "metrics.jsonl").write_text(json.dumps(epoch(0, 97.0)) + "\n")
+    (finished / "done.json").write_text(json.dumps({"seed": 2, "summary": SUMMARY}))
     (tmp_path / "a" / "seed1").mkdir()  # started, not finished
     loaded_spec, variants, info = load_study(tmp_path)
     assert loaded_spec == spec and info == {}
@@ -53,8 +59,8 @@ def test_environment_and_diverged_runs(tmp_path):
     for seed, done in [(1, {"environment": {"threads": 1}}), (2, {})]:  # seed 2: a done.json from older code
         run = tmp_path / "a" / f"seed{seed}"
         run.mkdir(parents=True)
-        (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "test_accuracy": 97.0}) + "\n")
-        (run / "done.json").write_text(json.dumps({"seed": seed, "summary": {}, **done}))
+        (run / "metrics.jsonl").write_text(json.dumps(epoch(0, 97.0)) + "\n")
+        (run / "done.json").write_text(json.dumps({"seed": seed, "summary": SUMMARY, **done}))
         (run / "environment.json").write_text(json.dumps({"threads": 2}))
     (tmp_path / "a" / "seed2" / "diverged.json").write_text(json.dumps({"diverged": "stale"}))  # done.json wins
     for variant, seed in [("a", 3), ("b", 1)]:
@@ -80,9 +86,9 @@ def write_finished_study(directory):
     (directory / "study.json").write_text(json.dumps({"command": "mnist-ops study", "invocations": []}))
     run = directory / "a" / "seed1"
     run.mkdir(parents=True)
-    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": epoch, "test_accuracy": 97.0 + epoch}) + "\n"
-                                               for epoch in range(2)))
-    (run / "done.json").write_text(json.dumps({"seed": 1, "summary": {}}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps(epoch(number, 97.0 + number)) + "\n"
+                                               for number in range(2)))
+    (run / "done.json").write_text(json.dumps({"seed": 1, "summary": SUMMARY}))
     return run
 
 
@@ -101,6 +107,15 @@ REBUILD = "run the study again: it rewrites the run's files from its last.pt, or
      f"delete {{run}}/done.json and {REBUILD}"),
     ("study.json", '{"invocations": [', "not JSON: ", "delete it; the report then leaves out the command, machine and "
                                                        "wall time it recorded"),
+    # each once a KeyError or a TypeError, and a traceback (audit)
+    ("a/seed1/metrics.jsonl", '{"epoch": 0}\n', "line 1 has no number for train_loss, train_accuracy, test_loss, "
+     "test_accuracy", f"delete {{run}}/done.json and {REBUILD}"),
+    ("a/seed1/metrics.jsonl", json.dumps(epoch(0, "high")) + "\n", "line 1 has no number for test_accuracy",
+     f"delete {{run}}/done.json and {REBUILD}"),
+    ("a/seed1/done.json", '{"seed": 1, "summary": {}}', "its summary lacks the run's seconds or parameter count",
+     f"delete it and {REBUILD}"),
+    ("study.json", '{"invocations": [{"x": 1}]}', "'invocations' is not a list of invocations with their seconds",
+     "delete it; the report then leaves out the command, machine and wall time it recorded"),
 ])
 def test_a_damaged_study_file_is_named_with_the_fix(tmp_path, file, content, problem, fix):
     run = write_finished_study(tmp_path)

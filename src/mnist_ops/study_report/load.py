@@ -81,7 +81,16 @@ def held_target(records: list[dict], target: float, last_k: int) -> bool:
     return worst_of_last(records, last_k) >= target
 
 
+EPOCH_KEYS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy")  # what the report reads
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _load_run(directory: Path) -> Run:
+    """A finished run's files, checked for what the report reads: a damaged one is named, with the fix (it was a
+    KeyError or a TypeError, and a traceback)."""
     done = read_json_object(directory / DONE_FILE, ("seed", "summary"))
     environment = done.get("environment")
     if environment is None and (directory / ENVIRONMENT_FILE).is_file():  # a done.json older than its environment key
@@ -89,7 +98,14 @@ def _load_run(directory: Path) -> Run:
     records = read_metrics(directory / "metrics.jsonl")
     if not records:  # a finished run has at least one epoch: the report reads its last
         raise damaged_file(directory / "metrics.jsonl", "it holds no epoch")
-    return Run(done["seed"], records, done["summary"], directory, environment or {})
+    for line, record in enumerate(records, start=1):
+        wrong = [key for key in EPOCH_KEYS if not _number(record.get(key))]
+        if wrong:
+            raise damaged_file(directory / "metrics.jsonl", f"line {line} has no number for {', '.join(wrong)}")
+    summary = done["summary"]
+    if not (isinstance(summary, dict) and _number(summary.get("seconds")) and _number(summary.get("parameters"))):
+        raise damaged_file(directory / DONE_FILE, "its summary lacks the run's seconds or parameter count")
+    return Run(done["seed"], records, summary, directory, environment or {})
 
 
 def load_study(study_dir: str | os.PathLike) -> tuple[Spec, list[VariantResult], dict]:
@@ -111,4 +127,8 @@ def load_study(study_dir: str | os.PathLike) -> tuple[Spec, list[VariantResult],
         raise UserError(f"{study_dir} has no finished runs yet; run the study first")
     info_path = study_dir / STUDY_FILE
     info = read_json_object(info_path) if info_path.is_file() else {}
+    invocations = info.get("invocations", [])
+    if not (isinstance(invocations, list)
+            and all(isinstance(entry, dict) and _number(entry.get("seconds")) for entry in invocations)):
+        raise damaged_file(info_path, "'invocations' is not a list of invocations with their seconds")
     return spec, results, info
