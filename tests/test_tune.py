@@ -459,3 +459,25 @@ def test_a_space_that_reaches_a_model_that_cannot_train_fails_before_anything_is
                                         + re.escape(message)):
         run_tune(spec, tmp_path / "out", data_root=train_only_root, log=lambda message: None)
     assert not (tmp_path / "out").exists() and capfd.readouterr().err == ""
+
+
+def test_a_confirm_of_an_earlier_best_is_not_reported_as_the_new_ones(tmp_path):
+    """The search went on after --confirm and found a better trial: the report showed the old recipe's test runs
+    as best.toml's, and --confirm again was refused with a fix that could not be followed."""
+    from mnist_ops.config import to_toml
+    from mnist_ops.study import spec_to_toml
+    from mnist_ops.tune import BEST_CONFIG, confirm_spec, stale_confirm
+    from mnist_ops.tune_report import confirm_blocks
+
+    spec = parse_tune_spec(tiny_values(), "tiny.toml")
+    best = spec.base.replace(lr=0.05, validation=0)
+    (tmp_path / BEST_CONFIG).write_text(to_toml(best.to_dict()))
+    assert stale_confirm(tmp_path, spec) is None  # nothing confirmed yet
+    (tmp_path / "confirm").mkdir()
+    (tmp_path / "confirm" / "spec.toml").write_text(spec_to_toml(confirm_spec(tmp_path, spec, 2)))
+    assert stale_confirm(tmp_path, spec) is None
+    (tmp_path / BEST_CONFIG).write_text(to_toml(best.replace(lr=0.06).to_dict()))  # a later trial won
+    assert stale_confirm(tmp_path, spec) == "lr 0.05 -> 0.06"
+    [(kind, text)] = confirm_blocks(tmp_path, spec)
+    assert kind == "paragraph" and text.startswith("Not confirmed: `confirm/` holds the test runs of an earlier best, "
+                                                   "whose recipe differs from best.toml's (lr 0.05 -> 0.06)")

@@ -707,8 +707,12 @@ def command_tune(args) -> None:
     run_tune(spec, out, storage=args.storage, study_name=args.study_name, workers=args.workers,
              data_root=args.data_root, heartbeat=args.heartbeat, command=command)
     if args.confirm:
-        from mnist_ops.tune import confirm_spec
+        from mnist_ops.tune import confirm_spec, stale_confirm
 
+        changed = stale_confirm(out, spec)
+        if changed:  # the search went on after an earlier --confirm: grown, that study would refuse the new recipe
+            raise UserError(f"{out / 'confirm'} tested an earlier best.toml ({changed} since); delete {out / 'confirm'} "
+                            f"and run this command again to confirm the new best on the test set")
         confirm = confirm_spec(out, spec, args.confirm)
         run_study_command(confirm, out / "confirm", args.storage, f"{args.study_name or spec.name}-confirm",
                           args.workers, args.heartbeat, args.data_root, command, progress=False)

@@ -97,14 +97,21 @@ def training_set(limit_train: int) -> str:
             "held out)" if limit_train else "the full training set")
 
 
-def confirm_blocks(directory: Path) -> list[tuple[str, object]]:
-    """The confirm study's runs: test accuracy of the best config trained without the validation split."""
+def confirm_blocks(directory: Path, spec: TuneSpec) -> list[tuple[str, object]]:
+    """The confirm study's runs: test accuracy of the best config trained without the validation split; none when
+    they tested an earlier best (the search went on after confirming)."""
     from mnist_ops.study_report.load import held_target, load_study
+    from mnist_ops.tune import stale_confirm
 
     confirm = directory / CONFIRM_DIR
     if not (confirm / "spec.toml").is_file():
         return [("paragraph", "Not confirmed yet: `--confirm N` trains best.toml without the validation split for "
                               "N seeds and reports test accuracy here.")]
+    changed = stale_confirm(directory, spec)
+    if changed:
+        return [("paragraph", f"Not confirmed: `{CONFIRM_DIR}/` holds the test runs of an earlier best, whose recipe "
+                              f"differs from best.toml's ({changed}), so they are left out here. Delete `{CONFIRM_DIR}/` "
+                              "and run with `--confirm N` to test best.toml.")]
     spec, variants, _ = load_study(confirm)
     runs, diverged = variants[0].runs, variants[0].diverged
     rows = [[str(run.seed), percent(run.best_test_accuracy), percent(run.last["test_accuracy"]),
@@ -165,7 +172,7 @@ def build_tune_report(directory: Path, spec: TuneSpec, study, storage: str, comm
         ("heading", "Plots"),
         *draw_plots(study, directory, len(completed)),
         ("heading", "Confirmed on the test set"),
-        *confirm_blocks(directory),
+        *confirm_blocks(directory, spec),
     ]
 
 
