@@ -458,3 +458,11 @@ def test_a_variant_that_cannot_train_fails_before_the_study_directory_is_written
     values["variant"][0]["precise_bn"] = 0
     run_study(parse_spec(values, "tiny.toml"), tmp_path / "study", data_root=mnist_root, log=quiet)
     assert (tmp_path / "study" / "a" / "seed1" / DONE_FILE).is_file()
+
+
+def test_a_tune_spec_given_as_a_study_spec_is_named_as_such():
+    with pytest.raises(UserError, match=r"^tune.toml is a tune spec \(it has \[base\] and \[space\]\), not a study "
+                                        r"spec; use it with `mnist-ops tune --spec`"):
+        parse_spec({"name": "t", "preset": "seed-lean", "base": {}, "space": {}}, "tune.toml")
+    with pytest.raises(UserError, match=r"'last_k' must be an integer in \[1, 10000\], got 'three'"):
+        parse_spec(spec_values(last_k="three"), "tiny.toml")

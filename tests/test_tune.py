@@ -396,6 +396,7 @@ def test_a_trial_scored_over_two_seeds_trains_both_and_combines_them(train_only_
     assert ("averaged over seeds 1-2" if score == "mean" else "the lowest validation accuracy in the last 2 epochs "
             "(the record rule), the worst over seeds 1-2") in report
     assert f"seed 2: {finals['2']:.2f}" in report
+    assert "; pruner: none" in report and "start-up trials" not in report  # a random sampler has none
     listed = json.loads((tmp_path / "out" / "trials.json").read_text())
     assert listed[0]["seed_values"] == pytest.approx(finals)
 

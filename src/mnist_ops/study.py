@@ -107,7 +107,8 @@ def _parse_number(values: dict, key: str, default: Any, kind: type, low: float, 
     value = values.get(key, default)
     is_number = type(value) is kind or (kind is float and type(value) is int)  # bool is not an int here
     if not is_number or not low <= value <= high:  # compared before converting: a huge int stays an int
-        raise UserError(f"{source}: '{key}' must be a {kind.__name__} in [{low}, {high}], got {show(value)}")
+        kind_name = {"int": "an integer", "float": "a number"}.get(kind.__name__, kind.__name__)
+        raise UserError(f"{source}: '{key}' must be {kind_name} in [{low}, {high}], got {show(value)}")
     return kind(value)
 
 
@@ -164,6 +165,9 @@ def parse_spec(values: dict, source: str, seeds: int | None = None, overrides: d
     spec a study stored (older code may have stored a last_k above its epochs).
     """
     unknown = sorted((key for key in values if key not in SPEC_KEYS), key=str)
+    if {"space", "base"} & set(unknown):  # what `mnist-ops tune` writes: its spec.toml, or the file given to it
+        raise UserError(f"{source} is a tune spec (it has [base] and [space]), not a study spec; use it with "
+                        "`mnist-ops tune --spec`, and its confirm/ directory with `mnist-ops study report`")
     if unknown:
         named = ", ".join(show_key(key) + did_you_mean(key, SPEC_KEYS) for key in unknown)
         raise UserError(f"{source}: unknown key(s) {named}; known keys: {', '.join(SPEC_KEYS)}")

@@ -149,8 +149,9 @@ def build_tune_report(directory: Path, spec: TuneSpec, study, storage: str, comm
         + (f", {'averaged' if spec.score == 'mean' else 'the worst'} over seeds {base.seed}-{base.seed + spec.seeds - 1}"
            + (" (the pruner judges the first; a pruned trial's value is its first seed's)" if spec.pruner != "none" else "")
            if spec.seeds > 1 else f", seed {base.seed}") + " (maximized)",
-        f"Sampler: {spec.sampler} (seed {spec.sampler_seed}, {spec.startup_trials} start-up trials); "
-        f"pruner: {spec.pruner}",
+        f"Sampler: {spec.sampler} (seed {spec.sampler_seed}"
+        + (f", {spec.startup_trials} start-up trials" if spec.sampler != "random" else "")  # random has none
+        + f"); pruner: {spec.pruner}",
         _state_line(trials),
         f"Training time: {sum(t.user_attrs.get('seconds', 0) for t in trials) / 60:.1f} min over all trials",
     ]
