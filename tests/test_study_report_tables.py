@@ -125,7 +125,7 @@ def test_machine_and_code_lines_come_from_each_runs_environment():
 
 def test_the_interval_note_counts_the_finished_seeds_not_the_planned_ones():
     three, two = variant("a", [(90, 97)], [(90, 97)], [(90, 97)]), variant("b", [(90, 97)], [(90, 97)])
-    assert "over 3 seeds per variant;" in interval_note([three, three], planned=3)
+    assert "over 3 seeds per variant, which" in interval_note([three, three], planned=3)
     assert "over 2 to 3 seeds per variant (the study plans 3; rerun its command to finish it)" in \
         interval_note([three, two], planned=3)
     one = variant("c", [(90, 97)])
@@ -168,3 +168,13 @@ def test_two_variants_whose_every_seed_ended_the_same_get_no_interval_and_no_ver
     assert verdict(constant) == "cannot tell" and describe_interval(constant).startswith("none")
     spread = welch_interval([99.0, 99.1], [99.5, 99.6])
     assert verdict(spread) == "distinguishable from noise" and describe_interval(spread).startswith("+")
+
+
+def test_the_interval_note_says_what_welch_ignores_and_warns_of_many_steps():
+    two = [variant(name, [(90.0, 97.0)], [(90.0, 97.5)]) for name in "ab"]
+    note = interval_note(two, 2)
+    assert note.startswith("Intervals are Welch t intervals over 2 seeds per variant, which do not use that the "
+                           "variants ran on the same seeds;") and "Each of" not in note
+    four = [variant(name, [(90.0, 97.0)], [(90.0, 97.5)]) for name in "abcd"]
+    assert "Each of the 3 steps has its own 95% interval" in interval_note(four, 2)
+    assert "about 14% of the time" in interval_note(four, 2)  # 1 - 0.95 ** 3

@@ -237,8 +237,13 @@ def interval_note(variants: list[VariantResult], planned: int) -> str:
         return (f"With 1 seed per variant{unfinished} there is no spread to build an interval from: "
                 "run with --seeds 3 or more.")
     seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
-    return (f"Intervals are Welch t intervals over {seeds} seeds per variant{unfinished}; with so few seeds they "
-            "are wide, and a step counts as distinguishable from noise only if its interval excludes 0.")
+    steps = len(variants) - 1
+    several = (f" Each of the {steps} steps has its own 95% interval: with no real difference anywhere, some one of "
+               f"them would exclude 0 by chance about {1 - 0.95 ** steps:.0%} of the time (were the steps "
+               "independent).") if steps >= 3 else ""
+    return (f"Intervals are Welch t intervals over {seeds} seeds per variant{unfinished}, which do not use that the "
+            "variants ran on the same seeds; with so few seeds they are wide, and a step counts as distinguishable "
+            f"from noise only if its interval excludes 0.{several}")
 
 
 def run_values(runs: list[Run], key: str, machine: dict) -> str:
