@@ -249,6 +249,13 @@ def test_a_data_sets_folder_webp_and_a_photos_broken_exif_are_read_and_files_may
     assert [record["digit"] for record in records] == [7, *test.labels[:3].tolist(), 7]
     assert [str(warning.message) for warning in recwarn if "EXIF" in str(warning.message)] == []
 
+    (tmp_path / "labels-only").mkdir()
+    (data / "t10k-labels-idx1-ubyte").rename(tmp_path / "labels-only" / "t10k-labels-idx1-ubyte")
+    code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint, tmp_path / "labels-only")
+    assert code == 2 and out == "" and err == (
+        f"mnist-ops: error: {tmp_path / 'labels-only'}: only IDX label files here (t10k-labels-idx1-ubyte), no images; "
+        "pass the images file beside them (...-images-idx3-ubyte)\n")
+    (tmp_path / "labels-only" / "t10k-labels-idx1-ubyte").rename(data / "t10k-labels-idx1-ubyte")
     code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint, data / "t10k-labels-idx1-ubyte")
     assert code == 2 and out == "" and err == (
         f"mnist-ops: error: {data / 't10k-labels-idx1-ubyte'}: an IDX file of labels (shape (3,)), not of images; "

@@ -267,10 +267,33 @@ def test_a_digits_own_bar_across_the_picture_is_kept():
     underlined = np.full((120, 120), 255, np.uint8)
     underlined[10:90, 55:65] = 0  # a 1
     underlined[100:104, :] = 0  # a line under it, from edge to edge
-    for picture in (seven, two):
-        from mnist_ops.preprocess import INK_FRACTION, drop_ruled_lines
+    from mnist_ops.preprocess import INK_FRACTION, drop_ruled_lines
 
+    for picture in (seven, two, underlined):
         ink = 255.0 - picture.astype(np.float32)
         mask = ink > INK_FRACTION * ink.max()
         assert np.array_equal(drop_ruled_lines(ink.copy(), mask.copy()), mask)
-    assert mnist_pixels(Image.fromarray(underlined)).any()
+
+
+@pytest.mark.integration
+def test_a_tightly_cropped_digit_is_not_taken_for_ruled_paper(mnist_test, monkeypatch):
+    """Cropped to the digit, a bold 0's sides or a 5's bar and bowl are two bands across the picture, as ruled lines
+    are, but in the digit's full ink: a review found 77 of 2,000 such MNIST digits changed by the rule, 9 of them
+    beyond recognition, before the rule asked the lines to be fainter than the digit."""
+    import mnist_ops.preprocess as preprocess
+
+    ring = np.full((100, 70), 255, np.uint8)
+    ring[:, :14] = ring[:, -14:] = ring[:12] = ring[-12:] = 0  # a bold 0, cropped to its ink
+    pictures = [ring]
+    for digit in mnist_test.images[:300].numpy():
+        rows, columns = np.nonzero(digit)
+        for margin in (0, 1):
+            crop = digit[max(rows.min() - margin, 0):rows.max() + 1 + margin,
+                         max(columns.min() - margin, 0):columns.max() + 1 + margin]
+            pictures.append(255 - np.asarray(Image.fromarray(crop).resize((crop.shape[1] * 8, crop.shape[0] * 8),
+                                                                          Image.Resampling.BICUBIC)))
+    with_rule = [mnist_pixels(Image.fromarray(picture)) for picture in pictures]
+    monkeypatch.setattr(preprocess, "drop_ruled_lines", lambda ink, mask: mask)
+    without = [mnist_pixels(Image.fromarray(picture)) for picture in pictures]
+    assert np.array_equal(with_rule[0], without[0])
+    assert min(similarity(a, b) for a, b in zip(with_rule, without)) > 0.99  # faint edge rows: 0.995 at worst here

@@ -153,6 +153,13 @@ def test_the_api_description_names_each_operation_once_and_warns_of_nothing(recw
     assert [head.status_code for head in heads] == [200, 200]
     assert [str(warning.message) for warning in recwarn] == []
 
+    async def wrong_methods():
+        transport = httpx.ASGITransport(app=create_app(Stub()))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post("/"), await client.delete("/healthz")
+
+    assert [answer.headers["allow"] for answer in asyncio.run(wrong_methods())] == ["GET, HEAD"] * 2
+
 
 def test_at_most_two_images_are_decoded_and_preprocessed_at_once(seven):
     """A 72 KB PNG can hold 4096x4096 RGBA pixels, over 500 MB to preprocess: 8 at once took the server from

@@ -188,3 +188,18 @@ def test_pairing_other_seeds_or_a_study_of_two_variants_is_refused_in_one_line(t
                                  capture_output=True, text=True)
         assert refused.returncode == 2 and refused.stdout == "" and refused.stderr.count("\n") == 1
         assert problem in refused.stderr
+
+
+def test_a_run_shorter_than_last_k_is_shown_with_the_epochs_it_has(tmp_path):
+    """A quick check of a long study (--epochs 1): its 2-epoch runs, last_k 5. The table drew 5 epoch columns' separator
+    under 2 epoch columns, and the line said "the last 5 epochs"."""
+    from mnist_ops.study_report.load import load_study
+    from mnist_ops.study_report.tables import generalization_table
+
+    study = write_fake_study(tmp_path / "study", curves={"bn": [[98.0, 99.5], [98.5, 99.6]]}, seeds=(1, 2), last_k=5)
+    bn = block(records_markdown(study), "bn")
+    assert "test % in the last 2 epochs of 2 seeds" in bn
+    assert "| seed | epoch 0 | epoch 1 | min |\n|---:|---:|---:|---:|\n" in bn
+    spec, variants, _ = load_study(study)
+    header = generalization_table(variants, spec).header
+    assert header[-1] == "Held ≥ 99.4% in each of the last 5 epochs (every epoch of a shorter run)"

@@ -142,7 +142,7 @@ def test_a_run_stopped_by_ctrl_c_shows_as_interrupted_and_the_next_invocation_re
     import mnist_ops.train
     from mnist_ops.distributed import embedded_url
     from mnist_ops.study import parse_spec
-    from mnist_ops.study_storage import INVOCATION_PREFIX, run_shared_study, storage_status
+    from mnist_ops.study_storage import INVOCATION_PREFIX, export_study, run_shared_study, storage_status
 
     spec = parse_spec({"name": "one", "seeds": [1], "defaults": {"epochs": 1, "limit_train": 300, "device": "cpu"},
                        "variant": [{"name": "plain", "preset": "seed-lean", "model": "seed-lean-plain"}]}, "one.toml")
@@ -170,10 +170,17 @@ def test_a_run_stopped_by_ctrl_c_shows_as_interrupted_and_the_next_invocation_re
     assert [entry["completed"] for entry in recorded_while_training] == [False]
     [row] = storage_status(url, "one")
     assert (row.state, row.detail) == ("interrupted", "the next `mnist-ops study` invocation resumes it")
-    monkeypatch.setattr(mnist_ops.train, "fit", real_fit)
+    def exported_meanwhile(*args, **kwargs):  # another machine exports while this invocation trains
+        export_study(url, "one", out)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(mnist_ops.train, "fit", exported_meanwhile)
     run_shared_study(spec, out, url, "one", data_root=mnist_root, log=messages.append)
     assert "study 'one': plain/seed1 was interrupted; queued again" in messages
     assert [row.state for row in storage_status(url, "one")] == ["done"]
+    invocations = json.loads((out / "study.json").read_text())["invocations"]
+    assert [entry["completed"] for entry in invocations] == [False, True]  # the snapshot exported meanwhile: replaced
+    assert len({entry["id"] for entry in invocations}) == 2  # each invocation once, by its own id
 
 
 @pytest.mark.integration

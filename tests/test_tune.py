@@ -441,6 +441,9 @@ def test_a_trial_stopped_by_ctrl_c_runs_again_with_its_parameters_and_no_traceba
     trials = optuna.load_study(study_name="tiny", storage=embedded_url(tmp_path / "out")).get_trials(deepcopy=False)
     assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert trials[1].params == trials[0].params and trials[2].params != trials[0].params
+    from mnist_ops.tune_report import _state_line
+
+    assert _state_line(trials).endswith("; re-run after Ctrl+C or SIGTERM stopped them: 0 as 1")  # not a dead worker
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -317,9 +317,12 @@ def expand_inputs(paths: Iterable[str | os.PathLike], log: Callable[[str], None]
                 p.suffix.lower() in IMAGE_SUFFIXES or p.name.endswith(IDX_SUFFIXES))]
             labels = [p for p in found if p.name.endswith(IDX_SUFFIXES) and _is_idx_labels(p)]
             found = [p for p in found if p not in labels]
+            if not found and labels:
+                raise UserError(f"{path}: only IDX label files here ({', '.join(p.name for p in labels[:2])}), no "
+                                "images; pass the images file beside them (...-images-idx3-ubyte)")
             if not found:
                 raise UserError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) or IDX image files in this "
-                                "directory")
+                                "directory; pass the files themselves, or a folder that holds them")
             if labels and log is not None:
                 log(f"{path}: left out {len(labels)} IDX label file(s) ({', '.join(p.name for p in labels[:2])}"
                     f"{', ...' if len(labels) > 2 else ''}): predict reads images, not labels")

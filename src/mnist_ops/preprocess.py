@@ -38,6 +38,7 @@ INK_FRACTION = 0.2  # pixels above this fraction of the strongest ink count when
 SPECK_SHARE = 0.03
 EDGE_SHARE = 0.5  # a piece of ink along at least half of one side of the picture is not the digit (drop_stray_ink)
 RULED_SPAN = 0.8  # rows inked across this share of the picture's width, in 2+ bands inside it: ruled paper's lines
+RULED_LEVEL = 0.6  # ... whose ink is under this share of the strongest: printed lines are fainter than the pen's ink
 
 
 class NotAnImageError(UserError):
@@ -155,11 +156,14 @@ def mnist_pixels(image: Image.Image, name: str = "image") -> np.ndarray:
 def drop_ruled_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The ink mask without the lines of ruled (or squared) paper, cleared in `ink` too (in place): rows inked across
     RULED_SPAN of the picture's width, in two or more bands that do not touch its top or bottom row (and columns so,
-    for squared paper). Where the digit crosses a line its ink, well above the line's, is kept. Without this the
-    crop spanned the lines' full width and left the digit a few pixels tall.
+    for squared paper), whose ink is fainter than RULED_LEVEL of the strongest. Where the digit crosses a line its
+    ink, well above the line's, is kept. Without this the crop spanned the lines' full width and left the digit a
+    few pixels tall.
 
-    A digit's own bar (a 7's, a 2's base) spans the picture only when the picture is cropped to the digit, and is
-    then one band, at the picture's edge: such a digit is left alone."""
+    A digit cropped tightly can have two such bands of its own (a bold 0's sides, a 5's bar and bowl), but in the
+    digit's full ink, not fainter: it is left alone. Lines that are as dark as the digit, or tilted (a photo of a
+    page not held level), are not found."""
+    peak = float(ink.max())
     for ink_rows, mask_rows in ((ink, mask), (ink.T, mask.T)):  # rows, then columns (views: writes go through)
         full = mask_rows.mean(axis=1) >= RULED_SPAN
         edges = np.diff(full.astype(np.int8), prepend=0, append=0)
@@ -168,6 +172,8 @@ def drop_ruled_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
             continue
         lines, inked = ink_rows[full], mask_rows[full]
         level = float(np.median(lines[inked]))  # the lines' own ink: most of those rows' ink is theirs
+        if level >= RULED_LEVEL * peak:
+            continue
         cleared = inked & (lines < 1.5 * level)
         if not (mask_rows[~full].any() or (inked & ~cleared).any()):
             continue  # nothing but lines: no digit to keep

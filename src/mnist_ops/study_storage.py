@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -189,7 +190,8 @@ def requeue_failed_runs(study, storage, log: Callable[[str], None]) -> None:
 
 
 def invocation_key() -> str:
-    return f"{INVOCATION_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}:{worker_name()}"
+    """Unique to an invocation, even two of one process in one second (a script, a test)."""
+    return f"{INVOCATION_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}:{worker_name()}:{uuid.uuid4().hex[:8]}"
 
 
 def record_invocation(study, command: str, seconds: float, completed: bool, key: str) -> None:
@@ -469,12 +471,16 @@ def export_study(url: str, study_name: str, directory: str | os.PathLike) -> Pat
         raise UserError(f"{directory} holds a different study; pass another directory")
     atomic_write_bytes(existing, attrs["spec"].encode())
     fields = ("command", "finished", "seconds", "completed")
-    invocations = sorted((value for key, value in attrs.items() if key.startswith(INVOCATION_PREFIX)),
+    invocations = sorted(({**value, "id": key} for key, value in attrs.items() if key.startswith(INVOCATION_PREFIX)),
                          key=lambda entry: entry["finished"])
-    # a study that ran in this directory before it moved to the storage keeps the record of those invocations
+    # a study that ran in this directory before it moved to the storage keeps the record of those invocations; an
+    # entry exported earlier is the storage's, by its id (it may have ended since: recorded at start, then again at
+    # the end) or, exported by older code without one, by its fields
     before = read_json_object(directory / STUDY_FILE, ("invocations",)) if (directory / STUDY_FILE).is_file() else {}
-    shared = [{key: entry[key] for key in fields} for entry in invocations]
-    local = [entry for entry in before.get("invocations", []) if isinstance(entry, dict) and entry not in shared]
+    shared = [{key: entry[key] for key in (*fields, "id")} for entry in invocations]
+    ids, old_form = {entry["id"] for entry in shared}, [{key: entry[key] for key in fields} for entry in shared]
+    local = [entry for entry in before.get("invocations", []) if isinstance(entry, dict)
+             and entry.get("id") not in ids and entry not in old_form]
     info = {"command": invocations[-1]["command"] if invocations else before.get("command", ""),
             "machine": invocations[-1]["machine"] if invocations else before.get("machine", machine_description()),
             "train_images": {**before.get("train_images", {}), **attrs.get("train_images", {})},

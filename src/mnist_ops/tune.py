@@ -355,8 +355,8 @@ class TuneWorker:
         from mnist_ops.distributed import beat_now
         from mnist_ops.train import fit
 
-        beat_now(trial)
         self.current_trial = trial.number  # queued again if Ctrl+C or SIGTERM stops it (run)
+        beat_now(trial)
         trial.set_user_attr("worker", worker_name())
         if budget_position(trial.study, trial.number) > self.spec.trials:
             trial.set_user_attr("surplus", True)
@@ -398,6 +398,9 @@ class TuneWorker:
             trial.set_user_attr("diverged", str(diverged))
             self.log(f"trial {trial.number}: pruned, the loss diverged ({diverged})")
             raise optuna.TrialPruned(f"diverged: {diverged}") from None
+        except KeyboardInterrupt:  # Ctrl+C or SIGTERM: queued again by run (the report says why it ran twice)
+            trial.set_user_attr("interrupted", True)
+            raise
         finally:
             trial.set_user_attr("epochs_trained", epochs_trained)
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
@@ -431,6 +434,7 @@ class TuneWorker:
                 time.sleep(poll_seconds(self.heartbeat))
                 dead.sweep(study)
                 continue
+            self.current_trial = None  # set by objective once a trial starts: a stop before then requeues nothing
             try:
                 study.optimize(self.objective, n_trials=1, catch=(SurplusTrial,))
             except KeyboardInterrupt:  # the trial runs again, with its parameters, when the search is resumed

@@ -85,9 +85,13 @@ def _state_line(trials: list) -> str:
     surplus = sum(bool(t.user_attrs.get("surplus")) for t in trials)
     line = (f"Trials: {counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
             f"{counts[TrialState.FAIL]} failed, {counts[TrialState.RUNNING]} running")
-    if retried:
-        pairs = ", ".join(f"{t.system_attrs['retry_history'][-1]} as {t.number}" for t in retried)
-        line += f"; re-run after their worker died: {pairs}"
+    by_number = {t.number: t for t in trials}
+    for interrupted in (False, True):
+        pairs = ", ".join(f"{t.system_attrs['retry_history'][-1]} as {t.number}" for t in retried
+                          if bool(by_number[t.system_attrs["retry_history"][-1]].user_attrs.get("interrupted"))
+                          == interrupted)
+        if pairs:
+            line += f"; re-run after {'Ctrl+C or SIGTERM stopped them' if interrupted else 'their worker died'}: {pairs}"
     return line + (f" ({surplus} surplus)" if surplus else "")
 
 

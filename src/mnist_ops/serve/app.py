@@ -91,7 +91,11 @@ def create_app(predictor: Predictor) -> FastAPI:
         path, method = request.url.path, request.method
         detail = {404: f"no page {path}; {ROUTES}",
                   405: f"{path} does not take {method}; {ROUTES}"}.get(error.status_code, error.detail)
-        return JSONResponse({"detail": detail}, status_code=error.status_code, headers=error.headers)
+        headers = dict(error.headers or {})
+        if error.status_code == 405:  # every route of the path: starlette names only the first's (GET, not HEAD)
+            headers["Allow"] = ", ".join(sorted({method for route in app.routes if getattr(route, "path", None) == path
+                                                 for method in getattr(route, "methods", None) or ()}))
+        return JSONResponse({"detail": detail}, status_code=error.status_code, headers=headers)
 
     @app.get("/", response_class=HTMLResponse, summary="The draw-a-digit page")
     async def index() -> str:

@@ -15,7 +15,7 @@ from mnist_ops.errors import UserError
 from mnist_ops.config import changed_keys
 from mnist_ops.study_report.load import held_target, load_study, worst_of_last
 from mnist_ops.study_report.stats import paired_interval, share_interval
-from mnist_ops.study_report.tables import mean_std_min, percent
+from mnist_ops.study_report.tables import mean_std_min, percent, plural
 
 
 def records_markdown(study_dir: str | os.PathLike, bar: float | None = None) -> str:
@@ -33,13 +33,14 @@ def records_markdown(study_dir: str | os.PathLike, bar: float | None = None) -> 
             raise UserError(f"{study_dir}: the runs of {variant.name} end at different epochs; "
                             "finish the study first")
         held = sum(held_target(run.records, bar, spec.last_k) for run in variant.runs)
+        judged = epochs.pop()  # the last last_k epochs, or every epoch of a shorter run
         lines = [f"**{variant.name}**: {variant.runs[0].summary['parameters']:,} parameters, "
-                 f"{len(variant.runs[0].records)} epochs; test % in the last {spec.last_k} epochs of "
+                 f"{len(variant.runs[0].records)} epochs; test % in the last {plural(len(judged), 'epoch')} of "
                  f"{len(variant.runs)} seeds: {mean_std_min(variant.last_epochs_test(spec.last_k), one='1 epoch')}; "
                  f"held ≥ {bar}% on {held} of {variant.seeds_finished} seeds.{diverged}",
                  "",
-                 "| seed | " + " | ".join(f"epoch {epoch}" for epoch in epochs.pop()) + " | min |",
-                 "|---:|" + "---:|" * (spec.last_k + 1)]
+                 "| seed | " + " | ".join(f"epoch {epoch}" for epoch in judged) + " | min |",
+                 "|---:|" + "---:|" * (len(judged) + 1)]
         for run in variant.runs:
             values = [record["test_accuracy"] for record in run.records[-spec.last_k:]]
             lines.append(f"| {run.seed} | " + " | ".join(map(percent, values)) + f" | {percent(min(values))} |")

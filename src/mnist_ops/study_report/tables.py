@@ -134,10 +134,12 @@ def loss_not_comparable(variant: VariantResult) -> str | None:
 
 
 def generalization_table(variants: list[VariantResult], spec: Spec) -> Table:
+    epochs = [len(run.records) for variant in variants for run in variant.runs]
+    shorter = " (every epoch of a shorter run)" if epochs and min(epochs) < spec.last_k else ""
     header = ["Variant", "Gap at end: train − test acc (pp)", "Gap at end: test − train loss",
               *[f"First epoch ≥ {threshold}% (mean)" for threshold in THRESHOLDS],
-              f"Test % in the last {plural(spec.last_k, 'epoch')}, every seed (mean ± std, min)",
-              f"Held ≥ {spec.target_accuracy}% in each of the last {plural(spec.last_k, 'epoch')}"]
+              f"Test % in the last {plural(spec.last_k, 'epoch')}{shorter}, every seed (mean ± std, min)",
+              f"Held ≥ {spec.target_accuracy}% in each of the last {plural(spec.last_k, 'epoch')}{shorter}"]
     rows = []
     for variant in variants:
         held = sum(held_target(run.records, spec.target_accuracy, spec.last_k) for run in variant.runs)
