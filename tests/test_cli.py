@@ -405,6 +405,16 @@ def test_train_help_shows_each_key_with_its_help_text_and_default(capsys):
     assert "(default: the preset's; 0.015 in seed-regularized)" in text
 
 
+def test_bench_help_quotes_the_defaults_of_the_preset_it_measures(capsys):
+    """bench measures lean-8k unless told, and its help quoted seed-regularized's model, optimizer and batch size."""
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "named recipe to measure (default: lean-8k)" in text
+    assert "(default: the preset's; 'lean-8k' in lean-8k)" in text and "(default: the preset's; 'muon' in lean-8k)" in text
+    assert "seed-regularized" not in text
+
+
 @pytest.mark.integration
 def test_a_students_model_file_trains_evaluates_and_its_checkpoint_refuses_a_changed_file(
         mnist_root, student_net, tmp_path, capsys):

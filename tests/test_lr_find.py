@@ -38,6 +38,16 @@ def test_a_loss_that_never_falls_gets_no_suggestion_and_a_readable_plot(tmp_path
         assert drawn[-1].get_ylim()[1] < 10  # the curve, not the divergence, sets the scale
 
 
+def test_the_steepest_fall_after_the_loss_blew_up_is_not_suggested():
+    """An audit's curve: the loss bottomed out near lr 0.25, jumped up, and fell steeply again; that fall, beyond
+    torch-lr-finder's divergence threshold's reach, was suggested (2.85: 40% after 4 epochs, against 54% at 0.1)."""
+    learning_rates = [10 ** (-4 + i / 10) for i in range(50)]
+    losses = [2.0 - 0.03 * i for i in range(30)]  # down to 1.13 at index 29 (lr 0.08), steepest where it is steady
+    losses[15:18] = [1.5, 1.45, 1.4]  # a steeper step on the way down, at index 15
+    losses += [1.9, 1.95, 1.9, 1.7, 1.5, 1.3, 1.25, 1.2, 1.2, 1.2] + [1.2] * 10  # blown up, then a steep fall
+    assert suggest_lr(learning_rates, losses) == learning_rates[15]
+
+
 def test_short_histories_use_every_point_and_too_short_is_a_user_error():
     assert suggest_lr([0.1, 0.2, 0.3], [1.0, 0.5, 0.4]) in (0.1, 0.2)
     with pytest.raises(UserError, match="fewer than 2 iterations"):

@@ -394,3 +394,14 @@ def test_a_module_models_checkpoint_rebuilds_from_another_working_directory(stud
     assert model[0].out_channels == 5
     assert str(student_net.parent) not in sys.path  # only while it imports
     forget()
+
+
+def test_a_net_built_for_28x28_on_smaller_images_is_told_which_net_takes_them():
+    """A student's 20x20 data set with lean-8k: torch's "Output size is too small", and no fix."""
+    from mnist_ops.models import check_output
+
+    with pytest.raises(UserError, match=r"^model 'lean-8k' fails on a batch of shape \[2, 1, 20, 20\]: RuntimeError: "
+                                        r".*; it was built for MNIST's 28x28 images, and these are 20x20: train a net "
+                                        r"for them \(fast-8k takes 20x20 and up"):
+        check_output(create_model("lean-8k"), "lean-8k", 10, (20, 20))
+    check_output(create_model("fast-8k"), "fast-8k", 10, (20, 20))

@@ -65,21 +65,22 @@ def chosen_command(parser: argparse.ArgumentParser, parsed) -> argparse.Argument
 
 
 def add_config_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...] | None = None,
-                     default: str | None = None) -> None:
+                     default: str | None = None, default_preset: str | None = None) -> None:
     """One flag per config key (`batch_size` -> `--batch-size`), generated from Config's fields:
-    type, choices and help text come from config.py; a flag left out keeps the preset's value, or what
-    `default` says it keeps (each variant's in a study; a fixed value in a command without a preset)."""
+    type, choices and help text come from config.py; a flag left out keeps the preset's value (quoted from
+    `default_preset`, the command's own default, else the tool's), or what `default` says it keeps (each variant's in
+    a study; a fixed value in a command without a preset)."""
     from dataclasses import fields
 
     from mnist_ops.config import CHOICES, Config
     from mnist_ops.presets import DEFAULT_PRESET, PRESETS
 
-    default_preset = PRESETS[DEFAULT_PRESET]
+    shown = default_preset or DEFAULT_PRESET
     for field in fields(Config):
         if field.name == "preset" or (keys is not None and field.name not in keys):
             continue
         flag, help_text = "--" + field.name.replace("_", "-"), field.metadata["help"]
-        preset_default = f"the preset's; {getattr(default_preset, field.name)!r} in {DEFAULT_PRESET}"
+        preset_default = f"the preset's; {getattr(PRESETS[shown], field.name)!r} in {shown}"
         help_text += f" (default: {preset_default if default is None else default})"
         if field.type in ("bool", bool):
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, help=help_text)
@@ -99,6 +100,7 @@ def config_overrides(args, keys: tuple[str, ...] | None = None) -> dict:
             and getattr(args, field.name, None) is not None}
 
 
+BENCH_PRESET = "lean-8k"  # what `mnist-ops bench` measures unless told
 BENCH_KEYS = ("model", "optimizer", "batch_size", "precision", "channels_last", "fast_dropout", "ema")
 STUDY_KEYS = ("epochs", "limit_train", "tensorboard")  # for every variant of a study
 LR_FIND_KEYS = ("model", "dataset", "batch_size", "limit_train")
@@ -234,11 +236,11 @@ def build_parser() -> ArgumentParser:
                           help="print the results as one JSON object on stdout (messages go to stderr)")
 
     bench = commands.add_parser("bench", help="img/s: per-sample DataLoader pipeline vs ours, side by side")
-    bench.add_argument("--preset", default="lean-8k", help="named recipe to measure (default: lean-8k)")
+    bench.add_argument("--preset", default=BENCH_PRESET, help=f"named recipe to measure (default: {BENCH_PRESET})")
     bench.add_argument("--batches", type=int, default=60, help="batches per measurement (default 60)")
     bench.add_argument("--repeats", type=int, default=3, help="repeats per measurement (default 3)")
     bench.add_argument("--workers", type=int, default=2, help="DataLoader workers for the per-sample side")
-    add_config_flags(bench, BENCH_KEYS)
+    add_config_flags(bench, BENCH_KEYS, default_preset=BENCH_PRESET)
     bench.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     bench.add_argument("--json", default=None, help="also write the numbers to this new JSON file (never overwritten)")
     _add_measurement_parsers(commands, data_commands)

@@ -349,6 +349,15 @@ def importable_as_recorded(record: dict):
     return _on_sys_path(str(parents[min(depth if file.name == "__init__.py" else depth - 1, len(parents) - 1)]))
 
 
+def _runs_at_28(model: nn.Module) -> bool:
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, 1, 28, 28))
+    except (Exception, SystemExit):
+        return False
+    return True
+
+
 def check_output(model: nn.Module, reference: str, num_classes: int, image_size: tuple[int, int] = (28, 28)) -> None:
     """One eval-mode forward on a [2, 1, H, W] batch: the model must return scores [2, num_classes]. It
     must also have a parameter to train."""
@@ -358,7 +367,12 @@ def check_output(model: nn.Module, reference: str, num_classes: int, image_size:
         with torch.no_grad():
             out = model.eval()(x)
     except (Exception, SystemExit) as error:
-        raise UserError(f"model '{reference}' fails on a batch of shape {list(x.shape)}: {first_line(error)}") from None
+        problem = f"model '{reference}' fails on a batch of shape {list(x.shape)}: {first_line(error)}"
+        if tuple(image_size) != (28, 28) and _runs_at_28(model):
+            raise UserError(f"{problem}; it was built for MNIST's 28x28 images, and these are {image_size[0]}x"
+                            f"{image_size[1]}: train a net for them (fast-8k takes 20x20 and up; your own net can "
+                            "end in nn.AdaptiveAvgPool2d)") from None
+        raise UserError(problem) from None
     finally:
         model.train(training)
     shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
