@@ -40,20 +40,23 @@ def integer_epoch_axis(axes, epochs: list[int]) -> None:
         axes.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
 
 
-def plot_curves(records: list[dict], path: str | os.PathLike, title: str = "") -> Path:
+def plot_curves(records: list[dict], path: str | os.PathLike, title: str = "", train_note: str = "",
+                evaluated_note: str = "") -> Path:
     """Train vs test (or validation) loss and accuracy per epoch, as the seed's train_test plot.
-    Epochs are numbered from 0, as in metrics.jsonl and the console."""
+    Epochs are numbered from 0, as in metrics.jsonl and the console. The notes say in the legend how the two were
+    measured, where they differ (`curve_notes`)."""
     from matplotlib.figure import Figure
 
     name = "val" if "val_loss" in records[0] else "test"
-    label = {"val": "validation", "test": "test"}[name]
+    label = {"val": "validation", "test": "test"}[name] + (f" ({evaluated_note})" if evaluated_note else "")
+    train_label = "train" + (f" ({train_note})" if train_note else "")
     epochs = [record["epoch"] for record in records]
     figure = Figure(figsize=(11, 4))
     loss_axes, accuracy_axes = figure.subplots(1, 2)
-    loss_axes.plot(epochs, [r["train_loss"] for r in records], "o-", label="train")
+    loss_axes.plot(epochs, [r["train_loss"] for r in records], "o-", label=train_label)
     loss_axes.plot(epochs, [r[f"{name}_loss"] for r in records], "o-", label=label)
     loss_axes.set(xlabel="epoch", ylabel="loss (per sample)", title="Loss")
-    accuracy_axes.plot(epochs, [r["train_accuracy"] for r in records], "o-", label="train")
+    accuracy_axes.plot(epochs, [r["train_accuracy"] for r in records], "o-", label=train_label)
     accuracy_axes.plot(epochs, [r[f"{name}_accuracy"] for r in records], "o-", label=label)
     accuracy_axes.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for axes in (loss_axes, accuracy_axes):
@@ -64,6 +67,23 @@ def plot_curves(records: list[dict], path: str | os.PathLike, title: str = "") -
         figure.suptitle(title)
     save_figure(figure, path)
     return Path(path)
+
+
+def curve_notes(config) -> tuple[str, str]:
+    """How a run's train and test numbers were measured, where a reader could take them for the same model and loss
+    (a class's audit: an EMA run's first epoch plotted 32.5% train against 9.8% test, unexplained): the train
+    numbers are running means over the epoch's batches of the trained weights, with its augmentation, dropout,
+    label smoothing and teachers' term; the test ones come after the epoch, of the EMA where there is one."""
+    train = ["during the epoch"]
+    if config.augment != "none":
+        train.append("augmented")
+    if config.dropout:
+        train.append("dropout on")
+    if config.label_smoothing:
+        train.append("loss with label smoothing")
+    if config.teacher and config.distill_weight:
+        train.append("loss with the teachers' term")
+    return ", ".join(train), "after the epoch" + (", EMA of the weights" if config.ema else "")
 
 
 def plot_confusion_matrix(matrix, classes, path: str | os.PathLike, title: str = "") -> Path:

@@ -460,9 +460,9 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
 def finish_run(out: Path, config: Config, inspection: str, history: list[dict], best_accuracy: float, best_epoch: int,
                parameters: int, device: torch.device, seconds: float, name: str) -> dict:
     """The end-of-run files: curves.png and summary.txt (rewritten whole, so a resume completes them)."""
-    from mnist_ops.report import plot_curves
+    from mnist_ops.report import curve_notes, plot_curves
 
-    plot_curves(history, out / "curves.png", title=f"{config.preset}: {config.model}, seed {config.seed}")
+    plot_curves(history, out / "curves.png", f"{config.preset}: {config.model}, seed {config.seed}", *curve_notes(config))
     summary = {
         "preset": config.preset, "model": config.model, "parameters": parameters, "device": str(device),
         "epochs": config.epochs, f"best_{name}_accuracy": best_accuracy, "best_epoch": best_epoch,
