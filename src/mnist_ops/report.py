@@ -72,13 +72,11 @@ def plot_curves(records: list[dict], path: str | os.PathLike, title: str = "", t
 def curve_notes(config) -> tuple[str, str]:
     """How a run's train and test numbers were measured, where a reader could take them for the same model and loss
     (a class's audit: an EMA run's first epoch plotted 32.5% train against 9.8% test, unexplained): the train
-    numbers are running means over the epoch's batches of the trained weights, with its augmentation, dropout,
-    label smoothing and teachers' term; the test ones come after the epoch, of the EMA where there is one."""
+    numbers are running means over the epoch's batches of the trained weights (dropout on, where the net has it), with
+    its augmentation, label smoothing and teachers' term; the test ones come after the epoch, of the EMA where there is one."""
     train = ["during the epoch"]
     if config.augment != "none":
         train.append("augmented")
-    if config.dropout:
-        train.append("dropout on")
     if config.label_smoothing:
         train.append("loss with label smoothing")
     if config.teacher and config.distill_weight:
