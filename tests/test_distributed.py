@@ -16,10 +16,25 @@ def test_storage_urls(tmp_path):
 @pytest.mark.parametrize("url, message", [
     ("not a url", "is not a database URL"),
     ("mysql://u@127.0.0.1/x", "no database driver"),
+    ("postgress://user:secret@127.0.0.1:5432/x", r"^storage URL 'postgress://user:\*\*\*@127.0.0.1:5432/x' is not a "
+                                                 "database URL"),  # a typo once showed the password
 ])
 def test_bad_storage_urls_are_user_errors(url, message):
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UserError, match=message) as error:
         open_storage(url)
+    assert "secret" not in str(error.value)
+
+
+def test_a_storage_that_refuses_fails_at_once_not_after_retries(postgres):
+    """A wrong password or database cannot pass by waiting: it took 8 tries and 15 s, retries meant for two
+    processes creating the tables at once."""
+    import time
+
+    wrong = storage_url(postgres.create_database(), ".").rsplit("/", 1)[0] + "/no_such_database"
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"^cannot open storage .*no_such_database.*; check the URL"):
+        open_storage(wrong)
+    assert time.monotonic() - started < 3
 
 
 def _open_at_once(url, barrier, results):

@@ -137,8 +137,9 @@ def test_a_run_that_failed_is_queued_again_by_the_next_invocation_once(train_onl
 @pytest.mark.integration
 def test_a_run_stopped_by_ctrl_c_shows_as_interrupted_and_the_next_invocation_resumes_it(mnist_root, tmp_path,
                                                                                          monkeypatch, capfd):
-    """Ctrl+C or SIGTERM during a run: Optuna printed a 40-line traceback, and `study status` called the run
-    failed, with "KeyboardInterrupt:" as its reason."""
+    """Ctrl+C or SIGTERM during a run: Optuna printed a 40-line traceback, `study status` called the run failed,
+    with "KeyboardInterrupt:" as its reason, and another command's workers on the study, not queueing it, ended in
+    "failed and nothing is queued". The run is queued again at once."""
     import mnist_ops.train
     from mnist_ops.distributed import embedded_url
     from mnist_ops.study import parse_spec
@@ -169,18 +170,52 @@ def test_a_run_stopped_by_ctrl_c_shows_as_interrupted_and_the_next_invocation_re
     assert capfd.readouterr().err == ""
     assert [entry["completed"] for entry in recorded_while_training] == [False]
     [row] = storage_status(url, "one")
-    assert (row.state, row.detail) == ("interrupted", "the next `mnist-ops study` invocation resumes it")
+    assert row.state == "queued"  # for any worker of the study, this command's or another's
     def exported_meanwhile(*args, **kwargs):  # another machine exports while this invocation trains
         export_study(url, "one", out)
         return real_fit(*args, **kwargs)
 
     monkeypatch.setattr(mnist_ops.train, "fit", exported_meanwhile)
     run_shared_study(spec, out, url, "one", data_root=mnist_root, log=messages.append)
-    assert "study 'one': plain/seed1 was interrupted; queued again" in messages
+    assert not any("queued again" in message for message in messages)  # queued once, when it stopped
     assert [row.state for row in storage_status(url, "one")] == ["done"]
     invocations = json.loads((out / "study.json").read_text())["invocations"]
     assert [entry["completed"] for entry in invocations] == [False, True]  # the snapshot exported meanwhile: replaced
     assert len({entry["id"] for entry in invocations}) == 2  # each invocation once, by its own id
+
+
+@pytest.mark.integration
+def test_a_worker_declared_dead_while_it_trains_goes_on_without_a_traceback(mnist_root, tmp_path, monkeypatch, capfd):
+    """A worker paused longer than the heartbeat (a laptop's sleep, SIGSTOP) finds its run failed and queued again by
+    another: it crashed with Optuna's traceback and "Cannot tell a FAIL trial", exported nothing, and exited 1."""
+    import optuna
+    from optuna.trial import TrialState
+
+    import mnist_ops.train
+    from mnist_ops.distributed import embedded_url, open_storage
+    from mnist_ops.study import parse_spec
+    from mnist_ops.study_storage import run_shared_study, storage_status
+
+    spec = parse_spec({"name": "one", "seeds": [1], "defaults": {"epochs": 1, "limit_train": 300, "device": "cpu"},
+                       "variant": [{"name": "plain", "preset": "seed-lean", "model": "seed-lean-plain"}]}, "one.toml")
+    out, url, messages = tmp_path / "study", embedded_url(tmp_path), []
+    real_fit, calls = mnist_ops.train.fit, []
+
+    def declared_dead_meanwhile(*args, **kwargs):
+        if not calls:  # as another worker's sweep does to this worker's run, while it trains
+            study = optuna.load_study(study_name="one", storage=open_storage(url))
+            [running] = [trial for trial in study.get_trials() if trial.state == TrialState.RUNNING]
+            study._storage.set_trial_state_values(running._trial_id, state=TrialState.FAIL)
+            optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study._storage.get_trial(running._trial_id))
+        calls.append(1)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(mnist_ops.train, "fit", declared_dead_meanwhile)
+    run_shared_study(spec, out, url, "one", data_root=mnist_root, log=messages.append)
+    assert "this worker's run was declared dead by another worker and re-queued; going on" in messages
+    assert capfd.readouterr().err == "" and len(calls) == 2  # the queued copy was trained, here
+    assert [row.state for row in storage_status(url, "one")] == ["done"]
+    assert (out / "study.json").is_file()  # exported
 
 
 @pytest.mark.integration

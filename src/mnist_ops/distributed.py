@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import socket
 import time
 import warnings
@@ -82,20 +83,35 @@ def _check_sqlite(url: str, read_only: bool) -> None:
 
 
 def describe_url(url: str) -> str:
-    """The URL without its password, for logs and reports."""
+    """The URL without its password, for logs, reports and errors (also one that does not parse as a URL)."""
+    import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class HideInterruptedTrials(logging.Filter):
-    """Drops Optuna's two warnings of a trial that Ctrl+C or SIGTERM stopped ("Trial N failed with parameters ...",
-    with a 40-line traceback, then "Trial N failed with value None."): the command says "interrupted" in one line,
-    and the trial is queued again (`requeue_interrupted`, or the next `study` invocation). Other failures show."""
+def declared_dead(error: BaseException) -> bool:
+    """Whether `error` says another worker declared this one's trial dead and queued it again (this worker was
+    paused, or its heartbeat was late): raised by the trial's next report or attribute, then by Optuna's telling
+    the trial's end. The worker goes on with the next trial."""
+    import optuna
+
+    return isinstance(error, optuna.exceptions.UpdateFinishedTrialError) or (
+        isinstance(error, ValueError) and str(error).startswith("Cannot tell a FAIL trial"))
+
+
+class HideStoppedTrials(logging.Filter):
+    """Drops Optuna's two warnings of a trial that Ctrl+C or SIGTERM stopped, or that another worker declared dead
+    ("Trial N failed with parameters ...", with a 40-line traceback, then "Trial N failed with value None."): the
+    command says so in one line, and the trial is queued again (`requeue_interrupted`, the sweep, or the next `study`
+    invocation). Other failures show."""
 
     def __init__(self):
         super().__init__()
@@ -103,7 +119,7 @@ class HideInterruptedTrials(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+        if record.exc_info and (isinstance(record.exc_info[1], KeyboardInterrupt) or declared_dead(record.exc_info[1])):
             self.hidden = message.split(" failed", 1)[0]
             return False
         if self.hidden and message.startswith(f"{self.hidden} failed with value"):
@@ -121,8 +137,8 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
     failures = logging.getLogger("optuna.study._optimize")  # where Optuna logs a failed trial
-    if not any(isinstance(kind, HideInterruptedTrials) for kind in failures.filters):
-        failures.addFilter(HideInterruptedTrials())
+    if not any(isinstance(kind, HideStoppedTrials) for kind in failures.filters):
+        failures.addFilter(HideStoppedTrials())
 
 
 def requeue_interrupted(study, trial_number: int | None) -> None:
@@ -185,15 +201,18 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, retry_stale: int 
             if url.startswith("sqlite"):
                 _write_lock_on_begin(storage.engine)
             return storage
-        except sqlalchemy.exc.ArgumentError as error:
-            raise UserError(f"storage URL {url!r} is not a database URL ({error}); "
-                            "use e.g. postgresql://user:password@host:5432/dbname") from None
+        except sqlalchemy.exc.ArgumentError:
+            raise UserError(f"storage URL {describe_url(url)!r} is not a database URL; use e.g. "
+                            "postgresql://user:password@host:5432/dbname or sqlite:///path/to/file.db") from None
         except ImportError as error:
             raise UserError(f"no database driver for {describe_url(url)} ({error}); install it, or use a "
                             "postgresql:// or sqlite:/// URL") from None
         except sqlalchemy.exc.DBAPIError as error:
-            if attempt == CREATE_ATTEMPTS:
-                reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+            # only the race of two processes creating the tables passes by itself (and SQLite's busy lock): a wrong
+            # password, database or host fails at once, not after 8 tries and 15 s
+            race = any(word in str(error).lower() for word in ("already exists", "unique", "duplicate", "locked"))
+            if attempt == CREATE_ATTEMPTS or not race:
                 raise UserError(f"cannot open storage {describe_url(url)}: {reason}; check the URL, that the "
                                 "server runs and accepts this user") from None
             time.sleep(random.uniform(0.2, 0.6) * attempt)

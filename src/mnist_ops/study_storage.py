@@ -217,14 +217,16 @@ class StudyWorker:
     heartbeat: int
     progress: bool
     log: Callable[[str], None]
+    current_trial: int | None = None
 
     def objective(self, trial) -> float:
         import optuna
 
-        from mnist_ops.distributed import beat_now
+        from mnist_ops.distributed import beat_now, declared_dead
         from mnist_ops.study_report.best_run import checkpoint_predictions
         from mnist_ops.train import fit
 
+        self.current_trial = trial.number  # queued again at once if Ctrl+C or SIGTERM stops it (run)
         beat_now(trial)
         label = trial_run(trial)
         if label is None:  # the queue emptied between this worker's look and its ask
@@ -256,7 +258,9 @@ class StudyWorker:
                 raise optuna.TrialPruned(f"diverged: {error.what}") from None
         except optuna.TrialPruned:
             raise
-        except BaseException as error:  # an error or Ctrl-C: the next invocation queues the run again
+        except BaseException as error:  # an error: the next invocation queues the run again; Ctrl-C: run() does
+            if declared_dead(error):  # another worker took the run over: its attributes are no longer ours to set
+                raise
             # Its own number: a retry copies the user attributes, and must not look failed from the start.
             interrupted = isinstance(error, KeyboardInterrupt)  # Ctrl+C or SIGTERM (cli.Terminated)
             message = "interrupted (Ctrl+C or SIGTERM)" if interrupted else f"{type(error).__name__}: {error}"[:500]
@@ -294,7 +298,7 @@ class StudyWorker:
         import optuna
         from optuna.trial import TrialState
 
-        from mnist_ops.distributed import DeadTrials, open_storage, poll_seconds
+        from mnist_ops.distributed import DeadTrials, declared_dead, open_storage, poll_seconds, requeue_interrupted
 
         storage = open_storage(self.url, self.heartbeat)
         study = optuna.load_study(study_name=self.study_name, storage=storage)
@@ -308,9 +312,15 @@ class StudyWorker:
                 return
             states = {trial.state for trial in trials}
             if TrialState.WAITING in states:
+                self.current_trial = None  # set by objective once a run starts: a stop before then requeues nothing
                 try:
                     study.optimize(self.objective, n_trials=1)
-                except optuna.exceptions.UpdateFinishedTrialError:
+                except KeyboardInterrupt:  # queued again at once, for a worker of another command to take up
+                    requeue_interrupted(study, self.current_trial)
+                    raise
+                except Exception as error:
+                    if not declared_dead(error):
+                        raise
                     self.log("this worker's run was declared dead by another worker and re-queued; going on")
             elif TrialState.RUNNING in states:  # the last runs train elsewhere; wait in case a worker dies
                 time.sleep(poll_seconds(self.heartbeat))
@@ -349,8 +359,10 @@ def run_shared_study(spec: Spec, out: str | os.PathLike, url: str, study_name: s
     study, spec = prepare_study(spec, url, study_name, sizes, log, heartbeat)
     claim_study_dir(spec, out)  # and the whole study's, which other machines may have grown
     log(f"study '{study_name}' in {describe_url(url)}: {len(spec_labels(spec))} runs, {workers} local worker(s)")
-    worker = StudyWorker(spec, url, study_name, out, data_root, heartbeat or HEARTBEAT_SECONDS,
-                         progress and workers == 1, log)
+    # the longest --heartbeat of any invocation on the study (recorded by prepare_study): judged by a shorter one of
+    # its own, this command's sweep declared another command's live workers dead between their beats
+    beat = max(heartbeat or HEARTBEAT_SECONDS, study.user_attrs.get("heartbeat", 0))
+    worker = StudyWorker(spec, url, study_name, out, data_root, beat, progress and workers == 1, log)
     completed, key = False, invocation_key()
     record_invocation(study, command, 0.0, completed, key)
     try:

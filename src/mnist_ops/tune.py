@@ -416,7 +416,8 @@ class TuneWorker:
     def run(self) -> None:
         import optuna
 
-        from mnist_ops.distributed import DeadTrials, open_storage, poll_seconds, requeue_interrupted, trial_counts
+        from mnist_ops.distributed import (DeadTrials, declared_dead, open_storage, poll_seconds, requeue_interrupted,
+                                           trial_counts)
 
         storage = open_storage(self.url, self.heartbeat, retry_stale=3)
         dead = DeadTrials(storage, self.heartbeat)
@@ -440,7 +441,9 @@ class TuneWorker:
             except KeyboardInterrupt:  # the trial runs again, with its parameters, when the search is resumed
                 requeue_interrupted(study, self.current_trial)
                 raise
-            except optuna.exceptions.UpdateFinishedTrialError:
+            except Exception as error:
+                if not declared_dead(error):
+                    raise
                 # Another worker declared this one's trial dead (no heartbeat in time) and queued it again.
                 self.log("this worker's trial was declared dead by another worker and re-queued; going on")
 
