@@ -219,6 +219,37 @@ def test_a_worker_declared_dead_while_it_trains_goes_on_without_a_traceback(mnis
 
 
 @pytest.mark.integration
+def test_a_study_and_a_search_refuse_each_others_names_and_a_failing_storage_writes_nothing(mnist_root, tmp_path):
+    """study --study-name of a tune search waited 2 minutes, then advised deleting the search; tune --study-name of a
+    study said "unknown key(s) ... variant"; a storage that failed to open left spec.toml behind, which then refused
+    the corrected command."""
+    from test_tune import tiny_values
+
+    from mnist_ops.distributed import embedded_url
+    from mnist_ops.study import parse_spec
+    from mnist_ops.study_storage import run_shared_study
+    from mnist_ops.tune import create_study, parse_tune_spec
+
+    url = embedded_url(tmp_path)
+    search = parse_tune_spec(tiny_values(), "tiny.toml")
+    create_study(search, url, "search")
+    spec = parse_spec({"name": "one", "seeds": [1], "defaults": {"epochs": 1, "limit_train": 300, "device": "cpu"},
+                       "variant": [{"name": "plain", "preset": "seed-lean", "model": "seed-lean-plain"}]}, "one.toml")
+    with pytest.raises(UserError, match="^study 'search' in the storage is a `mnist-ops tune` search, not a study of "
+                                        "variants and seeds; pass another --study-name$"):
+        run_shared_study(spec, tmp_path / "a", url, "search", data_root=mnist_root, log=lambda message: None)
+    assert not (tmp_path / "a").exists()
+    run_shared_study(spec, tmp_path / "b", url, "one", data_root=mnist_root, log=lambda message: None)
+    with pytest.raises(UserError, match="^study 'one' in the storage is a `mnist-ops study` .*, not a tune search; "
+                                        "pass another --study-name$"):
+        create_study(search, url, "one")
+    with pytest.raises(UserError, match="is not a database URL"):
+        run_shared_study(spec, tmp_path / "c", "postgress://u:p@127.0.0.1/x", "one", data_root=mnist_root,
+                         log=lambda message: None)
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.integration
 def test_a_diverging_run_is_pruned_once_and_exported_as_diverged(mnist_root, tmp_path):
     import optuna
     from optuna.trial import TrialState

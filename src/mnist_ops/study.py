@@ -365,14 +365,14 @@ def grow_spec(old: Spec, new: Spec, study_dir: Path) -> Spec:
     return Spec(old.name, variants, seeds, old.target_accuracy, old.last_k)
 
 
-def claim_study_dir(spec: Spec, study_dir: Path, log: Callable[[str], None] = print) -> Spec:
+def claim_study_dir(spec: Spec, study_dir: Path, log: Callable[[str], None] = print, write: bool = True) -> Spec:
     """Write spec.toml, or grow the one already there by this spec's new seeds and variants.
-    Returns the study's whole spec (what the report covers)."""
+    Returns the study's whole spec (what the report covers). `write=False`: only refuse what would be refused."""
     existing = study_dir / SPEC_FILE
     if existing.is_file():
         recorded = read_spec(existing)
         whole = grow_spec(recorded, spec, study_dir)
-        if whole != recorded:
+        if whole != recorded and write:
             new_seeds = whole.seeds[len(recorded.seeds):]
             new_variants = [variant.name for variant in whole.variants[len(recorded.variants):]]
             added = ([f"seed(s) {', '.join(map(str, new_seeds))}"] if new_seeds else []) + \
@@ -381,7 +381,8 @@ def claim_study_dir(spec: Spec, study_dir: Path, log: Callable[[str], None] = pr
             atomic_write_bytes(existing, spec_to_toml(whole).encode())
         return whole
     _refuse_foreign(study_dir)
-    atomic_write_bytes(existing, spec_to_toml(spec).encode())
+    if write:
+        atomic_write_bytes(existing, spec_to_toml(spec).encode())
     return spec
 
 

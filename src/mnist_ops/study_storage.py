@@ -95,6 +95,10 @@ def prepare_study(spec: Spec, url: str, name: str, train_sizes: dict[str, int], 
         return study, spec
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage)
+    stored = study.user_attrs.get("spec")
+    if stored is not None and "[[variant]]" not in stored:  # what `mnist-ops tune` stores: its search's spec
+        raise UserError(f"study '{name}' in the storage is a `mnist-ops tune` search, not a study of variants and "
+                        "seeds; pass another --study-name")
     deadline = time.monotonic() + QUEUED_WAIT_SECONDS
     while "queued" not in study.user_attrs:
         if time.monotonic() > deadline:
@@ -355,8 +359,8 @@ def run_shared_study(spec: Spec, out: str | os.PathLike, url: str, study_name: s
     started = time.perf_counter()
     out = Path(out)
     sizes = _checked_train_sizes(spec, data_root)  # missing data fails before the study directory is written
-    claim_study_dir(spec, out)  # this directory holds this spec's runs only
-    study, spec = prepare_study(spec, url, study_name, sizes, log, heartbeat)
+    claim_study_dir(spec, out, write=False)  # this directory holds this spec's runs only: checked before the storage
+    study, spec = prepare_study(spec, url, study_name, sizes, log, heartbeat)  # a storage that fails: nothing written
     claim_study_dir(spec, out)  # and the whole study's, which other machines may have grown
     log(f"study '{study_name}' in {describe_url(url)}: {len(spec_labels(spec))} runs, {workers} local worker(s)")
     # the longest --heartbeat of any invocation on the study (recorded by prepare_study): judged by a shorter one of

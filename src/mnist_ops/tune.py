@@ -493,6 +493,9 @@ def create_study(spec: TuneSpec, url: str, study_name: str):
     deadline = time.monotonic() + 60
     while "spec" not in study.user_attrs and time.monotonic() < deadline:  # its creator is storing it
         time.sleep(0.5)
+    if "[[variant]]" in study.user_attrs.get("spec", ""):  # what `mnist-ops study --storage` stores
+        raise UserError(f"study '{study_name}' in the storage is a `mnist-ops study` (of variants and seeds), not a "
+                        "tune search; pass another --study-name")
     if "spec" not in study.user_attrs or tune_spec_from_text(study.user_attrs["spec"], study_name) != \
             dataclasses.replace(spec, trials=1):
         raise UserError(f"study '{study_name}' in the storage was made by a different tune spec; "
