@@ -217,6 +217,17 @@ def test_a_worker_declared_dead_while_it_trains_goes_on_without_a_traceback(mnis
     assert [row.state for row in storage_status(url, "one")] == ["done"]
     assert (out / "study.json").is_file()  # exported
 
+    def stopped_after_declared_dead(*args, **kwargs):  # Ctrl+C after the pause: Optuna's error of the dead run hid it
+        study = optuna.load_study(study_name="two", storage=open_storage(url))
+        [running] = [trial for trial in study.get_trials() if trial.state == TrialState.RUNNING]
+        study._storage.set_trial_state_values(running._trial_id, state=TrialState.FAIL)
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study._storage.get_trial(running._trial_id))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mnist_ops.train, "fit", stopped_after_declared_dead)
+    with pytest.raises(KeyboardInterrupt):
+        run_shared_study(spec, tmp_path / "two", url, "two", data_root=mnist_root, log=messages.append)
+
 
 @pytest.mark.integration
 def test_a_study_and_a_search_refuse_each_others_names_and_a_failing_storage_writes_nothing(mnist_root, tmp_path):

@@ -103,8 +103,12 @@ def declared_dead(error: BaseException) -> bool:
     the trial's end. The worker goes on with the next trial."""
     import optuna
 
-    return isinstance(error, optuna.exceptions.UpdateFinishedTrialError) or (
-        isinstance(error, ValueError) and str(error).startswith("Cannot tell a FAIL trial"))
+    while error is not None:  # Optuna may raise it as another error's context ("Should not reach.")
+        if isinstance(error, optuna.exceptions.UpdateFinishedTrialError) or (
+                isinstance(error, ValueError) and str(error).startswith("Cannot tell a FAIL trial")):
+            return True
+        error = error.__context__
+    return False
 
 
 class HideStoppedTrials(logging.Filter):
@@ -201,7 +205,7 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, retry_stale: int 
             if url.startswith("sqlite"):
                 _write_lock_on_begin(storage.engine)
             return storage
-        except sqlalchemy.exc.ArgumentError:
+        except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
             raise UserError(f"storage URL {describe_url(url)!r} is not a database URL; use e.g. "
                             "postgresql://user:password@host:5432/dbname or sqlite:///path/to/file.db") from None
         except ImportError as error:
@@ -211,7 +215,7 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, retry_stale: int 
             reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
             # only the race of two processes creating the tables passes by itself (and SQLite's busy lock): a wrong
             # password, database or host fails at once, not after 8 tries and 15 s
-            race = any(word in str(error).lower() for word in ("already exists", "unique", "duplicate", "locked"))
+            race = any(word in reason.lower() for word in ("already exists", "unique", "duplicate", "locked"))
             if attempt == CREATE_ATTEMPTS or not race:
                 raise UserError(f"cannot open storage {describe_url(url)}: {reason}; check the URL, that the "
                                 "server runs and accepts this user") from None

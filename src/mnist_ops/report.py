@@ -76,7 +76,7 @@ def curve_notes(config) -> tuple[str, str]:
     its augmentation, label smoothing and teachers' term; the test ones come after the epoch, of the EMA where there is one."""
     train = ["during the epoch"]
     if config.augment != "none":
-        train.append("augmented")
+        train.append("augmented" + (f" but for the last {config.plain_epochs}" if config.plain_epochs else ""))
     if config.label_smoothing:
         train.append("loss with label smoothing")
     if config.teacher and config.distill_weight:

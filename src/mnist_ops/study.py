@@ -389,7 +389,8 @@ def claim_study_dir(spec: Spec, study_dir: Path, log: Callable[[str], None] = pr
 def _refuse_foreign(study_dir: Path) -> None:
     """A folder that holds other things and no spec.toml is not a study: leave it alone."""
     if (study_dir.is_dir() and not (study_dir / SPEC_FILE).is_file()
-            and any(entry.name != ".lock" for entry in study_dir.iterdir())):
+            and any(entry.name != ".lock" and not entry.name.startswith(EMBEDDED_FILE)  # a shared study's own database
+                    for entry in study_dir.iterdir())):
         raise UserError(f"{study_dir} is not empty and holds no {SPEC_FILE}; pass another --out or delete it")
 
 

@@ -222,6 +222,7 @@ class StudyWorker:
     progress: bool
     log: Callable[[str], None]
     current_trial: int | None = None
+    stopped_by: KeyboardInterrupt | None = None  # Ctrl+C or SIGTERM, kept should Optuna raise another error for it
 
     def objective(self, trial) -> float:
         import optuna
@@ -263,12 +264,15 @@ class StudyWorker:
         except optuna.TrialPruned:
             raise
         except BaseException as error:  # an error: the next invocation queues the run again; Ctrl-C: run() does
-            if declared_dead(error):  # another worker took the run over: its attributes are no longer ours to set
-                raise
-            # Its own number: a retry copies the user attributes, and must not look failed from the start.
             interrupted = isinstance(error, KeyboardInterrupt)  # Ctrl+C or SIGTERM (cli.Terminated)
+            if interrupted:
+                self.stopped_by = error
+            # Its own number: a retry copies the user attributes, and must not look failed from the start.
             message = "interrupted (Ctrl+C or SIGTERM)" if interrupted else f"{type(error).__name__}: {error}"[:500]
-            trial.set_user_attr("error", {"trial": trial.number, "message": message, "interrupted": interrupted})
+            try:
+                trial.set_user_attr("error", {"trial": trial.number, "message": message, "interrupted": interrupted})
+            except optuna.exceptions.UpdateFinishedTrialError:  # declared dead meanwhile: another worker has the run
+                pass
             raise
         trial.set_user_attr("metrics", read_metrics(directory / "metrics.jsonl"))  # a run that was finished before this trial has no on_epoch
         predictions = checkpoint_predictions(directory, self.data_root)[1].tolist()
@@ -316,15 +320,18 @@ class StudyWorker:
                 return
             states = {trial.state for trial in trials}
             if TrialState.WAITING in states:
-                self.current_trial = None  # set by objective once a run starts: a stop before then requeues nothing
+                self.current_trial = self.stopped_by = None  # set by objective: a stop before a run requeues nothing
                 try:
                     study.optimize(self.objective, n_trials=1)
-                except KeyboardInterrupt:  # queued again at once, for a worker of another command to take up
-                    requeue_interrupted(study, self.current_trial)
+                except KeyboardInterrupt:  # queued again at once (once: the next invocation's requeue claims it too)
+                    if self.current_trial is not None and _claim(storage, f"{self.study_name}:retry-of-{self.current_trial}"):
+                        requeue_interrupted(study, self.current_trial)
                     raise
                 except Exception as error:
                     if not declared_dead(error):
                         raise
+                    if self.stopped_by is not None:  # stopped too: Optuna's error about the dead run hid the stop
+                        raise self.stopped_by from None
                     self.log("this worker's run was declared dead by another worker and re-queued; going on")
             elif TrialState.RUNNING in states:  # the last runs train elsewhere; wait in case a worker dies
                 time.sleep(poll_seconds(self.heartbeat))
@@ -351,7 +358,8 @@ def run_shared_study(spec: Spec, out: str | os.PathLike, url: str, study_name: s
                      log: Callable[[str], None] | None = None) -> Path:
     """Train the study's runs with `workers` local processes on the storage; other machines may join.
     Ends with the study directory exported from the storage. Returns out."""
-    from mnist_ops.distributed import HEARTBEAT_SECONDS, describe_url, flushed_print, require_optuna, run_workers
+    from mnist_ops.distributed import (HEARTBEAT_SECONDS, describe_url, embedded_url, flushed_print, require_optuna,
+                                       run_workers)
     from mnist_ops.study import _checked_train_sizes
 
     require_optuna()
@@ -360,13 +368,13 @@ def run_shared_study(spec: Spec, out: str | os.PathLike, url: str, study_name: s
     out = Path(out)
     sizes = _checked_train_sizes(spec, data_root)  # missing data fails before the study directory is written
     claim_study_dir(spec, out, write=False)  # this directory holds this spec's runs only: checked before the storage
+    if url == embedded_url(out):  # the embedded database lives in the study directory
+        out.mkdir(parents=True, exist_ok=True)
     study, spec = prepare_study(spec, url, study_name, sizes, log, heartbeat)  # a storage that fails: nothing written
     claim_study_dir(spec, out)  # and the whole study's, which other machines may have grown
     log(f"study '{study_name}' in {describe_url(url)}: {len(spec_labels(spec))} runs, {workers} local worker(s)")
-    # the longest --heartbeat of any invocation on the study (recorded by prepare_study): judged by a shorter one of
-    # its own, this command's sweep declared another command's live workers dead between their beats
-    beat = max(heartbeat or HEARTBEAT_SECONDS, study.user_attrs.get("heartbeat", 0))
-    worker = StudyWorker(spec, url, study_name, out, data_root, beat, progress and workers == 1, log)
+    worker = StudyWorker(spec, url, study_name, out, data_root, heartbeat or HEARTBEAT_SECONDS,
+                         progress and workers == 1, log)
     completed, key = False, invocation_key()
     record_invocation(study, command, 0.0, completed, key)
     try:

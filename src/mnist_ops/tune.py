@@ -9,6 +9,7 @@ Optuna study; `trials` caps how many trials end COMPLETE or PRUNED, over all wor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -348,6 +349,7 @@ class TuneWorker:
     seed_offset: int
     parallel: bool
     current_trial: int | None = None
+    stopped_by: KeyboardInterrupt | None = None  # Ctrl+C or SIGTERM, kept should Optuna raise another error for it
 
     def objective(self, trial) -> float:
         import optuna
@@ -358,6 +360,8 @@ class TuneWorker:
         self.current_trial = trial.number  # queued again if Ctrl+C or SIGTERM stops it (run)
         beat_now(trial)
         trial.set_user_attr("worker", worker_name())
+        if trial.user_attrs.get("interrupted"):  # a copy of an interrupted trial: this run of it was not (yet)
+            trial.set_user_attr("interrupted", False)
         if budget_position(trial.study, trial.number) > self.spec.trials:
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(f"trial {trial.number} started after the budget of {self.spec.trials} was taken")
@@ -398,12 +402,15 @@ class TuneWorker:
             trial.set_user_attr("diverged", str(diverged))
             self.log(f"trial {trial.number}: pruned, the loss diverged ({diverged})")
             raise optuna.TrialPruned(f"diverged: {diverged}") from None
-        except KeyboardInterrupt:  # Ctrl+C or SIGTERM: queued again by run (the report says why it ran twice)
-            trial.set_user_attr("interrupted", True)
+        except KeyboardInterrupt as stop:  # Ctrl+C or SIGTERM: queued again by run (the report says why it ran twice)
+            self.stopped_by = stop
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # declared dead meanwhile
+                trial.set_user_attr("interrupted", True)
             raise
         finally:
-            trial.set_user_attr("epochs_trained", epochs_trained)
-            trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # declared dead: not ours now
+                trial.set_user_attr("epochs_trained", epochs_trained)
+                trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
         value = scored(values, self.spec.score)  # the seeds' values as one, the same way
         over = f"the last {min(self.spec.last_k, config.epochs)} epochs"
         if len(seeds) > 1:
@@ -435,7 +442,7 @@ class TuneWorker:
                 time.sleep(poll_seconds(self.heartbeat))
                 dead.sweep(study)
                 continue
-            self.current_trial = None  # set by objective once a trial starts: a stop before then requeues nothing
+            self.current_trial = self.stopped_by = None  # set by objective: a stop before a trial requeues nothing
             try:
                 study.optimize(self.objective, n_trials=1, catch=(SurplusTrial,))
             except KeyboardInterrupt:  # the trial runs again, with its parameters, when the search is resumed
@@ -444,6 +451,8 @@ class TuneWorker:
             except Exception as error:
                 if not declared_dead(error):
                     raise
+                if self.stopped_by is not None:  # stopped too: Optuna's error about the dead trial hid the stop
+                    raise self.stopped_by from None
                 # Another worker declared this one's trial dead (no heartbeat in time) and queued it again.
                 self.log("this worker's trial was declared dead by another worker and re-queued; going on")
 
