@@ -177,3 +177,28 @@ def test_read_only_study_commands_open_an_existing_sqlite_file(tmp_path, capsys)
     open_storage(embedded_url(tmp_path))  # Optuna's tables, no study
     code = main(["study", "status", str(tmp_path / "study"), "--storage", embedded_url(tmp_path)])
     assert code == 2 and "holds 0 mnist-ops studies (none); pass --study-name NAME" in capsys.readouterr().err
+
+
+def test_a_worker_judges_others_by_the_longest_heartbeat_recorded_on_the_study(tmp_path):
+    """A command with --heartbeat 1 swept another's live workers (heartbeat 30) as dead 2 s after their last beat,
+    and their runs trained twice (an audit on PostgreSQL): the sweep's grace is twice the longest recorded."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from mnist_ops.distributed import record_heartbeat
+
+    url = embedded_url(tmp_path)
+    study = optuna.create_study(study_name="s", storage=open_storage(url, heartbeat=30))
+    record_heartbeat(study, 30)
+    trial = study.ask()
+    study._storage.record_heartbeat(trial._trial_id)  # the other command's worker beat just now
+    quick = open_storage(url, heartbeat=1)
+    mine = optuna.load_study(study_name="s", storage=quick)
+    record_heartbeat(mine, 1)
+    dead = DeadTrials(quick, 1)
+    dead.judge_by_the_longest(mine)
+    assert dead.grace == quick.grace_period == 60
+    time.sleep(2.5)  # past 2 x 1 s, well within 2 x 30 s
+    dead.sweep(mine)
+    optuna.storages.fail_stale_trials(mine)  # as Optuna does when this worker's next trial starts
+    assert mine.get_trials(deepcopy=False)[0].state == TrialState.RUNNING

@@ -141,7 +141,8 @@ def _add_storage_args(parser: argparse.ArgumentParser, out_help: str | None) -> 
     parser.add_argument("--study-name", default=None, help="name of the study in the storage (default: the spec's name)")
     parser.add_argument("--workers", type=int, default=1, help="local worker processes, one thread each (default 1)")
     parser.add_argument("--heartbeat", type=int, default=None, metavar="SECONDS",
-                        help="worker heartbeat; a trial without one for twice this is re-run elsewhere (default 30)")
+                        help="worker heartbeat; a trial without one for twice the longest heartbeat of the commands "
+                             "on the study is re-run elsewhere (default 30)")
 
 
 def _add_measurement_parsers(commands, data_commands) -> None:

@@ -270,8 +270,17 @@ class DeadTrials:
 
     def __init__(self, storage, heartbeat: int):
         self.storage = storage  # the RDBStorage from open_storage: the one read here below Optuna's API
+        self.heartbeat = heartbeat
         self.grace = 2 * heartbeat
         self.unbeaten_since: dict[int, float] = {}
+
+    def judge_by_the_longest(self, study) -> None:
+        """Judge by twice the longest --heartbeat recorded on the study (`record_heartbeat`), not this worker's own,
+        here and in the sweep Optuna runs as each trial starts: judged by a shorter one, another command's live
+        workers were declared dead between their beats, and their runs trained twice. This worker still beats at
+        its own interval. Read again each time: a command with a longer one may join later."""
+        self.grace = 2 * max(self.heartbeat, int(study.user_attrs.get("heartbeat", 0)))
+        self.storage.grace_period = self.grace
 
     def sweep(self, study) -> list[int]:
         """Fail the dead trials; returns the ids of those that never beat and were failed here."""
@@ -297,6 +306,14 @@ class DeadTrials:
             if callback is not None:
                 callback(study, copy.deepcopy(study._storage.get_trial(trial_id)))
         return failed
+
+
+def record_heartbeat(study, heartbeat: int | None) -> None:
+    """The longest --heartbeat any invocation's workers use on the study: its workers' sweeps and `study status`
+    judge by it."""
+    heartbeat = heartbeat or HEARTBEAT_SECONDS
+    if study.user_attrs.get("heartbeat", 0) < heartbeat:
+        study.set_user_attr("heartbeat", heartbeat)
 
 
 def poll_seconds(heartbeat: int) -> float:

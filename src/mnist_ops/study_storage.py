@@ -79,7 +79,7 @@ def prepare_study(spec: Spec, url: str, name: str, train_sizes: dict[str, int], 
     Runs whose training raised an error are queued again, each by exactly one process."""
     import optuna
 
-    from mnist_ops.distributed import open_storage
+    from mnist_ops.distributed import open_storage, record_heartbeat
 
     storage = open_storage(url)
     text = spec_to_toml(spec)
@@ -90,7 +90,7 @@ def prepare_study(spec: Spec, url: str, name: str, train_sizes: dict[str, int], 
         for label in queue_order(spec):
             study.enqueue_trial({}, user_attrs={"run": label})
         study.set_user_attr("queued", len(spec_labels(spec)))
-        _record_heartbeat(study, heartbeat)
+        record_heartbeat(study, heartbeat)
         log(f"study '{name}': created, {len(spec_labels(spec))} runs queued")
         return study, spec
     except optuna.exceptions.DuplicatedStudyError:
@@ -107,7 +107,7 @@ def prepare_study(spec: Spec, url: str, name: str, train_sizes: dict[str, int], 
         time.sleep(1)
     whole = _grow(study, storage, spec, train_sizes, log)
     requeue_failed_runs(study, storage, log)
-    _record_heartbeat(study, heartbeat)
+    record_heartbeat(study, heartbeat)
     return study, whole
 
 
@@ -152,15 +152,6 @@ def _contains(study: Spec, part: Spec) -> bool:
         return grow_spec(study, part, Path(study.name)) == study
     except UserError:
         return False
-
-
-def _record_heartbeat(study, heartbeat: int | None) -> None:
-    """The longest --heartbeat any invocation's workers use: `study status` judges stalled runs by it."""
-    from mnist_ops.distributed import HEARTBEAT_SECONDS
-
-    heartbeat = heartbeat or HEARTBEAT_SECONDS
-    if study.user_attrs.get("heartbeat", 0) < heartbeat:
-        study.set_user_attr("heartbeat", heartbeat)
 
 
 def is_finished_trial(trial) -> bool:
@@ -312,6 +303,7 @@ class StudyWorker:
         study = optuna.load_study(study_name=self.study_name, storage=storage)
         dead = DeadTrials(storage, self.heartbeat)
         while True:
+            dead.judge_by_the_longest(study)
             # the runs before the trials: a grower queues its trials first and records the grown spec last, so every
             # run read here is in the trials read next (the other order could find a new run and not its trial)
             labels = self._study_labels(study)

@@ -432,6 +432,7 @@ class TuneWorker:
                                   sampler=make_sampler(self.spec, self.seed_offset, self.parallel),
                                   pruner=make_pruner(self.spec))
         while True:
+            dead.judge_by_the_longest(study)
             counts = trial_counts(study)
             finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
             if finished >= self.spec.trials:
@@ -545,7 +546,7 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
     from mnist_ops.data import dataset_info, load_split
     from mnist_ops.distill import checked_teachers
     from mnist_ops.distributed import (HEARTBEAT_SECONDS, describe_counts, describe_url, flushed_print,
-                                       require_optuna, storage_url, trial_counts)
+                                       record_heartbeat, require_optuna, storage_url, trial_counts)
 
     require_optuna()
     log = log or flushed_print
@@ -559,6 +560,7 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
     url = storage_url(storage, out)
     name = study_name or spec.name
     study = create_study(spec, url, name)  # a bad --storage fails here, before spec.toml is written
+    record_heartbeat(study, heartbeat)  # every worker on the search sweeps by the longest (DeadTrials)
     atomic_write_bytes(out / "spec.toml", tune_spec_to_toml(spec).encode())
     parallel = workers > 1 or storage is not None
     # On a shared storage each command's workers draw different seeds; alone, the first run uses the spec's seed.
