@@ -179,6 +179,7 @@ def test_read_only_study_commands_open_an_existing_sqlite_file(tmp_path, capsys)
     assert code == 2 and "holds 0 mnist-ops studies (none); pass --study-name NAME" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")  # study.ask
 def test_a_worker_judges_others_by_the_longest_heartbeat_recorded_on_the_study(tmp_path):
     """A command with --heartbeat 1 swept another's live workers (heartbeat 30) as dead 2 s after their last beat,
     and their runs trained twice (an audit on PostgreSQL): the sweep's grace is twice the longest recorded."""
