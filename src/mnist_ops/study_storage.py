@@ -465,6 +465,9 @@ def only_study_name(url: str) -> str:
     from mnist_ops.distributed import describe_url, open_storage
 
     names = mnist_study_names(open_storage(url))
+    if not names:  # --study-name cannot help: no study is there to name
+        raise UserError(f"{describe_url(url)} holds no mnist-ops study; check the URL and its database name, or "
+                        "start one with `mnist-ops study --spec FILE.toml --storage URL`")
     if len(names) != 1:
         raise UserError(f"{describe_url(url)} holds {len(names)} mnist-ops studies ({', '.join(names) or 'none'}); "
                         "pass --study-name NAME")
