@@ -308,6 +308,26 @@ class DeadTrials:
         return failed
 
 
+def optimize_one(study, worker, requeue: Callable[[int], object], what: str, catch: tuple = ()) -> None:
+    """One trial of `study` by `worker` (a study's or a search's: it has `objective`, `log`, and `current_trial` and
+    `stopped_by`, which its objective sets), with what a stop or a declared death needs. A trial stopped by Ctrl+C or
+    SIGTERM is queued again (`requeue(its number)`) and the stop goes on up. A trial another worker declared dead is
+    left to it, and this worker goes on; a stop hidden behind Optuna's error about that dead trial still stops."""
+    worker.current_trial = worker.stopped_by = None  # a stop before the objective starts requeues nothing
+    try:
+        study.optimize(worker.objective, n_trials=1, catch=catch)
+    except KeyboardInterrupt:
+        if worker.current_trial is not None:
+            requeue(worker.current_trial)
+        raise
+    except Exception as error:
+        if not declared_dead(error):
+            raise
+        if worker.stopped_by is not None:
+            raise worker.stopped_by from None
+        worker.log(f"this worker's {what} was declared dead by another worker and re-queued; going on")
+
+
 def record_heartbeat(study, heartbeat: int | None) -> None:
     """The longest --heartbeat any invocation's workers use on the study: its workers' sweeps and `study status`
     judge by it."""

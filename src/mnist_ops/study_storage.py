@@ -218,7 +218,7 @@ class StudyWorker:
     def objective(self, trial) -> float:
         import optuna
 
-        from mnist_ops.distributed import beat_now, declared_dead
+        from mnist_ops.distributed import beat_now
         from mnist_ops.study_report.best_run import checkpoint_predictions
         from mnist_ops.train import fit
 
@@ -297,7 +297,7 @@ class StudyWorker:
         import optuna
         from optuna.trial import TrialState
 
-        from mnist_ops.distributed import DeadTrials, declared_dead, open_storage, poll_seconds, requeue_interrupted
+        from mnist_ops.distributed import DeadTrials, open_storage, optimize_one, poll_seconds, requeue_interrupted
 
         storage = open_storage(self.url, self.heartbeat)
         study = optuna.load_study(study_name=self.study_name, storage=storage)
@@ -312,19 +312,9 @@ class StudyWorker:
                 return
             states = {trial.state for trial in trials}
             if TrialState.WAITING in states:
-                self.current_trial = self.stopped_by = None  # set by objective: a stop before a run requeues nothing
-                try:
-                    study.optimize(self.objective, n_trials=1)
-                except KeyboardInterrupt:  # queued again at once (once: the next invocation's requeue claims it too)
-                    if self.current_trial is not None and _claim(storage, f"{self.study_name}:retry-of-{self.current_trial}"):
-                        requeue_interrupted(study, self.current_trial)
-                    raise
-                except Exception as error:
-                    if not declared_dead(error):
-                        raise
-                    if self.stopped_by is not None:  # stopped too: Optuna's error about the dead run hid the stop
-                        raise self.stopped_by from None
-                    self.log("this worker's run was declared dead by another worker and re-queued; going on")
+                # a stopped run is queued again at once, once: the next invocation's requeue claims it too
+                optimize_one(study, self, lambda number: _claim(storage, f"{self.study_name}:retry-of-{number}")
+                             and requeue_interrupted(study, number), "run")
             elif TrialState.RUNNING in states:  # the last runs train elsewhere; wait in case a worker dies
                 time.sleep(poll_seconds(self.heartbeat))
                 dead.sweep(study)

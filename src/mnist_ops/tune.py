@@ -423,7 +423,7 @@ class TuneWorker:
     def run(self) -> None:
         import optuna
 
-        from mnist_ops.distributed import (DeadTrials, declared_dead, open_storage, poll_seconds, requeue_interrupted,
+        from mnist_ops.distributed import (DeadTrials, open_storage, optimize_one, poll_seconds, requeue_interrupted,
                                            trial_counts)
 
         storage = open_storage(self.url, self.heartbeat, retry_stale=3)
@@ -443,19 +443,8 @@ class TuneWorker:
                 time.sleep(poll_seconds(self.heartbeat))
                 dead.sweep(study)
                 continue
-            self.current_trial = self.stopped_by = None  # set by objective: a stop before a trial requeues nothing
-            try:
-                study.optimize(self.objective, n_trials=1, catch=(SurplusTrial,))
-            except KeyboardInterrupt:  # the trial runs again, with its parameters, when the search is resumed
-                requeue_interrupted(study, self.current_trial)
-                raise
-            except Exception as error:
-                if not declared_dead(error):
-                    raise
-                if self.stopped_by is not None:  # stopped too: Optuna's error about the dead trial hid the stop
-                    raise self.stopped_by from None
-                # Another worker declared this one's trial dead (no heartbeat in time) and queued it again.
-                self.log("this worker's trial was declared dead by another worker and re-queued; going on")
+            # a stopped trial runs again, with its parameters, when the search is resumed
+            optimize_one(study, self, lambda number: requeue_interrupted(study, number), "trial", catch=(SurplusTrial,))
 
 
 def _run_tune_worker(index: int, worker: TuneWorker, workers: int) -> None:
