@@ -52,7 +52,7 @@ def per_sample_training(train_flags: list[str]) -> None:
     model = build_model(config)
     def loader_for(augment: str):
         return per_sample_loader(train, mean, std, augment, config.batch_size, workers=2,
-                                 interpolation=config.interpolation)
+                                 interpolation=config.interpolation, rotation_fill=config.rotation_fill)
 
     loader = loader_for(config.augment)
     plain_loader = loader_for("none") if config.plain_epochs else loader  # the last epochs, as fit trains them

@@ -132,3 +132,19 @@ def test_validation_from_without_a_validation_split_is_refused():
     with pytest.raises(UserError, match=r"validation_from = 'last' picks which images validation holds out, and "
                                         r"validation is 0; set validation = N"):
         check_combination(Config(validation_from="last"))
+
+
+@pytest.mark.parametrize("augment", ["seed", "light", "elastic"])
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+def test_a_rotation_fills_what_it_uncovers_with_the_mean_or_with_the_background(augment, interpolation):
+    """rotation_fill "zero" gives the uncovered corners the black background's value, as the seed's torchvision
+    pipeline did (it truncates the float fill of an 8-bit image to 0); "mean" gives them the mean's, gray."""
+    blank = Split(images=torch.zeros(64, 28, 28, dtype=torch.uint8), labels=torch.arange(64) % 10)
+    mean, std = 0.1307, 0.3081
+    background = (0.0 - mean) / std
+    config = Config(augment=augment, interpolation=interpolation, batch_size=64)
+    zero, = iterate_batches(blank, config.replace(rotation_fill="zero"), mean, std, torch.Generator().manual_seed(1))
+    gray, = iterate_batches(blank, config, mean, std, torch.Generator().manual_seed(1))
+    assert torch.allclose(zero[0], torch.full_like(zero[0], background), atol=1e-6)  # no trace of a rotation left
+    assert (gray[0].abs() < 1e-6).sum() > 64  # uncovered pixels read the mean, standardized: 0 (gray)
+    assert gray[0].min() >= background - 1e-6 and gray[0].max() <= 1e-6  # blends of the two at most

@@ -18,14 +18,17 @@ def test_per_sample_dataset_without_augmentation_is_plain_normalization():
     assert torch.allclose(x, (images[2].float() / 255 - 0.1307) / 0.3081)
 
 
-def test_per_sample_rotation_keeps_shape_and_fills_with_the_mean():
+@pytest.mark.parametrize("rotation_fill, fill_pixel", [("mean", round(0.1307 * 255)), ("zero", 0)])
+def test_per_sample_rotation_keeps_shape_and_fills_with_the_mean_or_the_background(rotation_fill, fill_pixel):
     images = torch.full((1, 28, 28), 255, dtype=torch.uint8)
-    dataset = PerSampleDataset(Split(images, torch.zeros(1, dtype=torch.long)), 0.1307, 0.3081, "seed")
+    dataset = PerSampleDataset(Split(images, torch.zeros(1, dtype=torch.long)), 0.1307, 0.3081, "seed",
+                               rotation_fill=rotation_fill)
     torch.manual_seed(0)
     values = torch.cat([dataset[0][0].flatten() for _ in range(20)])
-    fill = (round(0.1307 * 255) / 255 - 0.1307) / 0.3081
+    fill = (fill_pixel / 255 - 0.1307) / 0.3081
     assert values.max() == pytest.approx((1 - 0.1307) / 0.3081)
     assert (values - fill).abs().min() < 1e-6  # some corner pixels were rotated in from outside
+    assert ((values - fill).abs() < 1e-6).float().mean() < 0.5
 
 
 @pytest.mark.integration

@@ -257,7 +257,7 @@ def test_data_preview_draws_another_augmentation_than_the_presets(mnist_root, tm
     monkeypatch.chdir(tmp_path)  # the default path is runs/preview-<preset>[-<augment>-<interpolation>].png
     common = ["data", "preview", "--preset", "lean-5k", "--root", str(mnist_root)]
     assert main(common) == 0
-    assert "after augment 'seed' (nearest)" in capsys.readouterr().out
+    assert "after augment 'seed' (nearest, rotation fill mean)" in capsys.readouterr().out
     assert main([*common, "--augment", "elastic", "--interpolation", "bilinear"]) == 0
     assert "runs/preview-lean-5k-elastic-bilinear.png" in capsys.readouterr().out
     assert drawn == [("seed", "nearest"), ("elastic", "bilinear")]

@@ -73,8 +73,8 @@ def final_warp(images: torch.Tensor, matrices: torch.Tensor, fill: float, mode: 
     result standardized too.
 
     A nearest warp copies values, so standardizing before it gives the same bits as after, with the fill
-    standardized alike; training fills with the mean (the seed's rotation), which becomes exactly 0, so
-    warp needs no mask channel. `batches.make_batch` with the seed's augmentation went from 47,806 to
+    standardized alike; a fill of the mean (rotation_fill "mean") becomes exactly 0, so warp needs no mask
+    channel (a fill of 0, "zero", needs none before standardizing). `batches.make_batch` with the seed's augmentation went from 47,806 to
     63,322 img/s (1.32x; medians of 6 passes over the 60,000 training images in batches of 256, one thread,
     the code before and after alternated in one process, nothing else running; 2026-11-26). Bilinear
     resampling blends values, so it warps first, as before.
@@ -82,7 +82,7 @@ def final_warp(images: torch.Tensor, matrices: torch.Tensor, fill: float, mode: 
     if normalize is None:
         return warp(images, matrices, fill, mode, displacement)
     mean, std = normalize
-    if mode == "nearest":
+    if mode == "nearest" and fill != 0.0:  # a fill of 0 needs no mask channel either way: warp first
         fill = standardize(torch.tensor(fill, dtype=torch.float32), mean, std).item()
         return warp(standardize(images, mean, std), matrices, fill, mode, displacement)
     return standardize(warp(images, matrices, fill, mode, displacement), mean, std)
@@ -145,7 +145,7 @@ def seed_augment(images: torch.Tensor, fill: float, generator: torch.Generator |
                  mode: str = "nearest", distortion: float = 0.2, perspective_p: float = 0.5,
                  degrees: float = 15.0, normalize: tuple[float, float] | None = None) -> torch.Tensor:
     """The seed's train pipeline on a float batch in [0, 1] (before normalization):
-    RandomPerspective(distortion 0.2, p 0.5, nearest), then RandomRotation(±15°, fill = mean, nearest).
+    RandomPerspective(distortion 0.2, p 0.5, nearest), then RandomRotation(±15°, nearest), filling with `fill`.
     With normalize = (mean, std), the result is standardized too (final_warp).
     """
     n, _, height, width = images.shape
@@ -165,7 +165,7 @@ def seed_augment(images: torch.Tensor, fill: float, generator: torch.Generator |
 def light_augment(images: torch.Tensor, fill: float, generator: torch.Generator | None = None, *,
                   mode: str = "nearest", degrees: float = 7.0,
                   normalize: tuple[float, float] | None = None) -> torch.Tensor:
-    """RandomRotation(±7°, fill = mean, nearest) alone: the usual recipe for small MNIST nets."""
+    """RandomRotation(±7°, nearest) alone, filling with `fill`: the usual recipe for small MNIST nets."""
     n, _, height, width = images.shape
     angles = (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * degrees
     return final_warp(images, rotation_matrices(angles, height, width), fill, mode, normalize=normalize)
@@ -188,7 +188,7 @@ def elastic_displacement(n: int, height: int, width: int, alpha: float, sigma: f
 def elastic_augment(images: torch.Tensor, fill: float, generator: torch.Generator | None = None, *,
                     mode: str = "nearest", degrees: float = 15.0, alpha: float = 34.0,
                     sigma: float = 4.0, normalize: tuple[float, float] | None = None) -> torch.Tensor:
-    """Rotation ±15° (fill = mean) and an elastic distortion (alpha 34, sigma 4: Simard, Steinkraus and
+    """Rotation ±15° (filling with `fill`) and an elastic distortion (alpha 34, sigma 4: Simard, Steinkraus and
     Platt 2003, who found it the distortion that helps MNIST most), in one resampling.
 
     The field moves pixels by about 1.4 px (std) and is smooth over ~4 px: a stroke bends as another

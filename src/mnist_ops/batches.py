@@ -116,13 +116,19 @@ def random_crop(images: torch.Tensor, size: int, generator: torch.Generator) -> 
     return images.permute(0, 2, 3, 1)[torch.arange(n)[:, None, None], rows, columns].permute(0, 3, 1, 2)
 
 
+def rotation_fill_value(rotation_fill: str, mean: float) -> float:
+    """The [0, 1] pixel value that fills what a rotation uncovers: the config's rotation_fill, "mean" or "zero"."""
+    return mean if rotation_fill == "mean" else 0.0
+
+
 def make_batch(train: Split, index: torch.Tensor, augment: str, mean: float, std: float,
                generator: torch.Generator, interpolation: str = "nearest",
-               crop: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+               crop: int = 0, rotation_fill: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
     """Gather a batch of uint8 images, augment the whole batch at once, normalize; with `crop`, then take a
     random crop x crop window of each image."""
     x = train.images[index].unsqueeze(1).float().div_(255.0)
-    x = augment_batch(augment, x, fill=mean, generator=generator, interpolation=interpolation, normalize=(mean, std))
+    x = augment_batch(augment, x, fill=rotation_fill_value(rotation_fill, mean), generator=generator,
+                      interpolation=interpolation, normalize=(mean, std))
     if crop:
         x = random_crop(x, crop, generator)
     return x, train.labels[index]
@@ -135,7 +141,7 @@ def iterate_batches(train: Split, config: Config, mean: float, std: float, gener
     end = len(order) - len(order) % config.batch_size if drop_last else len(order)
     for start in range(0, end, config.batch_size):
         yield make_batch(train, order[start:start + config.batch_size], config.augment, mean, std, generator,
-                         config.interpolation, config.train_crop)
+                         config.interpolation, config.train_crop, config.rotation_fill)
 
 
 def fit_batches(train: Split, config: Config, mean: float, std: float, generator: torch.Generator,

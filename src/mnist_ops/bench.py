@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from mnist_ops.augment import elastic_augment, perspective_matrices, random_perspective_points
 from mnist_ops.config import Config
 from mnist_ops.data import Split
-from mnist_ops.batches import fit_batches, iterate_batches, load_training_split, make_batch
+from mnist_ops.batches import fit_batches, iterate_batches, load_training_split, make_batch, rotation_fill_value
 from mnist_ops.distill import load_teacher
 from mnist_ops.engine import TrainStep, build_model, make_ema, make_optimizer, memory_format
 from mnist_ops.errors import UserError
@@ -38,10 +38,12 @@ MIN_BATCHES, MIN_REPEATS = 20, 3  # the defaults are 60 and 3
 class PerSampleDataset(Dataset):
     """One image at a time, through PIL, as a torchvision-style transform pipeline would."""
 
-    def __init__(self, split: Split, mean: float, std: float, augment: str, interpolation: str = "nearest"):
+    def __init__(self, split: Split, mean: float, std: float, augment: str, interpolation: str = "nearest",
+                 rotation_fill: str = "mean"):
         self.images, self.labels = split.images.numpy(), split.labels
         self.mean, self.std, self.augment, self.interpolation = mean, std, augment, interpolation
-        self.fill = int(round(mean * 255))
+        self.fill_value = rotation_fill_value(rotation_fill, mean)
+        self.fill = int(round(self.fill_value * 255))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -51,7 +53,7 @@ class PerSampleDataset(Dataset):
 
         if self.augment == "elastic":  # no PIL transform bends strokes: the batched code on a batch of one
             tensor = torch.from_numpy(self.images[index].astype(np.float32) / 255.0)[None, None]
-            tensor = elastic_augment(tensor, fill=self.mean, mode=self.interpolation)[0]
+            tensor = elastic_augment(tensor, fill=self.fill_value, mode=self.interpolation)[0]
             return (tensor - self.mean) / self.std, self.labels[index]
         image = Image.fromarray(self.images[index], mode="L")
         resample = Image.BILINEAR if self.interpolation == "bilinear" else Image.NEAREST
@@ -59,7 +61,7 @@ class PerSampleDataset(Dataset):
             start, end = random_perspective_points(1, 28, 28, 0.2)
             coefficients = perspective_matrices(start, end).flatten()[:8].tolist()
             image = image.transform(image.size, Image.PERSPECTIVE, coefficients, resample, fillcolor=0)
-        if self.augment in ("seed", "light"):  # RandomRotation(±15° or ±7°, fill = mean)
+        if self.augment in ("seed", "light"):  # RandomRotation(±15° or ±7°, fill = rotation_fill)
             degrees = 15.0 if self.augment == "seed" else 7.0
             angle = float(torch.empty(1).uniform_(-degrees, degrees))
             image = image.rotate(angle, resample, fillcolor=self.fill)
@@ -68,8 +70,8 @@ class PerSampleDataset(Dataset):
 
 
 def per_sample_loader(split: Split, mean: float, std: float, augment: str, batch_size: int,
-                      workers: int, interpolation: str = "nearest") -> DataLoader:
-    return DataLoader(PerSampleDataset(split, mean, std, augment, interpolation), batch_size=batch_size, shuffle=True,
+                      workers: int, interpolation: str = "nearest", rotation_fill: str = "mean") -> DataLoader:
+    return DataLoader(PerSampleDataset(split, mean, std, augment, interpolation, rotation_fill), batch_size=batch_size, shuffle=True,
                       num_workers=workers, persistent_workers=False, drop_last=True)
 
 
@@ -120,7 +122,8 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
         raise UserError(f"batch_size {config.batch_size} is more than the {len(train):,} training images, and bench "
                         "measures whole batches; lower --batch-size")
     generator = torch.Generator().manual_seed(config.seed)
-    loader = per_sample_loader(train, mean, std, config.augment, config.batch_size, workers, config.interpolation)
+    loader = per_sample_loader(train, mean, std, config.augment, config.batch_size, workers, config.interpolation,
+                               config.rotation_fill)
     x, y = make_batch(train, torch.arange(config.batch_size), "none", mean, std, generator)
 
     plain = config.replace(precision="fp32", channels_last=False, replicas=1, fast_dropout=False)

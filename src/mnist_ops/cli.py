@@ -104,7 +104,7 @@ BENCH_PRESET = "lean-8k"  # what `mnist-ops bench` measures unless told
 BENCH_KEYS = ("model", "optimizer", "batch_size", "precision", "channels_last", "fast_dropout", "ema")
 STUDY_KEYS = ("epochs", "limit_train", "tensorboard")  # for every variant of a study
 LR_FIND_KEYS = ("model", "dataset", "batch_size", "limit_train")
-PREVIEW_KEYS = ("augment", "interpolation")  # what `data preview` draws may differ from the preset's
+PREVIEW_KEYS = ("augment", "interpolation", "rotation_fill")  # what `data preview` draws may differ from the preset's
 DATA_ROOT_HELP = "data root (default: $MNIST_OPS_DATA, else ~/.cache/mnist-ops)"
 MAX_LOADER_WORKERS = 32  # bench's DataLoader processes: 1,000 once ran out of memory after minutes, with a traceback
 
@@ -490,7 +490,7 @@ def command_data_preview(args) -> None:
     refuse_to_overwrite(args.out, args.force)  # a path the user named; the default one is the tool's, redrawn
     plot_augmentation_preview(config, args.count, config.seed, out, data_root=args.root)
     print(f"wrote {out}: {args.count} training digits, each row before and the row below it after "
-          f"augment '{config.augment}' ({config.interpolation})")
+          f"augment '{config.augment}' ({config.interpolation}, rotation fill {config.rotation_fill})")
 
 
 def study_command_line(args) -> str:

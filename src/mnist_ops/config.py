@@ -36,6 +36,10 @@ class Config:
     train_crop: int = _key(0, "the augmented epochs train on random N x N crops of the augmented images, a cheaper "
                               "step, and the plain epochs and evaluations on whole images (0 = whole images; needs a "
                               "model that pools its whole map, as fast-8k)")
+    rotation_fill: str = _key("mean", "what fills the corners a rotation uncovers: mean (the data set's mean pixel, a "
+                                      "gray above the black background; this tool's fill until 2026-11-27) or zero (the "
+                                      "black background: what the seed's torchvision pipeline drew, since it rotated 8-bit "
+                                      "images and torchvision truncates their float fill 0.13 to 0)")
     interpolation: str = _key("nearest", "how augmentation resamples: nearest (torchvision's default, the seed's) "
                                          "or bilinear")
     optimizer: str = _key("sgd", "sgd, adam, or muon (SGD whose conv filters step along an orthogonalized update: muon.py)")
@@ -96,6 +100,7 @@ class Config:
 CHOICES = {
     "augment": ("none", "seed", "light", "elastic"),
     "interpolation": ("nearest", "bilinear"),
+    "rotation_fill": ("mean", "zero"),
     "optimizer": ("sgd", "adam", "muon"),
     "schedule": ("constant", "onecycle"),
     "device": ("auto", "cpu", "cuda", "mps"),

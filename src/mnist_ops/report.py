@@ -139,12 +139,13 @@ PREVIEW_MAX, PREVIEW_COLUMNS = 100, 10
 
 def plot_augmentation_preview(config, count: int, seed: int, path: str | os.PathLike, data_root=None) -> Path:
     """The same `count` random training digits (at most PREVIEW_MAX) before and after the config's
-    augmentation, drawn as the training loop draws it (fill = the dataset mean). Rows of up to
+    augmentation, drawn as the training loop draws it (the rotation's fill as the config says). Rows of up to
     PREVIEW_COLUMNS digits come in pairs: before, then after."""
     import torch
     from matplotlib.figure import Figure
 
     from mnist_ops.augment import augment_batch
+    from mnist_ops.batches import rotation_fill_value
     from mnist_ops.data import load_split, pixel_stats
     from mnist_ops.errors import UserError
 
@@ -156,7 +157,8 @@ def plot_augmentation_preview(config, count: int, seed: int, path: str | os.Path
     generator = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(train), generator=generator)[:count]
     before = train.images[index].unsqueeze(1).float().div(255.0)
-    after = augment_batch(config.augment, before.clone(), fill=mean, generator=generator,
+    after = augment_batch(config.augment, before.clone(), fill=rotation_fill_value(config.rotation_fill, mean),
+                          generator=generator,
                           interpolation=config.interpolation)
     columns = min(count, PREVIEW_COLUMNS)
     pairs = (count + columns - 1) // columns
