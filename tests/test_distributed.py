@@ -180,6 +180,28 @@ def test_read_only_study_commands_open_an_existing_sqlite_file(tmp_path, capsys)
     assert code == 2 and "holds no mnist-ops study; check the URL and its database name, or start one with" in err
 
 
+@pytest.mark.parametrize("command", ["status", "report"])
+@pytest.mark.parametrize("name", [[], ["--study-name", "s"]])
+def test_read_only_study_commands_leave_a_database_without_optuna_tables_as_it_was(command, name, tmp_path, capsys):
+    """`study status` and `study report` once gave an empty database Optuna's tables (an audit): a reading
+    command writes nothing, and says that no study is there."""
+    import sqlite3
+
+    from mnist_ops.cli import main
+
+    database = tmp_path / "empty.db"
+    with sqlite3.connect(database) as connection:  # an existing SQLite file, with no tables
+        connection.execute("CREATE TABLE scratch (a)")
+        connection.execute("DROP TABLE scratch")
+    before = database.read_bytes()
+    code = main(["study", command, str(tmp_path / "study"), "--storage", f"sqlite:///{database}", *name])
+    err = capsys.readouterr().err
+    assert code == 2 and err.splitlines() == [
+        f"mnist-ops: error: sqlite:///{database} holds no mnist-ops study (no Optuna tables); check the URL and its "
+        "database name, or start one with `mnist-ops study --spec FILE.toml --storage URL`"]
+    assert database.read_bytes() == before and not (tmp_path / "study").exists()
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")  # study.ask
 def test_a_worker_judges_others_by_the_longest_heartbeat_recorded_on_the_study(tmp_path):
     """A command with --heartbeat 1 swept another's live workers (heartbeat 30) as dead 2 s after their last beat,

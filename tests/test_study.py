@@ -13,8 +13,9 @@ from fuzzing import FLOATS, INTEGERS, NAMES, TEXT, TOML_VALUES, assert_one_line,
 from mnist_ops.config import RANGES, stored_table
 from mnist_ops.errors import UserError
 from mnist_ops.presets import PRESETS
-from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, SPEC_FILE, VARIANT_NAME, built_in_spec, directory_status,
-                             format_status, grow_spec, parse_spec, read_spec, run_study, spec_to_toml)
+from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, SPEC_FILE, VARIANT_NAME, built_in_spec, claim_study_dir,
+                             directory_status, format_status, grow_spec, parse_spec, read_recorded_spec, read_spec,
+                             run_study, spec_to_toml)
 from mnist_ops.study_report import write_report
 
 
@@ -452,3 +453,24 @@ def test_a_tune_spec_given_as_a_study_spec_is_named_as_such():
         parse_spec({"name": "t", "preset": "seed-lean", "base": {}, "space": {}}, "tune.toml")
     with pytest.raises(UserError, match=r"'last_k' must be an integer in \[1, 10000\], got 'three'"):
         parse_spec(spec_values(last_k="three"), "tiny.toml")
+
+
+def test_a_study_directory_written_before_a_key_existed_reads_that_key_at_its_default_not_todays_preset(tmp_path):
+    """seed-regularized's preset draws black rotation corners since rotation_fill existed; a study directory
+    written before then filled with the mean, and must read so: resuming it with the spec pinned to the mean
+    is the same study, and with today's preset another recipe."""
+    def spec(fill):
+        values = {"name": "old", "seeds": 1, "variant": [{"name": "reg", "preset": "seed-regularized"}]}
+        if fill:
+            values["variant"][0]["rotation_fill"] = fill
+        return parse_spec(values, "test")
+
+    study_dir = tmp_path / "old"
+    study_dir.mkdir()
+    text = spec_to_toml(spec("mean"))
+    assert 'rotation_fill = "mean"' in text
+    (study_dir / SPEC_FILE).write_text(text.replace('rotation_fill = "mean"\n', ""))  # as older code wrote it
+    assert read_recorded_spec(study_dir / SPEC_FILE).variants[0].config.rotation_fill == "mean"
+    assert claim_study_dir(spec("mean"), study_dir, write=False).variants[0].config.rotation_fill == "mean"
+    with pytest.raises(UserError, match="rotation_fill"):
+        claim_study_dir(spec(None), study_dir, write=False)

@@ -553,3 +553,19 @@ def test_a_worker_reads_the_studys_runs_before_its_trials(tmp_path, monkeypatch)
     monkeypatch.setattr(optuna.study.Study, "get_trials", lambda self, **kw: order.append("trials") or real(self, **kw))
     worker.run()
     assert order[:2] == ["runs", "trials"] and "trained" in order
+
+
+def test_reading_an_empty_postgres_database_leaves_it_without_tables(postgres, tmp_path, capsys):
+    """`study status` on a database no study ran in (a mistyped name, a fresh server) says so and creates nothing."""
+    import sqlalchemy
+
+    from mnist_ops.cli import main
+
+    url = postgres.create_database()
+    code = main(["study", "status", str(tmp_path / "study"), "--storage", url])
+    assert code == 2 and "holds no mnist-ops study (no Optuna tables)" in capsys.readouterr().err
+    engine = sqlalchemy.create_engine(url)
+    try:
+        assert sqlalchemy.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()

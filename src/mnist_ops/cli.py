@@ -548,7 +548,7 @@ def run_study_command(spec, out: Path, storage: str | None, study_name: str | No
 def study_status(args) -> str:
     """`study status DIR`: each run's state, from the storage (--storage, or DIR's embedded file) or DIR."""
     from mnist_ops.distributed import EMBEDDED_FILE, embedded_url, storage_url
-    from mnist_ops.study import SPEC_FILE, directory_status, format_status, read_spec
+    from mnist_ops.study import SPEC_FILE, directory_status, format_status, read_recorded_spec
 
     directory = Path(args.directory)
     if args.storage or (directory / EMBEDDED_FILE).is_file():
@@ -560,7 +560,7 @@ def study_status(args) -> str:
     if not (directory / SPEC_FILE).is_file():
         raise UserError(f"{directory} holds no {SPEC_FILE} and no {EMBEDDED_FILE}: not a study directory; pass the "
                         "study's --out, or --storage URL for a study on a server")
-    spec = read_spec(directory / SPEC_FILE)
+    spec = read_recorded_spec(directory / SPEC_FILE)
     return format_status(spec.name, directory_status(spec, directory))
 
 

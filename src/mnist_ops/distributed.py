@@ -185,21 +185,32 @@ def _write_lock_on_begin(engine) -> None:
     engine.dispose()  # connections opened while Optuna created its tables predate the hooks
 
 
-def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, retry_stale: int | None = None):
+def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, retry_stale: int | None = None,
+                 read_only: bool = False):
     """An RDBStorage with heartbeat and retry of dead workers' trials.
 
     Two processes that open an empty database at the same moment both try to create Optuna's
     tables, and one fails (on PostgreSQL 15: `UniqueViolation ... studydirection`, the enum type).
-    The tables exist by then, so opening again succeeds: retry a few times."""
+    The tables exist by then, so opening again succeeds: retry a few times. `read_only` (status, report,
+    export): a database without Optuna's tables holds no study, and is left as it was, not given them."""
     require_optuna()
     import optuna
-    import sqlalchemy.exc
+    import sqlalchemy
 
     quiet_optuna()
     callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry_stale)
     engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}} if url.startswith("sqlite") else {}
     for attempt in range(1, CREATE_ATTEMPTS + 1):
         try:
+            if read_only:
+                engine = sqlalchemy.create_engine(url, **engine_kwargs)
+                try:
+                    if not sqlalchemy.inspect(engine).has_table("studies"):
+                        raise UserError(f"{describe_url(url)} holds no mnist-ops study (no Optuna tables); check the "
+                                        "URL and its database name, or start one with `mnist-ops study --spec "
+                                        "FILE.toml --storage URL`")
+                finally:
+                    engine.dispose()
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
                                                  heartbeat_stale_trial_callback=callback)
             if url.startswith("sqlite"):

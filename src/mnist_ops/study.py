@@ -206,8 +206,20 @@ def read_spec(path: str | os.PathLike, seeds: int | None = None, overrides: dict
 def spec_from_text(text: str, source: str) -> Spec:
     """A spec stored as text (spec_to_toml), maybe by older code (config.stored_table). Compare specs
     parsed, never as text: a stored study outlives a code upgrade."""
-    values = tomllib.loads(text)
-    values["variant"] = [stored_table(table, skip={"seed"}, keep={"name"}) for table in values.get("variant", [])]
+    return _stored_spec(tomllib.loads(text), source)
+
+
+def read_recorded_spec(path: str | os.PathLike) -> Spec:
+    """A study directory's spec.toml (spec_to_toml), maybe written by older code: a key Config gained since
+    takes its default, which that code ran with, not the value its preset has today."""
+    return _stored_spec(read_toml(path), str(path))
+
+
+def _stored_spec(values: dict, source: str) -> Spec:
+    variants = values.get("variant", [])
+    if isinstance(variants, list):  # anything else: parse_spec names the problem
+        values["variant"] = [stored_table(table, skip={"seed"}, keep={"name"}) if isinstance(table, dict) else table
+                             for table in variants]
     return parse_spec(values, source)
 
 
@@ -370,7 +382,7 @@ def claim_study_dir(spec: Spec, study_dir: Path, log: Callable[[str], None] = pr
     Returns the study's whole spec (what the report covers). `write=False`: only refuse what would be refused."""
     existing = study_dir / SPEC_FILE
     if existing.is_file():
-        recorded = read_spec(existing)
+        recorded = read_recorded_spec(existing)
         whole = grow_spec(recorded, spec, study_dir)
         if whole != recorded and write:
             new_seeds = whole.seeds[len(recorded.seeds):]

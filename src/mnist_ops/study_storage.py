@@ -28,7 +28,7 @@ from mnist_ops.errors import TrainingDiverged, UserError
 from mnist_ops.fileio import atomic_write_bytes, atomic_write_json, tomllib, write_jsonl  # tomllib: or tomli on 3.10
 from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, PREDICTIONS_FILE, SPEC_FILE, STUDY_FILE, RunStatus, Spec,
                              last_accuracy, claim_study_dir, diverged_record, done_record, grow_spec, is_finished,
-                             machine_description, read_json_object, read_metrics, read_spec, run_dir, spec_from_text,
+                             machine_description, read_json_object, read_metrics, read_recorded_spec, run_dir, spec_from_text,
                              spec_to_toml)
 
 QUEUED_WAIT_SECONDS = 120  # how long a loading process waits for the creating one to queue the runs
@@ -380,7 +380,7 @@ def _load_mnist_study(url: str, study_name: str):
 
     from mnist_ops.distributed import describe_url, open_storage
 
-    storage = open_storage(url)
+    storage = open_storage(url, read_only=True)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
@@ -411,7 +411,7 @@ def storage_status(url: str, study_name: str, heartbeat: int | None = None) -> l
     planned = {table["name"]: table.get("epochs", Config().epochs) for table in stored.get("variant", [])}
     heartbeat = heartbeat or study.user_attrs.get("heartbeat") or HEARTBEAT_SECONDS
     # RUNNING trials whose worker stopped beating: what optuna.storages.fail_stale_trials looks up
-    stale = set(open_storage(url, heartbeat)._get_stale_trial_ids(study._study_id))
+    stale = set(open_storage(url, heartbeat, read_only=True)._get_stale_trial_ids(study._study_id))
     latest = {}
     for trial in study.get_trials(deepcopy=False):
         if trial_run(trial) is not None:
@@ -454,7 +454,7 @@ def only_study_name(url: str) -> str:
     """The name of the one mnist-ops study in the storage; with several, the user must pick."""
     from mnist_ops.distributed import describe_url, open_storage
 
-    names = mnist_study_names(open_storage(url))
+    names = mnist_study_names(open_storage(url, read_only=True))
     if not names:  # --study-name cannot help: no study is there to name
         raise UserError(f"{describe_url(url)} holds no mnist-ops study; check the URL and its database name, or "
                         "start one with `mnist-ops study --spec FILE.toml --storage URL`")
@@ -476,7 +476,7 @@ def export_study(url: str, study_name: str, directory: str | os.PathLike) -> Pat
     attrs = study.user_attrs
     existing = directory / SPEC_FILE
     stored = spec_from_text(attrs["spec"], f"study '{study_name}' in {describe_url(url)}")
-    if existing.is_file() and not _contains(stored, read_spec(existing)):  # the same study, grown since, is fine
+    if existing.is_file() and not _contains(stored, read_recorded_spec(existing)):  # the same study, grown since, is fine
         raise UserError(f"{directory} holds a different study; pass another directory")
     atomic_write_bytes(existing, attrs["spec"].encode())
     fields = ("command", "finished", "seconds", "completed")

@@ -585,12 +585,12 @@ def stale_confirm(out: Path, spec: TuneSpec) -> str | None:
     """How the recipe `confirm/` tested differs from best.toml's now ("lr 0.0519 -> 0.0514"): the search went on
     after it confirmed, and found a better trial. None when they agree, or nothing was confirmed."""
     from mnist_ops.config import changed_keys
-    from mnist_ops.study import read_spec
+    from mnist_ops.study import read_recorded_spec
 
     tested_spec = out / CONFIRM_DIR / "spec.toml"
     if not tested_spec.is_file():
         return None
-    tested = read_spec(tested_spec).variants[0].config.to_dict()
+    tested = read_recorded_spec(tested_spec).variants[0].config.to_dict()
     best = confirm_spec(out, spec, 1).variants[0].config.to_dict()
     changed = [f"{key} {tested[key]!r} -> {best[key]!r}" for key in changed_keys(tested, best)]
     return ", ".join(changed) or None

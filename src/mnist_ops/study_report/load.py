@@ -10,7 +10,7 @@ from pathlib import Path
 from mnist_ops.errors import UserError
 from mnist_ops.provenance import ENVIRONMENT_FILE
 from mnist_ops.study import (DIVERGED_FILE, DONE_FILE, SPEC_FILE, STUDY_FILE, Spec, damaged_file, read_json_object,
-                             read_metrics, read_spec, run_dir)
+                             read_metrics, read_recorded_spec, run_dir)
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def load_study(study_dir: str | os.PathLike) -> tuple[Spec, list[VariantResult],
     study_dir = Path(study_dir)
     if not (study_dir / SPEC_FILE).is_file():
         raise UserError(f"{study_dir} holds no {SPEC_FILE}: not a study directory; run `mnist-ops study` first")
-    spec = read_spec(study_dir / SPEC_FILE)
+    spec = read_recorded_spec(study_dir / SPEC_FILE)
     results = []
     for variant in spec.variants:
         directories = [run_dir(study_dir, variant.name, seed) for seed in spec.seeds]
