@@ -569,3 +569,38 @@ def test_reading_an_empty_postgres_database_leaves_it_without_tables(postgres, t
         assert sqlalchemy.inspect(engine).get_table_names() == []
     finally:
         engine.dispose()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stop, code", [("ctrl-c", 130), ("sigterm", 143)])
+def test_a_stopped_study_with_two_workers_queues_both_runs_again(stop, code, mnist_root, tmp_path):
+    """Ctrl+C reaches the command and its worker processes together; the command then sent SIGTERM, which killed
+    the workers (no handler in them) before they queued their runs: both stayed "running" until their heartbeats
+    went stale (an audit). SIGTERM to the command alone (a job scheduler) never reached the workers' handlers."""
+    import os
+    import signal
+    import time
+
+    from mnist_ops.distributed import embedded_url
+    from mnist_ops.study_storage import storage_status
+
+    (tmp_path / "two.toml").write_text('name = "two"\nseeds = 2\n[defaults]\nepochs = 20\nlimit_train = 2000\n'
+                                       'device = "cpu"\n[[variant]]\nname = "a"\npreset = "seed-lean"\n')
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "mnist_ops", "study", "--spec", str(tmp_path / "two.toml"),
+                                "--out", str(out), "--workers", "2", "--data-root", str(mnist_root), "--no-progress"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    deadline = time.monotonic() + 120
+    while sum((out / "a" / f"seed{seed}" / "metrics.jsonl").is_file() for seed in (1, 2)) < 2:  # both train
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.2)
+    if stop == "ctrl-c":
+        os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl+C: the whole foreground process group
+    else:
+        process.send_signal(signal.SIGTERM)  # the command alone
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == code, output
+    assert "Traceback" not in output and "ignored" not in output
+    assert [row.state for row in storage_status(embedded_url(out), "two")] == ["queued", "queued"]

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_ops.errors import UserError, did_you_mean
+from mnist_ops.errors import UserError, did_you_mean, interrupted_code, stop_on_sigterm
 from mnist_ops.fileio import check_destination
 
 UNRECOGNIZED = re.compile(r"unrecognized arguments: (?P<words>.*)")
@@ -732,17 +732,6 @@ COMMANDS = {"data": command_data, "summary": command_summary, "list": command_li
             "predict": command_predict, "export": command_export, "serve": command_serve}
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a pre-empted job, `kill`): it stops as Ctrl-C does, so files stay whole, and exits 143 (128 + 15)."""
-
-
-def _interrupt(signum, frame) -> None:
-    raise Terminated
-
-
-def interrupted_code(error: KeyboardInterrupt) -> int:
-    return 143 if isinstance(error, Terminated) else 130  # 128 + the signal's number, as a shell reports it
-
 
 def option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
     """dest -> its flag (`resume` -> `--resume`), over the parser and its commands."""
@@ -782,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
     elif extras:
         parser.error(f"unrecognized arguments: {' '.join(extras)}")  # as parse_args says it
     refuse_empty_values(parser, args)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # epoch lines reach a pipe (a log, a watching script) as printed
     try:

@@ -28,17 +28,20 @@ import logging
 import os
 import random
 import re
+import signal
 import socket
+import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Callable
 
-from mnist_ops.errors import UserError
+from mnist_ops.errors import Terminated, UserError, interrupted_code
 
 EMBEDDED_FILE = "optuna.db"
 HEARTBEAT_SECONDS = 30  # a trial is declared dead after 2 x this without a heartbeat
 SQLITE_BUSY_SECONDS = 60
+STOP_GRACE_SECONDS = 30  # a stopped command's wait for its workers to queue their runs again
 CREATE_ATTEMPTS = 8  # opening a storage whose tables another process is creating at the same moment
 
 
@@ -353,18 +356,42 @@ def poll_seconds(heartbeat: int) -> float:
 
 # ---------------------------------------------------------------------------- local worker processes
 
+def _stop_once(signum, frame) -> None:
+    """A worker's Ctrl+C or SIGTERM: stop as the command line does, once. A terminal's Ctrl+C reaches the
+    workers and the parent together, and the parent then sends SIGTERM: a second stop would break off the
+    worker's queueing its run again (found by an audit: both runs stayed "running" until their heartbeats
+    went stale). The later stops call a handler that does nothing: with SIG_IGN, one already pending prints
+    Python's "Signal 15 ignored due to race condition"."""
+    signal.signal(signal.SIGINT, _stopped_already)
+    signal.signal(signal.SIGTERM, _stopped_already)
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+def _stopped_already(signum, frame) -> None:
+    """A worker's second Ctrl+C or SIGTERM, while it queues its run again: let it finish (the parent kills a
+    worker still running STOP_GRACE_SECONDS after the first)."""
+
+
 def _worker_entry(target: Callable, index: int, args: tuple) -> None:
-    """A worker process: one thread, then the target."""
+    """A worker process: one thread, stops handled as in the command line, then the target."""
     os.environ["OMP_NUM_THREADS"] = "1"
+    signal.signal(signal.SIGINT, _stop_once)
+    signal.signal(signal.SIGTERM, _stop_once)
     import torch
 
     torch.set_num_threads(1)
-    target(index, *args)
+    try:
+        target(index, *args)
+    except KeyboardInterrupt as error:  # the run is queued again by now; multiprocessing would print a traceback
+        sys.exit(interrupted_code(error))
 
 
 def run_workers(count: int, target: Callable, args: tuple, log: Callable[[str], None] = print) -> list[int]:
     """Run `target(index, *args)` in `count` processes (index 0..count-1), one thread each, and wait for
-    them all. Returns their exit codes; a negative code is the signal that ended the process."""
+    them all. Returns their exit codes; a negative code is the signal that ended the process.
+
+    Stopped (Ctrl+C, SIGTERM), it passes the stop on to the workers and waits up to STOP_GRACE_SECONDS for
+    them to queue their runs again and exit, then kills any still running."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # a clean interpreter: no torch threads forked
@@ -378,11 +405,19 @@ def run_workers(count: int, target: Callable, args: tuple, log: Callable[[str], 
             process.join()
     except KeyboardInterrupt:
         for process in processes:
-            process.terminate()
+            process.terminate()  # SIGTERM: a worker that a Ctrl+C already stopped ignores it (_stop_once)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
         raise
     codes = [process.exitcode for process in processes]
     for index, (process, code) in enumerate(zip(processes, codes)):
-        if code and code < 0:
+        if code in (130, 143):
+            log(f"worker {index} (pid {process.pid}) was stopped ({'SIGTERM' if code == 143 else 'Ctrl+C'}); "
+                "its run is queued again")
+        elif code and code < 0:
             log(f"worker {index} (pid {process.pid}) was killed by signal {-code}; a live worker re-runs its "
                 "trial once its heartbeat is stale")
         elif code:

@@ -22,6 +22,19 @@ class UserError(Exception):
     exit_code = 2
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a pre-empted job, `kill`): it stops as Ctrl-C does, so files stay whole, and exits 143 (128 + 15)."""
+
+
+def stop_on_sigterm(signum, frame) -> None:
+    """The SIGTERM handler of the command line and of each worker process."""
+    raise Terminated
+
+
+def interrupted_code(error: KeyboardInterrupt) -> int:
+    return 143 if isinstance(error, Terminated) else 130  # 128 + the signal's number, as a shell reports it
+
+
 class TrainingDiverged(UserError):
     """The training loss became NaN or infinite; the run stopped with last.pt at its last finite state.
 

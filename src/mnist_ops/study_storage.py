@@ -255,7 +255,7 @@ class StudyWorker:
         except optuna.TrialPruned:
             raise
         except BaseException as error:  # an error: the next invocation queues the run again; Ctrl-C: run() does
-            interrupted = isinstance(error, KeyboardInterrupt)  # Ctrl+C or SIGTERM (cli.Terminated)
+            interrupted = isinstance(error, KeyboardInterrupt)  # Ctrl+C or SIGTERM (errors.Terminated)
             if interrupted:
                 self.stopped_by = error
             # Its own number: a retry copies the user attributes, and must not look failed from the start.
