@@ -44,6 +44,25 @@ def test_receptive_field_follows_the_forward_pass_not_the_definitions():
     assert rows[2].padding == "same" and "same" in format_receptive_field(rows)
 
 
+class FunctionalPool(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv2(torch.nn.functional.max_pool2d(self.conv1(x), 2))
+
+
+def test_a_pool_called_as_a_function_is_a_row_read_from_the_sizes():
+    """conv, F.max_pool2d(2), conv: the table said 5*5 for the second conv, whose field is 8*8, and showed it a
+    16*16 input after a 32*32 output (an audit)."""
+    rows = receptive_field(FunctionalPool(), 32)
+    assert [(r.input_sizes, r.output_sizes, r.kernels, r.strides, r.fields) for r in rows] == [
+        ((32, 32), (32, 32), (3, 3), (1, 1), (3, 3)), ((32, 32), (16, 16), (2, 2), (2, 2), (4, 4)),
+        ((16, 16), (16, 16), (3, 3), (1, 1), (8, 8))]
+    assert "a step outside modules; read as a pool" in format_receptive_field(rows)
+
+
 def test_receptive_field_of_non_square_kernels_ceil_pools_adaptive_pools_and_no_convs():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, (1, 5)), torch.nn.MaxPool2d(3, 2, ceil_mode=True),
                                 torch.nn.AdaptiveAvgPool2d(1))

@@ -282,6 +282,10 @@ def test_study_from_a_spec_then_report_only(mnist_root, tmp_path, capsys):
     assert main(["study", "report", str(out), "--data-root", str(mnist_root)]) == 0
     assert (out / "report.md").read_text() == report  # regenerated from the finished runs alone
     assert (out / "only" / "seed1" / "metrics.jsonl").read_bytes() == metrics
+    (out / "report.md").unlink()  # a flag before the directory: "unrecognized arguments" once (an audit)
+    assert main(["study", "report", "--data-root", str(mnist_root), str(out)]) == 0
+    assert (out / "report.md").read_text() == report
+    assert main(["study", "status", "--no-progress", str(out)]) == 0
 
 
 def test_bench_rejects_bad_counts_in_one_line(capsys):
@@ -741,3 +745,42 @@ def test_data_stats_shows_class_names_however_short(tmp_path, capsys):
     assert main(["data", "stats", "--dataset", str(tmp_path), "--root", str(tmp_path / "root")]) == 0
     rows = capsys.readouterr().out.splitlines()[-2:]
     assert rows[0].split() == ["0", "a", "3", "2"] and rows[1].split() == ["1", "bee", "3", "2"]
+
+
+@pytest.mark.integration
+def test_a_run_whose_data_set_moved_says_where_to_put_it_back(tmp_path, capsys):
+    """Evaluate and --resume of a run on a data set of one's own that was moved said "pass a registered name or a
+    directory", which neither command takes (an audit)."""
+    from idx_data import write_idx_dataset
+
+    data = write_idx_dataset(tmp_path / "shapes", (64, 16), classes=3)
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "lean-2k", "--model", "fast-8k", "--dataset", str(data), "--epochs", "1",
+                 "--batch-size", "16", "--out", str(run), "--no-progress"]) == 0
+    data.rename(tmp_path / "moved")
+    capsys.readouterr()
+    for command in (["evaluate", "--checkpoint", str(run)], ["train", "--resume", str(run)]):
+        assert main(command) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"mnist-ops: error: {run} trained on the data set in {data}, which is no longer there; put its four IDX "
+            "files back in that directory (a run evaluates and resumes on the data it trained on)"]
+
+
+@pytest.mark.integration
+def test_a_run_refused_in_its_first_epoch_leaves_no_directory(mnist_root, tmp_path, capsys, monkeypatch):
+    """A net of one's own that fails only in train mode left .lock, config.toml and environment.json: a run
+    directory with nothing to resume or read (an audit). A directory of the user's own is left where it is."""
+    monkeypatch.setenv("MNIST_OPS_TRUSTED_MODELS", str(tmp_path / "trusted"))
+    (tmp_path / "nets.py").write_text(
+        "from torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self, num_classes=10):\n"
+        "        super().__init__()\n        self.head = nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))\n\n"
+        "    def forward(self, x):\n        if self.training:\n            raise RuntimeError('boom when training')\n"
+        "        return self.head(x)\n")
+    common = ["train", "--preset", "seed-baseline", "--model", f"{tmp_path / 'nets.py'}:Net", "--epochs", "1",
+              "--limit-train", "256", "--data-root", str(mnist_root), "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "run")]) == 2
+    assert "raised RuntimeError: boom when training while training in epoch 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "mine").mkdir()
+    assert main([*common, "--out", str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine").is_dir()

@@ -131,3 +131,22 @@ def test_the_range_test_runs_on_a_data_set_of_ones_own(tmp_path, capsys):
                  "--out", str(tmp_path / "range"), "--no-progress"]) == 0
     record = json.loads((tmp_path / "range" / "lr_find.json").read_text())
     assert len(record["learning_rates"]) == 12 and all(math.isfinite(loss) for loss in record["losses"])
+
+
+def test_a_net_of_ones_own_that_fails_in_train_mode_is_one_line(mnist_root, tmp_path, capsys):
+    """check_output runs nets in eval mode; one that raised only in train mode ended the range test with a
+    traceback through torch-lr-finder, where `train` says it in one line (an audit)."""
+    from mnist_ops.cli import main
+
+    (tmp_path / "nets.py").write_text(
+        "from torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self, num_classes=10):\n"
+        "        super().__init__()\n        self.head = nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))\n\n"
+        "    def forward(self, x):\n        if self.training:\n            raise RuntimeError('boom when training')\n"
+        "        return self.head(x)\n")
+    code = main(["lr-find", "--preset", "seed-lean", "--model", f"{tmp_path / 'nets.py'}:Net", "--limit-train", "256",
+                 "--iterations", "5", "--out", str(tmp_path / "range"), "--data-root", str(mnist_root), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.splitlines() == [
+        f"mnist-ops: error: model {tmp_path / 'nets.py'}:Net raised RuntimeError: boom when training while training in "
+        "the range test; fix its forward() (it must run in train mode on any batch size)"]
+    assert not (tmp_path / "range" / "lr_find.json").exists()

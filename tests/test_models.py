@@ -275,6 +275,19 @@ def test_bad_model_references_are_one_line_errors_naming_the_reference(tmp_path,
     assert "\n" not in str(error.value)
 
 
+def test_a_net_that_needs_an_argument_mnist_ops_does_not_pass_is_told_how_to_give_it(tmp_path):
+    """A net needing `width` failed with TypeError "missing 1 required positional argument", after a "left out
+    dropout" line: two lines, and no fix (an audit)."""
+    (tmp_path / "nets.py").write_text("from torch import nn\n\n\nclass Args(nn.Module):\n"
+                                      "    def __init__(self, width, num_classes=10):\n        super().__init__()\n"
+                                      "        self.conv = nn.Conv2d(1, width, 3)\n")
+    lines = []
+    with pytest.raises(UserError, match=r"needs width, and mnist-ops passes a net only num_classes and dropout .*give "
+                                        r"width a default, or name a function that builds the net"):
+        create_model(f"{tmp_path / 'nets.py'}:Args", defaults={"dropout": 0.05}, log=lines.append)
+    assert lines == []
+
+
 def test_missing_attribute_lists_what_the_file_defines(student_net):
     with pytest.raises(UserError, match="has no attribute 'Nett'; it defines Net, build"):
         create_model(f"{student_net}:Nett")
@@ -296,6 +309,21 @@ def test_check_output_refuses_wrong_shapes_and_probabilities(tmp_path, body, mes
     with pytest.raises(UserError, match=message):
         check_output(model, reference, 10)
     assert model.training  # the check leaves the mode as it was
+
+
+def test_check_output_refuses_a_net_that_drops_the_batch_axis_of_one_image(tmp_path):
+    """`.squeeze()` passed the batch-of-2 check, then crashed train on a last batch of 1, and predict and serve
+    (500) on every image, with tracebacks (an audit)."""
+    from mnist_ops.models import check_output
+
+    (tmp_path / "nets.py").write_text(
+        "import torch.nn.functional as F\nfrom torch import nn\n\n\nclass Squeeze(nn.Module):\n"
+        "    def __init__(self, num_classes=10):\n        super().__init__()\n"
+        "        self.conv = nn.Conv2d(1, num_classes, 3, padding=1)\n\n"
+        "    def forward(self, x):\n        return F.adaptive_avg_pool2d(self.conv(x), 1).squeeze()\n")
+    reference = f"{tmp_path / 'nets.py'}:Squeeze"
+    with pytest.raises(UserError, match=r"returns \[10\] for one image .* must return \[1, 10\] .*flatten\(1\)"):
+        check_output(create_model(reference), reference, 10)
 
 
 def test_entry_point_models_are_listed_without_import_and_built_by_name(installed_package):
@@ -396,6 +424,34 @@ def test_a_module_models_checkpoint_rebuilds_from_another_working_directory(stud
     forget()
 
 
+def test_a_module_of_the_same_name_in_the_working_directory_is_refused_before_it_runs(student_net, monkeypatch,
+                                                                                       tmp_path):
+    """A checkpoint of coursework.nets:build, loaded where another coursework package sits: that package's code ran
+    (its import) before the check that refused it (an audit)."""
+    from mnist_ops.models import build_record, rebuild_model, trust
+
+    package = student_net.parent / "coursework"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "nets.py").write_text(student_net.read_text())
+    monkeypatch.chdir(student_net.parent)
+    forget = lambda: [sys.modules.pop(name, None) for name in ("coursework.nets", "coursework")]  # noqa: E731
+    forget()
+    record = build_record(create_model("coursework.nets:build", width=5))
+    trust(record)
+    forget()
+    shadow = tmp_path / "shadow"
+    (shadow / "coursework").mkdir(parents=True)
+    ran = tmp_path / "ran"
+    (shadow / "coursework" / "__init__.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
+    (shadow / "coursework" / "nets.py").write_text(f"open({str(ran)!r}, 'w').close()\n" + student_net.read_text())
+    monkeypatch.chdir(shadow)
+    with pytest.raises(UserError, match=r"now comes from .*shadow/coursework/nets.py, which differs from"):
+        rebuild_model(record)
+    assert not ran.exists() and "coursework" not in sys.modules
+    forget()
+
+
 def test_a_net_built_for_28x28_on_smaller_images_is_told_which_net_takes_them():
     """A student's 20x20 data set with lean-8k: torch's "Output size is too small", and no fix."""
     from mnist_ops.models import check_output
@@ -405,3 +461,15 @@ def test_a_net_built_for_28x28_on_smaller_images_is_told_which_net_takes_them():
                                         r"for them \(fast-8k takes 20x20 and up"):
         check_output(create_model("lean-8k"), "lean-8k", 10, (20, 20))
     check_output(create_model("fast-8k"), "fast-8k", 10, (20, 20))
+
+
+def test_a_net_built_for_28x28_that_returns_a_map_on_larger_images_is_told_which_net_takes_them():
+    """seed-regularized on 32x32 images ends in a 3x3 map, not scores: 'must return [N, 26]' named no fix a user
+    of a built-in net could make (an audit)."""
+    from mnist_ops.models import check_output
+
+    with pytest.raises(UserError, match=r"^model 'seed-regularized' returns \[2, 234\] .* must return \[N, 26\]; it was "
+                                        r"built for MNIST's 28x28 images, and these are 32x32: train a net for them"):
+        check_output(create_model("seed-regularized", num_classes=26), "seed-regularized", 26, (32, 32))
+    with pytest.raises(UserError, match=r"must return \[N, 10\]: one score per class"):  # wrong at 28x28 too: no hint
+        check_output(create_model("seed-regularized", num_classes=26), "seed-regularized", 10, (32, 32))

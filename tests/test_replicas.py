@@ -86,6 +86,21 @@ def test_replica_combinations_that_cannot_work_are_refused(overrides, message):
         build_config("lean-8k", None, overrides)
 
 
+def test_replicas_refuse_a_net_with_dropout_layers_of_its_own(tmp_path):
+    """The dropout key guarded replicas, but a net of the user's own with nn.Dropout inside trained with them, and
+    its runs no longer repeated (an audit); the same net without replicas, or with Dropout(p=0), is fine."""
+    from mnist_ops.train import check_runnable
+
+    (tmp_path / "nets.py").write_text(
+        "from torch import nn\n\n\ndef build(p=0.3):\n    return nn.Sequential(nn.Flatten(), nn.Dropout(p), "
+        "nn.Linear(784, 10))\n\n\ndef build_p0():\n    return build(0.0)\n")
+    config = build_config("lean-8k", None, {"model": f"{tmp_path / 'nets.py'}:build", "replicas": 2})
+    with pytest.raises(UserError, match="has Dropout layers of its own"):
+        check_runnable(config, 10, (28, 28))
+    check_runnable(config.replace(replicas=1), 10, (28, 28))
+    check_runnable(config.replace(model=f"{tmp_path / 'nets.py'}:build_p0"), 10, (28, 28))
+
+
 def test_a_batch_smaller_than_the_replica_count_uses_only_the_copies_with_a_share():
     torch.manual_seed(0)
     model = create_model("lean-8k", dropout=0.0)

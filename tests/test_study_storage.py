@@ -21,9 +21,12 @@ def test_export_names_the_studies_a_storage_holds(tmp_path):
     from mnist_ops.distributed import embedded_url, open_storage
 
     url = embedded_url(tmp_path)
+    with pytest.raises(UserError, match="no such database file .*optuna.db"):  # and none is created
+        export_study(url, "nope", tmp_path / "report")
+    assert not (tmp_path / "optuna.db").exists()
+    storage = open_storage(url)
     with pytest.raises(UserError, match="no study 'nope' in sqlite:///.*mnist-ops studies there: none"):
         export_study(url, "nope", tmp_path / "report")
-    storage = open_storage(url)
     for name in ("a", "b"):  # two mnist-ops studies, as prepare_study leaves them
         study = optuna.create_study(study_name=name, storage=storage)
         study.set_user_attr("spec", "")

@@ -325,6 +325,26 @@ def test_a_onecycle_schedule_torch_cannot_run_leaves_no_run_directory(mnist_root
 
 
 @pytest.mark.integration
+def test_resuming_a_finished_run_leaves_it_exactly_as_it_was(mnist_root, tmp_path):
+    """`--resume` of a finished run said "nothing left to train", yet rewrote config.toml (keeping a new
+    --tensorboard), added a resume to environment.json and a TensorBoard file each time (an audit)."""
+    pytest.importorskip("tensorboard")
+    config = build_config("lean-8k", None, {"epochs": 1, "limit_train": 1000, "validation": 200, "batch_size": 64})
+    out = tmp_path / "run"
+    fit(config, out, data_root=mnist_root, log=quiet, progress=False)
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    messages = []
+    summary = fit(config.replace(tensorboard=True), out, data_root=mnist_root, log=messages.append, progress=False,
+                  resume=True)
+    assert f"{out} is finished (1 of 1 epochs): nothing left to train" in messages
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+    assert summary["epochs"] == 1 and f"seconds: {summary['seconds']}" in (out / "summary.txt").read_text()
+    (out / "summary.txt").unlink()  # killed after its last epoch, before the end-of-run files: a resume completes them
+    fit(config, out, data_root=mnist_root, log=quiet, progress=False, resume=True)
+    assert (out / "summary.txt").read_bytes() == before["summary.txt"]
+
+
+@pytest.mark.integration
 def test_a_run_moved_to_a_machine_with_another_device_resumes_there_with_a_warning(mnist_root, tmp_path):
     # once a dead end: `--resume RUN` asked for the run's "cuda" ("use --device cpu"), and `--device cpu` was
     # refused as a changed config

@@ -485,3 +485,19 @@ def test_a_confirm_of_an_earlier_best_is_not_reported_as_the_new_ones(tmp_path):
     [(kind, text)] = confirm_blocks(tmp_path, spec)
     assert kind == "paragraph" and text.startswith("Not confirmed: `confirm/` holds the test runs of an earlier best, "
                                                    "whose recipe differs from best.toml's (lr 0.05 -> 0.06)")
+
+
+def test_best_toml_says_how_to_train_it_from_where_tune_ran(tmp_path, monkeypatch):
+    """Its 'train it' line named best.toml alone, which is not found from where `tune --out out/t` ran (an audit)."""
+    from types import SimpleNamespace
+
+    from mnist_ops.config import Config
+    from mnist_ops.tune import write_best_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out" / "t").mkdir(parents=True)
+    path = Path("out/t/best.toml")
+    write_best_config(path, Config(), SimpleNamespace(number=3, value=99.1), "mnist-ops tune --out out/t")
+    line = next(line for line in path.read_text().splitlines() if "train it" in line)
+    command = line.split("train it: ", 1)[1].split()
+    assert command[:3] == ["mnist-ops", "train", "--config"] and Path(command[3]).is_file()

@@ -71,6 +71,15 @@ def receptive_field(model: nn.Module, input_size: int | tuple[int, int] = 28) ->
         if not isinstance(module, SLIDING + ADAPTIVE) or len(layer.input_size) != 4 or len(layer.output_size) != 4:
             continue
         sizes_in, sizes_out = tuple(layer.input_size[2:]), tuple(layer.output_size[2:])
+        before = rows[-1].output_sizes if rows else None
+        if before is not None and sizes_in != before:  # a step between layers (F.max_pool2d...) shrank the map
+            factors = tuple(b // i if i and b % i == 0 else 0 for b, i in zip(before, sizes_in))
+            if all(factors):  # read as the pool of that size most such steps are
+                for axis in (0, 1):
+                    fields[axis] += (factors[axis] - 1) * jumps[axis]
+                rows.append(ReceptiveFieldRow("(a step outside modules; read as a pool)", factors, 0, factors, before,
+                                              sizes_in, tuple(fields), tuple(jumps)))
+                jumps = [jumps[axis] * factors[axis] for axis in (0, 1)]
         if isinstance(module, ADAPTIVE):  # torch's windows: [floor(i n / m), ceil((i + 1) n / m)) of n for output i of m
             kernels = tuple(max(-(-(i + 1) * size // out) - i * size // out for i in range(out))
                             for size, out in zip(sizes_in, sizes_out))

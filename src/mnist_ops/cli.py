@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_ops.errors import UserError, did_you_mean, interrupted_code, stop_on_sigterm
+from mnist_ops.errors import TrainingDiverged, UserError, did_you_mean, interrupted_code, stop_on_sigterm
 from mnist_ops.fileio import check_destination
 
 UNRECOGNIZED = re.compile(r"unrecognized arguments: (?P<words>.*)")
@@ -240,7 +240,7 @@ def build_parser() -> ArgumentParser:
     bench.add_argument("--preset", default=BENCH_PRESET, help=f"named recipe to measure (default: {BENCH_PRESET})")
     bench.add_argument("--batches", type=int, default=60, help="batches per measurement (default 60)")
     bench.add_argument("--repeats", type=int, default=3, help="repeats per measurement (default 3)")
-    bench.add_argument("--workers", type=int, default=2, help="DataLoader workers for the per-sample side")
+    bench.add_argument("--workers", type=int, default=2, help="DataLoader workers for the per-sample side (default 2)")
     add_config_flags(bench, BENCH_KEYS, default_preset=BENCH_PRESET)
     bench.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     bench.add_argument("--json", default=None, help="also write the numbers to this new JSON file (never overwritten)")
@@ -351,7 +351,7 @@ def command_list(args) -> None:
 def train_config(args):
     """The `train` command's config: preset, then --config FILE, then flags. With --resume, the
     run's own config.toml is the file, and a flag that changes it is refused by `fit`."""
-    from mnist_ops.config import Config
+    from mnist_ops.data import check_recorded_dataset
     from mnist_ops.fileio import read_toml
     from mnist_ops.presets import build_config
 
@@ -368,13 +368,13 @@ def train_config(args):
         if not config_file.is_file():
             raise UserError(f"{args.resume} holds no config.toml: no run started there (or it was stopped while "
                             f"starting); start it with `mnist-ops train --out {args.resume}` and your flags")
-        # a key Config gained after the run started ran at its default then, not at its preset's value of today
         recorded = read_toml(config_file)
         if args.preset and args.preset != recorded.get("preset"):
             of = f", of preset {recorded['preset']!r}" if recorded.get("preset") else ""
             raise UserError(f"--resume takes the run's own config.toml{of}; drop --preset {args.preset}")
-        unrecorded = {key: value for key, value in Config().to_dict().items() if key not in recorded}
-        return build_config(None, str(config_file), {**unrecorded, **config_overrides(args)})
+        check_recorded_dataset(str(recorded.get("dataset", "mnist")), run)
+        # a whole run's record: a key Config gained since takes the default the run had (build_config)
+        return build_config(None, str(config_file), config_overrides(args))
     return build_config(args.preset, args.config, config_overrides(args))
 
 
@@ -406,8 +406,10 @@ def command_train(args) -> None:
     try:
         try:
             fit(config, out, data_root=args.data_root, progress=not args.no_progress, resume=bool(args.resume))
-        except BaseException:
+        except BaseException as error:
             if not existed:  # made for this run (here or by fit): gone again if it stayed empty (missing data...)
+                if isinstance(error, UserError) and not isinstance(error, TrainingDiverged):
+                    discard_unstarted_run(Path(out))  # refused in its first epoch (a net that fails to train)
                 with contextlib.suppress(OSError):
                     Path(out).rmdir()
             raise
@@ -419,17 +421,31 @@ def command_train(args) -> None:
         raise SystemExit(interrupted_code(error)) from None
 
 
+STARTING_FILES = ("config.toml", "environment.json", ".lock")  # what fit writes before the first epoch ends
+
+
+def discard_unstarted_run(out: Path) -> None:
+    """Remove the files of a run that ended in an error before finishing an epoch, so that its directory goes too:
+    nothing in it could be resumed or read. A directory holding anything else is left as it is."""
+    if out.is_dir() and all(path.name in STARTING_FILES or path.name.startswith("events.out.tfevents")
+                            for path in out.iterdir()):
+        for path in out.iterdir():
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
 def command_evaluate(args) -> None:
     import json
 
     from mnist_ops.analysis import confusion_matrix, format_confusion, per_class_accuracy
-    from mnist_ops.data import dataset_info, load_split
+    from mnist_ops.data import check_recorded_dataset, dataset_info, load_split
     from mnist_ops.engine import evaluate_checkpoint, find_checkpoint, load_checkpoint, resolve_device
 
     say = (lambda message: print(message, file=sys.stderr)) if args.json else print  # stdout: only the JSON
     path = find_checkpoint(args.checkpoint, log=say)
     checkpoint = load_checkpoint(path)
     dataset = checkpoint["config"].get("dataset", "mnist")
+    check_recorded_dataset(dataset, path.parent)
     device = resolve_device(args.device)
     test = load_split(dataset, "test", args.data_root)
     result = evaluate_checkpoint(checkpoint, test.images, test.labels, device)
@@ -768,6 +784,9 @@ def main(argv: list[str] | None = None) -> int:
     args, extras = parser.parse_known_args(argv)
     if extras and args.command == "predict" and not any(word.startswith("-") for word in extras):
         args.inputs += extras  # files after a flag too (predict a.png --json b.png): argparse takes one run of them
+    elif (extras and args.command == "study" and args.name and args.directory is None and len(extras) == 1
+          and not extras[0].startswith("-")):
+        args.directory = extras[0]  # `study report --data-root R DIR`: argparse fills both positionals before a flag
     elif extras:
         parser.error(f"unrecognized arguments: {' '.join(extras)}")  # as parse_args says it
     refuse_empty_values(parser, args)

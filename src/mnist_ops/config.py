@@ -97,6 +97,14 @@ class Config:
         return resolve(self, changes, source="override")
 
 
+# The keys of the first config.toml this tool wrote (2026-11-25). A file that holds them all records a whole run;
+# a key it lacks was added since, and that run had its default (presets.build_config).
+RECORD_KEYS = frozenset({
+    "preset", "dataset", "model", "dropout", "augment", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
+    "schedule", "epochs", "batch_size", "eval_batch_size", "label_smoothing", "target_accuracy", "seed", "device",
+    "precision", "channels_last", "limit_train",
+})
+
 CHOICES = {
     "augment": ("none", "seed", "light", "elastic"),
     "interpolation": ("nearest", "bilinear"),

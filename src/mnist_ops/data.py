@@ -180,6 +180,14 @@ def _read_settings(directory: Path) -> dict:
     return settings
 
 
+def check_recorded_dataset(dataset: str, run: str | os.PathLike) -> None:
+    """A run that trained on a directory of one's own reads that directory again (evaluate, --resume): if it is
+    gone, say where the run expects it, since the run cannot take another data set."""
+    if dataset not in DATASETS and not Path(dataset).expanduser().is_dir():
+        raise UserError(f"{run} trained on the data set in {dataset}, which is no longer there; put its four IDX "
+                        "files back in that directory (a run evaluates and resumes on the data it trained on)")
+
+
 def local_dataset(path: str | os.PathLike) -> DatasetInfo:
     """A directory of your own: the four IDX files, checked for shapes and labels; classes from
     dataset.toml if it lists them, else 0 .. the largest train label."""

@@ -206,6 +206,7 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, retry_stale: int 
     for attempt in range(1, CREATE_ATTEMPTS + 1):
         try:
             if read_only:
+                _check_sqlite(url, read_only=True)  # connecting would create a missing file
                 engine = sqlalchemy.create_engine(url, **engine_kwargs)
                 try:
                     if not sqlalchemy.inspect(engine).has_table("studies"):

@@ -23,6 +23,7 @@ from mnist_ops.config import RANGES, Config
 from mnist_ops.data import Split, dataset_info
 from mnist_ops.errors import UserError
 from mnist_ops.fileio import atomic_write_json
+from mnist_ops.models import first_line, raised_in_own_net
 
 SKIP_START, SKIP_END = 10, 5  # torch-lr-finder's defaults for plotting and suggesting
 FEW_ITERATIONS = 50  # a suggestion from fewer points than this comes with a warning
@@ -119,9 +120,15 @@ def range_test(config: Config, start_lr: float, end_lr: float, iterations: int, 
     batches = TrainBatches(train, config, mean, std, torch.Generator().manual_seed(config.seed))
     finder = LRFinder(model, optimizer, criterion, device=device)
     library_output = io.StringIO()  # it prints notebook hints ("see the graph with .plot()")
-    with contextlib.redirect_stdout(library_output), _library_progress(progress):
-        finder.range_test(TrainDataLoaderIter(batches), start_lr=start_lr, end_lr=end_lr, num_iter=iterations,
-                          step_mode="exp")
+    try:
+        with contextlib.redirect_stdout(library_output), _library_progress(progress):
+            finder.range_test(TrainDataLoaderIter(batches), start_lr=start_lr, end_lr=end_lr, num_iter=iterations,
+                              step_mode="exp")
+    except Exception as error:
+        if isinstance(error, UserError) or not raised_in_own_net(error, model):
+            raise  # a failure of a built-in net, or outside the net: a bug here, whose traceback is wanted
+        raise UserError(f"model {config.model} raised {first_line(error)} while training in the range test; fix its "
+                        "forward() (it must run in train mode on any batch size)") from None
     finder.reset()  # model and optimizer back to their initial state
     diverged = "diverged" in library_output.getvalue()
     learning_rates, losses = finder.history["lr"], finder.history["loss"]

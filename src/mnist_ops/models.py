@@ -213,6 +213,17 @@ def _takes(builder: Callable) -> Callable[[str], bool]:
     return names.__contains__
 
 
+def _required_parameters(builder: Callable) -> list[str]:
+    """The builder's parameters without a default (none known when its signature cannot be read)."""
+    try:
+        parameters = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in parameters if p.default is inspect.Parameter.empty
+            and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                           inspect.Parameter.KEYWORD_ONLY)]
+
+
 def create_model(reference: str, *, defaults: dict[str, Any] | None = None,
                  log: Callable[[str], None] | None = None, **kwargs: Any) -> nn.Module:
     """Build the model a reference names with `kwargs`, plus those `defaults` its builder takes.
@@ -239,12 +250,17 @@ def create_model(reference: str, *, defaults: dict[str, Any] | None = None,
             passed[key] = value
         else:
             left_out.append(f"{key} = {value!r}")
-    if left_out and log is not None:
-        log(f"model {reference} takes no {', '.join(item.split(' = ')[0] for item in left_out)}: "
-            f"left out {', '.join(left_out)}")
     dropout = passed.get("dropout")
     if dropout is not None and not 0.0 <= dropout < 1.0:
         raise UserError(f"dropout must be in [0, 1), got {dropout}")
+    needed = [name for name in _required_parameters(builder) if name not in passed]
+    if needed:
+        raise UserError(f"model '{reference}' needs {', '.join(needed)}, and mnist-ops passes a net only num_classes and "
+                        f"dropout (to one that takes them); give {needed[0]} a default, or name a function that "
+                        "builds the net with the values you want")
+    if left_out and log is not None:
+        log(f"model {reference} takes no {', '.join(item.split(' = ')[0] for item in left_out)}: "
+            f"left out {', '.join(left_out)}")
     try:
         model = builder(**passed)
     except UserError:
@@ -329,6 +345,13 @@ def rebuild_model(record: dict) -> nn.Module:
                             "(its sha256 differs); restore the version you trained with")
     _check_trusted(record)
     with importable_as_recorded(record):
+        if record["kind"] == "module":  # found before it is imported: a module of the same name elsewhere (in the
+            with _on_sys_path(os.getcwd()):  # working directory) would run on import; searched as _import_module does
+                origin = _module_origin(record["target"].rpartition(":")[0])
+            if origin and os.path.realpath(origin) != os.path.realpath(record["file"]):
+                raise UserError(f"model '{reference}' now comes from {origin}, which differs from {record['file']} "
+                                "that this checkpoint was trained with (moved or changed); install or restore that "
+                                "version, or run from another directory")
         model = create_model(record["target"], **record["kwargs"])
     now = _BUILT[model]
     if record["kind"] in ("module", "entry point") and (now["file"], now["sha256"]) != (record["file"], record["sha256"]):
@@ -336,6 +359,26 @@ def rebuild_model(record: dict) -> nn.Module:
                         "that this checkpoint was trained with (moved or changed); install or restore that version")
     _BUILT[model] = dict(record)
     return model
+
+
+def _module_origin(name: str) -> str | None:
+    """The file `import name` would load, found without running any of it (a package's __init__ included);
+    None if it is not found."""
+    from importlib.machinery import PathFinder
+
+    if name in sys.modules:
+        return getattr(sys.modules[name], "__file__", None)
+    path, spec, parts = None, None, name.split(".")
+    for depth in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:depth])
+        if prefix in sys.modules and depth < len(parts):  # a package imported already: search where it is
+            path = getattr(sys.modules[prefix], "__path__", None)
+            continue
+        spec = PathFinder.find_spec(prefix, path)
+        if spec is None:
+            return None
+        path = spec.submodule_search_locations
+    return spec.origin if spec is not None else None
 
 
 def importable_as_recorded(record: dict):
@@ -349,36 +392,64 @@ def importable_as_recorded(record: dict):
     return _on_sys_path(str(parents[min(depth if file.name == "__init__.py" else depth - 1, len(parents) - 1)]))
 
 
-def _runs_at_28(model: nn.Module) -> bool:
+def _runs_at_28(model: nn.Module, num_classes: int | None = None) -> bool:
+    """Whether the net runs on MNIST's 28x28 images (and, given num_classes, returns [N, num_classes] there)."""
+    training = model.training
     try:
         with torch.no_grad():
-            model(torch.zeros(2, 1, 28, 28))
+            out = model.eval()(torch.zeros(2, 1, 28, 28))
     except (Exception, SystemExit):
         return False
-    return True
+    finally:
+        model.train(training)
+    return num_classes is None or (isinstance(out, torch.Tensor) and tuple(out.shape) == (2, num_classes))
+
+
+def _built_for_28(model: nn.Module, image_size: tuple[int, int], num_classes: int | None = None) -> str:
+    """The hint for a net that fails or gives the wrong shape on images other than MNIST's 28x28, and works there:
+    '' for any other net."""
+    if tuple(image_size) == (28, 28) or not _runs_at_28(model, num_classes):
+        return ""
+    return (f"; it was built for MNIST's 28x28 images, and these are {image_size[0]}x{image_size[1]}: train a net for "
+            "them (fast-8k takes 20x20 and up; your own net can end in nn.AdaptiveAvgPool2d)")
+
+
+def raised_in_own_net(error: BaseException, model: nn.Module) -> bool:
+    """Whether the error came from a net of the user's own: its source file is on the error's traceback."""
+    import traceback
+
+    file = build_record(model).get("file")
+    if not file:
+        return False
+    frames = traceback.extract_tb(error.__traceback__)
+    return any(os.path.realpath(frame.filename) == os.path.realpath(file) for frame in frames)
 
 
 def check_output(model: nn.Module, reference: str, num_classes: int, image_size: tuple[int, int] = (28, 28)) -> None:
-    """One eval-mode forward on a [2, 1, H, W] batch: the model must return scores [2, num_classes]. It
-    must also have a parameter to train."""
+    """Eval-mode forwards on a [2, 1, H, W] batch and on one image: the model must return scores [N, num_classes]
+    (a `.squeeze()` that also drops the batch axis of one image would fail predict, serve and a last batch of 1).
+    It must also have a parameter to train."""
     x = torch.randn((2, 1, *image_size), generator=torch.Generator().manual_seed(0))
     training = model.training
     try:
         with torch.no_grad():
             out = model.eval()(x)
+            single = model(x[:1]) if isinstance(out, torch.Tensor) and tuple(out.shape) == (2, num_classes) else None
     except (Exception, SystemExit) as error:
         problem = f"model '{reference}' fails on a batch of shape {list(x.shape)}: {first_line(error)}"
-        if tuple(image_size) != (28, 28) and _runs_at_28(model):
-            raise UserError(f"{problem}; it was built for MNIST's 28x28 images, and these are {image_size[0]}x"
-                            f"{image_size[1]}: train a net for them (fast-8k takes 20x20 and up; your own net can "
-                            "end in nn.AdaptiveAvgPool2d)") from None
-        raise UserError(problem) from None
+        raise UserError(problem + _built_for_28(model, image_size)) from None
     finally:
         model.train(training)
     shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        hint = _built_for_28(model, image_size, num_classes)
         raise UserError(f"model '{reference}' returns {shape} for a batch of shape {list(x.shape)}; it must return "
-                        f"[N, {num_classes}]: one score per class for the data's {num_classes} classes")
+                        f"[N, {num_classes}]" + (hint or f": one score per class for the data's {num_classes} classes"))
+    if not isinstance(single, torch.Tensor) or tuple(single.shape) != (1, num_classes):
+        shape = list(single.shape) if isinstance(single, torch.Tensor) else type(single).__name__
+        raise UserError(f"model '{reference}' returns {shape} for one image (shape [1, 1, {image_size[0]}, "
+                        f"{image_size[1]}]); it must return [1, {num_classes}] (a .squeeze() drops the batch axis too: "
+                        "use .flatten(1))")
     if not out.is_floating_point():
         raise UserError(f"model '{reference}' returns {out.dtype} scores; return floating-point logits (the loss is "
                         "cross-entropy, and its gradient needs them)")

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import time
-import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -34,7 +33,7 @@ from mnist_ops.distill import load_teacher, refuse_changed_teachers
 from mnist_ops.errors import TrainingDiverged, UserError
 from mnist_ops.fileio import (DirectoryLock, atomic_write_bytes, atomic_write_json, remove_stale_temporaries,
                               write_jsonl)
-from mnist_ops.models import build_record, count_parameters, first_line, importable_as_recorded
+from mnist_ops.models import build_record, count_parameters, first_line, importable_as_recorded, raised_in_own_net
 from mnist_ops.provenance import ENVIRONMENT_FILE, run_provenance
 from mnist_ops.replicas import one_thread_per_replica
 
@@ -221,18 +220,15 @@ def check_runnable(config: Config, num_classes: int, image_size: tuple[int, int]
     and a search call it for each recipe first, so that one that cannot train leaves no directory behind."""
     resolve_device("cpu" if config.replicas > 1 else config.device)
     model = build_model(config, num_classes, image_size, log)
+    if config.replicas > 1 and any(isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0
+                                   for module in model.modules()):
+        raise UserError(f"replicas = {config.replicas} needs a model without active dropout, and model {config.model} "
+                        "has Dropout layers of its own (masks drawn in several threads would make runs unrepeatable); "
+                        "set replicas = 1, or build the net without them")
     if config.precise_bn and not has_batchnorm(model):
         raise UserError(f"precise_bn = {config.precise_bn} recomputes BatchNorm statistics, and model "
                         f"{config.model} has no BatchNorm; set precise_bn = 0")
     return model
-
-
-def _raised_in(error: BaseException, file: str | None) -> bool:
-    """Whether `file` (a net of the user's own: its source file) is on the error's traceback."""
-    if not file:
-        return False
-    frames = traceback.extract_tb(error.__traceback__)
-    return any(os.path.realpath(frame.filename) == os.path.realpath(file) for frame in frames)
 
 
 def _user_model_failed(config: Config, error: Exception, epoch: int, images: int) -> str:
@@ -347,14 +343,16 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                             "or pass another --out")
 
         parameters = count_parameters(model)
-        atomic_write_bytes(out / "config.toml", to_toml(config.to_dict()).encode())
-        write_environment(out / ENVIRONMENT_FILE, run_environment(device), log, resumed=bool(history))
+        finished = len(history) == config.epochs  # resumed after its last epoch: the run is left as it was
+        if not finished:
+            atomic_write_bytes(out / "config.toml", to_toml(config.to_dict()).encode())
+            write_environment(out / ENVIRONMENT_FILE, run_environment(device), log, resumed=bool(history))
         log(f"run {out}: preset {config.preset}, model {config.model} ({parameters:,} parameters), "
             f"device {device}, {describe_recipe(config, len(precise_bn_inputs), teacher)}, "
             f"{len(data.train):,} train / {len(data.evaluation):,} {name} images, mean {data.mean:.4f} std {data.std:.4f}")
 
         step = TrainStep(model, optimizer, config, scheduler, device, ema, teacher)
-        board = tensorboard.open(out, model, evaluation_inputs[:2], log) if config.tensorboard else None
+        board = tensorboard.open(out, model, evaluation_inputs[:2], log) if config.tensorboard and not finished else None
         for epoch in range(len(history), config.epochs):
             epoch_start = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
@@ -367,7 +365,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 raise TrainingDiverged(f"training loss became {error.loss} at epoch {epoch}, step {error.step}",
                                        _diverged_advice(epoch, config)) from None
             except Exception as error:
-                if isinstance(error, UserError) or not _raised_in(error, build_record(model).get("file")):
+                if isinstance(error, UserError) or not raised_in_own_net(error, model):
                     raise  # a failure of a built-in net, or outside the net: a bug here, whose traceback is wanted
                 raise UserError(_user_model_failed(config, error, epoch, len(data.train))) from None
             finally:
@@ -447,7 +445,8 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         if board is not None:
             board.close()
         summary = finish_run(out, config, inspection, history, best_accuracy, best_epoch, parameters, device,
-                             seconds_before + time.perf_counter() - started, name)
+                             seconds_before + (0.0 if finished else time.perf_counter() - started), name,
+                             write=not finished or not (out / "summary.txt").is_file())  # killed before it: complete
         log(f"best {name} accuracy {best_accuracy:.2f}% (epoch {best_epoch}), "
             f"last {history[-1][f'{name}_accuracy']:.2f}%; wrote {out}")
         return summary
@@ -458,11 +457,14 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
 
 
 def finish_run(out: Path, config: Config, inspection: str, history: list[dict], best_accuracy: float, best_epoch: int,
-               parameters: int, device: torch.device, seconds: float, name: str) -> dict:
-    """The end-of-run files: curves.png and summary.txt (rewritten whole, so a resume completes them)."""
+               parameters: int, device: torch.device, seconds: float, name: str, write: bool = True) -> dict:
+    """The run's summary, and with `write` the end-of-run files: curves.png and summary.txt (rewritten whole, so a
+    resume completes them)."""
     from mnist_ops.report import curve_notes, plot_curves
 
-    plot_curves(history, out / "curves.png", f"{config.preset}: {config.model}, seed {config.seed}", *curve_notes(config))
+    if write:
+        plot_curves(history, out / "curves.png", f"{config.preset}: {config.model}, seed {config.seed}",
+                    *curve_notes(config))
     summary = {
         "preset": config.preset, "model": config.model, "parameters": parameters, "device": str(device),
         "epochs": config.epochs, f"best_{name}_accuracy": best_accuracy, "best_epoch": best_epoch,
@@ -470,6 +472,7 @@ def finish_run(out: Path, config: Config, inspection: str, history: list[dict], 
         "last_train_accuracy": history[-1]["train_accuracy"],
         "seconds": round(seconds, 1), "run_dir": str(out),
     }
-    text = inspection + "\n\nResult\n" + "\n".join(f"{key}: {value}" for key, value in summary.items()) + "\n"
-    atomic_write_bytes(out / "summary.txt", text.encode())
+    if write:
+        text = inspection + "\n\nResult\n" + "\n".join(f"{key}: {value}" for key, value in summary.items()) + "\n"
+        atomic_write_bytes(out / "summary.txt", text.encode())
     return summary

@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import os
+import shlex
 import time
 import zlib
 from dataclasses import dataclass
@@ -523,7 +524,7 @@ def best_config(study, spec: TuneSpec) -> tuple[Config, Any]:
 
 def write_best_config(path: Path, config: Config, trial, command: str, score: str = "mean") -> None:
     header = (f"# Best trial {trial.number}: {trial.value:.4f}% {SCORE_WORDS[score]} validation accuracy\n"
-              f"# from: {command}\n# train it: mnist-ops train --config {path.name}\n")
+              f"# from: {command}\n# train it: mnist-ops train --config {shlex.quote(str(path))}\n")  # as run from there
     atomic_write_bytes(path, (header + to_toml(config.to_dict())).encode())
 
 
