@@ -63,6 +63,28 @@ def test_a_pool_called_as_a_function_is_a_row_read_from_the_sizes():
     assert "a step outside modules; read as a pool" in format_receptive_field(rows)
 
 
+class TwoResolutions(torch.nn.Module):
+    """A stem, then a pooled branch and a full-size branch, the full-size one called first: HRNet's pattern."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.pool = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.MaxPool2d(2)
+        self.high, self.low = torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        stem = self.stem(x)
+        low_input = self.pool(stem)
+        return self.high(stem).mean() + self.low(low_input).mean()
+
+
+def test_a_layer_reads_the_latest_map_of_its_size_not_an_invented_pool():
+    """A review found the low branch given an inferred pool after the high branch, and a field of 18 for 8."""
+    rows = receptive_field(TwoResolutions(), 28)
+    assert [(r.input_sizes[0], r.output_sizes[0], r.fields[0]) for r in rows] == [  # stem, pool, high, low
+        (28, 28, 3), (28, 14, 4), (28, 28, 5), (14, 14, 8)]
+    assert "read as a pool" not in format_receptive_field(rows)
+
+
 def test_receptive_field_of_non_square_kernels_ceil_pools_adaptive_pools_and_no_convs():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, (1, 5)), torch.nn.MaxPool2d(3, 2, ceil_mode=True),
                                 torch.nn.AdaptiveAvgPool2d(1))

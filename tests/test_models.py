@@ -324,6 +324,13 @@ def test_check_output_refuses_a_net_that_drops_the_batch_axis_of_one_image(tmp_p
     reference = f"{tmp_path / 'nets.py'}:Squeeze"
     with pytest.raises(UserError, match=r"returns \[10\] for one image .* must return \[1, 10\] .*flatten\(1\)"):
         check_output(create_model(reference), reference, 10)
+    (tmp_path / "logs.py").write_text((tmp_path / "nets.py").read_text().replace(
+        "return F.adaptive_avg_pool2d(self.conv(x), 1).squeeze()",
+        "return F.log_softmax(F.adaptive_avg_pool2d(self.conv(x), 1).squeeze(), dim=1)"))
+    reference = f"{tmp_path / 'logs.py'}:Squeeze"  # fails on one image, where the batch of 2 passed
+    with pytest.raises(UserError, match=r"takes a batch of 2 images but fails on one \(shape \[1, 1, 28, 28\]\): "
+                                        r"IndexError"):
+        check_output(create_model(reference), reference, 10)
 
 
 def test_entry_point_models_are_listed_without_import_and_built_by_name(installed_package):

@@ -66,13 +66,18 @@ def receptive_field(model: nn.Module, input_size: int | tuple[int, int] = 28) ->
     the side of a square image, or (rows, columns)."""
     rows = []
     fields, jumps = [1, 1], [1, 1]
+    maps = {}  # a map's size -> the fields and jumps of the latest map of that size: what a layer of that input reads
     for layer in _forward_layers(model, input_size):
         module = layer.module
         if not isinstance(module, SLIDING + ADAPTIVE) or len(layer.input_size) != 4 or len(layer.output_size) != 4:
             continue
         sizes_in, sizes_out = tuple(layer.input_size[2:]), tuple(layer.output_size[2:])
+        if not rows:
+            maps[sizes_in] = ([1, 1], [1, 1])
         before = rows[-1].output_sizes if rows else None
-        if before is not None and sizes_in != before:  # a step between layers (F.max_pool2d...) shrank the map
+        if sizes_in in maps:  # the map it reads: the last layer's, or an earlier branch's (multi-resolution nets)
+            fields, jumps = list(maps[sizes_in][0]), list(maps[sizes_in][1])
+        elif before is not None:  # a step between layers (F.max_pool2d...) shrank the map
             factors = tuple(b // i if i and b % i == 0 else 0 for b, i in zip(before, sizes_in))
             if all(factors):  # read as the pool of that size most such steps are
                 for axis in (0, 1):
@@ -93,6 +98,7 @@ def receptive_field(model: nn.Module, input_size: int | tuple[int, int] = 28) ->
         rows.append(ReceptiveFieldRow(_name(layer), kernels, padding, strides, sizes_in, sizes_out, tuple(fields),
                                       tuple(jumps)))
         jumps = [jumps[axis] * strides[axis] for axis in (0, 1)]
+        maps[sizes_out] = (list(fields), list(jumps))
     return rows
 
 

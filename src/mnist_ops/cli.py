@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_ops.errors import TrainingDiverged, UserError, did_you_mean, interrupted_code, stop_on_sigterm
+from mnist_ops.errors import UserError, did_you_mean, interrupted_code, stop_on_sigterm
 from mnist_ops.fileio import check_destination
 
 UNRECOGNIZED = re.compile(r"unrecognized arguments: (?P<words>.*)")
@@ -406,10 +406,8 @@ def command_train(args) -> None:
     try:
         try:
             fit(config, out, data_root=args.data_root, progress=not args.no_progress, resume=bool(args.resume))
-        except BaseException as error:
+        except BaseException:
             if not existed:  # made for this run (here or by fit): gone again if it stayed empty (missing data...)
-                if isinstance(error, UserError) and not isinstance(error, TrainingDiverged):
-                    discard_unstarted_run(Path(out))  # refused in its first epoch (a net that fails to train)
                 with contextlib.suppress(OSError):
                     Path(out).rmdir()
             raise
@@ -419,19 +417,6 @@ def command_train(args) -> None:
         else:  # stopped while starting: there is no run to resume yet (its empty directory went above)
             print("mnist-ops: interrupted before the run started; run the same command again", file=sys.stderr)
         raise SystemExit(interrupted_code(error)) from None
-
-
-STARTING_FILES = ("config.toml", "environment.json", ".lock")  # what fit writes before the first epoch ends
-
-
-def discard_unstarted_run(out: Path) -> None:
-    """Remove the files of a run that ended in an error before finishing an epoch, so that its directory goes too:
-    nothing in it could be resumed or read. A directory holding anything else is left as it is."""
-    if out.is_dir() and all(path.name in STARTING_FILES or path.name.startswith("events.out.tfevents")
-                            for path in out.iterdir()):
-        for path in out.iterdir():
-            with contextlib.suppress(OSError):
-                path.unlink()
 
 
 def command_evaluate(args) -> None:

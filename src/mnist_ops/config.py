@@ -102,7 +102,7 @@ class Config:
 RECORD_KEYS = frozenset({
     "preset", "dataset", "model", "dropout", "augment", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
     "schedule", "epochs", "batch_size", "eval_batch_size", "label_smoothing", "target_accuracy", "seed", "device",
-    "precision", "channels_last", "limit_train",
+    "precision", "limit_train",
 })
 
 CHOICES = {

@@ -434,12 +434,22 @@ def check_output(model: nn.Module, reference: str, num_classes: int, image_size:
     try:
         with torch.no_grad():
             out = model.eval()(x)
-            single = model(x[:1]) if isinstance(out, torch.Tensor) and tuple(out.shape) == (2, num_classes) else None
     except (Exception, SystemExit) as error:
         problem = f"model '{reference}' fails on a batch of shape {list(x.shape)}: {first_line(error)}"
         raise UserError(problem + _built_for_28(model, image_size)) from None
     finally:
         model.train(training)
+    single = None
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == (2, num_classes):
+        try:
+            with torch.no_grad():
+                single = model.eval()(x[:1])
+        except (Exception, SystemExit) as error:
+            raise UserError(f"model '{reference}' takes a batch of 2 images but fails on one (shape {list(x[:1].shape)}):"
+                            f" {first_line(error)}; predict and serve give it one image at a time (a .squeeze() drops "
+                            "the batch axis too: use .flatten(1))") from None
+        finally:
+            model.train(training)
     shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
         hint = _built_for_28(model, image_size, num_classes)

@@ -11,6 +11,7 @@ any moment resumes from the last finished epoch and rewrites metrics.jsonl from 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -291,12 +292,15 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     model = model.to(device, memory_format=memory_format(config))
 
     out = Path(out_dir)
+    created = not out.exists()  # by this call: a run refused in its first epoch takes it away again (below)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot create run directory {out}: {error.strerror}; pass another --out") from None
     lock = DirectoryLock(out).acquire()  # a second process training into `out` is refused
-    step = None
+    step = board = None
+    history: list[dict] = []
+    discarded = False
     try:
         optimizer = make_optimizer(config, model)
         muon_params = [p for group in optimizer.param_groups if group.get("muon") for p in group["params"]]
@@ -309,7 +313,6 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         # before a resume restores the random states), so runs repeat those recorded before resume existed
         inspection = (model_summary(model, (1, 1, *image_size)) + "\n\nReceptive field\n"
                       + format_receptive_field(receptive_field(model, image_size)))
-        history: list[dict] = []
         best_accuracy, best_epoch = -1.0, -1
 
         remove_stale_temporaries(out)  # a kill during a write can leave one; we hold the lock now
@@ -450,10 +453,21 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         log(f"best {name} accuracy {best_accuracy:.2f}% (epoch {best_epoch}), "
             f"last {history[-1][f'{name}_accuracy']:.2f}%; wrote {out}")
         return summary
+    except UserError as error:  # a net of one's own that fails to train...: nothing in the directory to resume or read
+        if created and not history and not isinstance(error, TrainingDiverged):
+            if board is not None:
+                board.close()
+            for path in [out / "config.toml", out / ENVIRONMENT_FILE, *out.glob("events.out.tfevents.*"), lock.path]:
+                path.unlink(missing_ok=True)  # the lock's file last, still held: the directory is this call's
+            discarded = True
+        raise
     finally:
         if step is not None:
             step.close()
         lock.release()
+        if discarded:
+            with contextlib.suppress(OSError):  # another process may have begun a run there since
+                out.rmdir()
 
 
 def finish_run(out: Path, config: Config, inspection: str, history: list[dict], best_accuracy: float, best_epoch: int,
