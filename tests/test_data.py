@@ -166,6 +166,19 @@ def test_class_names_must_be_distinct_and_a_data_set_needs_two_classes(tmp_path,
         data.dataset_info(str(tmp_path))
 
 
+def test_a_stray_label_far_above_the_others_is_refused_unless_the_classes_are_listed(tmp_path):
+    """One label of 255 among 0-9 made 256 classes, 245 of them empty, without a word (an audit); labels 5-7
+    (8 classes, 5 empty) stay a data set."""
+    write_dataset(tmp_path, MNIST_NAMES, [*range(10), 255], [0, 1])
+    with pytest.raises(UserError, match=r"the train labels run to 255, but only 11 of those 256 values occur: a "
+                                        r"stray label\? Fix the labels, or list the classes in .*dataset.toml"):
+        data.dataset_info(str(tmp_path))
+    (tmp_path / "dataset.toml").write_text(f"classes = {[str(index) for index in range(256)]}\n".replace("'", '"'))
+    assert len(data.dataset_info(str(tmp_path)).classes) == 256
+    write_dataset(tmp_path / "high", MNIST_NAMES, [5, 6, 7, 5], [6])
+    assert len(data.dataset_info(str(tmp_path / "high")).classes) == 8
+
+
 def test_dataset_toml_names_classes_and_checks_md5s(tmp_path):
     write_dataset(tmp_path, MNIST_NAMES, [0, 1, 0], [1, 1])
     digest = data.md5_of((tmp_path / MNIST_NAMES[0]).read_bytes())

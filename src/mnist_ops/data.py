@@ -188,6 +188,9 @@ def check_recorded_dataset(dataset: str, run: str | os.PathLike) -> None:
                         "files back in that directory (a run evaluates and resumes on the data it trained on)")
 
 
+STRAY_LABEL_GAP = 10  # more empty classes than this, and than used ones, reads as a stray label, not a design
+
+
 def local_dataset(path: str | os.PathLike) -> DatasetInfo:
     """A directory of your own: the four IDX files, checked for shapes and labels; classes from
     dataset.toml if it lists them, else 0 .. the largest train label."""
@@ -230,6 +233,11 @@ def local_dataset(path: str | os.PathLike) -> DatasetInfo:
     if classes is None:
         classes = [str(index) for index in range(int(labels["train"].max()) + 1 if len(labels["train"]) else 0)]
         source = f"the train labels (0..{len(classes) - 1})"
+        used = len(set(labels["train"].tolist()))
+        if len(classes) - used > max(used, STRAY_LABEL_GAP):  # {0..9, 255}: 256 classes, 245 of them empty
+            raise UserError(f"{directory}: the train labels run to {len(classes) - 1}, but only {used} of those "
+                            f"{len(classes)} values occur: a stray label? Fix the labels, or list the classes in "
+                            f"{directory / DATASET_TOML} to keep them")
     else:
         source = f"the {len(classes)} classes in {DATASET_TOML}"
     for split, values in labels.items():
