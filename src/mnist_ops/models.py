@@ -418,11 +418,14 @@ def raised_in_own_net(error: BaseException, model: nn.Module) -> bool:
     """Whether the error came from a net of the user's own: its source file is on the error's traceback."""
     import traceback
 
-    file = build_record(model).get("file")
-    if not file:
-        return False
+    # the recorded file, and the file its class's code was compiled from: a file imported once per process and
+    # content (_import_file) keeps the path it was first imported from, which a traceback then names
+    files = {build_record(model).get("file")}
+    if not type(model).__module__.startswith("torch."):  # not nn.Sequential & co. that a builder returns
+        files.add(getattr(sys.modules.get(type(model).__module__), "__file__", None))
+    own = {os.path.realpath(file) for file in files if file}
     frames = traceback.extract_tb(error.__traceback__)
-    return any(os.path.realpath(frame.filename) == os.path.realpath(file) for frame in frames)
+    return any(os.path.realpath(frame.filename) in own for frame in frames)
 
 
 def check_output(model: nn.Module, reference: str, num_classes: int, image_size: tuple[int, int] = (28, 28)) -> None:
