@@ -74,10 +74,10 @@ def receptive_field(model: nn.Module, input_size: int | tuple[int, int] = 28) ->
         sizes_in, sizes_out = tuple(layer.input_size[2:]), tuple(layer.output_size[2:])
         if not rows:
             maps[sizes_in] = ([1, 1], [1, 1])
-        before = rows[-1].output_sizes if rows else None
         if sizes_in in maps:  # the map it reads: the last layer's, or an earlier branch's (multi-resolution nets)
             fields, jumps = list(maps[sizes_in][0]), list(maps[sizes_in][1])
-        elif before is not None:  # a step between layers (F.max_pool2d...) shrank the map
+        else:  # a step between layers (F.max_pool2d...) shrank the map
+            before = rows[-1].output_sizes
             factors = tuple(b // i if i and b % i == 0 else 0 for b, i in zip(before, sizes_in))
             if all(factors):  # read as the pool of that size most such steps are
                 for axis in (0, 1):

@@ -392,16 +392,22 @@ def importable_as_recorded(record: dict):
     return _on_sys_path(str(parents[min(depth if file.name == "__init__.py" else depth - 1, len(parents) - 1)]))
 
 
-def _runs_at_28(model: nn.Module, num_classes: int | None = None) -> bool:
-    """Whether the net runs on MNIST's 28x28 images (and, given num_classes, returns [N, num_classes] there)."""
+def _eval_forward(model: nn.Module, x: torch.Tensor):
+    """The model's eval-mode output for `x`, without gradients; the model is left in the mode it was in."""
     training = model.training
     try:
         with torch.no_grad():
-            out = model.eval()(torch.zeros(2, 1, 28, 28))
-    except (Exception, SystemExit):
-        return False
+            return model.eval()(x)
     finally:
         model.train(training)
+
+
+def _runs_at_28(model: nn.Module, num_classes: int | None = None) -> bool:
+    """Whether the net runs on MNIST's 28x28 images (and, given num_classes, returns [N, num_classes] there)."""
+    try:
+        out = _eval_forward(model, torch.zeros(2, 1, 28, 28))
+    except (Exception, SystemExit):
+        return False
     return num_classes is None or (isinstance(out, torch.Tensor) and tuple(out.shape) == (2, num_classes))
 
 
@@ -433,31 +439,22 @@ def check_output(model: nn.Module, reference: str, num_classes: int, image_size:
     (a `.squeeze()` that also drops the batch axis of one image would fail predict, serve and a last batch of 1).
     It must also have a parameter to train."""
     x = torch.randn((2, 1, *image_size), generator=torch.Generator().manual_seed(0))
-    training = model.training
     try:
-        with torch.no_grad():
-            out = model.eval()(x)
+        out = _eval_forward(model, x)
     except (Exception, SystemExit) as error:
         problem = f"model '{reference}' fails on a batch of shape {list(x.shape)}: {first_line(error)}"
         raise UserError(problem + _built_for_28(model, image_size)) from None
-    finally:
-        model.train(training)
-    single = None
-    if isinstance(out, torch.Tensor) and tuple(out.shape) == (2, num_classes):
-        try:
-            with torch.no_grad():
-                single = model.eval()(x[:1])
-        except (Exception, SystemExit) as error:
-            raise UserError(f"model '{reference}' takes a batch of 2 images but fails on one (shape {list(x[:1].shape)}):"
-                            f" {first_line(error)}; predict and serve give it one image at a time (a .squeeze() drops "
-                            "the batch axis too: use .flatten(1))") from None
-        finally:
-            model.train(training)
     shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
         hint = _built_for_28(model, image_size, num_classes)
         raise UserError(f"model '{reference}' returns {shape} for a batch of shape {list(x.shape)}; it must return "
                         f"[N, {num_classes}]" + (hint or f": one score per class for the data's {num_classes} classes"))
+    try:
+        single = _eval_forward(model, x[:1])
+    except (Exception, SystemExit) as error:
+        raise UserError(f"model '{reference}' takes a batch of 2 images but fails on one (shape {list(x[:1].shape)}):"
+                        f" {first_line(error)}; predict and serve give it one image at a time (a .squeeze() drops "
+                        "the batch axis too: use .flatten(1))") from None
     if not isinstance(single, torch.Tensor) or tuple(single.shape) != (1, num_classes):
         shape = list(single.shape) if isinstance(single, torch.Tensor) else type(single).__name__
         raise UserError(f"model '{reference}' returns {shape} for one image (shape [1, 1, {image_size[0]}, "
