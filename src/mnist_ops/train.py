@@ -448,7 +448,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         if board is not None:
             board.close()
         summary = finish_run(out, config, inspection, history, best_accuracy, best_epoch, parameters, device,
-                             seconds_before + (0.0 if finished else time.perf_counter() - started), name,
+                             checkpoint.get("seconds", seconds_before), name,  # last.pt's: a later resume reads it
                              write=not finished or not (out / "summary.txt").is_file())  # killed before it: complete
         log(f"best {name} accuracy {best_accuracy:.2f}% (epoch {best_epoch}), "
             f"last {history[-1][f'{name}_accuracy']:.2f}%; wrote {out}")
