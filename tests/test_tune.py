@@ -501,3 +501,24 @@ def test_best_toml_says_how_to_train_it_from_where_tune_ran(tmp_path, monkeypatc
     line = next(line for line in path.read_text().splitlines() if "train it" in line)
     command = line.split("train it: ", 1)[1].split()
     assert command[:3] == ["mnist-ops", "train", "--config"] and Path(command[3]).is_file()
+
+
+def test_a_tune_directory_written_before_a_config_key_existed_reads_as_it_ran(tmp_path):
+    """A tune directory's spec.toml written before `rotation_fill` existed filled with the mean, whatever its preset
+    draws today (seed-lean: black): running the spec pinned to the mean on it goes on, today's preset is refused."""
+    from mnist_ops.tune import check_tune_dir, read_recorded_tune_spec
+
+    def spec(**base):
+        values = tiny_values()
+        values["base"] = {**values["base"], **base}
+        return parse_tune_spec(values, "tiny.toml")
+
+    out = tmp_path / "out"
+    out.mkdir()
+    text = tune_spec_to_toml(spec(rotation_fill="mean"))
+    assert 'rotation_fill = "mean"' in text and spec().base.rotation_fill == "zero"
+    (out / "spec.toml").write_text(text.replace('rotation_fill = "mean"\n', ""))  # as older code wrote it
+    assert read_recorded_tune_spec(out / "spec.toml").base.rotation_fill == "mean"
+    check_tune_dir(spec(rotation_fill="mean"), out)
+    with pytest.raises(UserError, match="written by a different tune spec"):
+        check_tune_dir(spec(), out)

@@ -468,7 +468,7 @@ def check_tune_dir(spec: TuneSpec, out: Path) -> None:
     if existing.is_file():
         if "variant" in read_toml(existing):  # what `mnist-ops study` writes; a tune spec has a search space
             raise UserError(f"{out} holds a study's spec.toml (a study directory); pass another --out")
-        old = read_tune_spec(existing)
+        old = read_recorded_tune_spec(existing)
         if tune_spec_to_toml(dataclasses.replace(old, trials=spec.trials)) != tune_spec_to_toml(spec):
             raise UserError(f"{out} was written by a different tune spec; pass another --out or delete it")
     elif out.is_dir() and any(path.name != "optuna.db" for path in out.iterdir()):  # a start that failed early
@@ -505,9 +505,20 @@ def create_study(spec: TuneSpec, url: str, study_name: str):
 
 def tune_spec_from_text(text: str, study_name: str) -> TuneSpec:
     """A tune spec stored by tune_spec_to_toml, maybe by older code: compared parsed, not as text."""
-    values = tomllib.loads(text)
-    values["base"] = stored_table(values.get("base", {}), skip={"preset", "validation"})
-    return parse_tune_spec(values, f"study '{study_name}' in the storage")
+    return _stored_tune_spec(tomllib.loads(text), f"study '{study_name}' in the storage")
+
+
+def read_recorded_tune_spec(path: str | os.PathLike) -> TuneSpec:
+    """A tune directory's spec.toml (tune_spec_to_toml), maybe written by older code: a key Config gained since
+    takes its default, which that code ran with, not the value its preset has today."""
+    return _stored_tune_spec(read_toml(path), str(path))
+
+
+def _stored_tune_spec(values: dict, source: str) -> TuneSpec:
+    base = values.get("base", {})
+    if isinstance(base, dict):  # anything else: parse_tune_spec names the problem
+        values["base"] = stored_table(base, skip={"preset", "validation"})
+    return parse_tune_spec(values, source)
 
 
 def best_config(study, spec: TuneSpec) -> tuple[Config, Any]:
