@@ -174,7 +174,34 @@ def test_the_interval_note_says_what_welch_ignores_and_warns_of_many_steps():
     two = [variant(name, [(90.0, 97.0)], [(90.0, 97.5)]) for name in "ab"]
     note = interval_note(two, 2)
     assert note.startswith("Intervals are Welch t intervals over 2 seeds per variant, which do not use that the "
-                           "variants ran on the same seeds;") and "Each of" not in note
+                           "variants ran on the same seeds, and paired t intervals") and "Each of" not in note
     four = [variant(name, [(90.0, 97.0)], [(90.0, 97.5)]) for name in "abcd"]
     assert "Each of the 3 steps has its own 95% interval" in interval_note(four, 2)
     assert "about 14% of the time" in interval_note(four, 2)  # 1 - 0.95 ** 3
+
+
+def test_a_step_gets_a_paired_interval_over_the_seeds_both_variants_ended_which_sees_what_welch_cannot():
+    from mnist_ops.study_report.tables import comparison_table, paired_by_seed
+
+    # seed luck of +-0.1 shared by both variants; the recipe adds 0.05 on every seed but one (0.04)
+    before = variant("a", [(99.0, 99.30)], [(99.0, 99.50)], [(99.0, 99.40)])
+    after = variant("b", [(99.0, 99.35)], [(99.0, 99.55)], [(99.0, 99.44)])
+    interval, seeds = paired_by_seed(before, after)
+    assert seeds == 3 and interval.excludes_zero and abs(interval.difference - 0.14 / 3) < 1e-9
+    row = comparison_table([before, after]).rows[0]
+    assert row[4] == "not distinguishable from noise"  # Welch: the seeds' spread swamps the step
+    assert row[5].endswith("(3 seeds)") and row[6] == "distinguishable from noise"
+    assert "seed by seed (paired 95% interval +" in observations([before, after])
+
+
+def test_the_paired_interval_pairs_runs_by_seed_and_leaves_out_a_seed_one_variant_lacks():
+    from mnist_ops.study_report.tables import comparison_table, paired_by_seed
+
+    before = variant("a", [(99.0, 99.30)], [(99.0, 99.50)], [(99.0, 99.40)])
+    after = variant("b", [(99.0, 99.50)], [(99.0, 99.30)])  # seeds 1 and 2, in the other order of luck
+    after.runs.reverse()  # the order runs are listed in must not matter: pairs are by seed
+    interval, seeds = paired_by_seed(before, after)
+    assert seeds == 2 and abs(interval.difference) < 1e-9 and not interval.excludes_zero
+    lone = variant("c", [(99.0, 99.3)])
+    assert paired_by_seed(before, lone)[0] is None
+    assert comparison_table([before, lone]).rows[0][5] == "n/a (1 seed in common; needs >= 2)"

@@ -4,7 +4,7 @@ The report is built once as a list of blocks (headings, paragraphs, tables, imag
 rendered twice, as `report.md` and `index.html`, so both always show the same numbers.
 
   load.py      the finished runs of a study directory
-  stats.py     Welch's t interval between two variants
+  stats.py     Welch's and the paired t interval between two variants
   tables.py    tables and generated sentences, every number formatted once
   figures.py   test accuracy and generalization gap per epoch, bands over seeds
   best_run.py  the best run on the test set: confusion matrix, misclassified digits
