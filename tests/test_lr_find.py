@@ -46,6 +46,10 @@ def test_the_steepest_fall_after_the_loss_blew_up_is_not_suggested():
     losses[15:18] = [1.5, 1.45, 1.4]  # a steeper step on the way down, at index 15
     losses += [1.9, 1.95, 1.9, 1.7, 1.5, 1.3, 1.25, 1.2, 1.2, 1.2] + [1.2] * 10  # blown up, then a steep fall
     assert suggest_lr(learning_rates, losses) == learning_rates[15]
+    below = losses[:30] + [1.9, 1.95, 1.9, 1.5, 1.1, 0.7, 0.65, 0.6, 0.6, 0.6] + [0.6] * 10  # ... to below 1.13
+    assert suggest_lr(learning_rates, below) == learning_rates[15]
+    wobble = losses[:30] + [1.2, 1.25, 1.2, 1.15] + [1.1] * 16  # 11% above the low: noise, not a blow-up
+    assert suggest_lr(learning_rates, wobble) == learning_rates[15]
 
 
 def test_short_histories_use_every_point_and_too_short_is_a_user_error():

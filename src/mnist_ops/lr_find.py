@@ -27,6 +27,7 @@ from mnist_ops.models import first_line, raised_in_own_net
 
 SKIP_START, SKIP_END = 10, 5  # torch-lr-finder's defaults for plotting and suggesting
 FEW_ITERATIONS = 50  # a suggestion from fewer points than this comes with a warning
+BLOW_UP = 1.25  # a smoothed loss this many times its lowest so far has blown up: the curve after it is not used
 RESULT_FILES = ("lr_find.png", "lr_find.json")
 
 
@@ -64,12 +65,16 @@ def kept_points(learning_rates: list[float], losses: list[float]) -> tuple[list[
 
 def suggest_lr(learning_rates: list[float], losses: list[float]) -> float | None:
     """The lr at the steepest descent of the smoothed loss (torch-lr-finder's 'steepest' rule) over
-    `kept_points`, up to the loss's lowest point: a loss that jumps up and falls again has blown up, and its steep
-    fall after the jump is no lr to train at (an audit's 2.85 trained to 40% where 0.1 reached 54%). None when the
+    `kept_points`, up to the loss's lowest point before it first blew up (rose to BLOW_UP times its lowest so far):
+    a loss that jumps up and falls again has blown up, and its steep fall after the jump is no lr to train at (an
+    audit's 2.85 trained to 40% where 0.1 reached 54%), even when that fall goes below the first low. None when the
     loss never falls there (the steepest point would be where it rose least)."""
     if len(losses) < 2:
         raise UserError("the range test stopped after fewer than 2 iterations; lower --start-lr")
     lrs, kept = kept_points(learning_rates, losses)
+    values = np.asarray(kept, dtype=float)
+    blown = np.flatnonzero(values > BLOW_UP * np.minimum.accumulate(values))
+    kept = kept[:blown[0]] if blown.size else kept
     lowest = int(np.argmin(kept))
     if lowest == 0:
         return None
