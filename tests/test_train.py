@@ -525,3 +525,18 @@ def test_a_run_of_a_relative_model_file_or_a_module_resumes_from_another_directo
     assert reference in (tmp_path / "run" / "config.toml").read_text()
     sys.modules.pop("resume_nets.small", None)
     sys.modules.pop("resume_nets", None)
+
+
+@pytest.mark.integration
+def test_the_epoch_line_shows_where_the_schedule_took_the_lr_and_the_record_where_it_began(mnist_root, tmp_path):
+    config = build_config("lean-2k", None, {"epochs": 2, "limit_train": 256, "validation": 100, "batch_size": 64})
+    lines = []
+    fit(config, tmp_path / "cycle", data_root=mnist_root, log=lines.append, progress=False)
+    shown = [re.search(r"\| lr (\S+) \|", line).group(1) for line in lines if line.startswith("epoch ")]
+    records = [json.loads(line) for line in (tmp_path / "cycle" / "metrics.jsonl").read_text().splitlines()]
+    assert [value.split("→")[0] for value in shown] == [f"{record['lr']:.4g}" for record in records]
+    assert shown[0].split("→")[1] == shown[1].split("→")[0]  # epoch 0 ended where epoch 1 began
+    assert float(shown[1].split("→")[1]) < float(shown[1].split("→")[0])  # and OneCycle anneals in the last
+    lines.clear()
+    fit(config.replace(schedule="constant"), tmp_path / "flat", data_root=mnist_root, log=lines.append, progress=False)
+    assert [re.search(r"\| lr (\S+) \|", line).group(1) for line in lines if line.startswith("epoch ")] == ["0.1", "0.1"]
