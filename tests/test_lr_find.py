@@ -48,8 +48,15 @@ def test_the_steepest_fall_after_the_loss_blew_up_is_not_suggested():
     assert suggest_lr(learning_rates, losses) == learning_rates[15]
     below = losses[:30] + [1.9, 1.95, 1.9, 1.5, 1.1, 0.7, 0.65, 0.6, 0.6, 0.6] + [0.6] * 10  # ... to below 1.13
     assert suggest_lr(learning_rates, below) == learning_rates[15]
-    wobble = losses[:30] + [1.2, 1.25, 1.2, 1.15] + [1.1] * 16  # 11% above the low: noise, not a blow-up
-    assert suggest_lr(learning_rates, wobble) == learning_rates[15]
+    went_nan = losses[:30] + [float("nan")] * 20  # torch-lr-finder records a NaN loss and goes on
+    assert suggest_lr(learning_rates, went_nan) == learning_rates[15]
+
+
+def test_a_wobble_of_the_loss_is_no_blow_up():
+    learning_rates = [10 ** (-4 + i / 10) for i in range(50)]
+    losses = [2.0 - 0.02 * i for i in range(20)]  # down to 1.62 at index 19
+    losses += [1.65, 1.7, 1.72, 1.7, 1.65] + [1.6, 1.3, 1.0, 0.9, 0.85] + [0.8] * 20  # up 6%, then the steep fall
+    assert suggest_lr(learning_rates, losses) == learning_rates[26]
 
 
 def test_short_histories_use_every_point_and_too_short_is_a_user_error():

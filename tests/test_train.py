@@ -528,15 +528,19 @@ def test_a_run_of_a_relative_model_file_or_a_module_resumes_from_another_directo
 
 
 @pytest.mark.integration
-def test_the_epoch_line_shows_where_the_schedule_took_the_lr_and_the_record_where_it_began(mnist_root, tmp_path):
-    config = build_config("lean-2k", None, {"epochs": 2, "limit_train": 256, "validation": 100, "batch_size": 64})
-    lines = []
-    fit(config, tmp_path / "cycle", data_root=mnist_root, log=lines.append, progress=False)
-    shown = [re.search(r"\| lr (\S+) \|", line).group(1) for line in lines if line.startswith("epoch ")]
-    records = [json.loads(line) for line in (tmp_path / "cycle" / "metrics.jsonl").read_text().splitlines()]
-    assert [value.split("→")[0] for value in shown] == [f"{record['lr']:.4g}" for record in records]
-    assert shown[0].split("→")[1] == shown[1].split("→")[0]  # epoch 0 ended where epoch 1 began
-    assert float(shown[1].split("→")[1]) < float(shown[1].split("→")[0])  # and OneCycle anneals in the last
-    lines.clear()
-    fit(config.replace(schedule="constant"), tmp_path / "flat", data_root=mnist_root, log=lines.append, progress=False)
-    assert [re.search(r"\| lr (\S+) \|", line).group(1) for line in lines if line.startswith("epoch ")] == ["0.1", "0.1"]
+def test_the_epoch_line_shows_the_lr_of_the_epochs_first_and_last_steps_and_the_record_the_first(mnist_root, tmp_path):
+    def shown(config, name):
+        lines = []
+        fit(config, tmp_path / name, data_root=mnist_root, log=lines.append, progress=False)
+        records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        values = [re.search(r"\| lr (\S+) \|", line).group(1) for line in lines if line.startswith("epoch ")]
+        assert [value.split("→")[0] for value in values] == [f"{record['lr']:.4g}" for record in records]
+        return [[float(part) for part in value.split("→")] for value in values]
+
+    config = build_config("lean-2k", None, {"epochs": 4, "limit_train": 512, "validation": 100, "batch_size": 64})
+    one = shown(config, "one")  # 8 steps an epoch: the warm-up (a fifth of the steps) ends in epoch 0
+    assert all(len(pair) == 2 for pair in one) and one[0][1] > one[0][0] and one[3][1] < one[3][0]
+    assert one[3][1] < config.lr / 100  # the last step anneals to near 0
+    two = shown(config.replace(cycles=2), "two")  # the second cycle restarts at epoch 2
+    assert two[1][1] < config.lr / 100 and two[2][0] == pytest.approx(one[0][0], rel=1e-3)
+    assert shown(config.replace(schedule="constant"), "flat") == [[config.lr]] * 4

@@ -239,6 +239,7 @@ class TrainStep:
             raise ValueError("TrainStep needs a teacher (distill.load_teacher) exactly when distill_weight > 0")
         self.teacher, self.distill_weight = teacher, config.distill_weight
         self.sam = config.sam
+        self.last_lr = optimizer.param_groups[0]["lr"]
         self.layout = memory_format(config)
         self.replicas = ThreadReplicas(model, config.replicas, self.forward_loss) if config.replicas > 1 else None
 
@@ -267,6 +268,7 @@ class TrainStep:
             moved_loss = self.sharpness_aware_gradient(x, y)
             if not torch.isfinite(moved_loss):  # its gradient is the one the optimizer would step with
                 raise NonFiniteLoss(moved_loss.item())
+        self.last_lr = self.optimizer.param_groups[0]["lr"]  # the lr this step trains with (the epoch line shows it)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()

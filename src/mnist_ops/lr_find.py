@@ -73,8 +73,10 @@ def suggest_lr(learning_rates: list[float], losses: list[float]) -> float | None
         raise UserError("the range test stopped after fewer than 2 iterations; lower --start-lr")
     lrs, kept = kept_points(learning_rates, losses)
     values = np.asarray(kept, dtype=float)
-    blown = np.flatnonzero(values > BLOW_UP * np.minimum.accumulate(values))
+    blown = np.flatnonzero(~(values <= BLOW_UP * np.fmin.accumulate(values)))  # NaN too: torch-lr-finder goes on
     kept = kept[:blown[0]] if blown.size else kept
+    if not kept:
+        return None
     lowest = int(np.argmin(kept))
     if lowest == 0:
         return None

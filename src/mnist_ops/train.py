@@ -260,10 +260,9 @@ def describe_recipe(config: Config, precise_bn_images: int, teacher=None) -> str
     return ", ".join(part for part in parts if part)
 
 
-def lr_range(start: float, optimizer: torch.optim.Optimizer) -> str:
-    """The epoch line's lr: '0.015' when it held, '0.012→0.3' when the schedule moved it within the epoch
-    (metrics.jsonl's `lr` is the first)."""
-    end = optimizer.param_groups[0]["lr"]
+def lr_range(start: float, end: float) -> str:
+    """The epoch line's lr: '0.015' when it held, '0.012→0.3' when the schedule moved it within the epoch: the lr
+    of its first step and of its last (metrics.jsonl's `lr` is the first)."""
     return f"{start:.4g}" if f"{start:.4g}" == f"{end:.4g}" else f"{start:.4g}→{end:.4g}"
 
 
@@ -447,7 +446,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
                 board.epoch(record, data.evaluation.images, data.evaluation.labels, result.predictions,
                             "validation" if name == "val" else "test")
             log(f"epoch {epoch:2d}: train loss {train_loss:.4f} acc {train_accuracy:.2f}% | "
-                f"{name} loss {result.loss:.4f} acc {result.accuracy:.2f}% | lr {lr_range(lr, optimizer)} | "
+                f"{name} loss {result.loss:.4f} acc {result.accuracy:.2f}% | lr {lr_range(lr, step.last_lr)} | "
                 f"{seconds:.1f}s ({record['train_images_per_second']:.0f} img/s) | {reason}")
             if on_epoch is not None:
                 on_epoch(epoch, record)
