@@ -253,6 +253,23 @@ def test_the_lines_of_ruled_or_squared_paper_are_not_the_digit(mnist_test, squar
         assert similarity(mnist_pixels(Image.fromarray(written)), expected) > 0.85
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("degrees", [-4.0, 2.5])
+def test_ruled_lines_on_a_page_not_held_level_are_not_the_digit(mnist_test, degrees):
+    """A photo of ruled paper taken at a slant: the lines climb or fall across the page, so no row is inked across
+    it, and before the lines were sought at a slant too the crop spanned them and left the digit small."""
+    slope = np.tan(np.radians(degrees))
+    rows, columns = np.mgrid[0:400, 0:360]
+    for index, digit in enumerate(mnist_test.images[:10].numpy()):
+        page = dark_on_white(digit, 8, (400, 360), (90 + 3 * index, 60 + 4 * index))
+        expected = mnist_pixels(Image.fromarray(page))
+        height = rows - slope * columns - (20 + index % 7)  # rows above each line's centre
+        paper = np.where((np.abs(height - 40 * np.round(height / 40)) < 1.2), 150, 255).astype(np.uint8)
+        assert (paper < 255).sum() > 0.05 * paper.size  # lines 2-3 px thick, every 40 px
+        written = np.minimum(paper, page)
+        assert similarity(mnist_pixels(Image.fromarray(written)), expected) > 0.85
+
+
 def test_a_digits_own_bar_across_the_picture_is_kept():
     """Cropped to the digit, a 7's bar spans the picture, once and at its edge, and a 2's base, once: not ruled
     lines. Nor is one line under a digit: ruled paper shows two or more."""
