@@ -39,9 +39,8 @@ SPECK_SHARE = 0.03
 EDGE_SHARE = 0.5  # a piece of ink along at least half of one side of the picture is not the digit (drop_stray_ink)
 RULED_SPAN = 0.8  # rows inked across this share of the picture's width, in 2+ bands inside it: ruled paper's lines
 RULED_LEVEL = 0.6  # ... whose ink is under this share of the strongest: printed lines are fainter than the pen's ink
-# ... or inked so along a slant: a photo of a page not held level, up to 8 degrees, in steps that keep a 2-pixel line
-# within a row of its slant across 360 pixels (tests/test_preprocess.py draws them at -4 and 2.5 degrees)
-RULED_SLOPES = np.tan(np.radians([degrees for degrees in np.arange(-8.0, 8.01, 0.25) if degrees != 0]))
+RULED_SLANT = np.tan(np.radians(8.0))  # ... or inked so along a slant up to this: a photo of a page not held level,
+RULED_THICKNESS = 0.03  # in bands no thicker than this share of the picture's height (a digit's strokes are thicker)
 
 
 class NotAnImageError(UserError):
@@ -161,7 +160,7 @@ def drop_ruled_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     RULED_SPAN of the picture's width, in two or more bands that do not touch its top or bottom row (and columns so,
     for squared paper), whose ink is fainter than RULED_LEVEL of the strongest. Where the digit crosses a line its
     ink, well above the line's, is kept. Without this the crop spanned the lines' full width and left the digit a
-    few pixels tall. Where no row is so inked, the rows along each slant of RULED_SLOPES are (a photo of a page not
+    few pixels tall. Where no row is so inked, the rows along each slant up to RULED_SLANT are (a photo of a page not
     held level): the picture is sheared by the slant along which most are, and 3 or more lines sought there.
 
     A digit cropped tightly can have two such bands of its own (a bold 0's sides, a 5's bar and bowl), but in the
@@ -173,20 +172,29 @@ def drop_ruled_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _drop_level_lines(ink_rows: np.ndarray, mask_rows: np.ndarray, peak: float, bands: int = 2,
-                      grow: int = 0) -> bool:
-    """drop_ruled_lines along the rows, when they show this many `bands` or more; True if it cleared lines. `grow`:
-    clear the lines' faint ink in this many rows either side of each band too (a slanted line sheared level is
-    ragged by a row)."""
-    full = mask_rows.mean(axis=1) >= RULED_SPAN
+def _drop_level_lines(ink_rows: np.ndarray, mask_rows: np.ndarray, peak: float, inside: np.ndarray | None = None,
+                      slanted: bool = False) -> bool:
+    """drop_ruled_lines along the rows; True if it cleared lines. `inside`: how many of each row's pixels lie in the
+    picture (a sheared picture's rows run out of it at the top and bottom; None: all of them). `slanted`: the rows are
+    a guess among many slants, so ask for 3 bands, not 2 (a narrow digit cropped tightly, MNIST's test digit 140,
+    has two slanted strokes across it), bands thin beside the gaps between them and beside the picture (ruled lines
+    are; the bars of a blurred 3 cropped tightly are not), and clear the lines' faint ink a row either side of each band (a slanted line sheared level is ragged
+    by a row)."""
+    width = mask_rows.shape[1]
+    inside = np.full(len(mask_rows), width) if inside is None else inside
+    full = (mask_rows.sum(axis=1) >= RULED_SPAN * inside) & (inside >= 0.1 * width)
     edges = np.diff(full.astype(np.int8), prepend=0, append=0)
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
-    if np.count_nonzero((starts > 0) & (ends < len(full) - 1)) < bands:
+    within = (starts > 0) & (ends < len(full) - 1)
+    if np.count_nonzero(within) < (3 if slanted else 2):
+        return False
+    thickness = float(np.median(ends - starts + 1))
+    if slanted and (3 * thickness > np.median(np.diff(starts)) or thickness > RULED_THICKNESS * len(full)):
         return False
     level = float(np.median(ink_rows[full][mask_rows[full]]))  # the lines' own ink: most of those rows' ink is theirs
     if level >= RULED_LEVEL * peak:
         return False
-    band = np.convolve(full, np.ones(2 * grow + 1), mode="same") > 0 if grow else full
+    band = np.convolve(full, np.ones(3), mode="same") > 0 if slanted else full
     lines, inked = ink_rows[band], mask_rows[band]
     cleared = inked & (lines < 1.5 * level)
     if not (mask_rows[~band].any() or (inked & ~cleared).any()):
@@ -196,30 +204,70 @@ def _drop_level_lines(ink_rows: np.ndarray, mask_rows: np.ndarray, peak: float, 
     return True
 
 
-def _drop_slanted_lines(ink_rows: np.ndarray, mask_rows: np.ndarray, peak: float) -> None:
-    """_drop_level_lines on the picture sheared so that the slant of RULED_SLOPES along which most rows are inked
-    across it runs level; the result sheared back. A slant is a guess among many, so it asks for 3 bands, not 2: a
-    narrow digit cropped tightly (MNIST's test digit 140, 11 pixels wide) has two slanted strokes across it. The
-    slant is found from the mask's pixels in at most 512 evenly spaced columns (a count per sheared row), so a large
-    photo costs a histogram per slant, not a copy."""
+def _shift(slope: float, width: int) -> np.ndarray:
+    """Per column, how far a shear by `slope` moves it down (0 at the top-most)."""
+    shift = np.round(slope * np.arange(width)).astype(np.intp)
+    return shift - shift.min()
+
+
+def _inside(shift: np.ndarray, height: int, columns: np.ndarray) -> np.ndarray:
+    """Per row of the sheared picture, how many of `columns` hold a pixel of the picture there."""
+    counts = np.zeros(height + int(shift.max()) + 1, dtype=np.intp)
+    np.add.at(counts, shift[columns], 1)
+    np.add.at(counts, shift[columns] + height, -1)
+    return np.cumsum(counts)[:-1]
+
+
+def _slant(mask_rows: np.ndarray, slopes: np.ndarray, stride: int) -> tuple[float, int]:
+    """Of `slopes`, the one along which most rows of the mask are inked across it (RULED_SPAN of the columns they
+    cross inside the picture, counted in every `stride`-th column), and how many rows that is."""
     height, width = mask_rows.shape
-    stride = -(-width // 512)
-    rows, columns = np.nonzero(mask_rows[:, ::stride])
-    columns *= stride
-    best, best_shift = 0, None
-    for slope in RULED_SLOPES:
-        shift = np.round(slope * np.arange(width)).astype(np.intp)
-        shift -= shift.min()
-        full = np.count_nonzero(np.bincount(rows + shift[columns]) >= RULED_SPAN * -(-width // stride))
-        if full > best:
-            best, best_shift = full, shift
-    if best_shift is None:
-        return
-    at = (np.arange(height)[:, None] + best_shift[None, :], np.arange(width)[None, :])
-    sheared_ink = np.zeros((height + int(best_shift.max()), width), dtype=ink_rows.dtype)
+    columns = np.arange(0, width, stride)
+    rows, sampled = np.nonzero(mask_rows[:, ::stride])
+    best = (0.0, 0)
+    for slope in slopes:
+        shift = _shift(slope, width)
+        inside = _inside(shift, height, columns)
+        inked = np.bincount(rows + shift[sampled * stride], minlength=len(inside))
+        full = int(np.count_nonzero((inked >= RULED_SPAN * inside) & (inside >= 0.1 * len(columns))))
+        if full > best[1]:
+            best = (float(slope), full)
+    return best
+
+
+def _shrunk(mask_rows: np.ndarray, columns: int) -> np.ndarray:
+    """The mask in blocks of a side that leaves at most `columns` columns; a block with any ink is inked."""
+    factor = -(-mask_rows.shape[1] // columns)
+    height, width = -(-mask_rows.shape[0] // factor) * factor, -(-mask_rows.shape[1] // factor) * factor
+    padded = np.zeros((height, width), dtype=bool)
+    padded[:mask_rows.shape[0], :mask_rows.shape[1]] = mask_rows
+    return padded.reshape(height // factor, factor, width // factor, factor).any(axis=(1, 3))
+
+
+def _drop_slanted_lines(ink_rows: np.ndarray, mask_rows: np.ndarray, peak: float) -> None:
+    """_drop_level_lines on the picture sheared so that the slant along which most rows are inked across it runs
+    level; the result sheared back. The slant is sought coarse to fine, each step a histogram per slant, not a copy:
+    on the mask shrunk to at most 128 columns (a block with any ink is inked), then 512, then on every 8th column of
+    the whole mask, each time in steps that move the far column by a pixel there (half a pixel in the last), around
+    the slant the step before found (2.4-pixel lines on a 2,600-pixel-wide page need 0.03 degrees)."""
+    height, width = mask_rows.shape
+    if np.count_nonzero(mask_rows.any(axis=0)) < RULED_SPAN * width:
+        return  # no line crosses the picture (a digit on plain paper): half the time (benchmarks/preprocess_speed.py)
+    slope, span = 0.0, RULED_SLANT
+    for columns in (128, 512, None):
+        mask = mask_rows if columns is None else _shrunk(mask_rows, columns)
+        step = 0.5 / width if columns is None else 1.0 / mask.shape[1]
+        step = min(step, span)
+        slope, full = _slant(mask, slope + np.arange(-span, span + step / 2, step), 8 if columns is None else 1)
+        if full == 0:
+            return
+        span = step
+    shift = _shift(slope, width)
+    at = (np.arange(height)[:, None] + shift[None, :], np.arange(width)[None, :])
+    sheared_ink = np.zeros((height + int(shift.max()), width), dtype=ink_rows.dtype)
     sheared_mask = np.zeros(sheared_ink.shape, dtype=bool)
     sheared_ink[at], sheared_mask[at] = ink_rows, mask_rows
-    if _drop_level_lines(sheared_ink, sheared_mask, peak, bands=3, grow=1):
+    if _drop_level_lines(sheared_ink, sheared_mask, peak, _inside(shift, height, np.arange(width)), slanted=True):
         ink_rows[...], mask_rows[...] = sheared_ink[at], sheared_mask[at]
 
 
