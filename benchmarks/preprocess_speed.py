@@ -1,4 +1,4 @@
-"""What the search for slanted ruled lines (preprocess._drop_slanted_lines) costs per picture.
+"""What the search for slanted ruled lines (preprocess._slant) costs per picture.
 
     python benchmarks/preprocess_speed.py [--repeats 5]
 
@@ -45,18 +45,18 @@ def main() -> None:
                 "4096, level lines": np.minimum(ruled(big, 0.0), page),
                 "4096, lines at 3 degrees": np.minimum(ruled(big, 3.0), page),
                 "4096, a digit under noise": np.clip(page.astype(int) - noise, 0, 255).astype(np.uint8)}
-    search = preprocess._drop_slanted_lines
+    search = preprocess._slant
     print(f"median of {args.repeats} (ms): with the slanted search | without | ratio")
     for name, picture in pictures.items():
         image = Image.fromarray(picture)
         seconds = {True: [], False: []}
         for _ in range(args.repeats):
             for on in (True, False):
-                preprocess._drop_slanted_lines = search if on else (lambda ink_rows, mask_rows, peak: None)
+                preprocess._slant = search if on else (lambda mask_rows: None)
                 start = time.perf_counter()
                 preprocess.mnist_pixels(image)
                 seconds[on].append(time.perf_counter() - start)
-        preprocess._drop_slanted_lines = search
+        preprocess._slant = search
         with_it, without = (float(np.median(seconds[on])) * 1000 for on in (True, False))
         print(f"{name:28s} {with_it:8.1f} | {without:8.1f} | {with_it / without:.2f}x")
 

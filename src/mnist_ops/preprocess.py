@@ -167,8 +167,10 @@ def drop_ruled_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     digit's full ink, not fainter: it is left alone. Lines as dark as the digit are not found."""
     peak = float(ink.max())
     for ink_rows, mask_rows in ((ink, mask), (ink.T, mask.T)):  # rows, then columns (views: writes go through)
-        if not _drop_level_lines(ink_rows, mask_rows, peak):
-            _drop_slanted_lines(ink_rows, mask_rows, peak)
+        slope = _slant(mask_rows)
+        level = slope is None or abs(slope) * mask_rows.shape[1] < 0.5  # its far column moves by under half a pixel
+        if level or not _drop_slanted_lines(ink_rows, mask_rows, peak, slope):
+            _drop_level_lines(ink_rows, mask_rows, peak)
     return mask
 
 
@@ -176,10 +178,11 @@ def _drop_level_lines(ink_rows: np.ndarray, mask_rows: np.ndarray, peak: float, 
                       slanted: bool = False) -> bool:
     """drop_ruled_lines along the rows; True if it cleared lines. `inside`: how many of each row's pixels lie in the
     picture (a sheared picture's rows run out of it at the top and bottom; None: all of them). `slanted`: the rows are
-    a guess among many slants, so ask for 3 bands, not 2 (a narrow digit cropped tightly, MNIST's test digit 140,
-    has two slanted strokes across it), bands thin beside the gaps between them and beside the picture (ruled lines
-    are; the bars of a blurred 3 cropped tightly are not), and clear the lines' faint ink a row either side of each band (a slanted line sheared level is ragged
-    by a row)."""
+    a guess among many slants, so ask for 3 bands, not 2 (a narrow digit cropped tightly, MNIST's test digit 140, has
+    two slanted strokes across it), and for bands thin beside the gaps between them and beside the picture, the
+    thickest of them (with rows a row apart counted as one) too: ruled lines are; the strokes of a blurred digit
+    cropped tightly are not. Then clear the lines' faint ink a row either side of each band too: a line sheared level
+    is ragged by a row (doing so for level lines as well changed 46 of 400 blurred MNIST crops)."""
     width = mask_rows.shape[1]
     inside = np.full(len(mask_rows), width) if inside is None else inside
     full = (mask_rows.sum(axis=1) >= RULED_SPAN * inside) & (inside >= 0.1 * width)
@@ -188,9 +191,14 @@ def _drop_level_lines(ink_rows: np.ndarray, mask_rows: np.ndarray, peak: float, 
     within = (starts > 0) & (ends < len(full) - 1)
     if np.count_nonzero(within) < (3 if slanted else 2):
         return False
-    thickness = float(np.median(ends - starts + 1))
-    if slanted and (3 * thickness > np.median(np.diff(starts)) or thickness > RULED_THICKNESS * len(full)):
-        return False
+    if slanted:
+        joined = full.copy()
+        joined[1:-1] |= full[:-2] & full[2:]  # a band split by one row is one band
+        edges = np.diff(joined.astype(np.int8), prepend=0, append=0)
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+        thickest = int(np.max(ends - starts + 1))
+        if len(starts) < 3 or 3 * thickest > np.median(np.diff(starts)) or thickest > RULED_THICKNESS * len(full):
+            return False
     level = float(np.median(ink_rows[full][mask_rows[full]]))  # the lines' own ink: most of those rows' ink is theirs
     if level >= RULED_LEVEL * peak:
         return False
@@ -218,21 +226,19 @@ def _inside(shift: np.ndarray, height: int, columns: np.ndarray) -> np.ndarray:
     return np.cumsum(counts)[:-1]
 
 
-def _slant(mask_rows: np.ndarray, slopes: np.ndarray, stride: int) -> tuple[float, int]:
-    """Of `slopes`, the one along which most rows of the mask are inked across it (RULED_SPAN of the columns they
-    cross inside the picture, counted in every `stride`-th column), and how many rows that is."""
+def _full_rows(mask_rows: np.ndarray, slopes: np.ndarray, stride: int) -> np.ndarray:
+    """For each of `slopes`, how many rows along it are inked across the picture: RULED_SPAN of the columns they
+    cross inside it, counted in every `stride`-th column."""
     height, width = mask_rows.shape
     columns = np.arange(0, width, stride)
     rows, sampled = np.nonzero(mask_rows[:, ::stride])
-    best = (0.0, 0)
-    for slope in slopes:
+    counts = np.zeros(len(slopes), dtype=np.intp)
+    for number, slope in enumerate(slopes):
         shift = _shift(slope, width)
         inside = _inside(shift, height, columns)
         inked = np.bincount(rows + shift[sampled * stride], minlength=len(inside))
-        full = int(np.count_nonzero((inked >= RULED_SPAN * inside) & (inside >= 0.1 * len(columns))))
-        if full > best[1]:
-            best = (float(slope), full)
-    return best
+        counts[number] = np.count_nonzero((inked >= RULED_SPAN * inside) & (inside >= 0.1 * len(columns)))
+    return counts
 
 
 def _shrunk(mask_rows: np.ndarray, columns: int) -> np.ndarray:
@@ -244,31 +250,51 @@ def _shrunk(mask_rows: np.ndarray, columns: int) -> np.ndarray:
     return padded.reshape(height // factor, factor, width // factor, factor).any(axis=(1, 3))
 
 
-def _drop_slanted_lines(ink_rows: np.ndarray, mask_rows: np.ndarray, peak: float) -> None:
-    """_drop_level_lines on the picture sheared so that the slant along which most rows are inked across it runs
-    level; the result sheared back. The slant is sought coarse to fine, each step a histogram per slant, not a copy:
-    on the mask shrunk to at most 128 columns (a block with any ink is inked), then 512, then on every 8th column of
-    the whole mask, each time in steps that move the far column by a pixel there (half a pixel in the last), around
-    the slant the step before found (2.4-pixel lines on a 2,600-pixel-wide page need 0.03 degrees)."""
-    height, width = mask_rows.shape
+def _slant(mask_rows: np.ndarray) -> float | None:
+    """The slope (rows per column, up to RULED_SLANT either way) along which most rows of the mask are inked across
+    the picture; None when none is. Sought in two steps, each a histogram per slope, not a copy: every slope on the
+    mask shrunk to at most 512 columns (a block with any ink is inked), in steps that move its far column by a pixel;
+    then, around each of the 3 best of those (one alone can be off by several steps: the counts there are flat), on
+    every column of the whole mask (every k-th past 512 columns), in steps that move the far column by half a pixel:
+    2.4-pixel lines on a 2,600-pixel-wide page need 0.03 degrees. Of equal counts, the slope nearest level."""
+    width = mask_rows.shape[1]
     if np.count_nonzero(mask_rows.any(axis=0)) < RULED_SPAN * width:
-        return  # no line crosses the picture (a digit on plain paper): half the time (benchmarks/preprocess_speed.py)
-    slope, span = 0.0, RULED_SLANT
-    for columns in (128, 512, None):
-        mask = mask_rows if columns is None else _shrunk(mask_rows, columns)
-        step = 0.5 / width if columns is None else 1.0 / mask.shape[1]
-        step = min(step, span)
-        slope, full = _slant(mask, slope + np.arange(-span, span + step / 2, step), 8 if columns is None else 1)
-        if full == 0:
-            return
-        span = step
+        return None  # no line crosses the picture (a digit on plain paper): no search (benchmarks/preprocess_speed.py)
+    shrunk = _shrunk(mask_rows, 512)
+    step = 1.0 / shrunk.shape[1]
+    slopes = np.arange(-RULED_SLANT, RULED_SLANT + step / 2, step)
+    counts = _full_rows(shrunk, slopes, 1)
+    candidates = []
+    for index in np.argsort(-counts, kind="stable"):
+        if counts[index] == 0 or len(candidates) == 3:
+            break
+        if all(abs(index - other) > 2 for other in candidates):  # 3 peaks, not one peak's shoulders
+            candidates.append(int(index))
+    if not candidates:
+        return None
+    fine = np.unique(np.concatenate([[0.0], *(np.arange(slopes[index] - 2 * step, slopes[index] + 2 * step,
+                                                         min(step, 0.5 / width)) for index in candidates)]))
+    fine = fine[np.abs(fine) <= RULED_SLANT]
+    counts = _full_rows(mask_rows, fine, -(-width // 512))
+    if counts.max() == 0:
+        return None
+    best = np.flatnonzero(counts == counts.max())
+    return float(fine[best[np.argmin(np.abs(fine[best]))]])
+
+
+def _drop_slanted_lines(ink_rows: np.ndarray, mask_rows: np.ndarray, peak: float, slope: float) -> bool:
+    """_drop_level_lines on the picture sheared by `slope` so that lines along it run level, the result sheared
+    back; True if it cleared lines."""
+    height, width = mask_rows.shape
     shift = _shift(slope, width)
     at = (np.arange(height)[:, None] + shift[None, :], np.arange(width)[None, :])
     sheared_ink = np.zeros((height + int(shift.max()), width), dtype=ink_rows.dtype)
     sheared_mask = np.zeros(sheared_ink.shape, dtype=bool)
     sheared_ink[at], sheared_mask[at] = ink_rows, mask_rows
-    if _drop_level_lines(sheared_ink, sheared_mask, peak, _inside(shift, height, np.arange(width)), slanted=True):
-        ink_rows[...], mask_rows[...] = sheared_ink[at], sheared_mask[at]
+    if not _drop_level_lines(sheared_ink, sheared_mask, peak, _inside(shift, height, np.arange(width)), slanted=True):
+        return False
+    ink_rows[...], mask_rows[...] = sheared_ink[at], sheared_mask[at]
+    return True
 
 
 def drop_stray_ink(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
