@@ -180,8 +180,7 @@ def _drop_level_lines(ink_rows: np.ndarray, mask_rows: np.ndarray, peak: float, 
     picture (a sheared picture's rows run out of it at the top and bottom; None: all of them). `slanted`: the rows are
     a guess among many slants, so ask for 3 bands, not 2 (a narrow digit cropped tightly, MNIST's test digit 140, has
     two slanted strokes across it), and for bands thin beside the gaps between them and beside the picture, the
-    thickest of them (with rows a row apart counted as one) too: ruled lines are; the strokes of a blurred digit
-    cropped tightly are not. Then clear the lines' faint ink a row either side of each band too: a line sheared level
+    thickest of them too: ruled lines are; the strokes of a blurred digit cropped tightly are not. Then clear the lines' faint ink a row either side of each band too: a line sheared level
     is ragged by a row (doing so for level lines as well changed 46 of 400 blurred MNIST crops)."""
     width = mask_rows.shape[1]
     inside = np.full(len(mask_rows), width) if inside is None else inside
@@ -192,12 +191,8 @@ def _drop_level_lines(ink_rows: np.ndarray, mask_rows: np.ndarray, peak: float, 
     if np.count_nonzero(within) < (3 if slanted else 2):
         return False
     if slanted:
-        joined = full.copy()
-        joined[1:-1] |= full[:-2] & full[2:]  # a band split by one row is one band
-        edges = np.diff(joined.astype(np.int8), prepend=0, append=0)
-        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
         thickest = int(np.max(ends - starts + 1))
-        if len(starts) < 3 or 3 * thickest > np.median(np.diff(starts)) or thickest > RULED_THICKNESS * len(full):
+        if 3 * thickest > np.median(np.diff(starts)) or thickest > RULED_THICKNESS * len(full):
             return False
     level = float(np.median(ink_rows[full][mask_rows[full]]))  # the lines' own ink: most of those rows' ink is theirs
     if level >= RULED_LEVEL * peak:
@@ -254,9 +249,9 @@ def _slant(mask_rows: np.ndarray) -> float | None:
     """The slope (rows per column, up to RULED_SLANT either way) along which most rows of the mask are inked across
     the picture; None when none is. Sought in two steps, each a histogram per slope, not a copy: every slope on the
     mask shrunk to at most 512 columns (a block with any ink is inked), in steps that move its far column by a pixel;
-    then, around each of the 3 best of those (one alone can be off by several steps: the counts there are flat), on
-    every column of the whole mask (every k-th past 512 columns), in steps that move the far column by half a pixel:
-    2.4-pixel lines on a 2,600-pixel-wide page need 0.03 degrees. Of equal counts, the slope nearest level."""
+    then, within two of those steps of the best, on every column of the whole mask (every k-th past 512 columns), in
+    steps that move the far column by half a pixel: 2.4-pixel lines on a 2,600-pixel-wide page need 0.03 degrees. Of
+    equal counts, the slope nearest level."""
     width = mask_rows.shape[1]
     if np.count_nonzero(mask_rows.any(axis=0)) < RULED_SPAN * width:
         return None  # no line crosses the picture (a digit on plain paper): no search (benchmarks/preprocess_speed.py)
@@ -264,16 +259,10 @@ def _slant(mask_rows: np.ndarray) -> float | None:
     step = 1.0 / shrunk.shape[1]
     slopes = np.arange(-RULED_SLANT, RULED_SLANT + step / 2, step)
     counts = _full_rows(shrunk, slopes, 1)
-    candidates = []
-    for index in np.argsort(-counts, kind="stable"):
-        if counts[index] == 0 or len(candidates) == 3:
-            break
-        if all(abs(index - other) > 2 for other in candidates):  # 3 peaks, not one peak's shoulders
-            candidates.append(int(index))
-    if not candidates:
+    if counts.max() == 0:
         return None
-    fine = np.unique(np.concatenate([[0.0], *(np.arange(slopes[index] - 2 * step, slopes[index] + 2 * step,
-                                                         min(step, 0.5 / width)) for index in candidates)]))
+    coarse = slopes[int(np.argmax(counts))]
+    fine = np.append(np.arange(coarse - 2 * step, coarse + 2 * step, min(step, 0.5 / width)), 0.0)
     fine = fine[np.abs(fine) <= RULED_SLANT]
     counts = _full_rows(mask_rows, fine, -(-width // 512))
     if counts.max() == 0:
