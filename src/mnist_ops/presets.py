@@ -57,8 +57,8 @@ PRESETS: dict[str, Config] = {
     # seeds (docs/lean-5k-ema-alone, docs/lean-5k-ema-more-seeds; seed 5 read 99.36%), 37 of 45 over seeds 1-45
     # (docs/lean-5k-ema-seeds-26-35: 6 of 10). Muon, fast-8k's layout and batch 64 did not beat it on validation.
     # The recipe `mnist-ops tune` found on the validation split (docs/tune-lean-5k) did worse on the test set.
-    # Black rotation corners (rotation_fill "zero") did not beat it on validation (+0.019 over seeds 1-8, -0.020 over 9-16),
-    # nor did momentum 0.85 or 0.93 (-0.019, -0.015 over seeds 9-16).
+    # Black rotation corners (rotation_fill "zero") did not beat it on validation (+0.019 over seeds 1-8, -0.020
+    # over 9-16), nor did momentum 0.85 or 0.93 (-0.019, -0.015 over seeds 9-16).
     "lean-5k": Config(
         preset="lean-5k", model="lean-5k", dropout=0.0, augment="seed",
         optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, schedule="onecycle",

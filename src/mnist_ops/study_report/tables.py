@@ -275,7 +275,8 @@ def interval_note(variants: list[VariantResult], planned: int) -> str:
             "seed's luck the paired interval is the narrower, and where training drifts apart anyway (another net, "
             "another precision) it tends to be the wider, with half the degrees of freedom. Choose the one you will "
             "read before you look: keeping whichever excludes 0 makes each 95% interval a weaker one. With so few "
-            f"seeds both are wide, and a step counts as distinguishable from noise only if its interval excludes 0.{several}")
+            "seeds both are wide, and a step counts as distinguishable from noise only if its interval excludes "
+            f"0.{several}")
 
 
 def run_values(runs: list[Run], key: str, machine: dict) -> str:
