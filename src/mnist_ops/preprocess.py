@@ -160,8 +160,9 @@ def drop_ruled_lines(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
     RULED_SPAN of the picture's width, in two or more bands that do not touch its top or bottom row (and columns so,
     for squared paper), whose ink is fainter than RULED_LEVEL of the strongest. Where the digit crosses a line its
     ink, well above the line's, is kept. Without this the crop spanned the lines' full width and left the digit a
-    few pixels tall. Where no row is so inked, the rows along each slant up to RULED_SLANT are (a photo of a page not
-    held level): the picture is sheared by the slant along which most are, and 3 or more lines sought there.
+    few pixels tall. Lines on a page not held level are sought along their slant, up to RULED_SLANT: where the slant
+    along which most rows are inked across the picture moves its far column by half a pixel or more, the picture is
+    sheared by it and 3 or more lines sought there; where it does not, or none are found so, level rows as above.
 
     A digit cropped tightly can have two such bands of its own (a bold 0's sides, a 5's bar and bowl), but in the
     digit's full ink, not fainter: it is left alone. Lines as dark as the digit are not found."""
@@ -180,8 +181,9 @@ def _drop_level_lines(ink_rows: np.ndarray, mask_rows: np.ndarray, peak: float, 
     picture (a sheared picture's rows run out of it at the top and bottom; None: all of them). `slanted`: the rows are
     a guess among many slants, so ask for 3 bands, not 2 (a narrow digit cropped tightly, MNIST's test digit 140, has
     two slanted strokes across it), and for bands thin beside the gaps between them and beside the picture, the
-    thickest of them too: ruled lines are; the strokes of a blurred digit cropped tightly are not. Then clear the lines' faint ink a row either side of each band too: a line sheared level
-    is ragged by a row (doing so for level lines as well changed 46 of 400 blurred MNIST crops)."""
+    thickest of them too: ruled lines are; the strokes of a blurred digit cropped tightly are not. Then clear the
+    lines' faint ink a row either side of each band too: a line sheared level is ragged by a row (for level lines as
+    well, a review found it erasing the faint edges of blurred digits cropped tightly)."""
     width = mask_rows.shape[1]
     inside = np.full(len(mask_rows), width) if inside is None else inside
     full = (mask_rows.sum(axis=1) >= RULED_SPAN * inside) & (inside >= 0.1 * width)
