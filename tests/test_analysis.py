@@ -63,6 +63,57 @@ def test_a_pool_called_as_a_function_is_a_row_read_from_the_sizes():
     assert "a step outside modules; read as a pool" in format_receptive_field(rows)
 
 
+class OddPools(torch.nn.Module):
+    """Valid 3x3 convs, each followed by a 2x2 max pool on a map of odd side (13 -> 6, 11 -> 5): as a function,
+    or as modules (the reference)."""
+
+    def __init__(self, modules: bool):
+        super().__init__()
+        self.conv1, self.conv2, self.conv3 = (torch.nn.Conv2d(1, 2, 3), torch.nn.Conv2d(2, 2, 3),
+                                              torch.nn.Conv2d(2, 2, 3))
+        self.pool = torch.nn.MaxPool2d(2) if modules else (lambda x: torch.nn.functional.max_pool2d(x, 2))
+
+    def forward(self, x):
+        return self.conv3(self.pool(self.conv2(self.pool(self.conv1(x)))))
+
+
+def test_a_functional_pool_on_an_odd_map_counts_as_the_module_does():
+    """F.max_pool2d(x, 2) on 11 -> 5 rounds down: the table took only exact divisions as pools and dropped
+    this one, reading 12*12 for the last conv against 18*18 (a review)."""
+    functional, modules = receptive_field(OddPools(False), 28), receptive_field(OddPools(True), 28)
+    assert [(r.output_sizes, r.fields) for r in functional] == [(r.output_sizes, r.fields) for r in modules]
+    assert modules[-1].fields == (18, 18) and functional[1].layer.startswith("(a step outside")
+
+
+class PoolFirst(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        return self.conv(torch.nn.functional.max_pool2d(x, 2))
+
+
+def test_a_functional_pool_before_the_first_layer_is_counted():
+    """The first layer's input was taken for the image: a pool of 2 before a 3x3 conv read 3*3, not 6*6."""
+    rows = receptive_field(PoolFirst(), 28)
+    assert [(r.input_sizes, r.output_sizes, r.fields) for r in rows] == [
+        ((28, 28), (14, 14), (2, 2)), ((14, 14), (12, 12), (6, 6))]
+
+
+class Upsampled(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        return self.conv(torch.nn.functional.interpolate(x, scale_factor=2))
+
+
+def test_a_net_that_resizes_its_input_otherwise_counts_from_what_it_made():
+    assert [(r.input_size, r.receptive_field) for r in receptive_field(Upsampled(), 28)] == [(56, 3)]
+
+
 class TwoResolutions(torch.nn.Module):
     """A stem, then a pooled branch and a full-size branch, the full-size one called first: HRNet's pattern."""
 

@@ -498,6 +498,53 @@ def test_bad_model_files_are_one_line_from_train_and_summary(mnist_root, tmp_pat
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
+UNTRACEABLE = """import torch
+from dataclasses import dataclass
+from torch import nn
+
+
+@dataclass
+class Out:
+    y: torch.Tensor
+
+
+class Body(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+
+    def forward(self, x):
+        return Out(self.conv(x))
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.body, self.head = Body(), nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.head(self.body(x).y.mean((2, 3)))
+"""
+
+
+@pytest.mark.integration
+def test_a_net_torchinfo_cannot_trace_is_one_line_from_summary_and_trains_without_a_table(mnist_root, tmp_path,
+                                                                                          capsys, monkeypatch):
+    """A layer returning a dataclass: torchinfo raised "Failed to run torchinfo" under a traceback from summary and
+    from train, which left a directory holding only .lock (a review). The net itself trains."""
+    monkeypatch.setenv("MNIST_OPS_TRUSTED_MODELS", str(tmp_path / "trusted"))
+    (tmp_path / "nets.py").write_text(UNTRACEABLE)
+    model = f"{tmp_path / 'nets.py'}:Net"
+    assert main(["summary", "--model", model]) == 2
+    assert_one_line_error(2, capsys.readouterr().err, "torchinfo cannot trace this model's layers")
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "seed-baseline", "--model", model, "--epochs", "1", "--limit-train", "256",
+                 "--data-root", str(mnist_root), "--out", str(run), "--no-progress"]) == 0
+    assert "summary.txt: no layer table: torchinfo cannot trace" in capsys.readouterr().out
+    assert (run / "summary.txt").read_text().startswith("no layer table: torchinfo cannot trace this model's layers")
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
 def test_list_shows_entry_point_models_without_importing_them(installed_package, capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
@@ -764,6 +811,26 @@ def test_a_run_whose_data_set_moved_says_where_to_put_it_back(tmp_path, capsys):
         assert capsys.readouterr().err.splitlines() == [
             f"mnist-ops: error: {run} trained on the data set in {data}, which is no longer there; put its four IDX "
             "files back in that directory (a run evaluates and resumes on the data it trained on)"]
+
+
+@pytest.mark.integration
+def test_evaluate_refuses_a_data_set_whose_class_count_changed(tmp_path, capsys):
+    """A net trained on 4 classes (dataset.toml), evaluated after that file was removed (3 classes from the
+    labels): the confusion matrix was built for 3 and raised "shape '[3, 3]' is invalid" (a review)."""
+    from idx_data import write_idx_dataset
+
+    data = write_idx_dataset(tmp_path / "shapes", (64, 16), classes=3)
+    (data / "dataset.toml").write_text('classes = ["a", "b", "c", "d"]\n')
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "lean-2k", "--model", "fast-8k", "--dataset", str(data), "--epochs", "1",
+                 "--batch-size", "16", "--out", str(run), "--no-progress"]) == 0
+    assert main(["evaluate", "--checkpoint", str(run)]) == 0
+    (data / "dataset.toml").unlink()
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"mnist-ops: error: {data} has 3 classes now, and the checkpoint's model was trained on 4: the data set (or "
+        "its dataset.toml) changed since training; restore it, or train again"]
 
 
 @pytest.mark.integration

@@ -311,6 +311,19 @@ def test_check_output_refuses_wrong_shapes_and_probabilities(tmp_path, body, mes
     assert model.training  # the check leaves the mode as it was
 
 
+@pytest.mark.parametrize("layer", ["Dropout(0.5)", "Dropout1d(0.5)", "Dropout2d(0.5)", "AlphaDropout(0.5)",
+                                   "FeatureAlphaDropout(0.5)"])
+def test_a_net_with_dropout_of_its_own_and_no_dropout_parameter_cannot_take_dropout_zero(tmp_path, layer):
+    """Only nn.Dropout was looked for: a Dropout2d(0.5) trained on under `--dropout 0` (a review)."""
+    (tmp_path / "nets.py").write_text(
+        f"from torch import nn\ndef build():\n    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.{layer}, nn.Flatten(), "
+        "nn.LazyLinear(10))\n")
+    reference = f"{tmp_path / 'nets.py'}:build"
+    with pytest.raises(UserError, match="has dropout layers of its own .* cannot honour dropout = 0"):
+        create_model(reference, dropout=0.0)
+    assert isinstance(create_model(reference), torch.nn.Sequential)  # no dropout asked for: built as written
+
+
 def test_check_output_refuses_a_net_that_drops_the_batch_axis_of_one_image(tmp_path):
     """`.squeeze()` passed the batch-of-2 check, then crashed train on a last batch of 1, and predict and serve
     (500) on every image, with tracebacks (an audit)."""

@@ -1,6 +1,7 @@
 import json
 import re
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -525,6 +526,37 @@ def test_a_run_of_a_relative_model_file_or_a_module_resumes_from_another_directo
     assert reference in (tmp_path / "run" / "config.toml").read_text()
     sys.modules.pop("resume_nets.small", None)
     sys.modules.pop("resume_nets", None)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("reference", ["nets.py:Bf16", "changing_nets.small:Bf16"])
+def test_resume_refuses_a_model_file_edited_since_the_run_started(mnist_root, tmp_path, monkeypatch, reference):
+    """An edit that keeps the weights' shapes (another activation) resumed without a word, one run of two nets (a
+    review); evaluate already refused such a file."""
+    (tmp_path / "changing_nets").mkdir()
+    (tmp_path / "changing_nets" / "__init__.py").write_text("")
+    for path in (tmp_path / "nets.py", tmp_path / "changing_nets" / "small.py"):
+        path.write_text(NETS)
+    monkeypatch.setenv("MNIST_OPS_TRUSTED_MODELS", str(tmp_path / "trusted"))
+    monkeypatch.chdir(tmp_path)
+    config = build_config("seed-baseline", None, {"model": reference, "epochs": 2, "limit_train": 256,
+                                                  "batch_size": 64})
+    with pytest.raises(Interrupted):
+        fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False, on_epoch=_stop_after(0))
+    edited = Path(reference.split(":")[0] if reference.endswith(".py:Bf16") else "changing_nets/small.py")
+    edited.write_text(NETS + "\n# edited\n")
+    for name in ("changing_nets.small", "changing_nets"):  # resumed in a new process: imported afresh
+        sys.modules.pop(name, None)
+    with pytest.raises(UserError, match=r"cannot resume .*run: model .* is built by .* now, sha256 \w{12}, and the run "
+                                        r"started with .*sha256 \w{12}; put the original file back"):
+        fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False, resume=True)
+    assert len(learned(tmp_path / "run")) == 1
+    edited.write_text(NETS)  # put back: it resumes
+    for name in ("changing_nets.small", "changing_nets"):
+        sys.modules.pop(name, None)
+    assert fit(config, tmp_path / "run", data_root=mnist_root, log=quiet, progress=False, resume=True)["epochs"] == 2
+    for name in ("changing_nets.small", "changing_nets"):
+        sys.modules.pop(name, None)
 
 
 @pytest.mark.integration

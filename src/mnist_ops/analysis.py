@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mnist_ops.models import GlobalAvgPool
+from mnist_ops.errors import UserError
+from mnist_ops.models import GlobalAvgPool, first_line
 
 
 @dataclass(frozen=True)
@@ -39,15 +40,26 @@ def device_of(model: nn.Module) -> torch.device:
     return next(iter([*model.parameters(), *model.buffers()]), torch.empty(0)).device
 
 
+def _torchinfo(model: nn.Module, **options):
+    """torchinfo's summary of `model`; a net it cannot trace (a layer that returns a dataclass...) is a UserError
+    naming why, not torchinfo's traceback."""
+    from torchinfo import summary
+
+    try:
+        return summary(model, verbose=0, device=device_of(model), mode="eval", **options)
+    except Exception as error:  # torchinfo wraps what the net raised under its hooks in a RuntimeError
+        reason = first_line(error.__cause__ or error)
+        reason = reason if len(reason) <= 120 else reason[:117] + "..."  # it may print a whole tensor
+        raise UserError(f"torchinfo cannot trace this model's layers ({reason}); layers that take and return "
+                        "tensors (or tuples, lists, dicts of them) it can follow") from None
+
+
 def _forward_layers(model: nn.Module, input_size: int | tuple[int, int]):
     """torchinfo's record of the layers the forward pass runs, in the order it runs them (a module called twice
     is there twice), with the shapes each got and gave, for one image of `input_size` (rows, columns)."""
-    from torchinfo import summary
-
     with torch.random.fork_rng(devices=[]):  # torchinfo draws its example input from torch's generator:
         # leave that generator as it was, so a run repeats the runs recorded before this table had names
-        return summary(model, input_size=(1, 1, *_pair(input_size)), verbose=0, device=device_of(model),
-                       mode="eval").summary_list
+        return _torchinfo(model, input_size=(1, 1, *_pair(input_size))).summary_list
 
 
 def _name(layer) -> str:
@@ -60,31 +72,42 @@ SLIDING = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 ADAPTIVE = (GlobalAvgPool, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)  # a window fitted to the map they get
 
 
+def _pool_factor(before: int, after: int) -> int:
+    """The window f of a pool (kernel = stride = f, as F.max_pool2d(x, f)) that takes a side of `before` to
+    `after`, in floor mode (11 -> 5 is a pool of 2) or else ceil mode; 0 if no such pool does."""
+    for factor in range(2, before + 1):
+        if before // factor == after or -(-before // factor) == after:
+            return factor
+    return 0
+
+
 def receptive_field(model: nn.Module, input_size: int | tuple[int, int] = 28) -> list[ReceptiveFieldRow]:
     """One row per conv or pool call, in the order the forward pass makes them, with the sizes it saw (so a
     layer defined out of order, used twice, with padding "same" or ceil_mode, reads as it runs). `input_size`:
     the side of a square image, or (rows, columns)."""
     rows = []
+    image = _pair(input_size)
     fields, jumps = [1, 1], [1, 1]
-    maps = {}  # a map's size -> the fields and jumps of the latest map of that size: what a layer of that input reads
+    # a map's size -> the fields and jumps of the latest map of that size: what a layer of that input reads
+    maps = {image: ([1, 1], [1, 1])}
     for layer in _forward_layers(model, input_size):
         module = layer.module
         if not isinstance(module, SLIDING + ADAPTIVE) or len(layer.input_size) != 4 or len(layer.output_size) != 4:
             continue
         sizes_in, sizes_out = tuple(layer.input_size[2:]), tuple(layer.output_size[2:])
-        if not rows:
-            maps[sizes_in] = ([1, 1], [1, 1])
         if sizes_in in maps:  # the map it reads: the last layer's, or an earlier branch's (multi-resolution nets)
             fields, jumps = list(maps[sizes_in][0]), list(maps[sizes_in][1])
-        else:  # a step between layers (F.max_pool2d...) shrank the map
-            before = rows[-1].output_sizes
-            factors = tuple(b // i if i and b % i == 0 else 0 for b, i in zip(before, sizes_in))
+        else:  # a step between layers (F.max_pool2d...) shrank the map: the image, or the last layer's output
+            before = rows[-1].output_sizes if rows else image
+            factors = tuple(_pool_factor(b, i) for b, i in zip(before, sizes_in))
             if all(factors):  # read as the pool of that size most such steps are
                 for axis in (0, 1):
                     fields[axis] += (factors[axis] - 1) * jumps[axis]
                 rows.append(ReceptiveFieldRow("(a step outside modules; read as a pool)", factors, 0, factors, before,
                                               sizes_in, tuple(fields), tuple(jumps)))
                 jumps = [jumps[axis] * factors[axis] for axis in (0, 1)]
+            elif not rows:  # the net resized its input some other way (padded, upsampled): count from what it made
+                fields, jumps = [1, 1], [1, 1]
         if isinstance(module, ADAPTIVE):  # torch's windows: [floor(i n / m), ceil((i + 1) n / m)) of n for output i of m
             kernels = tuple(max(-(-(i + 1) * size // out) - i * size // out for i in range(out))
                             for size, out in zip(sizes_in, sizes_out))
@@ -130,10 +153,7 @@ def format_receptive_field(rows: list[ReceptiveFieldRow]) -> str:
 def model_summary(model: nn.Module, input_size: tuple[int, ...] = (1, 1, 28, 28)) -> str:
     """torchinfo's layer table: type, output shape, parameters, totals and size estimates; the
     mult-adds line in millions (torchinfo prints its unit enum there under Python 3.11)."""
-    from torchinfo import summary
-
-    stats = summary(model, input_size=input_size, col_names=("output_size", "num_params"),
-                    depth=3, verbose=0, device=device_of(model), mode="eval")
+    stats = _torchinfo(model, input_size=input_size, col_names=("output_size", "num_params"), depth=3)
     lines = [f"Total mult-adds (millions): {stats.total_mult_adds / 1e6:.2f}" if line.startswith("Total mult-adds")
              else line for line in str(stats).splitlines()]
     return "\n".join(lines)

@@ -423,7 +423,7 @@ def command_evaluate(args) -> None:
     import json
 
     from mnist_ops.analysis import confusion_matrix, format_confusion, per_class_accuracy
-    from mnist_ops.data import check_recorded_dataset, dataset_info, load_split
+    from mnist_ops.data import DATASET_TOML, check_recorded_dataset, dataset_info, load_split
     from mnist_ops.engine import evaluate_checkpoint, find_checkpoint, load_checkpoint, resolve_device
 
     say = (lambda message: print(message, file=sys.stderr)) if args.json else print  # stdout: only the JSON
@@ -434,7 +434,12 @@ def command_evaluate(args) -> None:
     device = resolve_device(args.device)
     test = load_split(dataset, "test", args.data_root)
     result = evaluate_checkpoint(checkpoint, test.images, test.labels, device)
-    classes = dataset_info(dataset).classes
+    classes, trained = dataset_info(dataset).classes, checkpoint.get("classes")  # trained: recorded since 2026-11-27
+    if (trained is not None and len(trained) != len(classes)) or (
+            len(result.predictions) and int(result.predictions.max()) >= len(classes)):
+        raise UserError(f"{dataset} has {len(classes)} classes now, and the checkpoint's model was trained on "
+                        f"{len(trained) if trained is not None else 'more'}: the data set (or its {DATASET_TOML}) "
+                        "changed since training; restore it, or train again")
     matrix = confusion_matrix(test.labels, result.predictions, len(classes))
     per_class = per_class_accuracy(matrix)
     if args.json:

@@ -295,6 +295,12 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     source = _recorded_source(Path(out_dir) / "last.pt") if resume else {}
     with importable_as_recorded(source):  # before the run directory, as the data and the schedule
         model = check_runnable(_model_as_recorded(config, source), len(classes), image_size, log)
+    now = build_record(model)
+    if source.get("sha256") and now.get("sha256") != source["sha256"]:  # a net of one's own, edited mid-run
+        raise UserError(f"cannot resume {out_dir}: model {source.get('reference')} is built by {now.get('file')} "
+                        f"now, sha256 {str(now.get('sha256'))[:12]}, and the run started with {source.get('file')}, "
+                        f"sha256 {source['sha256'][:12]}; put the original file back, or start a new run with "
+                        "another --out")
     model = model.to(device, memory_format=memory_format(config))
 
     out = Path(out_dir)
@@ -317,8 +323,12 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         evaluated = model if ema is None else ema.module  # what is evaluated, and saved as the checkpoint's model
         # torchinfo draws its example input from torch's generator: keep it here, before training (and
         # before a resume restores the random states), so runs repeat those recorded before resume existed
-        inspection = (model_summary(model, (1, 1, *image_size)) + "\n\nReceptive field\n"
-                      + format_receptive_field(receptive_field(model, image_size)))
+        try:
+            inspection = (model_summary(model, (1, 1, *image_size)) + "\n\nReceptive field\n"
+                          + format_receptive_field(receptive_field(model, image_size)))
+        except UserError as error:  # a net that trains though torchinfo cannot follow it: the run goes on without
+            inspection = f"no layer table: {error}"
+            log(f"summary.txt: {inspection}")
         best_accuracy, best_epoch = -1.0, -1
 
         remove_stale_temporaries(out)  # a kill during a write can leave one; we hold the lock now
