@@ -210,6 +210,37 @@ def grayscale_png(side: int, rows: int) -> bytes:
 
 
 @pytest.fixture(scope="session")
+def broken_exif_sevens(mnist_test) -> dict[str, bytes]:
+    """Test digit 0 (a 7), dark on white, 5x enlarged, as files whose EXIF does not parse: a PNG's and a WebP's
+    (Pillow parses theirs only when asked for the orientation), a PNG's whose directory lies past its end (Pillow
+    warns), and a JPEG's orientation of two values (Pillow warns on opening)."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    seven = Image.fromarray(255 - mnist_test.images[0].numpy()).resize((140, 140)).convert("RGB")
+
+    def saved(kind: str, **options) -> bytes:
+        buffer = io.BytesIO()
+        seven.save(buffer, kind, **options)
+        return buffer.getvalue()
+
+    def png_exif(exif: bytes) -> bytes:  # an eXIf chunk right after IHDR
+        plain = saved("PNG")
+        chunk = struct.pack(">I", len(exif)) + b"eXIf" + exif + struct.pack(">I", zlib.crc32(b"eXIf" + exif))
+        return plain[:33] + chunk + plain[33:]
+
+    jpeg = saved("JPEG", quality=95)
+    orientation = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00" + struct.pack("<HHII", 0x0112, 3, 2, 0x10001) + bytes(4)
+    return {"garbage.png": png_exif(b"garbage-not-tiff"), "garbage.webp": saved("WEBP", exif=b"garbage-not-tiff"),
+            "past-its-end.png": png_exif(b"II*\x00\xff\x00\x00\x00"),
+            "two-orientations.jpg": jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(orientation) + 2) + orientation
+            + jpeg[2:]}
+
+
+@pytest.fixture(scope="session")
 def bomb_png():
     """A real decompression bomb: a 65 KB PNG that decodes to 8192 x 8192 = 67 megapixels."""
     return grayscale_png(8192, 8192)

@@ -48,6 +48,14 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
+@pytest.mark.parametrize("name", ["a" * 245 + ".onnx", "é" * 125 + ".png"])  # 251 and 254 bytes
+def test_a_name_as_long_as_the_file_system_takes_is_written(tmp_path, name):
+    """The temporary file's name (the target's, with 14 more characters) was too long: "File name too long" for a
+    name the file system takes (a review)."""
+    atomic_write_bytes(tmp_path / name, b"data")
+    assert [p.name for p in tmp_path.iterdir()] == [name] and (tmp_path / name).read_bytes() == b"data"
+
+
 def test_errors_name_the_file_asked_for_not_the_temporary(tmp_path):
     (tmp_path / "digits.png").mkdir()  # a folder where the file should go
     with pytest.raises(IsADirectoryError) as error:

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -193,6 +194,48 @@ def test_a_model_whose_output_overflows_gives_an_error_not_nan(altered_checkpoin
         predictor.predict(Image.open(tmp_path / "seven.png"))
 
 
+def _onnx_with_metadata(path, input_type, input_shape, nodes, initializers):
+    """A hand-built ONNX model carrying mnist-ops metadata (MNIST's mean and std, 10 labels), output y [N, 10]."""
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", input_type, input_shape)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 10])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"mean": "0.1307", "std": "0.3081", "model_name": "by-hand",
+                                   "labels": json.dumps([str(i) for i in range(10)])})
+    onnx.save(model, path)
+    return path
+
+
+def test_an_onnx_model_whose_input_is_not_an_image_batch_is_refused_when_it_loads(tmp_path, mnist_test, capsys):
+    """A flat [N, 784] input, a float64 one or a batch fixed to 1 ended predict in onnxruntime's traceback at the
+    first answer, and serve in a 500 (a review)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((784, 10), np.float32), "w")
+    flat = numpy_helper.from_array(np.array([-1, 784], np.int64), "flat")
+    reshaped = [helper.make_node("Reshape", ["x", "flat"], ["r"]), helper.make_node("MatMul", ["r", "w"], ["y"])]
+    Image.fromarray(255 - mnist_test.images[0].numpy()).save(tmp_path / "seven.png")
+    for name, input_type, shape, nodes, takes in [
+            ("flat.onnx", TensorProto.FLOAT, ["N", 784], [helper.make_node("MatMul", ["x", "w"], ["y"])],
+             "tensor(float) [N, 784]"),
+            ("double.onnx", TensorProto.DOUBLE, ["N", 1, 28, 28],
+             [helper.make_node("Cast", ["x"], ["c"], to=TensorProto.FLOAT),
+              helper.make_node("Reshape", ["c", "flat"], ["r"]), reshaped[1]], "tensor(double) [N, 1, 28, 28]"),
+            ("batch-1.onnx", TensorProto.FLOAT, [1, 1, 28, 28], reshaped, "tensor(float) [1, 1, 28, 28]"),
+            ("three-channels.onnx", TensorProto.FLOAT, ["N", 3, 28, 28], reshaped, "tensor(float) [N, 3, 28, 28]")]:
+        path = _onnx_with_metadata(tmp_path / name, input_type, shape, nodes, [weights, flat])
+        code, out, err = run_predict(capsys, "--model", path, tmp_path / "seven.png")
+        assert (code, out) == (2, ""), err
+        assert err == (f"mnist-ops: error: model {path}: its input is {takes}, where mnist-ops gives one float32 "
+                       "batch [N, 1, H, W] of any N; export it again with `mnist-ops export`\n")
+    path = _onnx_with_metadata(tmp_path / "fits.onnx", TensorProto.FLOAT, ["N", 1, 28, 28], reshaped, [weights, flat])
+    code, out, err = run_predict(capsys, "--model", path, tmp_path / "seven.png")
+    assert code == 0 and out.startswith(f"{tmp_path / 'seven.png'}: "), err
+
+
 def test_bad_onnx_metadata_is_refused_in_one_line_when_the_model_loads(edited_onnx, mnist_test, tmp_path, capsys):
     """Hand-edited metadata once gave a traceback (ValueError, JSONDecodeError), an IndexError after the
     model had loaded, or 'nan%' answers with exit 0."""
@@ -215,6 +258,20 @@ def test_bad_onnx_metadata_is_refused_in_one_line_when_the_model_loads(edited_on
     code, out, err = run_predict(capsys, "--model", edited_onnx("dynamic.onnx", dynamic_outputs=True),
                                  tmp_path / "seven.png")
     assert code == 0 and out.startswith(f"{tmp_path / 'seven.png'}: 7 (")  # a dynamic output count that fits
+
+
+def test_pictures_whose_exif_does_not_parse_are_read_without_it(digit_checkpoint, broken_exif_sevens, tmp_path,
+                                                                  capsys, recwarn):
+    """A PNG's or WebP's unreadable EXIF ended predict in a traceback before the files after it (and serve in a
+    500); a JPEG's or a PNG's damaged one printed Pillow's warnings with their file and line (a review)."""
+    files = []
+    for name, content in broken_exif_sevens.items():
+        files.append(tmp_path / name)
+        files[-1].write_bytes(content)
+    code, out, err = run_predict(capsys, "--checkpoint", digit_checkpoint, *files)
+    assert (code, err) == (0, "")
+    assert [line.split(" (")[0] for line in out.splitlines()] == [f"{file}: 7" for file in files]
+    assert [str(warning.message) for warning in recwarn if warning.filename.startswith(os.path.dirname(Image.__file__))] == []
 
 
 def test_a_data_sets_folder_webp_and_a_photos_broken_exif_are_read_and_files_may_follow_a_flag(

@@ -97,6 +97,14 @@ def test_predict_raw_body_and_multipart_upload(server, seven):
         assert "/predict" in client.get("/openapi.json").json()["paths"]
 
 
+def test_a_picture_whose_exif_does_not_parse_is_read_without_it(server, broken_exif_sevens):
+    """A PNG's or WebP's unreadable EXIF was a 500 (a review)."""
+    with httpx.Client(base_url=server, timeout=10) as client:
+        for name, content in broken_exif_sevens.items():
+            response = client.post("/predict", content=content)
+            assert (response.status_code, response.json()["digit"]) == (200, 7), name
+
+
 def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(server, seven, bomb_png, giant_pngs):
     def chunks():  # over 1 MB without a Content-Length: the server must count
         for _ in range(12):

@@ -86,7 +86,10 @@ def atomic_write_bytes(path: str | os.PathLike, content: bytes) -> None:
     _refuse_special_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+        # at most 200 bytes of the name: with the dots, 8 random characters and .tmp, a name the file system takes
+        # (255 bytes) whenever the target's is; a longer one failed as "File name too long" (a review)
+        stem = os.fsencode(path.name)[:200].decode(errors="ignore")
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.", suffix=TEMP_SUFFIX)
     except OSError as error:
         raise _naming(error, path) from None
     try:

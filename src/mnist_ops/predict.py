@@ -250,8 +250,17 @@ class OnnxPredictor(Predictor):
         if not (isinstance(self.labels, list) and all(isinstance(label, str) for label in self.labels)):
             raise UserError(f"model {path}: its metadata labels {show(metadata['labels'])} are not a JSON list of "
                             f"strings; {self.FIX}")
-        self.input_name = self.session.get_inputs()[0].name
-        size = self.session.get_inputs()[0].shape[2:]  # [batch, 1, H, W]: export fixes H and W
+        inputs = self.session.get_inputs()
+        shape = inputs[0].shape if len(inputs) == 1 else []
+        fixed = lambda dim: isinstance(dim, int)  # onnxruntime names a free dimension by a string (or None)
+        if (len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(shape) != 4 or fixed(shape[0])
+                or (fixed(shape[1]) and shape[1] != 1)):
+            takes = (f"{len(inputs)} inputs" if len(inputs) != 1 else
+                     f"its input is {inputs[0].type} [{', '.join(map(str, shape))}]")
+            raise UserError(f"model {path}: {takes}, where mnist-ops gives one float32 batch [N, 1, H, W] of any N; "
+                            f"{self.FIX}")
+        self.input_name = inputs[0].name
+        size = shape[2:]  # [batch, 1, H, W]: export fixes H and W
         self.image_size = tuple(size) if len(size) == 2 and all(isinstance(s, int) for s in size) else (28, 28)
         # The output count, where the graph fixes it (export does); a dynamic one is checked at the first answer.
         classes = (self.session.get_outputs()[0].shape or [None])[-1]

@@ -73,7 +73,7 @@ def open_image(content: bytes, name: str = "image") -> Image.Image:
         # line on stderr, which is not ours to show.
         with _PILLOW_WARNINGS, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
             image = Image.open(io.BytesIO(content), formats=FORMATS)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
         pixels = re.search(r"\((\d+) pixels\)", str(error))
@@ -94,6 +94,18 @@ def open_image(content: bytes, name: str = "image") -> Image.Image:
     return image
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """The image as the person who took it saw it (a phone photo's EXIF orientation). A PNG's or WebP's EXIF is
+    parsed only here: unreadable, it is read as none (a traceback and a 500 before, 2026-11-28), and Pillow's
+    warnings of it, with their own file and line, are not ours to show."""
+    with _PILLOW_WARNINGS, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        try:
+            return ImageOps.exif_transpose(image)
+        except Exception:  # Pillow raises SyntaxError, struct.error, ValueError... for broken metadata alone
+            return image
+
+
 def grayscale(image: Image.Image) -> np.ndarray:
     """float32 [H, W] in 0..255, with a transparent background composited on black or white.
 
@@ -101,7 +113,7 @@ def grayscale(image: Image.Image) -> np.ndarray:
     digit whose black was keyed out keeps black there, and its opaque fringe of near-black pixels must
     stay background); else the opposite of the ink's (a drawing app's canvas stores its transparent pixels
     as black whatever the stroke's colour), so transparent canvases of either kind work."""
-    image = ImageOps.exif_transpose(image)  # phone photos: upright as the person saw them
+    image = upright(image)
     if image.mode.startswith("I"):  # 16-bit PNG: convert("L") would clip at 255
         return np.asarray(image, dtype=np.float32) * (255.0 / 65535.0)
     if "A" not in image.getbands() and "transparency" not in image.info:
