@@ -2,6 +2,7 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -831,6 +832,50 @@ def test_evaluate_refuses_a_data_set_whose_class_count_changed(tmp_path, capsys)
     assert capsys.readouterr().err.splitlines() == [
         f"mnist-ops: error: {data} has 3 classes now, and the checkpoint's model was trained on 4: the data set (or "
         "its dataset.toml) changed since training; restore it, or train again"]
+
+
+@pytest.mark.parametrize("changes, problem", [({"image_size": "x"}, "bad image_size"),
+                                              ({"classes": [1, 2]}, "bad classes")])
+def test_evaluate_refuses_a_damaged_record_of_what_the_model_was_trained_on(altered_checkpoint, capsys, changes,
+                                                                            problem):
+    """image_size "x" ended evaluate in an IndexError traceback; predict and export refused it (a review)."""
+    path = altered_checkpoint("damaged.pt", **changes)
+    assert main(["evaluate", "--checkpoint", str(path)]) == 2
+    assert capsys.readouterr().err == f"mnist-ops: error: checkpoint {path} is not an mnist-ops checkpoint ({problem})\n"
+
+
+@pytest.mark.parametrize("failure, code, message", [
+    (OSError(28, "No space left on device"), 2, "No space left on device"),
+    (KeyboardInterrupt(), 130, "mnist-ops: interrupted before the run started; run the same command again"),
+])
+@pytest.mark.parametrize("out", [True, False])
+def test_a_run_stopped_before_its_config_is_written_leaves_no_directory(mnist_root, tmp_path, capsys, monkeypatch,
+                                                                        failure, code, message, out):
+    """A full disk or Ctrl-C before config.toml was written left the directory holding .lock alone: one more stray
+    runs/<preset>-seed1-<time> at each try without --out (a review)."""
+    import mnist_ops.train
+
+    write = mnist_ops.train.atomic_write_bytes
+
+    def failing(path, content):
+        if Path(path).name == "config.toml":
+            raise failure
+        write(path, content)
+
+    monkeypatch.setattr(mnist_ops.train, "atomic_write_bytes", failing)
+    monkeypatch.chdir(tmp_path)
+    command = ["train", "--preset", "lean-2k", "--epochs", "1", "--limit-train", "256", "--data-root",
+               str(mnist_root), "--no-progress"]
+    if out:
+        command += ["--out", str(tmp_path / "runs" / "mine")]
+    if code == 130:
+        with pytest.raises(SystemExit) as stopped:
+            main(command)
+        assert stopped.value.code == code
+    else:
+        assert main(command) == code
+    assert message in capsys.readouterr().err
+    assert list((tmp_path / "runs").iterdir()) == []
 
 
 @pytest.mark.integration

@@ -1,4 +1,5 @@
 import gzip
+import json
 import tracemalloc
 import zlib
 
@@ -279,6 +280,27 @@ def test_train_pixel_stats_are_cached_by_file(tmp_path):
     assert data.train_pixel_stats(str(tmp_path / "own"), images * 0, tmp_path / "root") == first  # from the cache
     os.utime(tmp_path / "own" / MNIST_NAMES[0], ns=(1, 1))  # the file changed: computed again
     assert data.train_pixel_stats(str(tmp_path / "own"), images * 0, tmp_path / "root") == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda cache, key: cache[key].update(mean=None),
+    lambda cache, key: cache[key].update(std="0.3"),
+    lambda cache, key: cache[key].update(std=float("nan")),
+    lambda cache, key: cache[key].pop("mean"),
+    lambda cache, key: [],  # the whole file a list
+])
+def test_a_damaged_pixel_stats_cache_is_computed_again(tmp_path, damage):
+    """An entry with "mean": null (valid JSON, its file's stamp still matching) was returned as it stood: a TypeError
+    in `train` and in `data stats` (a review)."""
+    write_dataset(tmp_path / "own", MNIST_NAMES, [0, 1], [1])
+    images = data.load_split(str(tmp_path / "own"), "train").images
+    expected = data.train_pixel_stats(str(tmp_path / "own"), images, tmp_path / "root")
+    cache_path = tmp_path / "root" / "stats.json"
+    cache = json.loads(cache_path.read_text())
+    damaged = damage(cache, next(iter(cache)))
+    cache_path.write_text(json.dumps(cache if damaged is None else damaged, allow_nan=True))
+    assert data.train_pixel_stats(str(tmp_path / "own"), images, tmp_path / "root") == expected
+    assert next(iter(json.loads(cache_path.read_text()).values()))["mean"] == expected[0]  # written again whole
 
 
 def test_a_gzip_bomb_in_the_data_root_is_never_inflated(tiny_dataset):

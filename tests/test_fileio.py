@@ -64,6 +64,21 @@ def test_errors_name_the_file_asked_for_not_the_temporary(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.png"]
 
 
+def test_a_read_only_destination_is_refused_before_any_work(small_filesystem):
+    """lr-find ran its whole range test before a read-only --out failed (a review): check_destination is called
+    before the work, and now asks whether the place can be written."""
+    from mnist_ops.fileio import check_destination
+
+    mount = small_filesystem(64)
+    (mount / "runs").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+    for path, directory in ((mount / "runs" / "lr-find", True), (mount / "model.onnx", False), (mount, True)):
+        with pytest.raises(UserError, match=r"is not writable \(read-only, or its permissions\), so .* cannot be "
+                                            "written; choose another path"):
+            check_destination(path, directory=directory)
+    check_destination(mount.parent / "elsewhere", directory=True)  # a writable place is not refused
+
+
 def test_a_full_disk_keeps_the_previous_file_intact(small_filesystem):
     tiny_filesystem = small_filesystem(256)
     atomic_write_bytes(tiny_filesystem / "last.pt", b"a" * 100_000)

@@ -292,6 +292,24 @@ def test_with_ema_the_checkpoint_holds_the_average_and_evaluates_to_the_logged_a
 
 
 @pytest.mark.integration
+def test_a_run_stopped_in_its_first_epoch_refuses_flags_that_change_it(mnist_root, tmp_path):
+    """With no last.pt yet, `--resume RUN --lr 0.5` trained at 0.5 and rewrote config.toml, where a run one epoch
+    further refused the same flag (a review)."""
+    from mnist_ops.config import to_toml
+
+    out = tmp_path / "run"
+    out.mkdir()
+    config = build_config("lean-2k", None, {"epochs": 1, "limit_train": 300, "validation": 100})
+    recorded = to_toml(config.replace(device="cpu").to_dict())
+    (out / "config.toml").write_text(recorded)  # what a run killed in its first epoch leaves
+    with pytest.raises(UserError, match=r"cannot resume .* with a different config: lr \(0.1 in the run, 0.5 now\) "
+                                        r"\(config.toml against your flags\)"):
+        fit(config.replace(lr=0.5), out, data_root=mnist_root, log=quiet, progress=False, resume=True)
+    assert (out / "config.toml").read_text() == recorded and not (out / "metrics.jsonl").exists()
+    assert fit(config, out, data_root=mnist_root, log=quiet, progress=False, resume=True)["epochs"] == 1
+
+
+@pytest.mark.integration
 def test_a_run_started_over_gets_a_new_environment_record(mnist_root, tmp_path):
     out = tmp_path / "run"
     out.mkdir()

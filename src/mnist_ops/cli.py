@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_ops.errors import UserError, did_you_mean, interrupted_code, stop_on_sigterm
+from mnist_ops.errors import UserError, did_you_mean, import_torch_whole, interrupted_code, stop_on_sigterm
 from mnist_ops.fileio import check_destination
 
 UNRECOGNIZED = re.compile(r"unrecognized arguments: (?P<words>.*)")
@@ -405,7 +405,8 @@ def command_train(args) -> None:
     check_destination(out, directory=True)
     try:
         try:
-            fit(config, out, data_root=args.data_root, progress=not args.no_progress, resume=bool(args.resume))
+            fit(config, out, data_root=args.data_root, progress=not args.no_progress, resume=bool(args.resume),
+                made_for_it=not existed)
         except BaseException:
             if not existed:  # made for this run (here or by fit): gone again if it stayed empty (missing data...)
                 with contextlib.suppress(OSError):
@@ -424,22 +425,23 @@ def command_evaluate(args) -> None:
 
     from mnist_ops.analysis import confusion_matrix, format_confusion, per_class_accuracy
     from mnist_ops.data import DATASET_TOML, check_recorded_dataset, dataset_info, load_split
-    from mnist_ops.engine import evaluate_checkpoint, find_checkpoint, load_checkpoint, resolve_device
+    from mnist_ops.engine import evaluate_checkpoint, find_checkpoint, load_checkpoint, resolve_device, trained_on
 
     say = (lambda message: print(message, file=sys.stderr)) if args.json else print  # stdout: only the JSON
     path = find_checkpoint(args.checkpoint, log=say)
     checkpoint = load_checkpoint(path)
     dataset = checkpoint["config"].get("dataset", "mnist")
     check_recorded_dataset(dataset, path.parent)
+    trained = trained_on(checkpoint, path).labels  # refuses a damaged record of classes or image size
     device = resolve_device(args.device)
     test = load_split(dataset, "test", args.data_root)
     result = evaluate_checkpoint(checkpoint, test.images, test.labels, device)
-    classes, trained = dataset_info(dataset).classes, checkpoint.get("classes")  # trained: recorded since 2026-11-27
-    if (trained is not None and len(trained) != len(classes)) or (
-            len(result.predictions) and int(result.predictions.max()) >= len(classes)):
+    classes = dataset_info(dataset).classes
+    answers = int(result.predictions.max()) + 1 if len(result.predictions) else 0  # at least this many outputs
+    if max(len(trained), answers) != len(classes):
         raise UserError(f"{dataset} has {len(classes)} classes now, and the checkpoint's model was trained on "
-                        f"{len(trained) if trained is not None else 'more'}: the data set (or its {DATASET_TOML}) "
-                        "changed since training; restore it, or train again")
+                        f"{max(len(trained), answers)}: the data set (or its {DATASET_TOML}) changed since training; "
+                        "restore it, or train again")
     matrix = confusion_matrix(test.labels, result.predictions, len(classes))
     per_class = per_class_accuracy(matrix)
     if args.json:
@@ -784,6 +786,8 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # epoch lines reach a pipe (a log, a watching script) as printed
     try:
+        if not (args.command == "study" and args.name in ("report", "status")):  # those two read files, not torch
+            import_torch_whole()
         code = COMMANDS[args.command](args)
     except UserError as error:  # TrainingDiverged (exit 3) is one too
         print(f"mnist-ops: error: {error}", file=sys.stderr)

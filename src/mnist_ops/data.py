@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -476,8 +477,12 @@ def train_pixel_stats(name: str, images: torch.Tensor, root: str | os.PathLike |
         cache = json.loads(cache_path.read_text())
     except (OSError, ValueError):
         cache = {}
-    if isinstance(cache.get(key), dict) and cache[key].get("file") == stamp:
-        return cache[key]["mean"], cache[key]["std"]
+    cache = cache if isinstance(cache, dict) else {}  # a damaged cache is computed again, entry or whole
+    entry = cache.get(key)
+    if isinstance(entry, dict) and entry.get("file") == stamp:
+        mean, std = entry.get("mean"), entry.get("std")
+        if all(type(value) in (int, float) and math.isfinite(value) for value in (mean, std)) and std > 0:
+            return float(mean), float(std)
     mean, std = pixel_stats(images)
     cache[key] = {"file": stamp, "mean": mean, "std": std}
     try:

@@ -31,6 +31,23 @@ def stop_on_sigterm(signum, frame) -> None:
     raise Terminated
 
 
+def import_torch_whole() -> None:
+    """Import torch with Ctrl-C and SIGTERM held until it is done, then delivered. torch's C extension imports numpy
+    and swallows what that raises: an interrupt in its first second or so was lost, the run trained on, and numpy,
+    half set up, failed later ("Failed to initialize NumPy" in the plots; a review, 2026-11-28)."""
+    import signal
+    import sys
+
+    if "torch" in sys.modules:
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        import torch  # noqa: F401
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)  # one that came meanwhile is raised here
+
+
 def interrupted_code(error: KeyboardInterrupt) -> int:
     return 143 if isinstance(error, Terminated) else 130  # 128 + the signal's number, as a shell reports it
 

@@ -53,6 +53,9 @@ def check_destination(path: str | os.PathLike, directory: bool = False) -> Path:
             if not ancestor.is_dir():
                 raise UserError(f"{ancestor} is a file, not a directory, so {path} cannot be written; "
                                 "choose another path")
+            if not os.access(ancestor, os.W_OK | os.X_OK):  # read-only (a mount, permissions): before the work
+                raise UserError(f"{ancestor} is not writable (read-only, or its permissions), so {path} cannot be "
+                                "written; choose another path")
             break
     return path
 

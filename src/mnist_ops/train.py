@@ -32,8 +32,8 @@ from mnist_ops.engine import (CHECKPOINT_MIN_EPOCH, NonFiniteLoss, TrainStep, bu
 from mnist_ops.data import dataset_info
 from mnist_ops.distill import load_teacher, refuse_changed_teachers
 from mnist_ops.errors import TrainingDiverged, UserError
-from mnist_ops.fileio import (DirectoryLock, atomic_write_bytes, atomic_write_json, remove_stale_temporaries,
-                              write_jsonl)
+from mnist_ops.fileio import (DirectoryLock, atomic_write_bytes, atomic_write_json, read_toml,
+                              remove_stale_temporaries, write_jsonl)
 from mnist_ops.models import build_record, count_parameters, first_line, importable_as_recorded, raised_in_own_net
 from mnist_ops.provenance import ENVIRONMENT_FILE, run_provenance
 from mnist_ops.replicas import one_thread_per_replica
@@ -179,7 +179,8 @@ def _same_kind(value, like) -> bool:
     return type(value) is type(like)
 
 
-def _refuse_changed_config(checkpoint: dict, config: Config, out: Path, log: Callable[[str], None]) -> None:
+def _refuse_changed_config(checkpoint: dict, config: Config, out: Path, log: Callable[[str], None],
+                           against: str = "last.pt against config.toml and your flags") -> None:
     # a key the run's config lacks (added to Config since) had its default value then
     saved = {**Config().to_dict(), **checkpoint["config"]}
     now = config.to_dict()
@@ -187,9 +188,8 @@ def _refuse_changed_config(checkpoint: dict, config: Config, out: Path, log: Cal
                for key in changed_keys(saved, now, ignore={"device"})]
     if changed:
         # "now" is the run's config.toml with this invocation's flags: name both, as either may be what changed
-        raise UserError(f"cannot resume {out} with a different config: {'; '.join(changed)} (last.pt against "
-                        "config.toml and your flags); drop those flags or restore config.toml, or start a new run "
-                        "with another --out")
+        raise UserError(f"cannot resume {out} with a different config: {'; '.join(changed)} ({against}); drop those "
+                        "flags or restore config.toml, or start a new run with another --out")
     if saved["device"] != now["device"]:  # a run moved to another machine: continue it there, and say what it costs
         log(f"warning: {out} trained on {saved['device']} and resumes on {now['device']}: from here its numbers "
             "differ in the last digits from those the run would have computed there")
@@ -268,11 +268,12 @@ def lr_range(start: float, end: float) -> str:
 
 def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike | None = None,
         log: Callable[[str], None] = print, progress: bool = True,
-        on_epoch: Callable[[int, dict], None] | None = None, resume: bool = False) -> dict:
+        on_epoch: Callable[[int, dict], None] | None = None, resume: bool = False, made_for_it: bool = False) -> dict:
     """Train `config` into `out_dir` (or continue it from its last.pt with `resume`).
 
     `on_epoch(epoch, record)` runs after each epoch's files are written; an exception it raises
-    stops the run (tuning prunes trials that way). Returns the run's summary dict."""
+    stops the run (tuning prunes trials that way). `made_for_it`: the caller created `out_dir` (empty) for this run,
+    which goes again if the run never starts, as one this call creates. Returns the run's summary dict."""
     started = time.perf_counter()
     check_combination(config)
     device = resolve_device("cpu" if config.replicas > 1 else config.device)  # replicas split over CPU cores
@@ -304,7 +305,7 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
     model = model.to(device, memory_format=memory_format(config))
 
     out = Path(out_dir)
-    created = not out.exists()  # by this call: a run refused in its first epoch takes it away again (below)
+    created = made_for_it or not out.exists()  # for this run: one refused in its first epoch takes it away (below)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -338,6 +339,9 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
             if metrics.is_file() and metrics.stat().st_size:  # written after last.pt: that was there, and is gone
                 raise UserError(f"{out} lists finished epochs in metrics.jsonl but holds no last.pt to resume them "
                                 "from (deleted?); restore it, or start a new run with another --out")
+            if (out / "config.toml").is_file():  # a flag changes the run as it would once an epoch is done
+                _refuse_changed_config({"config": read_toml(out / "config.toml")}, config, out, log,
+                                       against="config.toml against your flags")
             log(f"{out} holds no finished epoch yet: starting it from the beginning")  # stopped in its first epoch
         elif resume:
             checkpoint = load_checkpoint(out / "last.pt", fix="the run cannot be resumed from it; start a new run with "
@@ -469,8 +473,11 @@ def fit(config: Config, out_dir: str | os.PathLike, data_root: str | os.PathLike
         log(f"best {name} accuracy {best_accuracy:.2f}% (epoch {best_epoch}), "
             f"last {history[-1][f'{name}_accuracy']:.2f}%; wrote {out}")
         return summary
-    except UserError as error:  # a net of one's own that fails to train...: nothing in the directory to resume or read
-        if created and not history and not isinstance(error, TrainingDiverged):
+    except (UserError, OSError, KeyboardInterrupt) as error:
+        # a net of one's own that fails to train...: nothing in the directory to resume or read; nor after a full disk
+        # or Ctrl-C before config.toml was written (a directory holding only .lock was left then: a review)
+        if created and not history and not isinstance(error, TrainingDiverged) and (
+                isinstance(error, UserError) or not (out / "config.toml").is_file()):
             if board is not None:
                 board.close()
             for path in [out / "config.toml", out / ENVIRONMENT_FILE, *out.glob("events.out.tfevents.*"), lock.path]:
