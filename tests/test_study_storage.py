@@ -437,6 +437,27 @@ def test_a_shared_study_run_again_with_more_seeds_trains_only_the_new_ones(tmp_p
     assert read_spec(out / "spec.toml").seeds == (1, 2) and (out / "a" / "seed2" / "done.json").is_file()
 
 
+def test_a_local_study_moved_to_a_storage_with_fewer_seeds_queues_the_whole_directory(tmp_path, mnist_root):
+    """`study --workers 2 --seeds 1` on a local study of seeds 1-2 queued seed 1 only, trained it, and then failed
+    to export into the directory ("holds a different study"), its report unwritten (a review)."""
+    from mnist_ops.distributed import embedded_url
+    from mnist_ops.study import parse_spec, read_spec, run_study
+    from mnist_ops.study_storage import run_shared_study
+
+    values = {"name": "moved", "seeds": [1, 2], "defaults": {"epochs": 1, "limit_train": 300, "batch_size": 64,
+                                                              "device": "cpu"},
+              "variant": [{"name": "a", "preset": "seed-lean", "model": "seed-lean-plain", "augment": "none"}]}
+    out = tmp_path / "study"
+    run_study(parse_spec(values, "moved.toml"), out, log=lambda line: None)
+    (out / "a" / "seed2" / "done.json").unlink()  # as if it stopped before it wrote this: the storage redoes it
+    lines = []
+    run_shared_study(parse_spec({**values, "seeds": [1]}, "moved.toml"), out, embedded_url(out), "moved",
+                     log=lines.append)
+    assert "study 'moved': created, 2 runs queued" in lines
+    assert read_spec(out / "spec.toml").seeds == (1, 2)
+    assert all((out / "a" / f"seed{seed}" / "done.json").is_file() for seed in (1, 2))
+
+
 def _grow_spec_values(seeds, names=("a",)):
     from mnist_ops.study import parse_spec
 

@@ -144,6 +144,31 @@ def test_a_bad_spec_fails_before_any_trial_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_trial_that_fails_in_the_users_net_ends_in_one_line_not_optunas_traceback(train_only_root, tmp_path,
+                                                                                   workers):
+    """Optuna logged "Trial 0 failed with parameters" and a traceback of the UserError before its one line (a
+    review)."""
+    (tmp_path / "nets.py").write_text(
+        "from torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self, num_classes=10):\n"
+        "        super().__init__()\n        self.head = nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))\n\n"
+        "    def forward(self, x):\n        if self.training:\n            raise RuntimeError('boom when training')\n"
+        "        return self.head(x)\n")
+    values = tiny_values(trials=1, preset="seed-baseline", base={"model": f"{tmp_path / 'nets.py'}:Net", "epochs": 1,
+                                                                 "limit_train": 300, "batch_size": 64, "device": "cpu"})
+    spec = write_spec(tmp_path / "spec.toml", values)
+    code, stdout, stderr = run_cli("tune", "--spec", str(spec), "--out", str(tmp_path / "out"), "--data-root",
+                                   str(train_only_root), "--workers", workers,
+                                   env={**os.environ, "MNIST_OPS_TRUSTED_MODELS": str(tmp_path / "trusted")})
+    assert code == 2 and "Traceback" not in stderr + stdout and "failed with" not in stderr + stdout, stderr
+    said = "raised RuntimeError: boom when training while training in epoch 0"
+    if workers == "1":
+        assert said in stderr.strip().splitlines()[-1]
+    else:  # each worker says why it stopped (prefixed by its number); the command, that the trials did not finish
+        assert said in stdout and stderr.strip().splitlines()[-1].startswith("mnist-ops: error: only 0 of 1 trials")
+
+
 def test_a_study_directory_as_out_is_named_as_such(tmp_path):
     from mnist_ops.study import parse_spec, spec_to_toml
     from mnist_ops.tune import check_tune_dir
@@ -331,6 +356,37 @@ def test_a_search_run_again_with_more_trials_draws_new_parameters(train_only_roo
     assert len(params) == 4 and len(set(params)) == 4, params
 
 
+def test_a_search_run_again_on_another_storage_or_study_name_is_refused_before_it_starts(train_only_root, tmp_path):
+    """A re-run that forgot --storage (or named another study) began a new search in the directory: its trial 0 met
+    trials/trial0000 of the first, an Optuna traceback, then "already holds a run" (a review)."""
+    import optuna
+
+    from mnist_ops.distributed import describe_url, open_storage
+    from mnist_ops.tune import STORAGE_RECORD, run_tune
+
+    values = tiny_values(base={"epochs": 1, "limit_train": 300, "batch_size": 64, "device": "cpu"},
+                         sampler={"kind": "random"}, pruner={"kind": "none"})
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"
+    out = tmp_path / "out"
+
+    def tune(trials, **where):
+        run_tune(parse_tune_spec(values, "tiny.toml", trials=trials), out, data_root=train_only_root,
+                 log=lambda message: None, **where)
+
+    tune(1, storage=shared)
+    for where, message in [({}, f"{out} holds the trials of study 'tiny' in {describe_url(shared)}; run it with "
+                                f"--storage {describe_url(shared)} and --study-name tiny, or pass another --out"),
+                           ({"storage": shared, "study_name": "other"}, "holds the trials of study 'tiny' in")]:
+        with pytest.raises(UserError, match=re.escape(message)):
+            tune(2, **where)
+    assert optuna.get_all_study_names(storage=open_storage(shared)) == ["tiny"]  # no orphan study was made
+    tune(2, storage=shared)  # where it ran: it goes on
+    assert len(optuna.load_study(study_name="tiny", storage=open_storage(shared)).trials) == 2
+    (out / STORAGE_RECORD).unlink()  # a directory from before the record
+    with pytest.raises(UserError, match="holds trials, and .* has no study 'tiny': pass the --storage"):
+        tune(3)
+
+
 def test_a_tune_spec_stored_before_a_config_key_existed_still_matches():
     import dataclasses
 
@@ -436,13 +492,16 @@ def test_a_trial_stopped_by_ctrl_c_runs_again_with_its_parameters_and_no_traceba
     with pytest.raises(KeyboardInterrupt):
         run_tune(spec, tmp_path / "out", data_root=train_only_root, log=lambda message: None)
     assert capfd.readouterr().err == ""
+    from mnist_ops.tune_report import _state_line
+
+    stopped = optuna.load_study(study_name="tiny", storage=embedded_url(tmp_path / "out")).get_trials(deepcopy=False)
+    assert _state_line(stopped) == ("Trials: 0 complete, 0 pruned, 1 failed, 0 running, 1 queued; re-run after Ctrl+C "
+                                    "or SIGTERM stopped them: 0 as 1 (queued)")  # not yet run again (a review)
     monkeypatch.setattr(mnist_ops.train, "fit", real_fit)
     run_tune(spec, tmp_path / "out", data_root=train_only_root, log=lambda message: None)
     trials = optuna.load_study(study_name="tiny", storage=embedded_url(tmp_path / "out")).get_trials(deepcopy=False)
     assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert trials[1].params == trials[0].params and trials[2].params != trials[0].params
-    from mnist_ops.tune_report import _state_line
-
     assert _state_line(trials).endswith("; re-run after Ctrl+C or SIGTERM stopped them: 0 as 1")  # not a dead worker
 
 

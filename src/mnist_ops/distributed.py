@@ -118,7 +118,8 @@ class HideStoppedTrials(logging.Filter):
     """Drops Optuna's two warnings of a trial that Ctrl+C or SIGTERM stopped, or that another worker declared dead
     ("Trial N failed with parameters ...", with a 40-line traceback, then "Trial N failed with value None."): the
     command says so in one line, and the trial is queued again (`requeue_interrupted`, the sweep, or the next `study`
-    invocation). Other failures show."""
+    invocation). So are those of a trial that raised a UserError (a net of one's own that fails to train...): it ends
+    the command in its one line. Other failures show."""
 
     def __init__(self):
         super().__init__()
@@ -126,7 +127,8 @@ class HideStoppedTrials(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if record.exc_info and (isinstance(record.exc_info[1], KeyboardInterrupt) or declared_dead(record.exc_info[1])):
+        if record.exc_info and (isinstance(record.exc_info[1], (KeyboardInterrupt, UserError))
+                                or declared_dead(record.exc_info[1])):
             self.hidden = message.split(" failed", 1)[0]
             return False
         if self.hidden and message.startswith(f"{self.hidden} failed with value"):

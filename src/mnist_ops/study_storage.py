@@ -348,8 +348,11 @@ def run_shared_study(spec: Spec, out: str | os.PathLike, url: str, study_name: s
     log = log or flushed_print
     started = time.perf_counter()
     out = Path(out)
+    # this directory holds this spec's runs only: checked before the storage. Its whole spec is what the storage
+    # queues: a smaller one (`--seeds 1` on a directory of seeds 1-2) trained its runs, then failed to export into
+    # the directory ("holds a different study"), its report unwritten (a review)
+    spec = claim_study_dir(spec, out, write=False)
     sizes = _checked_train_sizes(spec, data_root)  # missing data fails before the study directory is written
-    claim_study_dir(spec, out, write=False)  # this directory holds this spec's runs only: checked before the storage
     if url == embedded_url(out):  # the embedded database lives in the study directory
         out.mkdir(parents=True, exist_ok=True)
     study, spec = prepare_study(spec, url, study_name, sizes, log, heartbeat)  # a storage that fails: nothing written

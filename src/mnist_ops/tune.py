@@ -25,7 +25,7 @@ from typing import Any, Callable
 from mnist_ops.config import FIELD_TYPES, Config, check_combination, resolve, stored_table, to_toml
 from mnist_ops.distributed import worker_name
 from mnist_ops.errors import TrainingDiverged, UserError, show
-from mnist_ops.fileio import atomic_write_bytes, read_toml, tomllib  # tomllib: or tomli on Python 3.10
+from mnist_ops.fileio import atomic_write_bytes, atomic_write_json, read_toml, tomllib  # tomllib: or tomli on Python 3.10
 
 TUNE_KEYS = ("name", "preset", "trials", "validation", "base", "space", "sampler", "pruner", "objective")
 PARAM_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
@@ -38,6 +38,7 @@ PRUNERS = ("median", "hyperband", "none")
 SCORES = ("mean", "worst")  # [objective] score: how the last K epochs (and the seeds) make one number
 SCORE_WORDS = {"mean": "mean", "worst": "lowest"}
 TRIALS_DIR = "trials"
+STORAGE_RECORD = "storage.json"  # the storage and study name whose trials the directory holds
 BEST_CONFIG = "best.toml"
 CONFIRM_DIR = "confirm"
 MAX_SEEDS_PER_TRIAL = 10
@@ -475,6 +476,37 @@ def check_tune_dir(spec: TuneSpec, out: Path) -> None:
         raise UserError(f"{out} is not empty and holds no spec.toml; pass another --out or delete it")
 
 
+def check_tune_storage(out: Path, storage: str | None, url: str, study_name: str) -> dict:
+    """The directory's record of where its search is ({"storage": "embedded" or the URL without its password,
+    "study_name": ...}), refused when this command names another storage or study: the search there would start
+    afresh and its trial numbers meet the directory's (an Optuna traceback, then "already holds a run"; a review).
+    A directory from before the record: refused if it holds trials and the storage has no study of that name."""
+    from mnist_ops.distributed import describe_url, open_storage
+
+    where = {"storage": "embedded" if storage is None else describe_url(url), "study_name": study_name}
+    path = out / STORAGE_RECORD
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            saved = None
+        if not (isinstance(saved, dict) and isinstance(saved.get("storage"), str)
+                and isinstance(saved.get("study_name"), str)):
+            raise UserError(f"{path} is damaged; restore it, or pass another --out")
+        if saved != where:
+            there = "its own optuna.db" if saved["storage"] == "embedded" else saved["storage"]
+            flag = "no --storage" if saved["storage"] == "embedded" else f"--storage {saved['storage']}"
+            raise UserError(f"{out} holds the trials of study '{saved['study_name']}' in {there}; run it with {flag} "
+                            f"and --study-name {saved['study_name']}, or pass another --out")
+    elif (out / TRIALS_DIR).is_dir() and any((out / TRIALS_DIR).iterdir()):
+        import optuna
+
+        if study_name not in optuna.get_all_study_names(storage=open_storage(url)):
+            raise UserError(f"{out} holds trials, and {describe_url(url)} has no study '{study_name}': pass the "
+                            "--storage and --study-name the search ran with, or another --out")
+    return where
+
+
 def create_study(spec: TuneSpec, url: str, study_name: str):
     """Create the study (or load it: another machine made it, or a resume), once, before any worker
     starts. Its creator stores the spec in the study: a machine with a different spec is refused."""
@@ -560,9 +592,11 @@ def run_tune(spec: TuneSpec, out: str | os.PathLike, storage: str | None = None,
     check_tune_dir(spec, out)
     url = storage_url(storage, out)
     name = study_name or spec.name
+    where = check_tune_storage(out, storage, url, name)
     study = create_study(spec, url, name)  # a bad --storage fails here, before spec.toml is written
     record_heartbeat(study, heartbeat)  # every worker on the search sweeps by the longest (DeadTrials)
     atomic_write_bytes(out / "spec.toml", tune_spec_to_toml(spec).encode())
+    atomic_write_json(out / STORAGE_RECORD, where)
     parallel = workers > 1 or storage is not None
     # On a shared storage each command's workers draw different seeds; alone, the first run uses the spec's seed.
     offset = zlib.crc32(worker_name().encode()) % 100_000 if storage else 0

@@ -84,10 +84,13 @@ def _state_line(trials: list) -> str:
     retried = [t for t in trials if "failed_trial" in t.system_attrs]
     surplus = sum(bool(t.user_attrs.get("surplus")) for t in trials)
     line = (f"Trials: {counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
-            f"{counts[TrialState.FAIL]} failed, {counts[TrialState.RUNNING]} running")
+            f"{counts[TrialState.FAIL]} failed, {counts[TrialState.RUNNING]} running"
+            + (f", {counts[TrialState.WAITING]} queued" if counts[TrialState.WAITING] else ""))
     by_number = {t.number: t for t in trials}
     for interrupted in (False, True):
-        pairs = ", ".join(f"{t.system_attrs['retry_history'][-1]} as {t.number}" for t in retried
+        # a retry still queued has not run again yet (a review found one counted as re-run)
+        pairs = ", ".join(f"{t.system_attrs['retry_history'][-1]} as {t.number}"
+                          + (" (queued)" if t.state == TrialState.WAITING else "") for t in retried
                           if bool(by_number[t.system_attrs["retry_history"][-1]].user_attrs.get("interrupted"))
                           == interrupted)
         if pairs:
