@@ -114,6 +114,23 @@ def test_a_net_that_resizes_its_input_otherwise_counts_from_what_it_made():
     assert [(r.input_size, r.receptive_field) for r in receptive_field(Upsampled(), 28)] == [(56, 3)]
 
 
+class FunctionalConv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(2, 1, 3, 3))
+
+    def forward(self, x):
+        return torch.nn.functional.conv2d(x, self.weight)
+
+
+def test_a_net_whose_convs_the_table_cannot_see_is_not_said_to_see_the_whole_input():
+    """A conv called as F.conv2d (or scripted) runs unseen, and the table said "every output sees the whole input"
+    (a review)."""
+    net = torch.nn.Sequential(FunctionalConv(), torch.nn.Flatten(), torch.nn.Linear(2 * 26 * 26, 10))
+    assert format_receptive_field(receptive_field(net, 28)) == (
+        "no conv or pooling module ran in the forward pass (one scripted, or called as F.conv2d, is not seen)")
+
+
 class TwoResolutions(torch.nn.Module):
     """A stem, then a pooled branch and a full-size branch, the full-size one called first: HRNet's pattern."""
 
@@ -148,7 +165,7 @@ def test_receptive_field_of_non_square_kernels_ceil_pools_adaptive_pools_and_no_
     uneven = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(7))  # 12 -> 7: windows of at most 3, as torch's
     assert receptive_field(uneven, 12)[0].kernels == (3, 3)
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
-    assert receptive_field(mlp) == [] and "no conv or pooling layers" in format_receptive_field([])
+    assert receptive_field(mlp) == [] and "no conv or pooling module ran" in format_receptive_field([])
 
 
 def test_model_summary_reports_totals():

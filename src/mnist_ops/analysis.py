@@ -127,7 +127,8 @@ def receptive_field(model: nn.Module, input_size: int | tuple[int, int] = 28) ->
 
 def format_receptive_field(rows: list[ReceptiveFieldRow]) -> str:
     if not rows:
-        return "no conv or pooling layers: every output sees the whole input"
+        # an MLP's outputs see the whole input; a conv scripted or called as a function (F.conv2d) is not seen at all
+        return "no conv or pooling module ran in the forward pass (one scripted, or called as F.conv2d, is not seen)"
 
     def pair(values) -> str:
         return f"{values[0]}*{values[1]}"
