@@ -879,6 +879,29 @@ def test_a_run_stopped_before_its_config_is_written_leaves_no_directory(mnist_ro
 
 
 @pytest.mark.integration
+def test_a_run_whose_out_another_run_took_meanwhile_leaves_that_run_whole(mnist_root, tmp_path, capsys, monkeypatch):
+    """Two `train --out X` started together: the one that found X taken once it held the lock took X for its own
+    (checked seconds before, X was not there) and deleted the other run's config.toml (a review of a fix)."""
+    import mnist_ops.train
+
+    out = tmp_path / "run"
+    command = ["train", "--preset", "lean-2k", "--epochs", "1", "--limit-train", "256", "--data-root",
+               str(mnist_root), "--no-progress", "--out", str(out)]
+    real = mnist_ops.train.load_fit_data
+
+    def meanwhile(*args, **kwargs):  # while this one loads its data, the other trains into X and ends
+        monkeypatch.setattr(mnist_ops.train, "load_fit_data", real)
+        assert main(command) == 0
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mnist_ops.train, "load_fit_data", meanwhile)
+    assert main(command) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "config.toml").is_file() and (out / "environment.json").is_file()
+    assert main(["evaluate", "--checkpoint", str(out)]) == 0
+
+
+@pytest.mark.integration
 def test_a_run_refused_in_its_first_epoch_leaves_no_directory(mnist_root, tmp_path, capsys, monkeypatch):
     """A net of one's own that fails only in train mode left .lock, config.toml and environment.json: a run
     directory with nothing to resume or read (an audit). A directory of the user's own is left where it is."""

@@ -47,3 +47,15 @@ def test_an_interrupt_while_torch_imports_stops_the_command(mnist_root, tmp_path
                              "--no-progress"], capture_output=True, text=True, timeout=300)
     assert (result.returncode, result.stderr) == (code, "mnist-ops: interrupted\n"), result.stderr
     assert not run.exists()
+
+
+def test_importing_torch_whole_leaves_the_signal_mask_as_it_found_it():
+    """It unblocked SIGINT and SIGTERM after the import even where they had been blocked before (a review)."""
+    script = ("import signal\n"
+              "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+              "from mnist_ops.errors import import_torch_whole\n"
+              "import_torch_whole()\n"
+              "blocked = signal.pthread_sigmask(signal.SIG_BLOCK, set())\n"
+              "print(signal.SIGINT in blocked, signal.SIGTERM in blocked)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout == "True False\n", result.stderr

@@ -371,3 +371,21 @@ def test_a_tightly_cropped_digit_is_not_taken_for_ruled_paper(mnist_test, monkey
     without = [mnist_pixels(Image.fromarray(picture)) for picture in pictures]
     assert np.array_equal(with_rule[0], without[0])
     assert min(similarity(a, b) for a, b in zip(with_rule, without)) > 0.99  # faint edge rows: 0.995 at worst here
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_photo_is_turned_upright_by_its_exif_orientation_as_pillow_turns_it(kind, orientation):
+    """upright() reads the orientation alone and turns the picture as ImageOps.exif_transpose does."""
+    from PIL import ImageOps
+
+    from mnist_ops.preprocess import open_image, upright
+
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    picture.save(buffer, kind, exif=exif.tobytes())
+    turned = np.asarray(upright(open_image(buffer.getvalue())))
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue()))))
+    assert turned.shape[:2] == ((30, 50) if orientation < 5 else (50, 30)) and np.array_equal(turned, expected)

@@ -356,35 +356,45 @@ def test_a_search_run_again_with_more_trials_draws_new_parameters(train_only_roo
     assert len(params) == 4 and len(set(params)) == 4, params
 
 
-def test_a_search_run_again_on_another_storage_or_study_name_is_refused_before_it_starts(train_only_root, tmp_path):
+def test_a_search_run_again_on_another_storage_or_study_name_is_refused_before_it_starts(train_only_root, tmp_path,
+                                                                                         monkeypatch):
     """A re-run that forgot --storage (or named another study) began a new search in the directory: its trial 0 met
     trials/trial0000 of the first, an Optuna traceback, then "already holds a run" (a review)."""
     import optuna
 
-    from mnist_ops.distributed import describe_url, open_storage
+    from mnist_ops.distributed import EMBEDDED_FILE, open_storage
     from mnist_ops.tune import STORAGE_RECORD, run_tune
 
     values = tiny_values(base={"epochs": 1, "limit_train": 300, "batch_size": 64, "device": "cpu"},
                          sampler={"kind": "random"}, pruner={"kind": "none"})
-    shared = f"sqlite:///{tmp_path / 'shared.db'}"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    shared = f"sqlite:///{tmp_path / 'a' / 'shared.db'}"
     out = tmp_path / "out"
 
     def tune(trials, **where):
         run_tune(parse_tune_spec(values, "tiny.toml", trials=trials), out, data_root=train_only_root,
                  log=lambda message: None, **where)
 
-    tune(1, storage=shared)
-    for where, message in [({}, f"{out} holds the trials of study 'tiny' in {describe_url(shared)}; run it with "
-                                f"--storage {describe_url(shared)} and --study-name tiny, or pass another --out"),
-                           ({"storage": shared, "study_name": "other"}, "holds the trials of study 'tiny' in")]:
+    tune(1, storage="sqlite:///shared.db")  # relative: the file in a/
+    for where, message in [
+            ({}, f"{out} holds the trials of study 'tiny' in {shared}, not of 'tiny' in its own optuna.db; run it with "
+                 f"--storage on that database ({shared}) and --study-name tiny, or pass another --out"),
+            ({"storage": shared, "study_name": "other"}, f"not of 'other' in {shared}")]:
         with pytest.raises(UserError, match=re.escape(message)):
             tune(2, **where)
+    monkeypatch.chdir(tmp_path / "b")  # the same words name another file from here
+    with pytest.raises(UserError, match=re.escape(f"not of 'tiny' in sqlite:///{tmp_path / 'b' / 'shared.db'};")):
+        tune(2, storage="sqlite:///shared.db")
     assert optuna.get_all_study_names(storage=open_storage(shared)) == ["tiny"]  # no orphan study was made
-    tune(2, storage=shared)  # where it ran: it goes on
+    assert not (tmp_path / "b" / "shared.db").exists() and not (out / EMBEDDED_FILE).exists()
+    tune(2, storage=shared)  # where it ran, by its absolute path: it goes on
     assert len(optuna.load_study(study_name="tiny", storage=open_storage(shared)).trials) == 2
     (out / STORAGE_RECORD).unlink()  # a directory from before the record
-    with pytest.raises(UserError, match="holds trials, and .* has no study 'tiny': pass the --storage"):
+    with pytest.raises(UserError, match="holds trials, and its own optuna.db has no study 'tiny': pass the --storage"):
         tune(3)
+    assert not (out / EMBEDDED_FILE).exists()  # looked up without making one
 
 
 def test_a_tune_spec_stored_before_a_config_key_existed_still_matches():

@@ -400,13 +400,14 @@ def command_train(args) -> None:
         raise UserError("--resume continues the run in its own directory; drop --out")
     out = args.resume or args.out
     existed = out is not None and Path(out).exists()  # a directory of the user's own is never removed below
-    if out is None:  # a new directory of its own, even beside a run started in the same second (an lr sweep)
+    made = out is None  # by the mkdir below, which no other process can share; an --out that is not there yet may be
+    if made:  # a new directory of its own, even beside a run started in the same second (an lr sweep)
         out = new_directory(Path("runs") / f"{config.preset}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     check_destination(out, directory=True)
     try:
-        try:
+        try:  # made before fit looks: fit takes it away again as one it made itself if the run never starts
             fit(config, out, data_root=args.data_root, progress=not args.no_progress, resume=bool(args.resume),
-                made_for_it=not existed)
+                made_for_it=made)
         except BaseException:
             if not existed:  # made for this run (here or by fit): gone again if it stayed empty (missing data...)
                 with contextlib.suppress(OSError):
@@ -433,15 +434,20 @@ def command_evaluate(args) -> None:
     dataset = checkpoint["config"].get("dataset", "mnist")
     check_recorded_dataset(dataset, path.parent)
     trained = trained_on(checkpoint, path).labels  # refuses a damaged record of classes or image size
+    classes = dataset_info(dataset).classes
+
+    def refuse_changed(trained_classes: int) -> None:
+        raise UserError(f"{dataset} has {len(classes)} classes now, and the checkpoint's model was trained on "
+                        f"{trained_classes}: the data set (or its {DATASET_TOML}) changed since training; restore it, "
+                        "or train again")
+
+    if len(trained) != len(classes):  # a checkpoint from before class names were recorded has the data set's
+        refuse_changed(len(trained))
     device = resolve_device(args.device)
     test = load_split(dataset, "test", args.data_root)
     result = evaluate_checkpoint(checkpoint, test.images, test.labels, device)
-    classes = dataset_info(dataset).classes
-    answers = int(result.predictions.max()) + 1 if len(result.predictions) else 0  # at least this many outputs
-    if max(len(trained), answers) != len(classes):
-        raise UserError(f"{dataset} has {len(classes)} classes now, and the checkpoint's model was trained on "
-                        f"{max(len(trained), answers)}: the data set (or its {DATASET_TOML}) changed since training; "
-                        "restore it, or train again")
+    if len(result.predictions) and int(result.predictions.max()) >= len(classes):  # such an older checkpoint's model
+        refuse_changed(int(result.predictions.max()) + 1)
     matrix = confusion_matrix(test.labels, result.predictions, len(classes))
     per_class = per_class_accuracy(matrix)
     if args.json:

@@ -40,12 +40,11 @@ def import_torch_whole() -> None:
 
     if "torch" in sys.modules:
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         import torch  # noqa: F401
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)  # one that came meanwhile is raised here
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)  # one that came meanwhile is raised here
 
 
 def interrupted_code(error: KeyboardInterrupt) -> int:

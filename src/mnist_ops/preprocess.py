@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from mnist_ops.errors import UserError
 
@@ -94,16 +94,25 @@ def open_image(content: bytes, name: str = "image") -> Image.Image:
     return image
 
 
+# EXIF orientation -> the turn that makes the picture upright (ImageOps.exif_transpose's table)
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+
+
 def upright(image: Image.Image) -> Image.Image:
     """The image as the person who took it saw it (a phone photo's EXIF orientation). A PNG's or WebP's EXIF is
     parsed only here: unreadable, it is read as none (a traceback and a 500 before, 2026-11-28), and Pillow's
-    warnings of it, with their own file and line, are not ours to show."""
+    warnings of it, with their own file and line, are not ours to show. Only the orientation is read (exif_transpose
+    also writes the rest of the EXIF back, which can fail on another broken tag and leave the photo unturned)."""
     with _PILLOW_WARNINGS, warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
         try:
-            return ImageOps.exif_transpose(image)
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
         except Exception:  # Pillow raises SyntaxError, struct.error, ValueError... for broken metadata alone
-            return image
+            orientation = 1
+    turn = UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return image if turn is None else image.transpose(turn)
 
 
 def grayscale(image: Image.Image) -> np.ndarray:

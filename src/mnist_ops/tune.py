@@ -476,14 +476,33 @@ def check_tune_dir(spec: TuneSpec, out: Path) -> None:
         raise UserError(f"{out} is not empty and holds no spec.toml; pass another --out or delete it")
 
 
-def check_tune_storage(out: Path, storage: str | None, url: str, study_name: str) -> dict:
-    """The directory's record of where its search is ({"storage": "embedded" or the URL without its password,
-    "study_name": ...}), refused when this command names another storage or study: the search there would start
-    afresh and its trial numbers meet the directory's (an Optuna traceback, then "already holds a run"; a review).
-    A directory from before the record: refused if it holds trials and the storage has no study of that name."""
-    from mnist_ops.distributed import describe_url, open_storage
+def _storage_identity(storage: str | None, url: str) -> str:
+    """How a tune directory records its storage: "embedded" (its own optuna.db, wherever the directory moves), or the
+    URL without its password, a SQLite file by its absolute path (sqlite:///shared.db names another file from
+    another working directory)."""
+    from sqlalchemy.engine import make_url
 
-    where = {"storage": "embedded" if storage is None else describe_url(url), "study_name": study_name}
+    from mnist_ops.distributed import describe_url
+
+    if storage is None:
+        return "embedded"
+    parsed = make_url(url)  # storage_url checked it parses
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return describe_url(parsed.set(database=str(Path(parsed.database).resolve())).render_as_string(False))
+    return describe_url(url)
+
+
+def check_tune_storage(out: Path, storage: str | None, url: str, study_name: str) -> dict:
+    """The directory's record of where its search is ({"storage": _storage_identity, "study_name": ...}), refused
+    when this command names another storage or study: the search there would start afresh and its trial numbers meet
+    the directory's (an Optuna traceback, then "already holds a run"; a review). A directory from before the record:
+    refused if it holds trials and the storage has no study of that name (looked up without creating a database)."""
+    from sqlalchemy.engine import make_url
+
+    from mnist_ops.distributed import open_storage
+
+    where = {"storage": _storage_identity(storage, url), "study_name": study_name}
+    there = "its own optuna.db" if where["storage"] == "embedded" else where["storage"]
     path = out / STORAGE_RECORD
     if path.is_file():
         try:
@@ -494,16 +513,20 @@ def check_tune_storage(out: Path, storage: str | None, url: str, study_name: str
                 and isinstance(saved.get("study_name"), str)):
             raise UserError(f"{path} is damaged; restore it, or pass another --out")
         if saved != where:
-            there = "its own optuna.db" if saved["storage"] == "embedded" else saved["storage"]
-            flag = "no --storage" if saved["storage"] == "embedded" else f"--storage {saved['storage']}"
-            raise UserError(f"{out} holds the trials of study '{saved['study_name']}' in {there}; run it with {flag} "
-                            f"and --study-name {saved['study_name']}, or pass another --out")
+            how = ("with no --storage" if saved["storage"] == "embedded"
+                   else f"with --storage on that database ({saved['storage']})")
+            place = "its own optuna.db" if saved["storage"] == "embedded" else saved["storage"]
+            raise UserError(f"{out} holds the trials of study '{saved['study_name']}' in {place}, not of "
+                            f"'{study_name}' in {there}; run it {how} and --study-name {saved['study_name']}, or "
+                            "pass another --out")
     elif (out / TRIALS_DIR).is_dir() and any((out / TRIALS_DIR).iterdir()):
         import optuna
 
-        if study_name not in optuna.get_all_study_names(storage=open_storage(url)):
-            raise UserError(f"{out} holds trials, and {describe_url(url)} has no study '{study_name}': pass the "
-                            "--storage and --study-name the search ran with, or another --out")
+        parsed = make_url(url)
+        missing = parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file()
+        if missing or study_name not in optuna.get_all_study_names(storage=open_storage(url)):
+            raise UserError(f"{out} holds trials, and {there} has no study '{study_name}': pass the --storage and "
+                            "--study-name the search ran with, or another --out")
     return where
 
 
