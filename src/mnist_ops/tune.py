@@ -480,13 +480,17 @@ def _storage_identity(storage: str | None, url: str) -> str:
     """How a tune directory records its storage: "embedded" (its own optuna.db, wherever the directory moves), or the
     URL without its password, a SQLite file by its absolute path (sqlite:///shared.db names another file from
     another working directory)."""
+    import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
     from mnist_ops.distributed import describe_url
 
     if storage is None:
         return "embedded"
-    parsed = make_url(url)  # storage_url checked it parses
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # not a URL: opening it says so in one line
+        return describe_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         return describe_url(parsed.set(database=str(Path(parsed.database).resolve())).render_as_string(False))
     return describe_url(url)
@@ -522,7 +526,7 @@ def check_tune_storage(out: Path, storage: str | None, url: str, study_name: str
     elif (out / TRIALS_DIR).is_dir() and any((out / TRIALS_DIR).iterdir()):
         import optuna
 
-        parsed = make_url(url)
+        parsed = make_url(url)  # a URL that does not parse is refused by storage_url before
         missing = parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file()
         if missing or study_name not in optuna.get_all_study_names(storage=open_storage(url)):
             raise UserError(f"{out} holds trials, and {there} has no study '{study_name}': pass the --storage and "
