@@ -166,6 +166,16 @@ def test_train_refuses_a_teacher_that_saw_the_validation_images(digit_checkpoint
     error = refusal(capsys, tmp_path, mnist_root, "--distill-weight", "0.5", "--teacher", str(held_out),
                     "--validation", "5000")
     assert "held out 4,000 training images" in error
+    # the same count from the other end of the file: 495 of the last 500 are among a random 500's training images
+    random_held = rewritten(digit_checkpoint, tmp_path / "random.pt", config={"validation": 5000})
+    error = refusal(capsys, tmp_path, mnist_root, "--distill-weight", "0.5", "--teacher", str(random_held),
+                    "--validation", "5000", "--validation-from", "last")
+    assert ("held out the random 5,000 training images, this run validates on the last 5,000" in error
+            and "--validation-from last" in error)
+    last_held = rewritten(digit_checkpoint, tmp_path / "last.pt", config={"validation": 5000, "validation_from": "last"})
+    config = build_config("lean-8k", None, {"teacher": str(last_held), "distill_weight": 0.5, "validation": 5000,
+                                            "validation_from": "last"})
+    assert load_teacher(config, 0.1307, 0.3081, torch.device("cpu")) is not None
 
 
 def test_a_resume_refuses_teacher_files_that_changed_since_the_run_started(digit_checkpoint, mnist_root, tmp_path):

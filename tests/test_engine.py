@@ -87,6 +87,27 @@ def test_folded_batchnorm_computes_the_same_function(name):
     assert result.loss == pytest.approx(torch.nn.functional.cross_entropy(expected, labels).item(), abs=1e-4)
 
 
+@pytest.mark.parametrize("fast_dropout", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+def test_precise_bn_measures_the_plain_images_with_dropout_off(fast_dropout, training):
+    """With dropout on in the pass, a BatchNorm after it averaged the dropout's extra variance, which evaluation never
+    sees (a review): the statistics must be those of the same net without dropout. The mode is left as found."""
+    from mnist_ops.models import use_fast_dropout
+
+    torch.manual_seed(0)
+    model = create_model("seed-regularized", dropout=0.5)
+    if fast_dropout:
+        use_fast_dropout(model)
+    plain = create_model("seed-regularized", dropout=0.0)
+    plain.load_state_dict(model.state_dict())
+    inputs = torch.randn(100, 1, 28, 28)
+    for net in (model, plain):
+        recompute_batchnorm(net.train(training), inputs, torch.device("cpu"), batch_size=50)
+    assert model.training == training and all(module.training == training for module in model.modules())
+    for (key, value), expected in zip(model.state_dict().items(), plain.state_dict().values()):
+        assert torch.allclose(value.float(), expected.float(), atol=1e-6), key
+
+
 @pytest.mark.parametrize("name", [name for name in list_models() if name in ("seed-regularized", "fast-8k", "lean-2k")])
 def test_precise_bn_sets_each_batchnorms_statistics_to_their_averages_over_the_inputs(name):
     torch.manual_seed(0)

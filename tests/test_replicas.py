@@ -97,6 +97,8 @@ def test_replicas_refuse_a_net_with_dropout_layers_of_its_own(tmp_path):
     config = build_config("lean-8k", None, {"model": f"{tmp_path / 'nets.py'}:build", "replicas": 2})
     with pytest.raises(UserError, match="has Dropout layers of its own"):
         check_runnable(config, 10, (28, 28))
+    with pytest.raises(UserError, match="has Dropout layers of its own"):  # swapped for FastDropout, it got by
+        check_runnable(config.replace(fast_dropout=True), 10, (28, 28))
     check_runnable(config.replace(replicas=1), 10, (28, 28))
     check_runnable(config.replace(model=f"{tmp_path / 'nets.py'}:build_p0"), 10, (28, 28))
 

@@ -79,6 +79,11 @@ def checked_teachers(config: Config) -> list[tuple[str, dict, str]]:
             raise UserError(f"{where} {held} training images, this run validates on {config.validation:,}: the "
                             "teacher trained on images this run validates on; pass a teacher trained with "
                             f"--validation {config.validation}")
+        if config.validation and trained["validation_from"] != config.validation_from:  # 495 of 500 overlap (a review)
+            raise UserError(f"{where} held out the {trained['validation_from']} {config.validation:,} training images, "
+                            f"this run validates on the {config.validation_from} {config.validation:,}: the teacher "
+                            "trained on most of the images this run validates on; pass a teacher trained with "
+                            f"--validation-from {config.validation_from}")
         final = trained["epochs"] - 1
         if checkpoint["epoch"] != final and trained["validation"] == config.validation:
             split = f"the {config.validation:,} held-out images" if config.validation else "the test set"

@@ -258,7 +258,8 @@ def interval_note(variants: list[VariantResult], planned: int) -> str:
     counts = sorted({len(variant.runs) for variant in variants})
     unfinished = ""
     if min(variant.seeds_finished for variant in variants) < planned:
-        unfinished = f" (the study plans {planned}; rerun its command to finish it)"
+        # the study's own spec.toml: the command of one invocation may name only some of its runs (a review)
+        unfinished = f" (the study plans {planned}; run `mnist-ops study --spec DIR/spec.toml --out DIR` to finish it)"
     elif counts[0] < planned:
         unfinished = f" (the study plans {planned}; the others diverged)"
     if counts[-1] < 2:
