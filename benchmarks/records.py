@@ -32,6 +32,8 @@ def main() -> int:
     parser.add_argument("--paired", action="store_true",
                         help="two studies of one recipe each, on the same seeds: seed by seed, with a paired 95%% interval")
     args = parser.parse_args()
+    if args.bar is not None and not 0 <= args.bar <= 100:  # nan too: "held >= nan% on 0 of 5 seeds" (a review)
+        parser.error(f"--bar must be a percentage from 0 to 100, got {args.bar}")
     try:
         if args.paired:
             if len(args.studies) != 2 or args.pool:

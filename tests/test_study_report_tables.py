@@ -67,6 +67,9 @@ def test_per_epoch_table_is_headed_by_the_epochs_of_metrics_jsonl():
     table = per_epoch_table([variant("a", [(90, 97.0), (95, 98.0)], [(90, 97.5), (95, 98.25)])])
     assert table.header == ["Variant", "Seed", "0", "1"]
     assert table.rows == [["a", "1", "97.00", "98.00"], ["a", "2", "97.50", "98.25"]]
+    shorter = per_epoch_table([variant("a", [(90, 97.0), (95, 98.0), (96, 98.5)]), variant("b", [(90, 96.0)])])
+    assert shorter.header == ["Variant", "Seed", "0", "1", "2"]
+    assert shorter.rows == [["a", "1", "97.00", "98.00", "98.50"], ["b", "1", "96.00", "", ""]]  # not ragged
 
 
 def test_the_last_epochs_column_pools_every_seeds_last_k_epochs():

@@ -196,8 +196,9 @@ def comparison_table(variants: list[VariantResult]) -> Table:
 def per_epoch_table(variants: list[VariantResult]) -> Table:
     """One row per run: its test accuracy (%) after each epoch, headed by the epoch numbers of metrics.jsonl."""
     longest = max((run for variant in variants for run in variant.runs), key=lambda run: len(run.records))
-    rows = [[variant.name, str(run.seed), *(percent(record["test_accuracy"]) for record in run.records)]
-            for variant in variants for run in variant.runs]
+    width = len(longest.records)  # a variant of fewer epochs fills its row with "": rows were ragged (a review)
+    rows = [[variant.name, str(run.seed), *(percent(record["test_accuracy"]) for record in run.records),
+             *[""] * (width - len(run.records))] for variant in variants for run in variant.runs]
     return Table(["Variant", "Seed", *(str(record["epoch"]) for record in longest.records)], rows)
 
 
