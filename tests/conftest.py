@@ -233,7 +233,8 @@ def broken_exif_sevens(mnist_test) -> dict[str, bytes]:
         return plain[:33] + chunk + plain[33:]
 
     jpeg = saved("JPEG", quality=95)
-    orientation = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00" + struct.pack("<HHII", 0x0112, 3, 2, 0x10001) + bytes(4)
+    orientation = (b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00" + struct.pack("<HHII", 0x0112, 3, 2, 0x10001)
+                   + bytes(4))
     return {"garbage.png": png_exif(b"garbage-not-tiff"), "garbage.webp": saved("WEBP", exif=b"garbage-not-tiff"),
             "past-its-end.png": png_exif(b"II*\x00\xff\x00\x00\x00"),
             "two-orientations.jpg": jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(orientation) + 2) + orientation

@@ -841,7 +841,8 @@ def test_evaluate_refuses_a_damaged_record_of_what_the_model_was_trained_on(alte
     """image_size "x" ended evaluate in an IndexError traceback; predict and export refused it (a review)."""
     path = altered_checkpoint("damaged.pt", **changes)
     assert main(["evaluate", "--checkpoint", str(path)]) == 2
-    assert capsys.readouterr().err == f"mnist-ops: error: checkpoint {path} is not an mnist-ops checkpoint ({problem})\n"
+    assert capsys.readouterr().err == (f"mnist-ops: error: checkpoint {path} is not an mnist-ops checkpoint "
+                                       f"({problem})\n")
 
 
 @pytest.mark.parametrize("failure, code, message", [

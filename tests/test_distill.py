@@ -172,7 +172,8 @@ def test_train_refuses_a_teacher_that_saw_the_validation_images(digit_checkpoint
                     "--validation", "5000", "--validation-from", "last")
     assert ("held out the random 5,000 training images, this run validates on the last 5,000" in error
             and "--validation-from last" in error)
-    last_held = rewritten(digit_checkpoint, tmp_path / "last.pt", config={"validation": 5000, "validation_from": "last"})
+    last_held = rewritten(digit_checkpoint, tmp_path / "last.pt",
+                          config={"validation": 5000, "validation_from": "last"})
     config = build_config("lean-8k", None, {"teacher": str(last_held), "distill_weight": 0.5, "validation": 5000,
                                             "validation_from": "last"})
     assert load_teacher(config, 0.1307, 0.3081, torch.device("cpu")) is not None

@@ -114,12 +114,13 @@ def test_resuming_a_finished_run_says_so_and_a_changed_config_is_refused_by_key(
                 "--no-progress"]
     subprocess.run(command("train", *run_args, "--out", str(out)), env=env, check=True, capture_output=True,
                    timeout=300)
-    before = [(out / name).read_bytes() for name in ("metrics.jsonl", "last.pt")]
+    files = ("metrics.jsonl", "last.pt", "summary.txt", "environment.json")  # as docs/reliability.md says
+    before = [(out / name).read_bytes() for name in files]
     finished = subprocess.run(command("train", "--resume", str(out), "--no-progress"), env=env,
                               capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0 and "is finished (1 of 1 epochs): nothing left to train" in finished.stdout
     assert "resuming /" not in finished.stdout  # it once said "resuming ... after epoch 0 of 1" first
-    assert [(out / name).read_bytes() for name in ("metrics.jsonl", "last.pt")] == before
+    assert [(out / name).read_bytes() for name in files] == before
     # the run's own preset, and its directory spelt another way, name the same run: accepted
     same = subprocess.run(command("train", "--resume", str(out), "--preset", "lean-8k", "--no-progress", "--out",
                                   str(out.parent / ".." / out.parent.name / out.name)), env=env, capture_output=True,

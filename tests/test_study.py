@@ -78,8 +78,8 @@ def variant_with(**keys):
      "variant name.* used twice: a"),
     ({"variant": [{"name": "../up", "preset": "seed-lean"}]}, "a variant needs a 'name'"),
     # a name the file system refuses passed, and the study failed after writing its spec (a review)
-    ({"variant": [{"name": "x" * 101, "preset": "seed-lean"}]}, "a variant needs a 'name' of at most 100"),
-    ({"name": "s" * 101}, "'name' must be at most 100 letters"),
+    ({"variant": [{"name": "x" * 201, "preset": "seed-lean"}]}, "a variant needs a 'name' of at most 200"),
+    ({"name": "s" * 201}, "'name' must be at most 200 letters"),
     ({"variant": []}, r"at least one \[\[variant\]\]"),
     ({"seeds": 0}, "'seeds' must be"),
     ({"seeds": [1, 1]}, "lists a seed twice"),

@@ -57,7 +57,8 @@ def test_the_script_prints_the_tables_or_one_line_and_exit_2(fake_study, tmp_pat
     for bar in ("nan", "101"):
         refused = subprocess.run([sys.executable, str(SCRIPT), "--bar", bar, str(fake_study)], capture_output=True,
                                  text=True)
-        assert refused.returncode == 2 and f"--bar must be a percentage from 0 to 100, got {float(bar)}" in refused.stderr
+        assert refused.returncode == 2
+        assert f"--bar must be a percentage from 0 to 100, got {float(bar)}" in refused.stderr
 
 
 def test_a_diverged_seed_counts_against_the_bar_and_is_named(tmp_path):

@@ -129,7 +129,8 @@ def test_machine_and_code_lines_come_from_each_runs_environment():
 def test_the_interval_note_counts_the_finished_seeds_not_the_planned_ones():
     three, two = variant("a", [(90, 97)], [(90, 97)], [(90, 97)]), variant("b", [(90, 97)], [(90, 97)])
     assert "over 3 seeds per variant, which" in interval_note([three, three], planned=3)
-    assert "over 2 to 3 seeds per variant (the study plans 3; run `mnist-ops study --spec DIR/spec.toml --out DIR` to finish it)" in \
+    assert ("over 2 to 3 seeds per variant (the study plans 3; to finish it, run `mnist-ops study --spec spec.toml "
+            "--out .` in the study's directory, with its --storage if it ran on one)") in \
         interval_note([three, two], planned=3)
     one = variant("c", [(90, 97)])
     assert interval_note([one, one], planned=3).startswith("With 1 seed per variant (the study plans 3;")

@@ -395,6 +395,14 @@ def test_a_search_run_again_on_another_storage_or_study_name_is_refused_before_i
     with pytest.raises(UserError, match="holds trials, and its own optuna.db has no study 'tiny': pass the --storage"):
         tune(3)
     assert not (out / EMBEDDED_FILE).exists()  # looked up without making one
+    with pytest.raises(UserError, match="storage URL 'notaurl' is not a database URL"):  # not a traceback
+        tune(3, storage="notaurl")
+    own = tmp_path / "own"
+    run_tune(parse_tune_spec(values, "tiny.toml", trials=1), own, data_root=train_only_root, log=lambda message: None)
+    run_tune(parse_tune_spec(values, "tiny.toml", trials=2), own, data_root=train_only_root, log=lambda message: None,
+             storage=f"sqlite:///{own / EMBEDDED_FILE}")  # its own optuna.db, named: the same storage
+    named = open_storage(f"sqlite:///{own / EMBEDDED_FILE}")
+    assert len(optuna.load_study(study_name="tiny", storage=named).trials) == 2
 
 
 def test_a_tune_spec_stored_before_a_config_key_existed_still_matches():

@@ -375,7 +375,8 @@ def recompute_batchnorm(model: nn.Module, inputs: torch.Tensor, device: torch.de
     from mnist_ops.models import FastDropout
 
     batches = [inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size)]
-    dropouts = [module for module in model.modules() if isinstance(module, (nn.modules.dropout._DropoutNd, FastDropout))]
+    dropouts = [module for module in model.modules()
+                if isinstance(module, (nn.modules.dropout._DropoutNd, FastDropout))]
 
     def without_dropout():  # update_bn puts the whole model in train mode before it reads the first batch
         for module in dropouts:

@@ -34,9 +34,10 @@ DONE_FILE = "done.json"  # written after fit() returned: the run is finished
 DIVERGED_FILE = "diverged.json"  # written when fit() raised TrainingDiverged: finished too, and not retried
 PREDICTIONS_FILE = "test_predictions.json"  # runs of a study on a storage: last.pt's class for each test image
 SPEC_KEYS = ("name", "seeds", "defaults", "target_accuracy", "last_k", "variant")
-# study and variant names: directory names (fullmatch), at most 100 characters (a file system takes 255 bytes a name;
-# a longer one passed, and the study failed at its first done.json with its spec already written: a review)
-VARIANT_NAME = re.compile(r"[A-Za-z0-9+_-][A-Za-z0-9+._-]{0,99}")
+# study and variant names: directory names (fullmatch), at most 200 characters: a file system takes 255 bytes a name,
+# and a study's own names add to it ("NAME-confirm"); a longer one passed, and the study failed at its first
+# done.json with its spec already written (a review)
+VARIANT_NAME = re.compile(r"[A-Za-z0-9+_-][A-Za-z0-9+._-]{0,199}")
 # What a study writes beside its variants' directories (the report, its figures, the embedded storage and SQLite's
 # files beside it): a variant of one of these names would fail only when that file is written, after training
 STUDY_DIR_FILES = (SPEC_FILE, STUDY_FILE, "report.md", "index.html", "test_accuracy.png", "gap.png", "confusion.png",
@@ -124,7 +125,7 @@ def _parse_variant(table: Any, defaults: dict, overrides: dict, source: str) -> 
     keys = dict(table)
     name = keys.pop("name", None)
     if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
-        raise UserError(f"{source}: a variant needs a 'name' of at most 100 letters, digits, '+', '-', '_' or '.', "
+        raise UserError(f"{source}: a variant needs a 'name' of at most 200 letters, digits, '+', '-', '_' or '.', "
                         f"got {show(name)}")
     if name in STUDY_DIR_FILES:
         raise UserError(f"{source}: variant name '{name}' is a file the study writes beside the variants' directories "
@@ -156,7 +157,8 @@ def spec_name(values: dict, source: str) -> str:
     """A spec's `name` (default: the file's stem), usable as a directory name; study and tune specs."""
     name = values.get("name", Path(source).stem)
     if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):  # fullmatch: no trailing newline
-        raise UserError(f"{source}: 'name' must be at most 100 letters, digits, '+', '-', '_' or '.', got {show(name)}")
+        raise UserError(f"{source}: 'name' must be at most 200 letters, digits, '+', '-', '_' or '.', "
+                        f"got {show(name)}")
     return name
 
 

@@ -25,7 +25,8 @@ from typing import Any, Callable
 from mnist_ops.config import FIELD_TYPES, Config, check_combination, resolve, stored_table, to_toml
 from mnist_ops.distributed import worker_name
 from mnist_ops.errors import TrainingDiverged, UserError, show
-from mnist_ops.fileio import atomic_write_bytes, atomic_write_json, read_toml, tomllib  # tomllib: or tomli on Python 3.10
+from mnist_ops.fileio import (atomic_write_bytes, atomic_write_json, read_toml,  # tomllib: or tomli on Python 3.10
+                              tomllib)
 
 TUNE_KEYS = ("name", "preset", "trials", "validation", "base", "space", "sampler", "pruner", "objective")
 PARAM_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
@@ -476,24 +477,32 @@ def check_tune_dir(spec: TuneSpec, out: Path) -> None:
         raise UserError(f"{out} is not empty and holds no spec.toml; pass another --out or delete it")
 
 
-def _storage_identity(storage: str | None, url: str) -> str:
-    """How a tune directory records its storage: "embedded" (its own optuna.db, wherever the directory moves), or the
-    URL without its password, a SQLite file by its absolute path (sqlite:///shared.db names another file from
-    another working directory)."""
+def _sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names, absolute; None for another database, a URL that does not parse (opening it
+    says so in one line), memory, or a file: URI (SQLite's to read)."""
     import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
-    from mnist_ops.distributed import describe_url
-
-    if storage is None:
-        return "embedded"
     try:
         parsed = make_url(url)
-    except (sqlalchemy.exc.ArgumentError, ValueError):  # not a URL: opening it says so in one line
-        return describe_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        return describe_url(parsed.set(database=str(Path(parsed.database).resolve())).render_as_string(False))
-    return describe_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") or \
+            parsed.database.startswith("file:"):
+        return None
+    return Path(parsed.database).resolve()
+
+
+def _storage_identity(storage: str | None, url: str, out: Path) -> str:
+    """How a tune directory records its storage: "embedded" (its own optuna.db, named or not, wherever the directory
+    moves), or the URL without its password, a SQLite file by its absolute path (sqlite:///shared.db names another
+    file from another working directory)."""
+    from mnist_ops.distributed import EMBEDDED_FILE, describe_url
+
+    file = _sqlite_file(url)
+    if storage is None or file == (out / EMBEDDED_FILE).resolve():
+        return "embedded"
+    return describe_url(f"sqlite:///{file}" if file is not None else url)
 
 
 def check_tune_storage(out: Path, storage: str | None, url: str, study_name: str) -> dict:
@@ -501,11 +510,9 @@ def check_tune_storage(out: Path, storage: str | None, url: str, study_name: str
     when this command names another storage or study: the search there would start afresh and its trial numbers meet
     the directory's (an Optuna traceback, then "already holds a run"; a review). A directory from before the record:
     refused if it holds trials and the storage has no study of that name (looked up without creating a database)."""
-    from sqlalchemy.engine import make_url
-
     from mnist_ops.distributed import open_storage
 
-    where = {"storage": _storage_identity(storage, url), "study_name": study_name}
+    where = {"storage": _storage_identity(storage, url, out), "study_name": study_name}
     there = "its own optuna.db" if where["storage"] == "embedded" else where["storage"]
     path = out / STORAGE_RECORD
     if path.is_file():
@@ -526,9 +533,11 @@ def check_tune_storage(out: Path, storage: str | None, url: str, study_name: str
     elif (out / TRIALS_DIR).is_dir() and any((out / TRIALS_DIR).iterdir()):
         import optuna
 
-        parsed = make_url(url)  # a URL that does not parse is refused by storage_url before
-        missing = parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file()
-        if missing or study_name not in optuna.get_all_study_names(storage=open_storage(url)):
+        file = _sqlite_file(url)
+        if file is None and url.startswith("sqlite"):  # a file: URI, or no URL: create_study opens it, or says why not
+            return where
+        if (file is not None and not file.is_file()) or \
+                study_name not in optuna.get_all_study_names(storage=open_storage(url)):
             raise UserError(f"{out} holds trials, and {there} has no study '{study_name}': pass the --storage and "
                             "--study-name the search ran with, or another --out")
     return where

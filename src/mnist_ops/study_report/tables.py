@@ -260,7 +260,8 @@ def interval_note(variants: list[VariantResult], planned: int) -> str:
     unfinished = ""
     if min(variant.seeds_finished for variant in variants) < planned:
         # the study's own spec.toml: the command of one invocation may name only some of its runs (a review)
-        unfinished = f" (the study plans {planned}; run `mnist-ops study --spec DIR/spec.toml --out DIR` to finish it)"
+        unfinished = (f" (the study plans {planned}; to finish it, run `mnist-ops study --spec spec.toml --out .` in "
+                      "the study's directory, with its --storage if it ran on one)")
     elif counts[0] < planned:
         unfinished = f" (the study plans {planned}; the others diverged)"
     if counts[-1] < 2:
