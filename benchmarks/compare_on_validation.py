@@ -137,7 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     for (name, seed), directory in zip(runs, directories):
         curves[name][seed] = [record["val_accuracy"] for record in read_jsonl(directory / "metrics.jsonl")]
         lows[name][seed] = min(curves[name][seed][-args.last_k:])
-    print(f"\nminimum validation accuracy (%) over the last {args.last_k} epochs, {args.validation:,} held-out images")
+    shortest = min(len(curve) for arm in curves.values() for curve in arm.values())
+    over = (f"the last {args.last_k} epochs" if shortest >= args.last_k else  # said "last 5" of 2 epochs (a review)
+            f"the last {args.last_k} epochs, or all of a run's {shortest} where it has fewer")
+    print(f"\nminimum validation accuracy (%) over {over}, {args.validation:,} held-out images")
     print("| arm | " + " | ".join(f"seed {seed}" for seed in args.seeds) + " | mean | min |")
     print("|---|" + "---:|" * (len(args.seeds) + 2))
     for name, by_seed in lows.items():
@@ -196,4 +199,8 @@ def paired_lines(lows: dict[str, dict[int, float]], seeds: list[int]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BrokenPipeError:  # `... | head`: the reader left; say nothing more (a traceback before: a review)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

@@ -17,6 +17,7 @@ minimum over the last K epochs and the paired 95% t interval of the second minus
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mnist_ops.errors import UserError
@@ -49,4 +50,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `... | head`: the reader left; say nothing more (a traceback before: a review)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

@@ -38,6 +38,20 @@ def test_the_table_holds_each_seeds_minimum_over_the_last_k_epochs_and_their_mea
             in done.stdout), done.stdout
     two = compare("--report-only", "--last-k", "2", "--out", str(out), "--seeds", "1", "--arm", "a=--x")
     assert two.returncode == 0 and "| a | 99.40 | 99.400 | 99.40 |" in two.stdout
+    assert "over the last 2 epochs, 10,000 held-out images" in two.stdout
+    more = compare("--report-only", "--last-k", "5", "--out", str(out), "--seeds", "1", "--arm", "a=--x")
+    assert "over the last 5 epochs, or all of a run's 4 where it has fewer" in more.stdout  # once "the last 5"
+    assert "| a | 99.00 | 99.000 | 99.00 |" in more.stdout
+
+
+def test_the_script_says_nothing_more_when_its_reader_leaves(tmp_path):
+    """`compare_on_validation.py ... | head` ended in a BrokenPipeError traceback (a review)."""
+    out = finished_runs(tmp_path / "cmp")
+    process = subprocess.Popen([sys.executable, str(SCRIPT), "--report-only", "--out", str(out), "--seeds", "1", "2",
+                                "--arm", "a=--x"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # the reader is gone before the script prints
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 1 and stderr == ""
 
 
 def test_by_epoch_prints_each_arms_mean_over_the_seeds_after_every_epoch(tmp_path):

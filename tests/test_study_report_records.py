@@ -61,6 +61,15 @@ def test_the_script_prints_the_tables_or_one_line_and_exit_2(fake_study, tmp_pat
         assert f"--bar must be a percentage from 0 to 100, got {float(bar)}" in refused.stderr
 
 
+def test_the_script_says_nothing_more_when_its_reader_leaves(fake_study):
+    """`records.py ... | head` ended in a BrokenPipeError traceback (a review)."""
+    process = subprocess.Popen([sys.executable, str(SCRIPT), str(fake_study)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # the reader is gone before the script prints
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 1 and stderr == ""
+
+
 def test_a_diverged_seed_counts_against_the_bar_and_is_named(tmp_path):
     import json
     import shutil
