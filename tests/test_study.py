@@ -107,6 +107,7 @@ def test_a_variant_named_like_a_file_of_the_study_directory_is_refused(name, tmp
 
 @pytest.mark.parametrize("state, file, content, fix", [
     ("done", "metrics.jsonl", '{"epoch": 0, "test_accuracy": 97.0}\njunk\n', "delete {run}/done.json and run"),
+    ("done", "done.json", '{"seed": 1, "summ', "delete it and run"),  # once shown as done (a review)
     ("started", "metrics.jsonl", '{"epoch": 0, "test_accuracy": 97.0}\n5\n', "run"),  # resuming rewrites it
     ("diverged", "diverged.json", '{"diverged": "loss na', "delete it and run"),
     ("diverged", "diverged.json", '["loss nan"]', "delete it and run"),

@@ -323,6 +323,7 @@ def directory_status(spec: Spec, study_dir: Path) -> list[RunStatus]:
             records = read_metrics(metrics) if metrics.is_file() else []
             label, planned = f"{variant.name}/seed{seed}", variant.config.epochs
             if (directory / DONE_FILE).is_file():
+                read_json_object(directory / DONE_FILE, ("seed", "summary"))  # damaged: named, as `study report` does
                 rows.append(RunStatus(label, "done", len(records), planned, last_accuracy(records)))
             elif (directory / DIVERGED_FILE).is_file():
                 what = read_json_object(directory / DIVERGED_FILE).get("diverged", "")
