@@ -45,7 +45,8 @@ PRESETS: dict[str, Config] = {
     # Muon's lr 0.07 or 0.15, batch 64, precise BN,
     # label smoothing 0.1 and SAM (rho 0.05) did not beat it on validation (docs/records.md), nor did the seed's
     # black rotation corners (rotation_fill "zero": +0.027 over validation seeds 1-8, +0.008 over seeds 9-16), nor
-    # momentum 0.85 or 0.93 (its onecycle's middle: -0.031, -0.041 over seeds 9-16).
+    # momentum 0.85 or 0.93 (its onecycle's middle: -0.031, -0.041 over seeds 9-16), nor a decoupled weight decay
+    # of 0.0005 (-0.043 over seeds 9-16).
     "lean-8k": Config(
         preset="lean-8k", model="lean-8k", dropout=0.0, augment="seed",
         optimizer="muon", lr=0.1, momentum=0.9, nesterov=True, schedule="onecycle",
