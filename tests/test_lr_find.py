@@ -101,6 +101,15 @@ def test_range_test_writes_a_figure_and_a_suggestion_within_the_range(mnist_root
     assert record["learning_rates"] == sorted(record["learning_rates"])  # an exponential ramp upwards
 
 
+def test_a_batch_larger_than_the_training_set_is_refused_before_the_test(mnist_root, tmp_path):
+    """--batch-size 100000 on 500 images stepped on batches of 500 under a plot titled "batch 100000" (a review)."""
+    config = build_config("seed-lean", None, {"limit_train": 500, "batch_size": 100_000, "device": "cpu"})
+    with pytest.raises(UserError, match="batch_size 100000 is more than the 500 training images, and the range test "
+                                        "steps on whole batches; lower --batch-size"):
+        lr_find(config, 1e-4, 1.0, 5, tmp_path / "out", data_root=mnist_root, log=lambda message: None)
+    assert not (tmp_path / "out").exists()
+
+
 def test_few_iterations_are_flagged_and_the_default_is_not():
     from mnist_ops.lr_find import few_iterations_warning
 

@@ -105,6 +105,18 @@ def test_a_picture_whose_exif_does_not_parse_is_read_without_it(server, broken_e
             assert (response.status_code, response.json()["digit"]) == (200, 7), name
 
 
+def test_a_file_that_is_not_an_image_is_told_so_and_only_an_encoded_one_how_to_send_it(server, seven):
+    """A .txt picked on the draw page was answered with a hint about curl, JSON and base64 it had not used (a
+    review); a body sent as JSON, a data URL or base64 text still gets it."""
+    with httpx.Client(base_url=server, timeout=10) as client:
+        for body in (b"my shopping list: eggs, milk\n", b"%PDF-1.7 not a picture"):
+            detail = client.post("/predict", content=body, headers={"content-type": "text/plain"}).json()["detail"]
+            assert detail.startswith("upload: not an image") and "curl" not in detail, detail
+        for body in (b'{"image": "..."}', b"data:image/png;base64,AAAA", base64.b64encode(seven)):
+            response = client.post("/predict", content=body)
+            assert response.status_code == 415 and "not JSON or base64" in response.json()["detail"], body[:20]
+
+
 def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(server, seven, bomb_png, giant_pngs):
     def chunks():  # over 1 MB without a Content-Length: the server must count
         for _ in range(12):

@@ -8,6 +8,7 @@ are read into memory (at most 1 MB) and never spooled to disk. Bad input gets a 
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 from importlib.resources import files
@@ -30,6 +31,17 @@ ROUTES = "this server has GET / (the draw page), POST /predict, GET /healthz and
 # 1.8-2.1 GB (`python benchmarks/serve_memory.py --checkpoint RUN`; the unbounded run is in commit 4456477's
 # message). Two still use both cores of the machine the speeds were measured on (docs/serving.md).
 DECODE_SLOTS = 2
+BASE64 = re.compile(rb"[A-Za-z0-9+/=\s]{16,}")
+
+
+def sent_encoded(content: bytes) -> bool:
+    """Whether a body that is not an image looks like one sent as JSON, a data URL or base64 text: the 415 then says
+    how to send the file itself. A file picked on the draw page that is not an image (a .txt) was told about curl
+    and JSON, which it had not used (a review)."""
+    start = content.lstrip()[:5]
+    return start[:1] in (b"{", b"[") or start.lower() == b"data:" or bool(BASE64.fullmatch(content[:4096]))
+
+
 STATUS = {NotAnImageError: 415, ImageTooLargeError: 413, NoDigitError: 422,
           NonFiniteOutputError: 422}  # any other UserError: 400
 
@@ -118,8 +130,8 @@ def create_app(predictor: Predictor) -> FastAPI:
                 prediction = predictor.predict(open_image(content, "upload"), "upload")
         except UserError as error:
             status = next((code for kind, code in STATUS.items() if isinstance(error, kind)), 400)
-            raise RequestError(status, f"{error}; {HOW_TO_SEND}, not JSON or base64" if status == 415
-                               else str(error)) from None
+            raise RequestError(status, f"{error}; {HOW_TO_SEND}, not JSON or base64"
+                               if status == 415 and sent_encoded(content) else str(error)) from None
         return {**prediction.to_dict(), "label": predictor.labels[prediction.digit],
                 "pixels": prediction.pixels.tolist(), "model": predictor.model_name}
 
