@@ -27,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from mnist_ops.batches import normalize
 from mnist_ops.config import FIELD_TYPES, Config, resolve
-from mnist_ops.data import dataset_info, stored_transposed
+from mnist_ops.data import DATASET_TOML, dataset_info, stored_transposed
 from mnist_ops.errors import UserError, show
 from mnist_ops.fileio import atomic_write_bytes
 from mnist_ops.models import (build_record, check_output, create_model, list_models, model_kwargs, rebuild_model,
@@ -335,12 +335,23 @@ def evaluate_checkpoint(checkpoint: dict, images: torch.Tensor, labels: torch.Te
     if classes is not None and len(labels) and int(labels.max()) >= len(classes):
         raise UserError(f"the test labels of {dataset} go up to {int(labels.max())} now, and the checkpoint's model "
                         f"knows {len(classes)} classes: the data set changed since training; restore it, or train again")
+    now = len(dataset_info(dataset).classes)  # what its confusion matrix is drawn over
+
+    def refuse_changed(trained: int) -> None:
+        raise UserError(f"{dataset} has {now} classes now, and the checkpoint's model was trained on {trained}: the "
+                        f"data set (or its {DATASET_TOML}) changed since training; restore it, or train again")
+
+    if classes is not None and len(classes) != now:
+        refuse_changed(len(classes))
     config = resolve(Config(), {key: value for key, value in checkpoint["config"].items() if key in FIELD_TYPES},
                      source="checkpoint config")
     layout = memory_format(config)
     model = model_from_checkpoint(checkpoint).to(device, memory_format=layout)
     inputs = normalize(images, checkpoint["mean"], checkpoint["std"]).contiguous(memory_format=layout)
-    return evaluate(model, inputs, labels, device, config.eval_batch_size, config.precision)
+    result = evaluate(model, inputs, labels, device, config.eval_batch_size, config.precision)
+    if len(result.predictions) and int(result.predictions.max()) >= now:  # a checkpoint from before `classes`
+        refuse_changed(int(result.predictions.max()) + 1)
+    return result
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
