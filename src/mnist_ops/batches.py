@@ -94,9 +94,14 @@ def load_fit_data(config: Config, data_root=None, with_evaluation: bool = True) 
     return FitData(train.head(config.limit_train) if config.limit_train else train, evaluation, name, mean, std)
 
 
-def load_training_split(config: Config, data_root=None) -> tuple[Split, float, float]:
-    """The images a run trains on and their pixel mean/std (for bench and lr-find)."""
+def load_training_split(config: Config, data_root=None, whole: str = "it works on whole batches"
+                        ) -> tuple[Split, float, float]:
+    """The images a run trains on and their pixel mean/std (for bench and lr-find), refusing a batch_size larger than
+    all of them: `whole` says why the command needs whole batches."""
     data = load_fit_data(config, data_root, with_evaluation=False)
+    if config.batch_size > len(data.train):
+        raise UserError(f"batch_size {config.batch_size} is more than the {len(data.train):,} training images, and "
+                        f"{whole}; lower --batch-size")
     return data.train, data.mean, data.std
 
 

@@ -117,10 +117,7 @@ def run_bench(config: Config, batches: int = 60, repeats: int = 3, workers: int 
     if config.train_crop:  # the per-sample side and the train-step row would see whole images, ours crops
         raise UserError(f"bench compares whole-image pipelines, and train_crop = {config.train_crop}; set train_crop = 0")
     torch.manual_seed(config.seed)
-    train, mean, std = load_training_split(config, data_root)
-    if config.batch_size > len(train):
-        raise UserError(f"batch_size {config.batch_size} is more than the {len(train):,} training images, and bench "
-                        "measures whole batches; lower --batch-size")
+    train, mean, std = load_training_split(config, data_root, whole="bench measures whole batches")
     generator = torch.Generator().manual_seed(config.seed)
     loader = per_sample_loader(train, mean, std, config.augment, config.batch_size, workers, config.interpolation,
                                config.rotation_fill)

@@ -383,11 +383,10 @@ def recompute_batchnorm(model: nn.Module, inputs: torch.Tensor, device: torch.de
     2-epoch seed-lean run at dropout 0.2, a review). The global random state (CPU, and CUDA's) is kept, so a net
     with dropout trains on as it would have (not on MPS: torch.random.fork_rng keeps one device type, and this one
     is CUDA). The weights are untouched (train-mode BatchNorm never reads these statistics)."""
-    from mnist_ops.models import FastDropout
+    from mnist_ops.models import DROPOUT_LAYERS
 
     batches = [inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size)]
-    dropouts = [module for module in model.modules()
-                if isinstance(module, (nn.modules.dropout._DropoutNd, FastDropout))]
+    dropouts = [module for module in model.modules() if isinstance(module, DROPOUT_LAYERS)]
 
     def without_dropout():  # update_bn puts the whole model in train mode before it reads the first batch
         for module in dropouts:

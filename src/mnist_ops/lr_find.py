@@ -118,10 +118,8 @@ def range_test(config: Config, start_lr: float, end_lr: float, iterations: int, 
     if unused:  # torch-lr-finder runs its own fp32 loop on one model
         log(f"note: the range test trains one fp32 copy of the model, without the recipe's {', '.join(unused)}; "
             "its lr suggestion is for that plain step")
-    train, mean, std = load_training_split(config, data_root)
-    if config.batch_size > len(train):  # its batches would hold them all, under a plot titled with the batch size
-        raise UserError(f"batch_size {config.batch_size} is more than the {len(train):,} training images, and the "
-                        "range test steps on whole batches; lower --batch-size")
+    # a larger batch would hold them all, under a plot titled with the batch size asked for
+    train, mean, std = load_training_split(config, data_root, whole="the range test steps on whole batches")
     seed_everything(config.seed)
     device = resolve_device(config.device)
     model = build_model(config, len(dataset_info(config.dataset).classes), tuple(train.images.shape[1:])).to(device)

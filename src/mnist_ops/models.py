@@ -269,7 +269,7 @@ def create_model(reference: str, *, defaults: dict[str, Any] | None = None,
         raise UserError(f"model '{reference}': building it raised {first_line(error)}") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"model '{reference}' returned a {type(model).__name__}, not a torch.nn.Module")
-    if zero_dropout and any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
+    if zero_dropout and any(isinstance(m, DROPOUT_LAYERS) and m.p > 0 for m in model.modules()):
         raise UserError(f"model '{reference}' has dropout layers of its own and no 'dropout' parameter: "
                         "it cannot honour dropout = 0; remove dropout from your flags or config")
     _BUILT[model] = {**asdict(source), "kwargs": passed}
@@ -546,6 +546,9 @@ class FastDropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+DROPOUT_LAYERS = (nn.modules.dropout._DropoutNd, FastDropout)  # torch's dropout layers of every kind, and ours
 
 
 def use_fast_dropout(model: nn.Module) -> int:

@@ -16,6 +16,7 @@ import io
 import re
 import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,19 +62,25 @@ class Preprocessed:
     inputs: np.ndarray  # float32 [1, 28, 28], normalized with the model's mean/std
 
 
+@contextmanager
+def _pillow_quietly():
+    """Pillow's warnings of a picture's broken metadata (unreadable EXIF, a phone app's) with their own file and line
+    kept off stderr: not ours to show. catch_warnings swaps process-wide state, and `serve` decodes on several
+    threads: one at a time (a header or an EXIF block read)."""
+    with _PILLOW_WARNINGS, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        yield
+
+
 def open_image(content: bytes, name: str = "image") -> Image.Image:
     """Decode PNG/JPEG/BMP/GIF/WebP bytes, refusing non-images and decompression bombs. Pillow reads
     the header first, so the pixel count is checked before any pixel is decoded."""
     if not content:
         raise NotAnImageError(f"{name}: empty (0 bytes)")
     try:
-        # Pillow's own bomb check warns at 89M pixels: ours is lower, and one line. catch_warnings swaps
-        # process-wide state, and `serve` decodes on several threads: one at a time (a header read).
-        # Unreadable EXIF (a phone app's broken metadata) is read as none: Pillow warns of it with its own file and
-        # line on stderr, which is not ours to show.
-        with _PILLOW_WARNINGS, warnings.catch_warnings():
+        # Pillow's own bomb check warns at 89M pixels: ours is lower, and one line.
+        with _pillow_quietly():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
             image = Image.open(io.BytesIO(content), formats=FORMATS)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
         pixels = re.search(r"\((\d+) pixels\)", str(error))
@@ -103,10 +110,9 @@ UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4:
 def upright(image: Image.Image) -> Image.Image:
     """The image as the person who took it saw it (a phone photo's EXIF orientation). A PNG's or WebP's EXIF is
     parsed only here: unreadable, it is read as none (a traceback and a 500 before, 2026-11-28), and Pillow's
-    warnings of it, with their own file and line, are not ours to show. Only the orientation is read (exif_transpose
-    also writes the rest of the EXIF back, which can fail on another broken tag and leave the photo unturned)."""
-    with _PILLOW_WARNINGS, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+    warnings of it are kept off stderr. Only the orientation is read (exif_transpose also writes the rest of the EXIF
+    back, which can fail on another broken tag and leave the photo unturned)."""
+    with _pillow_quietly():
         try:
             orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
         except Exception:  # Pillow raises SyntaxError, struct.error, ValueError... for broken metadata alone
@@ -207,7 +213,7 @@ def _drop_level_lines(ink_rows: np.ndarray, mask_rows: np.ndarray, peak: float, 
     well, a review found it erasing the faint edges of blurred digits cropped tightly)."""
     width = mask_rows.shape[1]
     inside = np.full(len(mask_rows), width) if inside is None else inside
-    full = (mask_rows.sum(axis=1) >= RULED_SPAN * inside) & (inside >= 0.1 * width)
+    full = _across(mask_rows.sum(axis=1), inside, width)
     edges = np.diff(full.astype(np.int8), prepend=0, append=0)
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
     within = (starts > 0) & (ends < len(full) - 1)
@@ -228,6 +234,12 @@ def _drop_level_lines(ink_rows: np.ndarray, mask_rows: np.ndarray, peak: float, 
     ink_rows[band] = np.where(cleared, 0.0, lines)
     mask_rows[band] = inked & ~cleared
     return True
+
+
+def _across(inked: np.ndarray, inside: np.ndarray, columns: int) -> np.ndarray:
+    """Per row, whether it is inked across the picture: in RULED_SPAN of the `inside` pixels it holds of it, and it
+    holds a tenth of its `columns` or more (a sheared picture's corner rows hold a few)."""
+    return (inked >= RULED_SPAN * inside) & (inside >= 0.1 * columns)
 
 
 def _shift(slope: float, width: int) -> np.ndarray:
@@ -255,7 +267,7 @@ def _full_rows(mask_rows: np.ndarray, slopes: np.ndarray, stride: int) -> np.nda
         shift = _shift(slope, width)
         inside = _inside(shift, height, columns)
         inked = np.bincount(rows + shift[sampled * stride], minlength=len(inside))
-        counts[number] = np.count_nonzero((inked >= RULED_SPAN * inside) & (inside >= 0.1 * len(columns)))
+        counts[number] = np.count_nonzero(_across(inked, inside, len(columns)))
     return counts
 
 

@@ -34,7 +34,7 @@ from mnist_ops.distill import load_teacher, refuse_changed_teachers
 from mnist_ops.errors import TrainingDiverged, UserError
 from mnist_ops.fileio import (DirectoryLock, atomic_write_bytes, atomic_write_json, read_toml,
                               remove_stale_temporaries, write_jsonl)
-from mnist_ops.models import (FastDropout, build_record, count_parameters, first_line, importable_as_recorded,
+from mnist_ops.models import (DROPOUT_LAYERS, build_record, count_parameters, first_line, importable_as_recorded,
                               raised_in_own_net)
 from mnist_ops.provenance import ENVIRONMENT_FILE, run_provenance
 from mnist_ops.replicas import one_thread_per_replica
@@ -223,8 +223,7 @@ def check_runnable(config: Config, num_classes: int, image_size: tuple[int, int]
     resolve_device("cpu" if config.replicas > 1 else config.device)
     model = build_model(config, num_classes, image_size, log)
     # FastDropout too: --fast-dropout swaps the net's Dropout for it before this check, which then let it by (a review)
-    if config.replicas > 1 and any(isinstance(module, (torch.nn.modules.dropout._DropoutNd, FastDropout))
-                                   and module.p > 0 for module in model.modules()):
+    if config.replicas > 1 and any(isinstance(module, DROPOUT_LAYERS) and module.p > 0 for module in model.modules()):
         raise UserError(f"replicas = {config.replicas} needs a model without active dropout, and model {config.model} "
                         "has Dropout layers of its own (masks drawn in several threads would make runs unrepeatable); "
                         "set replicas = 1, or build the net without them")

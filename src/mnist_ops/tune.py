@@ -493,16 +493,19 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(parsed.database).resolve()
 
 
-def _storage_identity(storage: str | None, url: str, out: Path) -> str:
+def _storage_identity(storage: str | None, url: str, file: Path | None, out: Path) -> str:
     """How a tune directory records its storage: "embedded" (its own optuna.db, named or not, wherever the directory
-    moves), or the URL without its password, a SQLite file by its absolute path (sqlite:///shared.db names another
-    file from another working directory)."""
+    moves), or the URL without its password, a SQLite file (`file`: _sqlite_file of the URL) by its absolute path
+    (sqlite:///shared.db names another file from another working directory)."""
     from mnist_ops.distributed import EMBEDDED_FILE, describe_url
 
-    file = _sqlite_file(url)
     if storage is None or file == (out / EMBEDDED_FILE).resolve():
         return "embedded"
     return describe_url(f"sqlite:///{file}" if file is not None else url)
+
+
+def _storage_words(identity: str) -> str:
+    return "its own optuna.db" if identity == "embedded" else identity
 
 
 def check_tune_storage(out: Path, storage: str | None, url: str, study_name: str) -> dict:
@@ -512,8 +515,8 @@ def check_tune_storage(out: Path, storage: str | None, url: str, study_name: str
     refused if it holds trials and the storage has no study of that name (looked up without creating a database)."""
     from mnist_ops.distributed import open_storage
 
-    where = {"storage": _storage_identity(storage, url, out), "study_name": study_name}
-    there = "its own optuna.db" if where["storage"] == "embedded" else where["storage"]
+    file = _sqlite_file(url)
+    where = {"storage": _storage_identity(storage, url, file, out), "study_name": study_name}
     path = out / STORAGE_RECORD
     if path.is_file():
         try:
@@ -526,20 +529,19 @@ def check_tune_storage(out: Path, storage: str | None, url: str, study_name: str
         if saved != where:
             how = ("with no --storage" if saved["storage"] == "embedded"
                    else f"with --storage on that database ({saved['storage']})")
-            place = "its own optuna.db" if saved["storage"] == "embedded" else saved["storage"]
-            raise UserError(f"{out} holds the trials of study '{saved['study_name']}' in {place}, not of "
-                            f"'{study_name}' in {there}; run it {how} and --study-name {saved['study_name']}, or "
-                            "pass another --out")
+            raise UserError(f"{out} holds the trials of study '{saved['study_name']}' in "
+                            f"{_storage_words(saved['storage'])}, not of '{study_name}' in "
+                            f"{_storage_words(where['storage'])}; run it {how} and --study-name {saved['study_name']}, "
+                            "or pass another --out")
     elif (out / TRIALS_DIR).is_dir() and any((out / TRIALS_DIR).iterdir()):
         import optuna
 
-        file = _sqlite_file(url)
         if file is None and url.startswith("sqlite"):  # a file: URI, or no URL: create_study opens it, or says why not
             return where
         if (file is not None and not file.is_file()) or \
                 study_name not in optuna.get_all_study_names(storage=open_storage(url)):
-            raise UserError(f"{out} holds trials, and {there} has no study '{study_name}': pass the --storage and "
-                            "--study-name the search ran with, or another --out")
+            raise UserError(f"{out} holds trials, and {_storage_words(where['storage'])} has no study '{study_name}': "
+                            "pass the --storage and --study-name the search ran with, or another --out")
     return where
 
 
